@@ -1,0 +1,82 @@
+"""What an agent adapter is: a task in, a process description out; event lines in, a summary out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from fleetd.lines import AgentLine
+from shared.models import RunResult, TaskSpec, TokenUsage
+
+
+@dataclass(frozen=True)
+class AgentCommand:
+    """How to start one agent run."""
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    stdin: bytes | None = None  # None: the agent's stdin is /dev/null
+
+
+class Adapter(Protocol):
+    """Turns a task into an `AgentCommand`; knows nothing of sockets or databases."""
+
+    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand: ...
+
+
+@dataclass
+class RunSummary:
+    """Folds a run's events (Codex's JSON Lines shape) into its result fields."""
+
+    thread_id: str | None = None
+    final_message: str | None = None
+    error: str | None = None
+    commands: int = 0
+    failed_commands: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+
+    def observe(self, line: AgentLine) -> None:
+        match line.type:
+            case "thread.started":
+                self.thread_id = line.thread_id or self.thread_id
+            case "item.completed" if line.item is not None:
+                self._item(line)
+            case "turn.completed" if line.usage is not None:
+                self._add_usage(line)
+            case "turn.failed" if line.error is not None:
+                self.error = line.error.message
+            case "error" if line.message:
+                self.error = line.message
+
+    def _item(self, line: AgentLine) -> None:
+        item = line.item
+        assert item is not None
+        if item.type == "agent_message" and item.text is not None:
+            self.final_message = item.text
+        elif item.type == "command_execution":
+            self.commands += 1
+            if item.exit_code not in (0, None) or item.status == "failed":
+                self.failed_commands += 1
+
+    def _add_usage(self, line: AgentLine) -> None:
+        usage = line.usage
+        assert usage is not None
+        total = self.usage
+        total.input_tokens += usage.input_tokens
+        total.cached_input_tokens += usage.cached_input_tokens
+        total.output_tokens += usage.output_tokens
+        total.reasoning_output_tokens += usage.reasoning_output_tokens
+        total.total_tokens = total.input_tokens + total.output_tokens
+
+    def into(self, result: RunResult) -> RunResult:
+        """Fill a result's agent-derived fields."""
+        result.thread_id = self.thread_id
+        result.final_message = self.final_message
+        result.usage = self.usage
+        result.commands = self.commands
+        result.failed_commands = self.failed_commands
+        if result.error is None and self.error is not None:
+            result.error = self.error
+        return result

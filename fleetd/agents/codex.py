@@ -1,0 +1,71 @@
+"""The Codex adapter: `codex exec --json` with the task's prompt, directory and overrides."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from fleetd.agents.base import AgentCommand
+from shared.config import CodexConfig
+from shared.errors import ConfigError
+from shared.models import TaskSpec
+
+# Where `make` installs the pinned Codex CLI: the native binary, which skips node's start-up
+# and one level of signal forwarding.
+NATIVE_BINARY = Path(
+    "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
+)
+
+
+def local_install_candidates() -> list[Path]:
+    """Project-local installs: beside the source tree, and beside the virtualenv."""
+    source_root = Path(__file__).resolve().parents[2]
+    venv_root = Path(sys.prefix).resolve().parent
+    roots = dict.fromkeys([source_root, venv_root])
+    return [root / ".tools" / "codex" / NATIVE_BINARY for root in roots]
+
+
+def find_codex(config: CodexConfig) -> str:
+    """The Codex binary: config or FLEET_CODEX_BIN, the project-local install, then PATH."""
+    if config.bin:
+        return config.bin
+    for candidate in local_install_candidates():
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("codex")
+    if found:
+        return found
+    raise ConfigError(
+        "no Codex CLI found: run `make setup` (installs it under .tools/codex), "
+        "install it with `npm install -g @openai/codex`, or set FLEET_CODEX_BIN"
+    )
+
+
+class CodexAdapter:
+    """Builds `codex exec --json` command lines from a task and the `[codex]` config."""
+
+    def __init__(self, config: CodexConfig) -> None:
+        self.config = config
+
+    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand:
+        argv = [
+            find_codex(self.config),
+            "exec",
+            "--json",
+            "--color",
+            "never",
+            "--skip-git-repo-check",
+            "--sandbox",
+            self.config.sandbox,
+            "--cd",
+            str(cwd),
+        ]
+        model = spec.model or self.config.model
+        if model:
+            argv += ["--model", model]
+        for override in self.config.config:
+            argv += ["-c", override]
+        # `--` so that a prompt starting with a dash is never read as a flag.
+        argv += ["--", spec.prompt]
+        return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)

@@ -1,0 +1,155 @@
+"""The supervisor's children: started from a clean fork server, restarted with backoff.
+
+Children are forked by multiprocessing's fork server, which is started before the supervisor
+opens any ZeroMQ context or database, so every child (first start or restart) begins clean.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from loguru import logger
+
+from shared.models import ProcessView
+
+RESTART_BACKOFF_FIRST = 0.1
+
+
+class CrashLoop(Exception):
+    """A child died too often within the crash-loop window."""
+
+
+@dataclass
+class Child:
+    """One supervised role and its current process."""
+
+    role: str
+    target: Callable[..., None]
+    args: Callable[[bool], tuple[Any, ...]]  # given "is this the first start?"
+    process: BaseProcess | None = None
+    started: int = 0
+    deaths: collections.deque[float] = field(default_factory=collections.deque)
+    restart_at: float | None = None
+    backoff: float = RESTART_BACKOFF_FIRST
+    restartable: bool = True
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+
+class Children:
+    """Starts, watches and restarts the supervisor's children."""
+
+    def __init__(
+        self, backoff_max: float, crash_loop_restarts: int, crash_loop_window: float
+    ) -> None:
+        self.context = multiprocessing.get_context("forkserver")
+        self.backoff_max = backoff_max
+        self.crash_loop_restarts = crash_loop_restarts
+        self.crash_loop_window = crash_loop_window
+        self.children: dict[str, Child] = {}
+
+    def preload(self, modules: list[str]) -> None:
+        """Modules the fork server imports once, so that every fork starts warm."""
+        self.context.set_forkserver_preload(modules)
+
+    def add(self, child: Child) -> None:
+        self.children[child.role] = child
+
+    def start(self, child: Child) -> None:
+        process = self.context.Process(
+            target=child.target, args=child.args(child.started == 0), name=child.role, daemon=False
+        )
+        process.start()
+        child.process = process
+        child.started += 1
+        child.restart_at = None
+        logger.debug("started {} (pid {})", child.role, process.pid)
+
+    def start_all(self) -> None:
+        for child in self.children.values():
+            self.start(child)
+
+    def sentinels(self) -> dict[int, Child]:
+        return {
+            c.process.sentinel: c
+            for c in self.children.values()
+            if c.process is not None and c.process.exitcode is None
+        }
+
+    def on_exit(self, child: Child, now: float) -> int | None:
+        """Collect a dead child's exit code and schedule its restart (or raise CrashLoop)."""
+        assert child.process is not None
+        child.process.join(timeout=0)
+        code = child.process.exitcode
+        if not child.restartable:
+            return code
+        child.deaths.append(now)
+        while child.deaths and now - child.deaths[0] > self.crash_loop_window:
+            child.deaths.popleft()
+        if len(child.deaths) > self.crash_loop_restarts:
+            raise CrashLoop(
+                f"{child.role} died {len(child.deaths)} times within "
+                f"{self.crash_loop_window:g} s (last exit code {code}); stopping the fleet"
+            )
+        child.restart_at = now + child.backoff
+        child.backoff = min(child.backoff * 2, self.backoff_max)
+        return code
+
+    def restart_due(self, now: float) -> list[Child]:
+        due = [c for c in self.children.values() if c.restart_at is not None and now >= c.restart_at]
+        for child in due:
+            self.start(child)
+        return due
+
+    def calm(self, now: float) -> None:
+        """A child that has stayed up a while gets its short backoff back."""
+        for child in self.children.values():
+            if child.alive and child.deaths and now - child.deaths[-1] > self.crash_loop_window:
+                child.backoff = RESTART_BACKOFF_FIRST
+
+    def next_restart(self) -> float | None:
+        times = [c.restart_at for c in self.children.values() if c.restart_at is not None]
+        return min(times) if times else None
+
+    def signal(self, roles: list[str], sig: int) -> None:
+        for role in roles:
+            child = self.children[role]
+            child.restartable = False
+            child.restart_at = None
+            if child.alive and child.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, sig)
+
+    def alive_roles(self, prefix: str = "") -> list[str]:
+        return [r for r, c in self.children.items() if r.startswith(prefix) and c.alive]
+
+    def views(self) -> list[ProcessView]:
+        return [
+            ProcessView(
+                role=c.role, pid=c.pid, alive=c.alive, restarts=max(0, c.started - 1)
+            )
+            for c in self.children.values()
+        ]
+
+    def managed_pids(self) -> set[int]:
+        """Pids multiprocessing itself looks after (its fork server and resource tracker)."""
+        from multiprocessing import forkserver, resource_tracker
+
+        pids = {
+            getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None),
+            getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
+        }
+        return {pid for pid in pids if pid}

@@ -1,0 +1,78 @@
+"""Per-execution spool files: the worker appends each encoded event batch before sending it.
+
+The spool is what makes events survive a dead recorder or a dead worker: the recorder fills
+any gap in what it received from it, and re-ingests whole spools left by dead workers.
+A record is a 4-byte little-endian length and the msgpack bytes of one `EventBatch`.
+The writer holds an exclusive `flock` on the file while it lives, so a free lock means the
+writer is gone (finished or dead) and the file is complete as far as it will ever be.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+_LENGTH = struct.Struct("<I")
+
+
+class SpoolWriter:
+    """Appends records to one execution's spool, holding its lock until closed."""
+
+    def __init__(self, path: Path) -> None:
+        # Created under a temporary name and locked before it becomes visible, so the
+        # recorder's sweep can never mistake a brand-new spool for an abandoned one.
+        temp = path.with_suffix(".new")
+        self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        os.rename(temp, path)
+        self.path = path
+
+    def append(self, record: bytes) -> None:
+        """One write call, so a killed writer leaves whole records behind, or a torn last one."""
+        os.write(self.fd, _LENGTH.pack(len(record)) + record)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def read_records(path: Path) -> Iterator[bytes]:
+    """Every whole record of a spool, in order; a torn record at the end is ignored."""
+    with path.open("rb") as handle:
+        while True:
+            header = handle.read(_LENGTH.size)
+            if len(header) < _LENGTH.size:
+                return
+            (length,) = _LENGTH.unpack(header)
+            body = handle.read(length)
+            if len(body) < length:
+                return
+            yield body
+
+
+def try_lock(path: Path) -> int | None:
+    """An fd holding the spool's lock if no writer holds it, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def execution_of(path: Path) -> int | None:
+    """The execution id a spool file is named for, or None for a foreign file."""
+    if path.suffix != ".spool":
+        return None
+    try:
+        return int(path.stem)
+    except ValueError:
+        return None

@@ -1,0 +1,409 @@
+"""The supervisor (`fleetd`): starts and restarts the children, serves the control socket,
+handles signals, stop and drain, and speaks the systemd notify protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+from loguru import logger
+
+from fleetd import broker, recorder, worker
+from fleetd.agentproc import AgentRegistry
+from fleetd.children import Child, Children, CrashLoop
+from fleetd.control import open_control_socket
+from fleetd.notify import Notifier
+from fleetd.process import ShutdownSignal, become_subreaper, set_title
+from fleetd.reaper import reap_orphans
+from shared import messages as m
+from shared.config import FleetConfig
+from shared.errors import StateDirError
+from shared.paths import StatePaths
+
+TICK_SECONDS = 0.2
+FORWARD_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 10.0
+ORPHAN_SCAN_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.2
+FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.ListWorkers)
+
+
+@dataclass
+class Forward:
+    """A control request waiting for the broker's or recorder's answer."""
+
+    client: bytes | None  # None: the supervisor asked for itself
+    deadline: float
+    then: Callable[[m.Message], m.Message | None] | None = None
+
+
+def acquire_lock(paths: StatePaths) -> int:
+    """Hold the state directory's lock for our lifetime, or say who holds it."""
+    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise StateDirError(
+            f"another fleetd (pid {holder}) is already running on {paths.root}; "
+            "stop it with `fleetctl stop`, or give this one another --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+class Supervisor:
+    """fleetd's main process."""
+
+    def __init__(self, config: FleetConfig, env: Mapping[str, str]) -> None:
+        self.config = config
+        self.env = env
+        self.paths = config.paths()
+        self.notifier = Notifier(env)
+        self.started_mono = time.monotonic()
+        self.phase = "running"  # running | draining | stopping | closing | done
+        self.exit_code = 0
+        self.stop_deadline = float("inf")
+        self.close_deadline = float("inf")
+        self.pending: dict[bytes, Forward] = {}
+        self.next_ref = 0
+        self.ready = False
+        self.dispatching = True
+        self.warnings: list[str] = []
+        self.children = Children(
+            config.supervisor.restart_backoff_max,
+            config.supervisor.crash_loop_restarts,
+            config.supervisor.crash_loop_window,
+        )
+
+    # --- start -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Everything before the loop. Children are forked before any socket or database."""
+        self.paths.check_socket_paths()
+        self.paths.create()
+        self.lock_fd = acquire_lock(self.paths)
+        set_title("fleetd: supervisor")
+        become_subreaper()
+        ended = AgentRegistry(self.paths.agents_dir).end_leftovers()
+        if ended:
+            logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)
+        self._define_children()
+        self.children.start_all()
+        self.context = zmq.Context()
+        self.control, self.control_path, self.adopted = open_control_socket(
+            self.context, self.paths.control_socket, self.env
+        )
+        self.broker = self._dealer(self.paths.broker_endpoint)
+        self.recorder = self._dealer(self.paths.recorder_endpoint)
+        self.shutdown = ShutdownSignal((signal.SIGTERM, signal.SIGINT))
+        self._ask_broker(m.GetCounts(), None, self._on_first_counts)
+        logger.info(
+            "fleetd {} started: {} workers, state {}, control {}",
+            os.getpid(),
+            self.config.workers,
+            self.paths.root,
+            self.control_path,
+        )
+
+    def _define_children(self) -> None:
+        config = self.config
+        self.children.preload(["fleetd.broker", "fleetd.recorder", "fleetd.worker"])
+        self.children.add(Child("broker", broker.run, lambda first: (config, first)))
+        self.children.add(Child("recorder", recorder.run, lambda first: (config,)))
+        for index in range(1, config.workers + 1):
+            self.children.add(
+                Child(f"worker {index}", worker.run, lambda first, i=index: (config, i))
+            )
+
+    def _dealer(self, endpoint: str) -> zmq.Socket:
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, b"supervisor")
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+        sock.setsockopt(zmq.RCVHWM, 10_000)
+        sock.connect(endpoint)
+        return sock
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def loop(self) -> int:
+        poller = zmq.Poller()
+        for sock in (self.control, self.broker, self.recorder):
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self.shutdown.fd, zmq.POLLIN)
+        registered: set[int] = set()
+        next_orphan_scan = next_watchdog = next_drain_poll = 0.0
+        while self.phase != "done":
+            sentinels = self.children.sentinels()
+            for fd in registered - sentinels.keys():
+                poller.unregister(fd)
+            for fd in sentinels.keys() - registered:
+                poller.register(fd, zmq.POLLIN)
+            registered = set(sentinels)
+            events = dict(poller.poll(TICK_SECONDS * 1000))
+            now = time.monotonic()
+            if self.shutdown.fd in events:
+                self.shutdown.drain()
+                self.begin_stop(None, f"signal {self.shutdown.received}")
+            for fd, child in sentinels.items():
+                if fd in events:
+                    self._on_child_exit(child, now)
+            if self.control in events:
+                self._serve_control()
+            if self.broker in events:
+                self._on_replies(self.broker, m.broker_reply_codec())
+            if self.recorder in events:
+                self._on_replies(self.recorder, m.recorder_reply_codec())
+            self._restart_due(now)
+            self._expire_forwards(now)
+            if now >= next_orphan_scan:
+                next_orphan_scan = now + ORPHAN_SCAN_SECONDS
+                reap_orphans(self.children.managed_pids())
+                self.children.calm(now)
+            if self.notifier.watchdog_interval and now >= next_watchdog:
+                next_watchdog = now + self.notifier.watchdog_interval
+                self.notifier.watchdog()
+            if self.phase == "draining" and now >= next_drain_poll:
+                next_drain_poll = now + DRAIN_POLL_SECONDS
+                self._ask_broker(m.GetCounts(), None, self._on_drain_counts)
+            self._advance_stop(now)
+        return self.exit_code
+
+    def _on_child_exit(self, child: Child, now: float) -> None:
+        try:
+            code = self.children.on_exit(child, now)
+        except CrashLoop as exc:
+            logger.error("{}", exc)
+            self.warnings.append(str(exc))
+            self.exit_code = 1
+            self.begin_stop(None, "crash loop")
+            return
+        if child.restartable:
+            logger.warning("{} (pid {}) exited with code {}; restarting", child.role, child.pid, code)
+        else:
+            logger.info("{} exited with code {}", child.role, code)
+        if child.role.startswith("worker "):
+            worker_id = "w" + child.role.split()[1]
+            reason = f"worker process died (exit code {code})"
+            self._ask_broker(m.WorkerGone(worker=worker_id, reason=reason), None, None)
+        reap_orphans(self.children.managed_pids())
+
+    def _restart_due(self, now: float) -> None:
+        if self.phase in ("running", "draining"):
+            for child in self.children.restart_due(now):
+                logger.info("restarted {} (pid {})", child.role, child.pid)
+
+    # --- control requests ----------------------------------------------------------------------
+
+    def _serve_control(self) -> None:
+        codec = m.control_request_codec()
+        for _ in range(1000):
+            try:
+                frames = self.control.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            client = frames[0]
+            if len(frames) != 2:
+                self._reply(client, m.ErrorReply(code="bad_request", message="expected 1 frame"))
+                continue
+            try:
+                request = codec.decode(frames[1])
+            except Exception as exc:  # any undecodable input gets a typed error reply
+                message = f"malformed request: {exc}"[:500]
+                self._reply(client, m.ErrorReply(code="bad_request", message=message))
+                continue
+            self._dispatch(client, request)
+
+    def _dispatch(self, client: bytes, request: m.Message) -> None:
+        match request:
+            case m.Enqueue() | m.ListTasks() | m.ShowTask() | m.CancelTask() | m.ListWorkers():
+                self._ask_broker(request, client, None)
+            case m.GetEvents():
+                self._ask(self.recorder, m.recorder_request_codec(), request, client, None)
+            case m.GetStatus():
+                self._ask_broker(m.GetCounts(), client, self._status_from_counts)
+            case m.Drain():
+                self.begin_drain()
+                self._reply(client, m.Accepted(detail=f"draining; pid {os.getpid()}"))
+            case m.Stop(timeout=timeout):
+                self.begin_stop(timeout, "stop request")
+                self._reply(client, m.Accepted(detail=f"stopping; pid {os.getpid()}"))
+
+    def _reply(self, client: bytes, message: m.Message) -> None:
+        with contextlib.suppress(zmq.ZMQError):
+            self.control.send_multipart(
+                [client, m.control_reply_codec().encode(message)], zmq.NOBLOCK
+            )
+
+    def _ask_broker(
+        self,
+        request: m.Message,
+        client: bytes | None,
+        then: Callable[[m.Message], m.Message | None] | None,
+    ) -> None:
+        self._ask(self.broker, m.broker_request_codec(), request, client, then)
+
+    def _ask(
+        self,
+        sock: zmq.Socket,
+        codec: m.Codec,
+        request: m.Message,
+        client: bytes | None,
+        then: Callable[[m.Message], m.Message | None] | None,
+    ) -> None:
+        self.next_ref += 1
+        ref = self.next_ref.to_bytes(8, "little")
+        self.pending[ref] = Forward(client, time.monotonic() + FORWARD_TIMEOUT, then)
+        try:
+            sock.send_multipart([ref, codec.encode(request)], zmq.NOBLOCK)
+        except zmq.Again:
+            del self.pending[ref]
+            if client is not None:
+                self._reply(client, _unavailable())
+
+    def _on_replies(self, sock: zmq.Socket, codec: m.Codec) -> None:
+        for _ in range(1000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            forward = self.pending.pop(frames[0], None) if len(frames) == 2 else None
+            if forward is None:
+                continue  # the answer came after we gave up on it
+            try:
+                reply: m.Message | None = codec.decode(frames[1])
+            except Exception:
+                logger.exception("undecodable internal reply")
+                reply = m.ErrorReply(code="internal", message="internal error; see fleetd log")
+            if forward.then is not None and reply is not None:
+                reply = forward.then(reply)
+            if forward.client is not None and reply is not None:
+                self._reply(forward.client, reply)
+
+    def _expire_forwards(self, now: float) -> None:
+        for ref in [r for r, f in self.pending.items() if f.deadline < now]:
+            forward = self.pending.pop(ref)
+            if forward.client is not None:
+                self._reply(forward.client, _unavailable())
+
+    def _status_from_counts(self, reply: m.Message) -> m.Message:
+        if not isinstance(reply, m.QueueCounts):
+            return reply
+        self.dispatching = reply.dispatching
+        return m.Status(
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self.started_mono, 3),
+            state_dir=str(self.paths.root),
+            dispatching=reply.dispatching,
+            stopping=None if self.phase == "running" else self.phase,
+            counts=reply.counts,
+            processes=self.children.views(),
+            workers=reply.workers,
+            feed=self.paths.feed_endpoint,
+            warnings=list(self.warnings),
+        )
+
+    def _on_first_counts(self, reply: m.Message) -> None:
+        if isinstance(reply, m.QueueCounts) and not self.ready:
+            self.ready = True
+            self.notifier.ready(f"running {self.config.workers} workers")
+        return None
+
+    # --- stop and drain ----------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        if self.phase != "running":
+            return
+        logger.info("draining: no new tasks start; exiting when running tasks finish")
+        self.phase = "draining"
+        self.notifier.status("draining")
+        self._ask_broker(m.SetDispatch(dispatching=False), None, None)
+
+    def _on_drain_counts(self, reply: m.Message) -> None:
+        if self.phase != "draining" or not isinstance(reply, m.QueueCounts):
+            return None
+        busy = [w for w in reply.workers if w.state == "busy"]
+        if reply.counts.get("running", 0) == 0 and not busy:
+            self.begin_stop(None, "drained")
+        return None
+
+    def begin_stop(self, timeout: float | None, why: str) -> None:
+        """Stop dispatching, SIGTERM the workers (they end their agents and report back)."""
+        if self.phase in ("stopping", "closing", "done"):
+            return
+        bound = timeout if timeout is not None else self.config.supervisor.stop_timeout
+        now = time.monotonic()
+        self.close_deadline = now + bound
+        self.stop_deadline = now + max(bound * 0.8, bound - 2.0)
+        logger.info("stopping ({}): ending running agents, bounded by {:g} s", why, bound)
+        self.phase = "stopping"
+        self.notifier.stopping(f"stopping ({why})")
+        self._ask_broker(m.SetDispatch(dispatching=False), None, None)
+        self.children.signal(self._worker_roles(), signal.SIGTERM)
+
+    def _worker_roles(self) -> list[str]:
+        return [role for role in self.children.children if role.startswith("worker ")]
+
+    def _advance_stop(self, now: float) -> None:
+        if self.phase == "stopping":
+            alive = self.children.alive_roles("worker ")
+            if alive and now >= self.stop_deadline:
+                logger.warning("workers {} did not stop in time; killing them", alive)
+                self.children.signal(alive, signal.SIGKILL)
+                AgentRegistry(self.paths.agents_dir).end_leftovers()
+                for role in alive:
+                    reason = "fleet stop timed out while this task ran"
+                    gone = m.WorkerGone(worker="w" + role.split()[1], reason=reason)
+                    self._ask_broker(gone, None, None)
+                return
+            if not alive:
+                self.phase = "closing"
+                self.close_deadline = max(self.close_deadline, now + 1.0)
+                self.children.signal(["recorder", "broker"], signal.SIGTERM)
+        elif self.phase == "closing":
+            alive = self.children.alive_roles()
+            if alive and now >= self.close_deadline:
+                logger.warning("{} did not exit in time; killing", alive)
+                self.children.signal(alive, signal.SIGKILL)
+            if not alive:
+                self.phase = "done"
+
+    # --- end ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        reap_orphans(self.children.managed_pids())
+        for sock in (self.control, self.broker, self.recorder):
+            sock.close(linger=0)
+        self.context.term()
+        if not self.adopted:
+            with contextlib.suppress(OSError):
+                Path(self.control_path).unlink()
+        self.notifier.close()
+        logger.info("fleetd stopped")
+
+
+def _unavailable() -> m.ErrorReply:
+    return m.ErrorReply(
+        code="unavailable",
+        message="fleetd's internal service did not answer in time (restarting?); try again",
+    )
+
+
+def run(config: FleetConfig, env: Mapping[str, str]) -> int:
+    """Run fleetd in the foreground until stopped; the process exit code."""
+    supervisor = Supervisor(config, env)
+    supervisor.start()
+    try:
+        return supervisor.loop()
+    finally:
+        supervisor.close()

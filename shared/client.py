@@ -1,0 +1,90 @@
+"""A client of the control socket: one typed request, one typed reply, always with a timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+from pathlib import Path
+
+import zmq
+
+from shared import messages as m
+from shared.errors import DaemonUnavailable, RequestFailed
+
+
+def _not_running(path: Path) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"fleetd is not running (no control socket answers at {path}); start it with `fleetd`"
+    )
+
+
+def probe(path: Path) -> None:
+    """Fail fast, before ZeroMQ, when nothing listens on the socket path."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
+        raise _not_running(path) from exc
+    except PermissionError as exc:
+        raise DaemonUnavailable(
+            f"permission denied on {path}: only the user who runs fleetd may control it"
+        ) from exc
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            raise _not_running(path) from exc
+        raise DaemonUnavailable(f"cannot reach fleetd at {path}: {exc.strerror}") from exc
+    finally:
+        sock.close()
+
+
+class ControlClient:
+    """Talks to fleetd over its control socket; one instance per command invocation."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.context: zmq.Context | None = None
+        self.sock: zmq.Socket | None = None
+        self.requests = m.control_request_codec()
+        self.replies = m.control_reply_codec()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _socket(self) -> zmq.Socket:
+        if self.sock is None:
+            probe(self.path)
+            self.context = zmq.Context()
+            self.sock = self.context.socket(zmq.DEALER)
+            self.sock.setsockopt(zmq.LINGER, 0)
+            self.sock.connect("ipc://" + str(self.path))
+        return self.sock
+
+    def request(self, message: m.Message) -> m.Message:
+        """Send one request and return its reply; an error reply raises RequestFailed."""
+        sock = self._socket()
+        sock.send(self.requests.encode(message))
+        if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
+            # A late reply must not be taken for the next request's: start a new socket.
+            self.close()
+            raise DaemonUnavailable(
+                f"fleetd did not answer within {self.timeout:g} s at {self.path}; "
+                "it may be busy or stuck: see its log, or retry with a longer --timeout"
+            )
+        reply = self.replies.decode(sock.recv())
+        if isinstance(reply, m.ErrorReply):
+            raise RequestFailed(reply.code, reply.message)
+        return reply
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=0)
+            self.sock = None
+        if self.context is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self.context.term()
+            self.context = None

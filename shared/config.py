@@ -1,0 +1,239 @@
+"""Typed configuration: TOML file, then `FLEET_*` environment variables, then command-line flags."""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from shared.errors import ConfigError
+from shared.paths import StatePaths, default_config_file, default_state_dir
+
+ENV_PREFIX = "FLEET_"
+# Variables that are not settings but are read by the tools themselves.
+ENV_NOT_SETTINGS = frozenset({"FLEET_CONFIG"})
+
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+def _doc(default_type: Any, text: str, **limits: Any) -> Any:
+    return Annotated[default_type, msgspec.Meta(description=text, **limits)]
+
+
+class Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A config section: unknown keys are an error that names them."""
+
+
+class QueueConfig(Section):
+    max_attempts: _doc(int, "attempts per task before it fails (a task may override)", ge=1) = 3
+    lease_seconds: _doc(
+        float, "a running task whose worker is silent this long goes back to the queue", gt=0
+    ) = 30.0
+
+
+class WorkerConfig(Section):
+    heartbeat_seconds: _doc(float, "how often a worker renews its lease", gt=0) = 1.0
+    grace_seconds: _doc(
+        float, "after SIGTERM, how long an agent may take before SIGKILL", ge=0
+    ) = 10.0
+    timeout_seconds: _doc(float, "default wall-clock limit of one agent run", gt=0) = 3600.0
+    max_line_bytes: _doc(
+        int, "longest agent output line kept as one event; longer lines are split", ge=1024
+    ) = 64 * 1024 * 1024
+    env_allow: _doc(
+        list[str], "host environment variables passed to agents (nothing else is)"
+    ) = msgspec.field(
+        default_factory=lambda: [
+            "PATH",
+            "HOME",
+            "USER",
+            "LOGNAME",
+            "LANG",
+            "LC_ALL",
+            "LC_CTYPE",
+            "TZ",
+            "TERM",
+            "TMPDIR",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+            "OPENAI_API_KEY",
+            "CODEX_API_KEY",
+            "OPENAI_ORG_ID",
+            "OPENAI_PROJECT_ID",
+            "CODEX_HOME",
+        ]
+    )
+    secret_env: _doc(
+        list[str], "allowed variables whose values are masked in every stored or printed event"
+    ) = msgspec.field(default_factory=lambda: ["OPENAI_API_KEY", "CODEX_API_KEY"])
+
+
+class CodexConfig(Section):
+    bin: _doc(
+        str | None, "Codex CLI binary (default: project-local install, then PATH)"
+    ) = None
+    model: _doc(str | None, "model for tasks that name none (default: Codex's own)") = None
+    sandbox: _doc(
+        Literal["read-only", "workspace-write", "danger-full-access"], "Codex sandbox mode"
+    ) = "workspace-write"
+    config: _doc(list[str], "extra `-c KEY=VALUE` overrides passed to every Codex run") = (
+        msgspec.field(default_factory=list)
+    )
+
+
+class RecorderConfig(Section):
+    batch_max: _doc(int, "most events stored in one transaction", ge=1) = 20000
+
+
+class SupervisorConfig(Section):
+    stop_timeout: _doc(float, "default bound on a whole `fleetctl stop`", gt=0) = 60.0
+    restart_backoff_max: _doc(float, "longest wait before restarting a crashed child", gt=0) = 10.0
+    crash_loop_restarts: _doc(
+        int, "restarts of one child within the window that stop the fleet", ge=1
+    ) = 5
+    crash_loop_window: _doc(float, "the crash-loop window, in seconds", gt=0) = 60.0
+
+
+class FleetConfig(Section):
+    state_dir: _doc(
+        str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)"
+    ) = None
+    workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
+    log_json: _doc(bool, "log structured JSON lines instead of text") = False
+    log_level: _doc(
+        Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"], "log level"
+    ) = "INFO"
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
+    codex: CodexConfig = msgspec.field(default_factory=CodexConfig)
+    recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
+    supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+
+    def paths(self) -> StatePaths:
+        """The state paths; `state_dir` is always set once loaded."""
+        assert self.state_dir is not None, "load_config fills state_dir"
+        return StatePaths(Path(self.state_dir))
+
+
+SECTIONS = ("queue", "worker", "codex", "recorder", "supervisor")
+
+
+def iter_settings() -> Iterator[tuple[str, str, str, Any]]:
+    """(dotted key, env variable, description, default) for every setting, for --help."""
+    info = msgspec.inspect.type_info(FleetConfig)
+    for field in info.fields:
+        if field.name in SECTIONS:
+            section = msgspec.inspect.type_info(field.type.cls)
+            for sub in section.fields:
+                key = f"{field.name}.{sub.name}"
+                yield key, _env_name(key), _description(sub.type), _default(sub)
+        else:
+            yield field.name, _env_name(field.name), _description(field.type), _default(field)
+
+
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _description(field_type: Any) -> str:
+    """The Meta description, which msgspec.inspect keeps in the JSON-schema extras."""
+    schema = getattr(field_type, "extra_json_schema", None) or {}
+    return str(schema.get("description", ""))
+
+
+def _default(field: Any) -> Any:
+    if field.default is not msgspec.NODEFAULT:
+        return field.default
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return None
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    known = {env_name: key for key, env_name, _, _ in iter_settings()}
+    data: dict[str, Any] = {}
+    unknown = []
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        key = known.get(name)
+        if key is None:
+            unknown.append(name)
+            continue
+        _set_dotted(data, key, _env_value(key, value))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting variable(s) {', '.join(sorted(unknown))}; "
+            "`fleetd --help` lists the FLEET_* variables"
+        )
+    return data
+
+
+def _env_value(key: str, value: str) -> Any:
+    """Lists come from the environment comma-separated; the rest converts from text (lax)."""
+    if key in ("worker.env_allow", "worker.secret_env", "codex.config"):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    head, _, tail = key.partition(".")
+    if tail:
+        data.setdefault(head, {})
+        _set_dotted(data[head], tail, value)
+    else:
+        data[head] = value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def load_config(
+    env: Mapping[str, str],
+    config_file: Path | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> FleetConfig:
+    """Build the config: file < environment < flags (dotted keys); state_dir always filled."""
+    source = "defaults"
+    data: dict[str, Any] = {}
+    path = config_file or (Path(env["FLEET_CONFIG"]) if env.get("FLEET_CONFIG") else None)
+    if path is None and default_config_file(env).is_file():
+        path = default_config_file(env)
+    if path is not None:
+        data = _read_toml(path)
+        source = f"config file {path}"
+    data = _merge(data, _env_overrides(env))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(data, key, value)
+    try:
+        config = msgspec.convert(data, FleetConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        where = str(exc).replace("$.", "")
+        raise ConfigError(f"invalid setting ({source}, FLEET_* or flags): {where}") from exc
+    if config.state_dir is None:
+        config = msgspec.structs.replace(config, state_dir=str(default_state_dir(env)))
+    state_dir = str(Path(config.state_dir).expanduser().absolute())
+    return msgspec.structs.replace(config, state_dir=state_dir)

@@ -1,0 +1,358 @@
+"""Every message that crosses a socket, one tagged msgspec union per channel, msgpack-encoded.
+
+Channels:
+- control: `fleetctl` <-> supervisor (the control socket);
+- broker: workers and the supervisor <-> broker (queue operations, leases, results);
+- recorder: workers and the supervisor <-> recorder (events in, event queries);
+- feed: the recorder's publish socket for live followers.
+
+New fields always get defaults, so an older peer's message still decodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from shared.models import (
+    EventRecord,
+    ProcessView,
+    RunResult,
+    TaskSpec,
+    TaskState,
+    TaskView,
+    WorkerView,
+)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="msg"):
+    """Root of every wire message; the class name is the tag."""
+
+
+# --- requests a client may send to the control socket (some are forwarded) ---------------
+
+
+class Enqueue(Message):
+    """Add tasks; a task whose idempotency key is known returns the existing task."""
+
+    tasks: list[TaskSpec]
+
+
+class ListTasks(Message):
+    """Tasks, newest first, optionally in one state."""
+
+    state: TaskState | None = None
+    limit: int = 50
+
+
+class ShowTask(Message):
+    """One task with its executions."""
+
+    task: int
+
+
+class CancelTask(Message):
+    """Cancel a queued task, or end a running one's agent."""
+
+    task: int
+
+
+class ListWorkers(Message):
+    """The workers as the broker knows them."""
+
+
+class GetEvents(Message):
+    """A page of a task's stored events, after the given position."""
+
+    task: int
+    after_execution: int = 0
+    after_seq: int = 0
+    limit: int = 2000
+
+
+class GetStatus(Message):
+    """Daemon pid, uptime, counts per state, processes, workers."""
+
+
+class Drain(Message):
+    """Stop dispatching, let running tasks finish, then exit."""
+
+
+class Stop(Message):
+    """Stop dispatching, end running agents, put their tasks back, exit."""
+
+    timeout: float | None = None
+
+
+ControlRequest = (
+    Enqueue | ListTasks | ShowTask | CancelTask | ListWorkers | GetEvents | GetStatus | Drain | Stop
+)
+
+# --- replies -------------------------------------------------------------------------------
+
+
+class Enqueued(Message):
+    """Ids of the tasks, in the order asked; `created` is False where a key matched."""
+
+    ids: list[int]
+    created: list[bool]
+
+
+class TaskList(Message):
+    tasks: list[TaskView]
+
+
+class TaskDetail(Message):
+    task: TaskView
+
+
+class Cancelled(Message):
+    """The task's state after the request; `running` if its agent is being ended."""
+
+    task: int
+    state: TaskState
+    pending: bool = False
+
+
+class WorkerList(Message):
+    workers: list[WorkerView]
+
+
+class EventPage(Message):
+    """Stored events in (execution, seq) order; `more` if the page was full."""
+
+    events: list[EventRecord]
+    more: bool
+
+
+class QueueCounts(Message):
+    """Tasks per state, and the broker's view of the workers."""
+
+    counts: dict[str, int]
+    workers: list[WorkerView]
+    dispatching: bool
+
+
+class Status(Message):
+    pid: int
+    uptime_s: float
+    state_dir: str
+    dispatching: bool
+    stopping: str | None
+    counts: dict[str, int]
+    processes: list[ProcessView]
+    workers: list[WorkerView]
+    feed: str
+    warnings: list[str] = []
+
+
+class Accepted(Message):
+    """The request was taken; what follows happens in the background."""
+
+    detail: str = ""
+
+
+ErrorCode = Literal["bad_request", "not_found", "unavailable", "conflict", "internal"]
+
+
+class ErrorReply(Message):
+    """A request could not be served; `message` says what to do."""
+
+    code: ErrorCode
+    message: str
+
+
+ControlReply = (
+    Enqueued
+    | TaskList
+    | TaskDetail
+    | Cancelled
+    | WorkerList
+    | EventPage
+    | Status
+    | Accepted
+    | ErrorReply
+)
+
+# --- broker channel --------------------------------------------------------------------------
+
+
+class Ready(Message):
+    """A worker is idle and wants a task (sent at start and after each result is acked)."""
+
+    worker: str
+    pid: int
+
+
+class Heartbeat(Message):
+    """A worker is alive; `execution` is what it runs (None when idle). Renews the lease."""
+
+    worker: str
+    pid: int
+    execution: int | None = None
+
+
+class Assign(Message):
+    """Run this task as this execution; the lease runs until `lease_expires_at` unless renewed."""
+
+    task: int
+    execution: int
+    attempt: int
+    spec: TaskSpec
+    lease_expires_at: int
+
+
+class AgentStarted(Message):
+    """The agent process of an execution started (for dispatch latency and the show view)."""
+
+    execution: int
+    started_at: int
+    pid: int
+
+
+class Finished(Message):
+    """An execution ended; resent until acknowledged."""
+
+    execution: int
+    outcome: Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+    result: RunResult
+
+
+class FinishAck(Message):
+    execution: int
+
+
+class CancelExecution(Message):
+    """End the agent of this execution (broker -> worker)."""
+
+    execution: int
+
+
+class WorkerGone(Message):
+    """The supervisor saw a worker die: its executions are lost."""
+
+    worker: str
+    reason: str
+
+
+class SetDispatch(Message):
+    """Start or stop handing out tasks."""
+
+    dispatching: bool
+
+
+class GetCounts(Message):
+    """Counts per state and the workers (supervisor -> broker, for status)."""
+
+
+BrokerRequest = (
+    Ready
+    | Heartbeat
+    | AgentStarted
+    | Finished
+    | Enqueue
+    | ListTasks
+    | ShowTask
+    | CancelTask
+    | ListWorkers
+    | WorkerGone
+    | SetDispatch
+    | GetCounts
+)
+BrokerReply = (
+    Assign
+    | FinishAck
+    | CancelExecution
+    | Enqueued
+    | TaskList
+    | TaskDetail
+    | Cancelled
+    | WorkerList
+    | QueueCounts
+    | Accepted
+    | ErrorReply
+)
+
+# --- recorder channel ------------------------------------------------------------------------
+
+
+class EventBatch(Message):
+    """Consecutive events of one execution (worker -> recorder, and recorder -> feed)."""
+
+    task: int
+    execution: int
+    events: list[EventRecord]
+
+
+class StreamEnd(Message):
+    """The agent of an execution ended after printing `last_seq` events; seal the stream."""
+
+    task: int
+    execution: int
+    last_seq: int
+    spool: str
+
+
+class StreamSealed(Message):
+    """Every event of the execution is stored (recorder -> worker, and -> feed)."""
+
+    task: int
+    execution: int
+    last_seq: int
+
+
+RecorderRequest = EventBatch | StreamEnd | GetEvents
+RecorderReply = StreamSealed | EventPage | ErrorReply
+FeedMessage = EventBatch | StreamSealed
+
+
+T = TypeVar("T")
+
+
+def feed_topic(task: int) -> bytes:
+    """Feed topic of a task; the trailing dot keeps task 1 from matching task 12."""
+    return b"t%d." % task
+
+
+class Codec(Generic[T]):
+    """An encoder and a decoder for one channel, built once."""
+
+    def __init__(self, union: Any) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(union)
+
+    def encode(self, message: Message) -> bytes:
+        return self._encoder.encode(message)
+
+    def decode(self, data: bytes | memoryview) -> T:
+        """Decode one message; raises msgspec.DecodeError (a ValidationError too) if malformed."""
+        return self._decoder.decode(data)
+
+
+def control_request_codec() -> Codec[ControlRequest]:
+    return Codec(ControlRequest)
+
+
+def control_reply_codec() -> Codec[ControlReply]:
+    return Codec(ControlReply)
+
+
+def broker_request_codec() -> Codec[BrokerRequest]:
+    return Codec(BrokerRequest)
+
+
+def broker_reply_codec() -> Codec[BrokerReply]:
+    return Codec(BrokerReply)
+
+
+def recorder_request_codec() -> Codec[RecorderRequest]:
+    return Codec(RecorderRequest)
+
+
+def recorder_reply_codec() -> Codec[RecorderReply]:
+    return Codec(RecorderReply)
+
+
+def feed_codec() -> Codec[FeedMessage]:
+    return Codec(FeedMessage)

@@ -1,0 +1,177 @@
+"""Domain records shared by the daemon and the CLI: tasks, executions, results, workers, events."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Literal
+
+import msgspec
+
+TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out"]
+TASK_STATES: tuple[TaskState, ...] = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "timed_out",
+)
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+
+# How one attempt ended. `lost`: its worker died or stopped answering; `interrupted`: the fleet
+# was stopped and the task went back to the queue without spending an attempt.
+ExecutionOutcome = Literal[
+    "running", "succeeded", "failed", "cancelled", "timed_out", "lost", "interrupted"
+]
+
+AgentKind = Literal["codex", "command"]
+
+
+def now_us() -> int:
+    """Wall-clock time in integer microseconds since the Unix epoch (the stored time unit)."""
+    return time.time_ns() // 1000
+
+
+def rfc3339(us: int | None) -> str | None:
+    """Format stored microseconds as RFC 3339 UTC with microseconds, or None."""
+    if us is None:
+        return None
+    stamp = dt.datetime.fromtimestamp(us / 1_000_000, tz=dt.UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a user asked for: everything needed to run the task, nothing about its progress."""
+
+    prompt: str
+    agent: AgentKind = "codex"
+    argv: list[str] = []
+    cwd: str | None = None
+    model: str | None = None
+    timeout: float | None = None
+    max_attempts: int | None = None
+    key: str | None = None
+    labels: dict[str, str] = {}
+
+
+class TokenUsage(msgspec.Struct, kw_only=True):
+    """Token counts summed over every turn of one run."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class RunResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What one agent run produced, as the worker saw it."""
+
+    exit_code: int | None = None
+    signal: int | None = None
+    final_message: str | None = None
+    usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
+    duration_s: float = 0.0
+    events: int = 0
+    commands: int = 0
+    failed_commands: int = 0
+    thread_id: str | None = None
+    error: str | None = None
+    reason: str | None = None
+    stderr_tail: str | None = None
+
+
+class ExecutionView(msgspec.Struct, kw_only=True):
+    """One attempt at a task."""
+
+    id: int
+    attempt: int
+    worker: str | None
+    outcome: ExecutionOutcome
+    claimed_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    result: RunResult | None = None
+
+
+class TaskView(msgspec.Struct, kw_only=True):
+    """A task with its state and, when asked for, its executions."""
+
+    id: int
+    state: TaskState
+    spec: TaskSpec
+    attempts: int
+    enqueued_at: int
+    started_at: int | None = None
+    finished_at: int | None = None
+    result: RunResult | None = None
+    executions: list[ExecutionView] = []
+
+
+class WorkerView(msgspec.Struct, kw_only=True):
+    """One worker as the broker last heard from it."""
+
+    id: str
+    pid: int | None
+    state: Literal["idle", "busy", "starting"]
+    task: int | None = None
+    execution: int | None = None
+    since: int
+
+
+class ProcessView(msgspec.Struct, kw_only=True):
+    """One child process of the supervisor."""
+
+    role: str
+    pid: int | None
+    alive: bool
+    restarts: int = 0
+
+
+class EventRecord(msgspec.Struct, array_like=True):
+    """One line an agent printed: the unit the recorder stores and publishes."""
+
+    execution: int
+    seq: int
+    ts: int
+    type: str
+    flags: int
+    payload: bytes
+
+
+# Event flags: what was odd about the line, so it is kept as is rather than dropped.
+FLAG_NOT_JSON = 1
+FLAG_NOT_UTF8 = 2
+FLAG_HUGE = 4  # too large to parse; stored whole, unparsed
+FLAG_PARTIAL = 8  # one piece of a line longer than the worker's line limit
+FLAG_NO_NEWLINE = 16  # the agent's last output did not end with a newline
+FLAG_REDACTED = 32  # a secret value was masked in this line
+
+
+def flag_names(flags: int) -> list[str]:
+    """Names of the flags set in `flags`, for humans and JSON output."""
+    names = {
+        FLAG_NOT_JSON: "not_json",
+        FLAG_NOT_UTF8: "not_utf8",
+        FLAG_HUGE: "huge",
+        FLAG_PARTIAL: "partial",
+        FLAG_NO_NEWLINE: "no_newline",
+        FLAG_REDACTED: "redacted",
+    }
+    return [name for bit, name in names.items() if flags & bit]
+
+
+def spec_problem(spec: TaskSpec) -> str | None:
+    """Why a task cannot be run as given, in words for the user; None if it can."""
+    if spec.agent == "command" and not spec.argv:
+        return "a command task needs its argv: `fleetctl enqueue PROMPT --agent command -- ARGV...`"
+    if spec.agent == "codex" and not spec.prompt.strip():
+        return "a codex task needs a prompt"
+    if spec.agent == "codex" and spec.argv:
+        return "argv (after `--`) is only for `--agent command` tasks"
+    if spec.timeout is not None and spec.timeout <= 0:
+        return "timeout must be a positive number of seconds"
+    if spec.max_attempts is not None and spec.max_attempts < 1:
+        return "max_attempts must be at least 1"
+    return None

@@ -1,0 +1,134 @@
+"""Where things live under the state directory, and how that directory is found."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import StateDirError
+
+APP_NAME = "agent-fleet"
+# Linux's sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+
+
+def default_state_dir(env: Mapping[str, str]) -> Path:
+    """`$XDG_STATE_HOME/agent-fleet`, else `~/.local/state/agent-fleet` (XDG base directories)."""
+    xdg = env.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg else Path(env.get("HOME") or Path.home()) / ".local" / "state"
+    return base / APP_NAME
+
+
+def default_config_file(env: Mapping[str, str]) -> Path:
+    """`$XDG_CONFIG_HOME/agent-fleet/fleet.toml`, else `~/.config/agent-fleet/fleet.toml`."""
+    xdg = env.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg else Path(env.get("HOME") or Path.home()) / ".config"
+    return base / APP_NAME / "fleet.toml"
+
+
+@dataclass(frozen=True)
+class StatePaths:
+    """Every file and socket of one fleet, derived from its state directory."""
+
+    root: Path
+
+    @property
+    def control_socket(self) -> Path:
+        return self.root / "fleetd.sock"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "fleetd.lock"
+
+    @property
+    def run_dir(self) -> Path:
+        """Internal sockets between fleetd's own processes."""
+        return self.root / "run"
+
+    @property
+    def queue_db(self) -> Path:
+        return self.root / "queue.db"
+
+    @property
+    def events_db(self) -> Path:
+        return self.root / "events.db"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Per-execution event spools: what a worker read, before the recorder stored it."""
+        return self.root / "spool"
+
+    @property
+    def agents_dir(self) -> Path:
+        """One file per running agent (pid and start time), so a new fleetd can end leftovers."""
+        return self.root / "agents"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Fresh working directories for tasks that name none."""
+        return self.root / "scratch"
+
+    @property
+    def broker_endpoint(self) -> str:
+        return "ipc://" + str(self.run_dir / "broker.sock")
+
+    @property
+    def recorder_endpoint(self) -> str:
+        return "ipc://" + str(self.run_dir / "recorder.sock")
+
+    @property
+    def feed_endpoint(self) -> str:
+        return "ipc://" + str(self.run_dir / "feed.sock")
+
+    @property
+    def control_endpoint(self) -> str:
+        return "ipc://" + str(self.control_socket)
+
+    def spool_file(self, execution: int) -> Path:
+        return self.spool_dir / f"{execution}.spool"
+
+    def agent_file(self, execution: int) -> Path:
+        return self.agents_dir / f"{execution}.pid"
+
+    def stderr_file(self, execution: int) -> Path:
+        return self.logs_dir / f"{execution}.stderr"
+
+    def check_socket_paths(self) -> None:
+        """Refuse a state directory whose socket paths the kernel cannot bind."""
+        longest = max(
+            (self.run_dir / "recorder.sock", self.control_socket), key=lambda p: len(str(p))
+        )
+        if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+            raise StateDirError(
+                f"state directory {self.root} is too deep: socket path {longest} is longer "
+                f"than {MAX_SOCKET_PATH} bytes; choose a shorter --state-dir"
+            )
+
+    def create(self) -> None:
+        """Make the directory tree, owner-only (0700), or say why it cannot be made."""
+        dirs = (
+            self.root,
+            self.run_dir,
+            self.spool_dir,
+            self.agents_dir,
+            self.logs_dir,
+            self.scratch_dir,
+        )
+        try:
+            for directory in dirs:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.chmod(0o700)
+            probe = self.root / ".write-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot use state directory {self.root}: {exc.strerror or exc}; "
+                "pick a writable directory with --state-dir or FLEET_STATE_DIR"
+            ) from exc

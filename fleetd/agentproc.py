@@ -59,11 +59,10 @@ def _stdin_for(data: bytes | None) -> int:
         os.write(write_end, data)
         os.close(write_end)
         return read_end
-    handle = tempfile.TemporaryFile()
-    handle.write(data)
-    handle.flush()
-    fd = os.dup(handle.fileno())
-    handle.close()
+    with tempfile.TemporaryFile() as handle:
+        handle.write(data)
+        handle.flush()
+        fd = os.dup(handle.fileno())
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 

@@ -142,9 +142,7 @@ class Broker:
         self._set_idle(msg.worker, msg.pid, now)
         return self.dispatch(now)
 
-    def _on_heartbeat(
-        self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int
-    ) -> list[Outgoing]:
+    def _on_heartbeat(self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int) -> list[Outgoing]:
         view = self.workers.get(msg.worker)
         if msg.execution is not None:
             if self.store.renew(msg.execution, msg.worker, now, self.lease_us):
@@ -259,7 +257,11 @@ class Broker:
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:
     return WorkerView(
-        id=view.id, pid=pid, state=view.state, task=view.task, execution=view.execution,
+        id=view.id,
+        pid=pid,
+        state=view.state,
+        task=view.task,
+        execution=view.execution,
         since=view.since,
     )
 

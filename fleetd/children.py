@@ -109,7 +109,9 @@ class Children:
         return code
 
     def restart_due(self, now: float) -> list[Child]:
-        due = [c for c in self.children.values() if c.restart_at is not None and now >= c.restart_at]
+        due = [
+            c for c in self.children.values() if c.restart_at is not None and now >= c.restart_at
+        ]
         for child in due:
             self.start(child)
         return due
@@ -138,9 +140,7 @@ class Children:
 
     def views(self) -> list[ProcessView]:
         return [
-            ProcessView(
-                role=c.role, pid=c.pid, alive=c.alive, restarts=max(0, c.started - 1)
-            )
+            ProcessView(role=c.role, pid=c.pid, alive=c.alive, restarts=max(0, c.started - 1))
             for c in self.children.values()
         ]
 

@@ -91,6 +91,7 @@ def _detach(config: FleetConfig, argv: list[str]) -> int:
         return 1
     log_path = paths.logs_dir / "fleetd.log"
     with log_path.open("ab") as log:
+        log_start = log.tell()
         child = subprocess.Popen(
             [sys.executable, "-m", "fleetd", "--foreground", *argv],
             stdin=subprocess.DEVNULL,
@@ -103,7 +104,7 @@ def _detach(config: FleetConfig, argv: list[str]) -> int:
     while time.monotonic() < deadline:
         if child.poll() is not None:
             typer.echo(f"fleetd: failed to start (exit {child.returncode}):", err=True)
-            typer.echo(_tail(log_path), err=True)
+            typer.echo(_tail(log_path, log_start), err=True)
             return 1
         try:
             with ControlClient(paths.control_socket, timeout=1.0) as client:
@@ -120,11 +121,15 @@ def _detach(config: FleetConfig, argv: list[str]) -> int:
     return 1
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, start: int, lines: int = 15) -> str:
+    """The last lines this start wrote to the shared log file."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with path.open("rb") as handle:
+            handle.seek(start)
+            text = handle.read().decode(errors="replace")
     except OSError:
         return ""
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def main() -> None:

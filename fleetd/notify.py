@@ -1,4 +1,7 @@
-"""The systemd notify protocol, spoken directly (no libsystemd): READY, STATUS, STOPPING, WATCHDOG."""
+"""The systemd notify protocol, spoken directly (no libsystemd).
+
+READY, STATUS, STOPPING and WATCHDOG datagrams; socket activation's LISTEN_FDS.
+"""
 
 from __future__ import annotations
 

@@ -135,7 +135,9 @@ class QueueStore:
         with immediate(self.conn) as conn:
             return self._claim_in(conn, worker, now, lease_us)
 
-    def _claim_in(self, conn: apsw.Connection, worker: str, now: int, lease_us: int) -> Claim | None:
+    def _claim_in(
+        self, conn: apsw.Connection, worker: str, now: int, lease_us: int
+    ) -> Claim | None:
         row = conn.execute(
             "SELECT id, spec, executions FROM tasks WHERE state = 'queued' AND not_before <= ?"
             " ORDER BY priority DESC, id LIMIT 1",
@@ -213,8 +215,8 @@ class QueueStore:
         task_id, _, attempts, max_attempts, cancel_requested = row
         result_json = _json_encode(result).decode()
         conn.execute(
-            "UPDATE executions SET outcome = ?, finished_at = ?, result = ?, lease_expires_at = NULL"
-            " WHERE id = ?",
+            "UPDATE executions SET outcome = ?, finished_at = ?, result = ?,"
+            " lease_expires_at = NULL WHERE id = ?",
             (outcome, now, result_json, execution),
         )
         state = _task_state_after(outcome, attempts, max_attempts, bool(cancel_requested))

@@ -196,7 +196,11 @@ def run(config: FleetConfig) -> None:
 
 
 def _loop(
-    recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, shutdown: ShutdownSignal, batch_max: int
+    recorder: Recorder,
+    inbox: zmq.Socket,
+    feed: zmq.Socket,
+    shutdown: ShutdownSignal,
+    batch_max: int,
 ) -> None:
     poller = zmq.Poller()
     poller.register(inbox, zmq.POLLIN)

@@ -240,8 +240,10 @@ class Run:
         if result.exit_code == 0:
             return "succeeded"
         if result.error is None:
-            how = f"status {result.exit_code}" if result.exit_code is not None else (
-                f"signal {result.signal}"
+            how = (
+                f"status {result.exit_code}"
+                if result.exit_code is not None
+                else (f"signal {result.signal}")
             )
             result.error = f"agent exited with {how}"
         return "failed"

@@ -189,7 +189,9 @@ class Supervisor:
             self.begin_stop(None, "crash loop")
             return
         if child.restartable:
-            logger.warning("{} (pid {}) exited with code {}; restarting", child.role, child.pid, code)
+            logger.warning(
+                "{} (pid {}) exited with code {}; restarting", child.role, child.pid, code
+            )
         else:
             logger.info("{} exited with code {}", child.role, code)
         if child.role.startswith("worker "):

@@ -315,7 +315,9 @@ def _loop(worker: Worker, shutdown: ShutdownSignal) -> None:
 
 
 def _sync_fds(poller: zmq.Poller, worker: Worker, registered: set[int]) -> set[int]:
-    wanted = set(worker.run.fds()) if worker.run is not None and worker.phase == "running" else set()
+    wanted = (
+        set(worker.run.fds()) if worker.run is not None and worker.phase == "running" else set()
+    )
     for fd in registered - wanted:
         poller.unregister(fd)
     for fd in wanted - registered:

@@ -36,35 +36,35 @@ class QueueConfig(Section):
 
 class WorkerConfig(Section):
     heartbeat_seconds: _doc(float, "how often a worker renews its lease", gt=0) = 1.0
-    grace_seconds: _doc(
-        float, "after SIGTERM, how long an agent may take before SIGKILL", ge=0
-    ) = 10.0
+    grace_seconds: _doc(float, "after SIGTERM, how long an agent may take before SIGKILL", ge=0) = (
+        10.0
+    )
     timeout_seconds: _doc(float, "default wall-clock limit of one agent run", gt=0) = 3600.0
     max_line_bytes: _doc(
         int, "longest agent output line kept as one event; longer lines are split", ge=1024
     ) = 64 * 1024 * 1024
-    env_allow: _doc(
-        list[str], "host environment variables passed to agents (nothing else is)"
-    ) = msgspec.field(
-        default_factory=lambda: [
-            "PATH",
-            "HOME",
-            "USER",
-            "LOGNAME",
-            "LANG",
-            "LC_ALL",
-            "LC_CTYPE",
-            "TZ",
-            "TERM",
-            "TMPDIR",
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-            "OPENAI_API_KEY",
-            "CODEX_API_KEY",
-            "OPENAI_ORG_ID",
-            "OPENAI_PROJECT_ID",
-            "CODEX_HOME",
-        ]
+    env_allow: _doc(list[str], "host environment variables passed to agents (nothing else is)") = (
+        msgspec.field(
+            default_factory=lambda: [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "LANG",
+                "LC_ALL",
+                "LC_CTYPE",
+                "TZ",
+                "TERM",
+                "TMPDIR",
+                "SSL_CERT_FILE",
+                "SSL_CERT_DIR",
+                "OPENAI_API_KEY",
+                "CODEX_API_KEY",
+                "OPENAI_ORG_ID",
+                "OPENAI_PROJECT_ID",
+                "CODEX_HOME",
+            ]
+        )
     )
     secret_env: _doc(
         list[str], "allowed variables whose values are masked in every stored or printed event"
@@ -72,9 +72,7 @@ class WorkerConfig(Section):
 
 
 class CodexConfig(Section):
-    bin: _doc(
-        str | None, "Codex CLI binary (default: project-local install, then PATH)"
-    ) = None
+    bin: _doc(str | None, "Codex CLI binary (default: project-local install, then PATH)") = None
     model: _doc(str | None, "model for tasks that name none (default: Codex's own)") = None
     sandbox: _doc(
         Literal["read-only", "workspace-write", "danger-full-access"], "Codex sandbox mode"
@@ -98,14 +96,10 @@ class SupervisorConfig(Section):
 
 
 class FleetConfig(Section):
-    state_dir: _doc(
-        str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)"
-    ) = None
+    state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
     log_json: _doc(bool, "log structured JSON lines instead of text") = False
-    log_level: _doc(
-        Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"], "log level"
-    ) = "INFO"
+    log_level: _doc(Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"], "log level") = "INFO"
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     codex: CodexConfig = msgspec.field(default_factory=CodexConfig)

@@ -1,0 +1,161 @@
+"""What every fleetctl command shares: options, the daemon connection, output and exit codes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from shared import messages as m
+from shared.client import ControlClient
+from shared.config import load_config
+from shared.errors import DaemonUnavailable, FleetError, RequestFailed
+from shared.models import EventRecord, RunResult, TaskView, flag_names, rfc3339
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+@dataclass
+class Session:
+    """The global options, set by the root callback."""
+
+    state_dir: Path | None
+    timeout: float
+
+    def control_socket(self) -> Path:
+        flags = {"state_dir": str(self.state_dir) if self.state_dir else None}
+        try:
+            config = load_config(os.environ, None, flags)
+        except FleetError as exc:
+            fail(str(exc), EXIT_USAGE)
+        return config.paths().control_socket
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator[ControlClient]:
+        with ControlClient(self.control_socket(), self.timeout) as client:
+            yield client
+
+    def ask(self, request: m.Message) -> m.Message:
+        """One request; failures become a message on stderr and a meaningful exit code."""
+        with self.client() as client, daemon_errors():
+            return client.request(request)
+        raise AssertionError("unreachable")
+
+
+def session(ctx: typer.Context) -> Session:
+    return ctx.ensure_object(Session)
+
+
+@contextlib.contextmanager
+def daemon_errors() -> Iterator[None]:
+    try:
+        yield
+    except DaemonUnavailable as exc:
+        fail(str(exc), EXIT_NOT_RUNNING)
+    except RequestFailed as exc:
+        fail(str(exc), EXIT_USAGE if exc.code == "bad_request" else EXIT_FAILURE)
+    except FleetError as exc:
+        fail(str(exc), EXIT_FAILURE)
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    typer.echo(f"fleetctl: {message}", err=True)
+    raise typer.Exit(code)
+
+
+# --- JSON ----------------------------------------------------------------------------------
+
+_json = msgspec.json.Encoder()
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(_json.encode(value).decode() + "\n")
+
+
+def result_json(result: RunResult | None) -> dict[str, Any] | None:
+    return msgspec.to_builtins(result) if result is not None else None
+
+
+def task_json(task: TaskView, with_executions: bool) -> dict[str, Any]:
+    """The documented JSON shape of a task (`show --json`, `list --json`)."""
+    out: dict[str, Any] = {
+        "id": task.id,
+        "state": task.state,
+        "attempts": task.attempts,
+        "spec": msgspec.to_builtins(task.spec),
+        "result": result_json(task.result),
+        "enqueued_at": rfc3339(task.enqueued_at),
+        "started_at": rfc3339(task.started_at),
+        "finished_at": rfc3339(task.finished_at),
+    }
+    if with_executions:
+        out["executions"] = [
+            {
+                "id": e.id,
+                "attempt": e.attempt,
+                "worker": e.worker,
+                "outcome": e.outcome,
+                "claimed_at": rfc3339(e.claimed_at),
+                "started_at": rfc3339(e.started_at),
+                "finished_at": rfc3339(e.finished_at),
+                "result": result_json(e.result),
+            }
+            for e in task.executions
+        ]
+    return out
+
+
+_decode_any = msgspec.json.Decoder().decode
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    """The documented JSON shape of an event: the payload parsed when it is JSON, else text."""
+    payload: Any
+    try:
+        payload = _decode_any(event.payload)
+    except msgspec.DecodeError:
+        payload = event.payload.decode("utf-8", errors="backslashreplace")
+    return {
+        "execution": event.execution,
+        "seq": event.seq,
+        "type": event.type,
+        "ts": rfc3339(event.ts),
+        "flags": flag_names(event.flags),
+        "payload": payload,
+    }
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        typer.echo(
+            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def short_time(us: int | None) -> str | None:
+    stamp = rfc3339(us)
+    return stamp[:19].replace("T", " ") if stamp else None
+
+
+def one_line(text: str | None, width: int = 60) -> str | None:
+    if text is None:
+        return None
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"

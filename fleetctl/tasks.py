@@ -1,0 +1,250 @@
+"""Task commands: enqueue, list, show, cancel."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+
+from fleetctl.common import (
+    EXIT_USAGE,
+    JsonOption,
+    fail,
+    one_line,
+    print_json,
+    print_table,
+    session,
+    short_time,
+    task_json,
+)
+from shared import messages as m
+from shared.models import TASK_STATES, TaskSpec, spec_problem
+
+app = typer.Typer()
+
+FILE_KEYS = frozenset(f.name for f in msgspec.structs.fields(TaskSpec))
+
+
+@app.command()
+def enqueue(
+    ctx: typer.Context,
+    prompt: Annotated[str | None, typer.Argument(help="what the agent should do")] = None,
+    argv: Annotated[
+        list[str] | None,
+        typer.Argument(help="after `--`: the command agent's argv (it reads the prompt on stdin)"),
+    ] = None,
+    agent: Annotated[
+        str | None, typer.Option(help="codex or command (default: command if ARGV given)")
+    ] = None,
+    cwd: Annotated[Path | None, typer.Option(help="working directory of the agent")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (codex)")] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="wall-clock limit in seconds")
+    ] = None,
+    max_attempts: Annotated[int | None, typer.Option(help="attempts before failing")] = None,
+    key: Annotated[
+        str | None, typer.Option(help="idempotency key: the same key gives the same task")
+    ] = None,
+    label: Annotated[list[str] | None, typer.Option("--label", help="K=V, repeatable")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", "-f", help="JSON Lines of tasks (keys named as the flags); - for stdin"
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Add a task (or many, with --file) to the queue; prints the new task ids."""
+    if file is not None:
+        if prompt is not None or argv:
+            fail("give either PROMPT or --file, not both", EXIT_USAGE)
+        specs = _read_task_file(file)
+    else:
+        if prompt is None:
+            fail("missing PROMPT (or --file tasks.jsonl)", EXIT_USAGE)
+        labels = dict(_label(item) for item in label or [])
+        spec = TaskSpec(
+            prompt=prompt,
+            agent=_agent(agent, argv),
+            argv=list(argv or []),
+            cwd=str(cwd.resolve()) if cwd else None,
+            model=model,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            key=key,
+            labels=labels,
+        )
+        specs = [spec]
+    for index, spec in enumerate(specs, start=1):
+        problem = spec_problem(spec)
+        if problem is not None:
+            fail(f"line {index}: {problem}" if file else problem, EXIT_USAGE)
+    reply = session(ctx).ask(m.Enqueue(tasks=specs))
+    assert isinstance(reply, m.Enqueued)
+    if json_out:
+        print_json([{"id": i, "created": c} for i, c in zip(reply.ids, reply.created, strict=True)])
+    else:
+        for task_id in reply.ids:
+            typer.echo(task_id)
+
+
+def _agent(agent: str | None, argv: list[str] | None) -> Any:
+    if agent is None:
+        return "command" if argv else "codex"
+    if agent not in ("codex", "command"):
+        fail(f"unknown agent {agent!r}: use codex or command", EXIT_USAGE)
+    return agent
+
+
+def _label(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition("=")
+    if not sep or not name:
+        fail(f"--label takes K=V, got {item!r}", EXIT_USAGE)
+    return name, value
+
+
+def _read_task_file(path: Path) -> list[TaskSpec]:
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    specs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        specs.append(_task_line(line, number))
+    if not specs:
+        fail(f"{path} holds no tasks", EXIT_USAGE)
+    return specs
+
+
+def _task_line(line: str, number: int) -> TaskSpec:
+    try:
+        raw = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        fail(f"line {number}: not JSON: {exc}", EXIT_USAGE)
+    if not isinstance(raw, dict):
+        fail(f"line {number}: expected a JSON object", EXIT_USAGE)
+    unknown = sorted(set(raw) - FILE_KEYS)
+    if unknown:
+        fail(f"line {number}: unknown key(s) {', '.join(unknown)}", EXIT_USAGE)
+    if "agent" not in raw:
+        raw["agent"] = "command" if raw.get("argv") else "codex"
+    if raw.get("cwd"):
+        raw["cwd"] = str(Path(raw["cwd"]).resolve())
+    try:
+        return msgspec.convert(raw, TaskSpec)
+    except msgspec.ValidationError as exc:
+        fail(f"line {number}: {exc}", EXIT_USAGE)
+    raise AssertionError("unreachable")
+
+
+@app.command("list")
+def list_tasks(
+    ctx: typer.Context,
+    state: Annotated[
+        str | None, typer.Option(help="only tasks in this state: " + ", ".join(TASK_STATES))
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+    json_out: JsonOption = False,
+) -> None:
+    """List tasks, newest first."""
+    if state is not None and state not in TASK_STATES:
+        fail(f"unknown state {state!r}: use one of {', '.join(TASK_STATES)}", EXIT_USAGE)
+    reply = session(ctx).ask(m.ListTasks(state=state, limit=limit))  # type: ignore[arg-type]
+    assert isinstance(reply, m.TaskList)
+    if json_out:
+        print_json([task_json(t, with_executions=False) for t in reply.tasks])
+        return
+    rows = [
+        (
+            t.id,
+            t.state,
+            t.spec.agent,
+            t.attempts,
+            short_time(t.enqueued_at),
+            one_line(t.spec.prompt),
+        )
+        for t in reply.tasks
+    ]
+    print_table(("ID", "STATE", "AGENT", "ATTEMPTS", "ENQUEUED (UTC)", "PROMPT"), rows)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    task: Annotated[int, typer.Argument(help="task id")],
+    json_out: JsonOption = False,
+) -> None:
+    """Show a task: its spec, state, attempts, executions, final message and token usage."""
+    reply = session(ctx).ask(m.ShowTask(task=task))
+    assert isinstance(reply, m.TaskDetail)
+    view = reply.task
+    if json_out:
+        print_json(task_json(view, with_executions=True))
+        return
+    spec = view.spec
+    fields: list[tuple[str, Any]] = [
+        ("task", view.id),
+        ("state", view.state),
+        ("agent", spec.agent),
+        ("prompt", one_line(spec.prompt, 200)),
+        ("argv", " ".join(spec.argv) if spec.argv else None),
+        ("cwd", spec.cwd),
+        ("model", spec.model),
+        ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items()) or None),
+        ("attempts", view.attempts),
+        ("enqueued", short_time(view.enqueued_at)),
+        ("started", short_time(view.started_at)),
+        ("finished", short_time(view.finished_at)),
+    ]
+    result = view.result
+    if result is not None:
+        fields += [
+            ("exit code", result.exit_code if result.signal is None else f"signal {result.signal}"),
+            ("final message", result.final_message),
+            ("error", result.error),
+            ("reason", result.reason),
+            ("tokens", f"{result.usage.input_tokens} in, {result.usage.output_tokens} out"),
+            ("duration", f"{result.duration_s:.3f} s"),
+        ]
+    for name, value in fields:
+        if value is not None:
+            typer.echo(f"{name + ':':<15}{value}")
+    if view.executions:
+        typer.echo("")
+        rows = [
+            (
+                e.id,
+                e.attempt,
+                e.worker,
+                e.outcome,
+                short_time(e.started_at),
+                e.result.exit_code if e.result else None,
+                one_line((e.result.error or e.result.reason) if e.result else None, 50),
+            )
+            for e in view.executions
+        ]
+        print_table(("EXECUTION", "ATTEMPT", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"), rows)
+
+
+@app.command()
+def cancel(
+    ctx: typer.Context,
+    task: Annotated[int, typer.Argument(help="task id")],
+    json_out: JsonOption = False,
+) -> None:
+    """Cancel a task: a queued one never starts; a running one's agent is ended."""
+    reply = session(ctx).ask(m.CancelTask(task=task))
+    assert isinstance(reply, m.Cancelled)
+    if json_out:
+        print_json({"id": reply.task, "state": reply.state, "pending": reply.pending})
+    elif reply.pending:
+        typer.echo(f"task {reply.task}: cancelling (its agent is being ended)")
+    elif reply.state == "cancelled":
+        typer.echo(f"task {reply.task}: cancelled")
+    else:
+        fail(f"task {reply.task} is already {reply.state}; nothing to cancel")

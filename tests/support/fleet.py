@@ -1,0 +1,211 @@
+"""A real fleetd in a temporary state directory, driven through the real fleetctl."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from fleetd.agentproc import AgentRegistry
+
+FLEETD = [sys.executable, "-m", "fleetd"]
+FLEETCTL = [sys.executable, "-m", "fleetctl"]
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> Any:
+    """Poll until `predicate()` is truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def short_tempdir(prefix: str = "fl") -> Path:
+    """A temp directory short enough for Unix socket paths (108 bytes)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+class Fleet:
+    """One fleetd process (its own session) and helpers to drive and inspect it."""
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.env = dict(os.environ if env is None else env)
+        self.env["FLEET_STATE_DIR"] = str(state_dir)
+        self.env.setdefault("FLEET_WORKER_GRACE_SECONDS", "3")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = state_dir.parent / (state_dir.name + ".log")
+
+    # --- life --------------------------------------------------------------------------------
+
+    def start(self, *args: str, wait: bool = True) -> Fleet:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [*FLEETD, "--foreground", *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"fleetd exited {self.proc.returncode}:\n{self.log()}")
+            result = self.ctl("status", "--json", check=False)
+            if result.returncode != 0:
+                return False
+            status = json.loads(result.stdout)
+            return len([w for w in status["workers"] if w["state"] in ("idle", "busy")]) > 0
+
+        wait_for(ready, timeout, what="fleetd to answer with workers ready")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill_all(self) -> None:
+        """SIGKILL fleetd and all its children (its session), as a crash would."""
+        for pid in session_members(self.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+
+    def close(self) -> None:
+        """Stop fleetd if still running; end anything left; never leave a process behind."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill_all()
+        if self.proc is not None:
+            for pid in session_members(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        AgentRegistry(self.state_dir / "agents").end_leftovers()
+        for pid in processes_under(self.state_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    # --- fleetctl ----------------------------------------------------------------------------
+
+    def ctl(
+        self, *args: str, check: bool = True, input: bytes | None = None, timeout: float = 30.0
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*FLEETCTL, *args],
+            env=self.env,
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"fleetctl {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stdout}\n{result.stderr}\n--- fleetd log ---\n{self.log()[-4000:]}"
+            )
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ctl(*args, "--json").stdout)
+
+    def enqueue(self, *args: str) -> int:
+        return int(self.ctl("enqueue", *args).stdout.strip())
+
+    def show(self, task: int) -> dict[str, Any]:
+        return self.json("show", str(task))
+
+    def wait_state(self, task: int, *states: str, timeout: float = 30.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            shown = self.show(task)
+            return shown if shown["state"] in states else None
+
+        return wait_for(reached, timeout, what=f"task {task} to reach {states}")
+
+    def events(self, task: int) -> list[dict[str, Any]]:
+        out = self.ctl("events", str(task), "--json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of processes in session `sid` (fleetd runs as a session leader in tests)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[3]) == sid:
+                found.append(int(entry.name))
+    return found
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Live processes whose cwd or command line mentions `directory` (agents, workers)."""
+    marker = str(directory)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            state = (entry / "stat").read_bytes()
+            if state[state.rindex(b")") + 2 :].startswith(b"Z"):
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+            if marker in cmdline or cwd.startswith(marker):
+                found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_fleet(*args: str, env: Mapping[str, str] | None = None) -> Iterator[Fleet]:
+    """A started fleet that is stopped and cleaned up afterwards, leaving no process."""
+    root = short_tempdir()
+    fleet = Fleet(root / "s", env)
+    try:
+        fleet.start(*args)
+        yield fleet
+    finally:
+        fleet.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+        assert not left, f"processes left behind: {left}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
+from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -142,13 +142,12 @@ def _shutdown(
 
 
 def _alive(pid: int) -> bool:
+    """Is the process still running? A zombie (exited, not yet reaped) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return not stat[stat.rindex(b")") + 2 :].startswith(b"Z")
 
 
 def _report(json_out: bool, pid: int, what: str, exited: bool) -> None:

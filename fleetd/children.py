@@ -153,3 +153,20 @@ class Children:
             getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
         }
         return {pid for pid in pids if pid}
+
+    def stop_helpers(self) -> None:
+        """End multiprocessing's fork server and resource tracker before fleetd exits.
+
+        They would exit on their own once they notice we are gone, but a moment later;
+        ending them here means nothing of fleetd outlives its main process.
+        """
+        from multiprocessing import forkserver, resource_tracker
+
+        for helper in (
+            getattr(forkserver, "_forkserver", None),
+            getattr(resource_tracker, "_resource_tracker", None),
+        ):
+            stop = getattr(helper, "_stop", None)
+            if stop is not None:
+                with contextlib.suppress(OSError, ChildProcessError):
+                    stop()

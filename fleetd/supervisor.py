@@ -383,7 +383,8 @@ class Supervisor:
     # --- end ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        reap_orphans(self.children.managed_pids())
+        self.children.stop_helpers()
+        reap_orphans(set())
         for sock in (self.control, self.broker, self.recorder):
             sock.close(linger=0)
         self.context.term()

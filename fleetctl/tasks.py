@@ -41,6 +41,17 @@ def enqueue(
     ] = None,
     cwd: Annotated[Path | None, typer.Option(help="working directory of the agent")] = None,
     model: Annotated[str | None, typer.Option(help="model name (codex)")] = None,
+    sandbox: Annotated[
+        str | None,
+        typer.Option(help="codex sandbox: read-only, workspace-write or danger-full-access"),
+    ] = None,
+    reasoning_effort: Annotated[
+        str | None, typer.Option(help="codex reasoning effort (e.g. low, medium, high)")
+    ] = None,
+    codex_config: Annotated[
+        list[str] | None,
+        typer.Option("--codex-config", help="KEY=VALUE passed to codex as -c, repeatable"),
+    ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="wall-clock limit in seconds")
     ] = None,
@@ -76,6 +87,9 @@ def enqueue(
             max_attempts=max_attempts,
             key=key,
             labels=labels,
+            sandbox=_sandbox(sandbox),
+            reasoning_effort=reasoning_effort,
+            codex_config=list(codex_config or []),
         )
         specs = [spec]
     for index, spec in enumerate(specs, start=1):
@@ -97,6 +111,12 @@ def _agent(agent: str | None, argv: list[str] | None) -> Any:
     if agent not in ("codex", "command"):
         fail(f"unknown agent {agent!r}: use codex or command", EXIT_USAGE)
     return agent
+
+
+def _sandbox(value: str | None) -> Any:
+    if value is not None and value not in ("read-only", "workspace-write", "danger-full-access"):
+        fail(f"unknown sandbox {value!r}: read-only, workspace-write or danger-full-access", 2)
+    return value
 
 
 def _label(item: str) -> tuple[str, str]:

@@ -327,7 +327,11 @@ class Codec(Generic[T]):
 
     def decode(self, data: bytes | memoryview) -> T:
         """Decode one message; raises msgspec.DecodeError (a ValidationError too) if malformed."""
-        return self._decoder.decode(data)
+        try:
+            return self._decoder.decode(data)
+        except (UnicodeDecodeError, RecursionError) as exc:
+            # msgspec lets these through for a non-UTF-8 str or absurdly deep nesting.
+            raise msgspec.DecodeError(f"malformed message: {exc}") from exc
 
 
 def control_request_codec() -> Codec[ControlRequest]:

@@ -53,6 +53,9 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_attempts: int | None = None
     key: str | None = None
     labels: dict[str, str] = {}
+    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] | None = None
+    reasoning_effort: str | None = None
+    codex_config: list[str] = []  # `-c KEY=VALUE` overrides for this task's Codex run
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
@@ -174,4 +177,7 @@ def spec_problem(spec: TaskSpec) -> str | None:
         return "timeout must be a positive number of seconds"
     if spec.max_attempts is not None and spec.max_attempts < 1:
         return "max_attempts must be at least 1"
+    bad = [item for item in spec.codex_config if "=" not in item or item.startswith("=")]
+    if bad:
+        return f"codex config overrides take KEY=VALUE, got {bad[0]!r}"
     return None

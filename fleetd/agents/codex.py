@@ -57,15 +57,26 @@ class CodexAdapter:
             "never",
             "--skip-git-repo-check",
             "--sandbox",
-            self.config.sandbox,
+            spec.sandbox or self.config.sandbox,
             "--cd",
             str(cwd),
         ]
         model = spec.model or self.config.model
         if model:
             argv += ["--model", model]
-        for override in self.config.config:
+        overrides = list(self.config.config)
+        if spec.reasoning_effort:
+            overrides.append(f"model_reasoning_effort={_toml_string(spec.reasoning_effort)}")
+        # The task's own overrides come last, so they win over the config's.
+        overrides += spec.codex_config
+        for override in overrides:
             argv += ["-c", override]
         # `--` so that a prompt starting with a dash is never read as a flag.
         argv += ["--", spec.prompt]
         return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string, as `-c KEY=VALUE` parses its VALUE."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'

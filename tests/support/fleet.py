@@ -70,8 +70,7 @@ class Fleet:
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         def ready() -> bool:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
+            if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"fleetd exited {self.proc.returncode}:\n{self.log()}")
             result = self.ctl("status", "--json", check=False)
             if result.returncode != 0:

@@ -1,0 +1,73 @@
+"""fleetd as PID 1 (as in a container): it reaps every zombie and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+
+pytestmark = [
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(
+        os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"
+    ),
+]
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found.extend(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def _state(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return stat[stat.rindex(b")") + 2 :].split()[0].decode()
+
+
+def test_pid1_reaps_orphans_and_stops_on_sigterm() -> None:
+    root = short_tempdir()
+    state = root / "s"
+    env = {**os.environ, "FLEET_STATE_DIR": str(state)}
+    log = (root / "log").open("wb")
+    argv = ["unshare", "--pid", "--fork", "--mount-proc"]
+    argv += [sys.executable, "-m", "fleetd", "--foreground", "--workers", "1"]
+    outer = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+    fleet = Fleet(state, env)
+    try:
+        fleet.wait_ready()
+        assert fleet.json("status")["pid"] == 1
+        fleetd = wait_for(lambda: _children(outer.pid), what="unshare's child")[0]
+        # Agents that leave descendants in sessions of their own: after the agent exits they
+        # are orphans, and only PID 1 can reap them.
+        script = "for i in 1 2 3; do setsid sh -c 'sleep 0.3' & done; echo '{\"spawned\":3}'"
+        tasks = [fleet.enqueue(f"orphans {i}", "--", "sh", "-c", script) for i in range(3)]
+        for task in tasks:
+            fleet.wait_state(task, "succeeded")
+
+        def no_zombies() -> bool:
+            return all(_state(pid) != "Z" for pid in _children(fleetd))
+
+        wait_for(no_zombies, 10, what="fleetd to reap every orphan")
+        # unshare does not forward SIGTERM, so it goes to fleetd itself.
+        os.kill(fleetd, signal.SIGTERM)
+        assert outer.wait(30) == 0
+    finally:
+        if outer.poll() is None:
+            os.killpg(outer.pid, signal.SIGKILL)
+            outer.wait(5)
+        log.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left

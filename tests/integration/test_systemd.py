@@ -1,0 +1,146 @@
+"""systemd integration without systemd: the notify protocol, socket activation, unit files."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+UNITS = Path(__file__).resolve().parents[2] / "containers" / "systemd"
+
+
+class NotifyListener:
+    """A fake `$NOTIFY_SOCKET`: a thread records every datagram with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.05)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._receive, daemon=True)
+        self.thread.start()
+
+    def _receive(self) -> None:
+        while self.running:
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            fields = dict(line.split("=", 1) for line in data.decode().splitlines())
+            self.messages.append((time.monotonic(), fields))
+
+    def collect(self) -> list[dict[str, str]]:
+        return [fields for _, fields in list(self.messages)]
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(2)
+        self.sock.close()
+
+
+def test_notify_ready_watchdog_stopping_in_order() -> None:
+    root = short_tempdir()
+    listener = NotifyListener(root / "notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1000000"}
+    fleet = Fleet(root / "s", env)
+    try:
+        fleet.start("--workers", "1")
+        wait_for(lambda: any("READY" in m for m in listener.collect()), what="READY=1")
+        time.sleep(2.2)  # long enough for several watchdog pings; not a synchronisation
+        fleet.ctl("stop")
+        assert fleet.wait_exit(20) == 0
+        messages = listener.collect()
+    finally:
+        fleet.close()
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
+    kinds = [next(iter(m)) for m in messages]
+    ready = kinds.index("READY")
+    assert messages[ready]["MAINPID"] == str(fleet.pid)
+    assert "STATUS" in messages[ready]
+    stopping = kinds.index("STOPPING")
+    assert ready < stopping
+    watchdog_times = [t for t, m in listener.messages if "WATCHDOG" in m]
+    assert len(watchdog_times) >= 3
+    gaps = [b - a for a, b in itertools.pairwise(watchdog_times)]
+    # Half of WATCHDOG_USEC (0.5 s), never late enough to trip a 1 s watchdog.
+    assert max(gaps) < 0.9
+    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.5, abs=0.2)
+
+
+@pytest.mark.skipif(not shutil.which("systemd-socket-activate"), reason="needs systemd's tool")
+def test_socket_activation_adopts_the_listening_socket() -> None:
+    root = short_tempdir()
+    state = root / "s"
+    state.mkdir(mode=0o700)
+    control = state / "fleetd.sock"
+    env = {**os.environ, "FLEET_STATE_DIR": str(state)}
+    argv = [
+        "systemd-socket-activate",
+        "-l",
+        str(control),
+        *[f"--setenv={name}" for name in ("PATH", "HOME", "FLEET_STATE_DIR")],
+        sys.executable,
+        "-m",
+        "fleetd",
+        "--foreground",
+        "--workers",
+        "1",
+    ]
+    log = (root / "log").open("wb")
+    activator = subprocess.Popen(argv, env=env, stdout=log, stderr=log, start_new_session=True)
+    fleet = Fleet(state, env)
+    try:
+        wait_for(control.exists, what="the activator to listen")
+        assert fleet.ctl("status", "--json", check=False).returncode in (0, 3)
+        status = wait_for(
+            lambda: (
+                fleet.ctl("status", "--json", check=False).returncode == 0 and fleet.json("status")
+            ),
+            what="fleetd to start on the first connection",
+        )
+        assert status["pid"] == activator.pid  # the activator exec'd fleetd in place
+        task = fleet.enqueue("hi", "--", "sh", "-c", "echo '{\"ok\":1}'")
+        fleet.wait_state(task, "succeeded")
+        fleet.ctl("stop")
+        assert activator.wait(20) == 0
+    finally:
+        if activator.poll() is None:
+            activator.kill()
+            activator.wait(5)
+        log.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    fleetd = shutil.which("fleetd") or str(Path(sys.executable).parent / "fleetd")
+    service = (UNITS / "fleetd.service").read_text()
+    assert "ExecStart=/usr/local/bin/fleetd --foreground" in service
+    assert "Type=notify" in service and "WatchdogSec=" in service and "KillMode=" in service
+    # The shipped path is where a system-wide install puts fleetd; verify with ours.
+    (tmp_path / "fleetd.service").write_text(service.replace("/usr/local/bin/fleetd", fleetd))
+    shutil.copy(UNITS / "fleetd.socket", tmp_path / "fleetd.socket")
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "fleetd.service", "fleetd.socket"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr

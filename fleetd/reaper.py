@@ -49,7 +49,7 @@ def reap_orphans(keep: set[int]) -> list[int]:
         if state != "Z" and session == own_session:
             continue  # one of multiprocessing's helpers; it looks after itself
         if state != "Z":
-            logger.warning("ending orphaned agent process group {}", pid)
+            logger.info("ending orphaned agent process group {}", pid)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):

@@ -68,7 +68,7 @@ class TokenUsage(msgspec.Struct, kw_only=True):
     total_tokens: int = 0
 
 
-class RunResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+class RunResult(msgspec.Struct, kw_only=True):
     """What one agent run produced, as the worker saw it."""
 
     exit_code: int | None = None

@@ -175,7 +175,9 @@ class Broker:
 
     def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[Outgoing]:
         worker = peer.decode()
-        claim_for = worker if self.dispatching and self.maybe_claimable else None
+        # A worker reporting `interrupted` is stopping (or refused a task while busy).
+        wants_work = self.dispatching and self.maybe_claimable and msg.outcome != "interrupted"
+        claim_for = worker if wants_work else None
         state, claim = self.store.finish(
             msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
         )
@@ -187,7 +189,7 @@ class Broker:
         pid = self.workers[worker].pid if worker in self.workers else None
         if claim is not None:
             out.append(self._assign(worker, claim, now))
-        else:
+        elif msg.outcome != "interrupted":
             if claim_for is not None:
                 self.maybe_claimable = False
             self._set_idle(worker, pid, now)

@@ -18,13 +18,17 @@ def open_database(path: Path, migrations: Sequence[str]) -> apsw.Connection:
     process; only a power loss can take back the last few commits.
     """
     conn = apsw.Connection(str(path))
-    conn.set_busy_timeout(BUSY_TIMEOUT_MS)
-    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
-        raise apsw.Error(f"{path}: could not switch to WAL journal mode (got {mode})")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn, migrations)
+    try:
+        conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if mode is None or str(mode[0]).lower() != "wal":
+            raise apsw.Error(f"{path}: could not switch to WAL journal mode (got {mode})")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        migrate(conn, migrations)
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

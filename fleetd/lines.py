@@ -23,11 +23,13 @@ REDACTED = b"[REDACTED]"
 
 # Well-known credential shapes, masked even when their variable was not allow-listed.
 KEY_PATTERNS = re.compile(
+    rb"(?<![A-Za-z0-9])(?:"
     rb"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
     rb"|gh[pousr]_[A-Za-z0-9]{36,}"
     rb"|github_pat_[A-Za-z0-9_]{40,}"
     rb"|xox[abprs]-[A-Za-z0-9\-]{10,}"
     rb"|AKIA[0-9A-Z]{16}"
+    rb")"
 )
 
 
@@ -47,7 +49,10 @@ class LineSplitter:
             *lines, rest = bytes(self.buffer).split(b"\n")
             self.buffer = bytearray(rest)
             for line in lines:
-                out.append((line, FLAG_PARTIAL if self.continuing else 0))
+                if len(line) > self.max_line:
+                    out.extend(self._cut(line))
+                else:
+                    out.append((line, FLAG_PARTIAL if self.continuing else 0))
                 self.continuing = False
         else:
             self.buffer += data
@@ -56,6 +61,10 @@ class LineSplitter:
             del self.buffer[: self.max_line]
             self.continuing = True
         return out
+
+    def _cut(self, line: bytes) -> list[tuple[bytes, int]]:
+        step = self.max_line
+        return [(line[i : i + step], FLAG_PARTIAL) for i in range(0, len(line), step)]
 
     def finish(self) -> list[tuple[bytes, int]]:
         """What is left when the stream closes: a last line without its newline."""
@@ -125,6 +134,9 @@ def classify(line: bytes) -> tuple[str, int, AgentLine | None]:
     """(event type, flags, parsed line or None) for one line of agent output."""
     if len(line) > PARSE_LIMIT:
         return "huge", FLAG_HUGE | _utf8_flags(line), None
+    if _utf8_flags(line):
+        # msgspec would raise UnicodeDecodeError inside strings; such a line is not JSON text.
+        return _not_json(line)
     try:
         parsed = _decode_line(line)
         return parsed.type or "json", 0, parsed
@@ -132,10 +144,14 @@ def classify(line: bytes) -> tuple[str, int, AgentLine | None]:
         pass  # JSON, but not shaped like an event object: find out what it is
     except msgspec.DecodeError:
         return _not_json(line)
+    except RecursionError:
+        return "json", 0, None  # absurdly deep, but JSON as far as we looked
     try:
         value = _decode_any(line)
     except msgspec.DecodeError:
         return _not_json(line)
+    except RecursionError:
+        return "json", 0, None
     if isinstance(value, dict) and isinstance(value.get("type"), str):
         return value["type"] or "json", 0, None
     return "json", 0, None

@@ -199,7 +199,12 @@ class QueueStore:
         """
         with immediate(self.conn) as conn:
             state = self._close(conn, execution, outcome, result, now)
-            claim = self._claim_in(conn, claim_for, now, lease_us) if claim_for else None
+            # A resent result (state None) must not claim: its first copy already did.
+            claim = (
+                self._claim_in(conn, claim_for, now, lease_us)
+                if claim_for and state is not None
+                else None
+            )
         return state, claim
 
     def _close(

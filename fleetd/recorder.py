@@ -8,6 +8,7 @@ read back from the spool, and a spool whose writer died is ingested whole by the
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from shared.models import EventRecord, now_us
 from shared.paths import StatePaths
 
 SWEEP_INTERVAL_US = 2_000_000
+UNBORN_GRACE_SECONDS = 60.0
 PAGE_LIMIT_MAX = 10_000
 
 
@@ -149,6 +151,12 @@ class Recorder:
         logger.info("recovered {} events of execution {} from its spool", last, execution)
 
     def _drop_unborn(self, path: Path) -> None:
+        """A `.new` spool whose writer died before naming it; young ones may be mid-creation."""
+        try:
+            if time.time() - path.stat().st_mtime < UNBORN_GRACE_SECONDS:
+                return
+        except FileNotFoundError:
+            return
         fd = try_lock(path)
         if fd is not None:
             path.unlink(missing_ok=True)

@@ -187,6 +187,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
             merged[key] = _merge(merged[key], value)
+        elif isinstance(value, Mapping) and key in merged:
+            raise ConfigError(f"invalid setting: `{key}` must be a table ([{key}]), not a value")
         else:
             merged[key] = value
     return merged

@@ -1,0 +1,290 @@
+"""The wire: every message round-trips through its channel's codec; bad input is a DecodeError."""
+
+from __future__ import annotations
+
+import random
+import typing
+
+import msgspec
+import pytest
+
+from shared import messages as m
+from shared.models import (
+    EventRecord,
+    ExecutionView,
+    ProcessView,
+    RunResult,
+    TaskSpec,
+    TaskView,
+    TokenUsage,
+    WorkerView,
+)
+
+SPEC = TaskSpec(
+    prompt="write hello.txt",
+    agent="command",
+    argv=["sh", "-c", "echo hi"],
+    cwd="/tmp/work",
+    model="gpt-test",
+    timeout=12.5,
+    max_attempts=2,
+    key="k-1",
+    labels={"team": "infra"},
+    sandbox="read-only",
+    reasoning_effort="high",
+    codex_config=["model_verbosity=low"],
+)
+RESULT = RunResult(
+    exit_code=1,
+    signal=15,
+    final_message="done",
+    usage=TokenUsage(input_tokens=20, output_tokens=10, total_tokens=30),
+    duration_s=1.5,
+    events=7,
+    commands=2,
+    failed_commands=1,
+    thread_id="thread-1",
+    error="boom",
+    reason="why",
+    stderr_tail="tail",
+)
+EXECUTION = ExecutionView(
+    id=4,
+    attempt=2,
+    worker="w1",
+    outcome="lost",
+    claimed_at=100,
+    started_at=110,
+    finished_at=120,
+    result=RESULT,
+)
+TASK = TaskView(
+    id=3,
+    state="failed",
+    spec=SPEC,
+    attempts=2,
+    enqueued_at=50,
+    started_at=100,
+    finished_at=120,
+    result=RESULT,
+    executions=[EXECUTION],
+)
+WORKER = WorkerView(id="w1", pid=42, state="busy", task=3, execution=4, since=99)
+EVENT = EventRecord(execution=4, seq=1, ts=123, type="turn.started", flags=1, payload=b"\x00\xff")
+
+# One instance of every message type, with no field left at its default.
+SAMPLES: dict[type, m.Message] = {
+    m.Enqueue: m.Enqueue(tasks=[SPEC, TaskSpec(prompt="second")]),
+    m.ListTasks: m.ListTasks(state="running", limit=5),
+    m.ShowTask: m.ShowTask(task=3),
+    m.CancelTask: m.CancelTask(task=3),
+    m.ListWorkers: m.ListWorkers(),
+    m.GetEvents: m.GetEvents(task=3, after_execution=4, after_seq=9, limit=10),
+    m.GetStatus: m.GetStatus(),
+    m.Drain: m.Drain(),
+    m.Stop: m.Stop(timeout=5.0),
+    m.Enqueued: m.Enqueued(ids=[1, 2], created=[True, False]),
+    m.TaskList: m.TaskList(tasks=[TASK]),
+    m.TaskDetail: m.TaskDetail(task=TASK),
+    m.Cancelled: m.Cancelled(task=3, state="running", pending=True),
+    m.WorkerList: m.WorkerList(workers=[WORKER]),
+    m.EventPage: m.EventPage(events=[EVENT], more=True),
+    m.QueueCounts: m.QueueCounts(counts={"queued": 2}, workers=[WORKER], dispatching=False),
+    m.Status: m.Status(
+        pid=10,
+        uptime_s=3.5,
+        state_dir="/state",
+        dispatching=True,
+        stopping="drain",
+        counts={"running": 1},
+        processes=[ProcessView(role="broker", pid=11, alive=True, restarts=2)],
+        workers=[WORKER],
+        feed="ipc:///state/run/feed.sock",
+        warnings=["low disk"],
+    ),
+    m.Accepted: m.Accepted(detail="stopping"),
+    m.ErrorReply: m.ErrorReply(code="not_found", message="no task 9"),
+    m.Ready: m.Ready(worker="w1", pid=42),
+    m.Heartbeat: m.Heartbeat(worker="w1", pid=42, execution=4),
+    m.Assign: m.Assign(task=3, execution=4, attempt=2, spec=SPEC, lease_expires_at=999),
+    m.AgentStarted: m.AgentStarted(execution=4, started_at=110, pid=43),
+    m.Finished: m.Finished(execution=4, outcome="timed_out", result=RESULT),
+    m.FinishAck: m.FinishAck(execution=4),
+    m.CancelExecution: m.CancelExecution(execution=4),
+    m.WorkerGone: m.WorkerGone(worker="w1", reason="exit 1"),
+    m.SetDispatch: m.SetDispatch(dispatching=False),
+    m.GetCounts: m.GetCounts(),
+    m.EventBatch: m.EventBatch(task=3, execution=4, events=[EVENT]),
+    m.StreamEnd: m.StreamEnd(task=3, execution=4, last_seq=7, spool="/state/spool/4.spool"),
+    m.StreamSealed: m.StreamSealed(task=3, execution=4, last_seq=7),
+}
+
+CHANNELS = {
+    "control_request": (m.control_request_codec, m.ControlRequest),
+    "control_reply": (m.control_reply_codec, m.ControlReply),
+    "broker_request": (m.broker_request_codec, m.BrokerRequest),
+    "broker_reply": (m.broker_reply_codec, m.BrokerReply),
+    "recorder_request": (m.recorder_request_codec, m.RecorderRequest),
+    "recorder_reply": (m.recorder_reply_codec, m.RecorderReply),
+    "feed": (m.feed_codec, m.FeedMessage),
+}
+
+CASES = [
+    pytest.param(factory, member, id=f"{name}-{member.__name__}")
+    for name, (factory, union) in CHANNELS.items()
+    for member in typing.get_args(union)
+]
+
+
+def test_samples_cover_every_message_type() -> None:
+    assert set(SAMPLES) == set(m.Message.__subclasses__())
+
+
+def test_every_message_type_is_on_some_channel() -> None:
+    on_channels = {member for _, union in CHANNELS.values() for member in typing.get_args(union)}
+    assert on_channels == set(m.Message.__subclasses__())
+
+
+@pytest.mark.parametrize(("factory", "member"), CASES)
+def test_message_round_trips_through_its_channel(factory, member) -> None:
+    codec = factory()
+    message = SAMPLES[member]
+    decoded = codec.decode(codec.encode(message))
+    assert type(decoded) is member
+    assert decoded == message
+
+
+def test_round_trip_keeps_bytes_payload_exact() -> None:
+    codec = m.recorder_request_codec()
+    decoded = codec.decode(codec.encode(SAMPLES[m.EventBatch]))
+    assert decoded.events[0].payload == b"\x00\xff"
+
+
+def test_message_carries_its_class_name_as_tag() -> None:
+    raw = msgspec.msgpack.decode(m.broker_request_codec().encode(m.FinishAck(execution=4)))
+    assert raw == {"msg": "FinishAck", "execution": 4}
+
+
+def test_missing_defaulted_field_decodes_to_its_default() -> None:
+    payload = msgspec.msgpack.encode({"msg": "Heartbeat", "worker": "w1", "pid": 1})
+    assert m.broker_request_codec().decode(payload) == m.Heartbeat(worker="w1", pid=1)
+
+
+def test_message_of_another_channel_is_rejected() -> None:
+    payload = m.broker_request_codec().encode(m.Ready(worker="w1", pid=1))
+    with pytest.raises(msgspec.ValidationError):
+        m.control_request_codec().decode(payload)
+
+
+def test_unknown_tag_is_rejected() -> None:
+    payload = msgspec.msgpack.encode({"msg": "Explode", "task": 1})
+    with pytest.raises(msgspec.ValidationError, match="Explode"):
+        m.control_request_codec().decode(payload)
+
+
+def test_missing_tag_is_rejected() -> None:
+    payload = msgspec.msgpack.encode({"task": 1})
+    with pytest.raises(msgspec.ValidationError):
+        m.control_request_codec().decode(payload)
+
+
+def test_wrong_field_type_is_rejected_naming_the_field() -> None:
+    payload = msgspec.msgpack.encode({"msg": "ShowTask", "task": "three"})
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.task"):
+        m.control_request_codec().decode(payload)
+
+
+def test_missing_required_field_is_rejected() -> None:
+    payload = msgspec.msgpack.encode({"msg": "Ready", "worker": "w1"})
+    with pytest.raises(msgspec.ValidationError, match="pid"):
+        m.broker_request_codec().decode(payload)
+
+
+def test_invalid_literal_value_is_rejected() -> None:
+    payload = msgspec.msgpack.encode(
+        {"msg": "Finished", "execution": 1, "outcome": "exploded", "result": {}}
+    )
+    with pytest.raises(msgspec.ValidationError):
+        m.broker_request_codec().decode(payload)
+
+
+def test_non_map_payload_is_rejected() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        m.broker_request_codec().decode(msgspec.msgpack.encode([1, 2, 3]))
+
+
+def test_empty_payload_is_a_decode_error() -> None:
+    with pytest.raises(msgspec.DecodeError):
+        m.broker_request_codec().decode(b"")
+
+
+def test_truncated_payload_is_a_decode_error() -> None:
+    payload = m.broker_request_codec().encode(SAMPLES[m.Finished])
+    for cut in range(len(payload)):
+        with pytest.raises(msgspec.DecodeError):
+            m.broker_request_codec().decode(payload[:cut])
+
+
+def test_trailing_garbage_is_a_decode_error() -> None:
+    payload = m.broker_request_codec().encode(m.FinishAck(execution=1)) + b"\x00"
+    with pytest.raises(msgspec.DecodeError):
+        m.broker_request_codec().decode(payload)
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_random_bytes_raise_only_decode_errors(name: str) -> None:
+    codec = CHANNELS[name][0]()
+    rng = random.Random(name)
+    for _ in range(2000):
+        data = rng.randbytes(rng.randrange(0, 64))
+        try:
+            codec.decode(data)
+        except msgspec.DecodeError:
+            continue
+
+
+def test_string_field_that_is_not_utf8_is_a_decode_error() -> None:
+    # {msg: Ready, worker: "\xff", pid: 1}
+    payload = b"\x83\xa3msg\xa5Ready\xa6worker\xa1\xff\xa3pid\x01"
+    with pytest.raises(msgspec.DecodeError):
+        m.broker_request_codec().decode(payload)
+
+
+def test_flipped_bytes_of_valid_messages_raise_only_decode_errors() -> None:
+    rng = random.Random(7)
+    for factory, union in CHANNELS.values():
+        codec = factory()
+        for member in typing.get_args(union):
+            payload = codec.encode(SAMPLES[member])
+            for _ in range(200):
+                mutated = bytearray(payload)
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+                try:
+                    codec.decode(bytes(mutated))
+                except msgspec.DecodeError:
+                    continue
+
+
+def test_deeply_nested_unknown_field_is_a_decode_error() -> None:
+    # A map {msg: Ready, worker: w, pid: 1, x: [[[...[0]...]]]}: the unknown field is skipped,
+    # but skipping it recurses past msgspec's depth limit.
+    nested = b"\x91" * 2000 + b"\x00"
+    payload = b"\x84\xa3msg\xa5Ready\xa6worker\xa1w\xa3pid\x01\xa1x" + nested
+    with pytest.raises(msgspec.DecodeError):
+        m.broker_request_codec().decode(payload)
+
+
+def test_feed_topic_of_task_1_is_not_a_prefix_of_task_12() -> None:
+    assert m.feed_topic(1) == b"t1."
+    assert not m.feed_topic(12).startswith(m.feed_topic(1))
+
+
+def test_feed_topics_of_distinct_tasks_are_never_prefixes() -> None:
+    topics = [m.feed_topic(task) for task in range(1, 200)]
+    clashes = [(a, b) for a in topics for b in topics if a != b and b.startswith(a)]
+    assert clashes == []
+
+
+def test_messages_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        m.ShowTask(task=1).task = 2  # type: ignore[misc]

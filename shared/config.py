@@ -32,6 +32,10 @@ class QueueConfig(Section):
     lease_seconds: _doc(
         float, "a running task whose worker is silent this long goes back to the queue", gt=0
     ) = 30.0
+    retry_backoff_seconds: _doc(
+        float, "first wait before retrying a transient failure (doubles, with jitter)", ge=0
+    ) = 5.0
+    retry_backoff_max: _doc(float, "longest wait between retries", ge=0) = 300.0
 
 
 class WorkerConfig(Section):
@@ -40,6 +44,9 @@ class WorkerConfig(Section):
         10.0
     )
     timeout_seconds: _doc(float, "default wall-clock limit of one agent run", gt=0) = 3600.0
+    idle_timeout_seconds: _doc(
+        float, "default limit on time without any agent output (hung runs)", gt=0
+    ) = 900.0
     max_line_bytes: _doc(
         int, "longest agent output line kept as one event; longer lines are split", ge=1024
     ) = 64 * 1024 * 1024
@@ -82,6 +89,19 @@ class CodexConfig(Section):
     )
 
 
+class WorkspaceConfig(Section):
+    author_name: _doc(str, "author of the commits made on task branches") = "agent-fleet"
+    author_email: _doc(str, "author e-mail of those commits") = "agent-fleet@localhost"
+    retention_hours: _doc(
+        float, "worktrees of finished tasks are removed after this long (branches stay)", gt=0
+    ) = 168.0
+    hook_timeout_seconds: _doc(float, "limit on each workspace hook", gt=0) = 300.0
+    after_create: _doc(str | None, "shell snippet run once in a new worktree") = None
+    before_run: _doc(str | None, "shell snippet run before each attempt") = None
+    after_run: _doc(str | None, "shell snippet run after each attempt (failure ignored)") = None
+    before_remove: _doc(str | None, "shell snippet run before a worktree is removed") = None
+
+
 class RecorderConfig(Section):
     batch_max: _doc(int, "most events stored in one transaction", ge=1) = 20000
 
@@ -103,6 +123,7 @@ class FleetConfig(Section):
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     codex: CodexConfig = msgspec.field(default_factory=CodexConfig)
+    workspace: WorkspaceConfig = msgspec.field(default_factory=WorkspaceConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
 
@@ -112,7 +133,7 @@ class FleetConfig(Section):
         return StatePaths(Path(self.state_dir))
 
 
-SECTIONS = ("queue", "worker", "codex", "recorder", "supervisor")
+SECTIONS = ("queue", "worker", "codex", "workspace", "recorder", "supervisor")
 
 
 def iter_settings() -> Iterator[tuple[str, str, str, Any]]:

@@ -56,6 +56,9 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     sandbox: Literal["read-only", "workspace-write", "danger-full-access"] | None = None
     reasoning_effort: str | None = None
     codex_config: list[str] = []  # `-c KEY=VALUE` overrides for this task's Codex run
+    repo: str | None = None  # a git repository (path or URL): the task runs in its own worktree
+    ref: str | None = None  # where the task's branch starts (default: the repository's HEAD)
+    idle_timeout: float | None = None  # seconds without output before the run is ended
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
@@ -66,6 +69,36 @@ class TokenUsage(msgspec.Struct, kw_only=True):
     output_tokens: int = 0
     reasoning_output_tokens: int = 0
     total_tokens: int = 0
+
+
+FailureClass = Literal["transient", "permanent", "agent"]
+
+
+class FileChange(msgspec.Struct, kw_only=True, array_like=True):
+    """One file of a diff: path, lines added, lines removed (None for binary files)."""
+
+    path: str
+    insertions: int | None
+    deletions: int | None
+
+
+class DiffSummary(msgspec.Struct, kw_only=True):
+    """What a task changed on its branch, from its base commit."""
+
+    files: list[FileChange] = []
+    insertions: int = 0
+    deletions: int = 0
+
+
+class WorkspaceResult(msgspec.Struct, kw_only=True):
+    """Where a repository task ran and what it left: its branch, commit and diff."""
+
+    path: str
+    branch: str
+    base: str
+    commit: str | None = None
+    diff: DiffSummary = msgspec.field(default_factory=DiffSummary)
+    patch_file: str | None = None
 
 
 class RunResult(msgspec.Struct, kw_only=True):
@@ -82,7 +115,11 @@ class RunResult(msgspec.Struct, kw_only=True):
     thread_id: str | None = None
     error: str | None = None
     reason: str | None = None
+    failure_class: FailureClass | None = None
+    timeout_kind: Literal["wall", "idle"] | None = None
     stderr_tail: str | None = None
+    session_file: str | None = None
+    workspace: WorkspaceResult | None = None
 
 
 class ExecutionView(msgspec.Struct, kw_only=True):
@@ -175,6 +212,12 @@ def spec_problem(spec: TaskSpec) -> str | None:
         return "argv (after `--`) is only for `--agent command` tasks"
     if spec.timeout is not None and spec.timeout <= 0:
         return "timeout must be a positive number of seconds"
+    if spec.idle_timeout is not None and spec.idle_timeout <= 0:
+        return "idle timeout must be a positive number of seconds"
+    if spec.ref is not None and spec.repo is None:
+        return "--ref needs --repo"
+    if spec.repo is not None and spec.cwd is not None:
+        return "give either --repo (a worktree is made for the task) or --cwd, not both"
     if spec.max_attempts is not None and spec.max_attempts < 1:
         return "max_attempts must be at least 1"
     bad = [item for item in spec.codex_config if "=" not in item or item.startswith("=")]

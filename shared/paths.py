@@ -75,6 +75,33 @@ class StatePaths:
         return self.root / "scratch"
 
     @property
+    def workspaces_dir(self) -> Path:
+        """One git worktree per repository task, named for the task."""
+        return self.root / "workspaces"
+
+    @property
+    def repos_dir(self) -> Path:
+        """Clones of repositories given by URL, shared by their tasks' worktrees."""
+        return self.root / "repos"
+
+    @property
+    def diffs_dir(self) -> Path:
+        return self.root / "diffs"
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Each Codex run's session file (what `codex exec resume` needs)."""
+        return self.root / "sessions"
+
+    @property
+    def codex_homes_dir(self) -> Path:
+        """Private CODEX_HOME of each running Codex agent."""
+        return self.root / "codex-homes"
+
+    def workspace(self, task: int) -> Path:
+        return self.workspaces_dir / str(task)
+
+    @property
     def broker_endpoint(self) -> str:
         return "ipc://" + str(self.run_dir / "broker.sock")
 
@@ -119,6 +146,11 @@ class StatePaths:
             self.agents_dir,
             self.logs_dir,
             self.scratch_dir,
+            self.workspaces_dir,
+            self.repos_dir,
+            self.diffs_dir,
+            self.sessions_dir,
+            self.codex_homes_dir,
         )
         try:
             for directory in dirs:

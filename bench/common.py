@@ -1,0 +1,368 @@
+"""What every benchmark shares: a real fleetd in a short temp dir, statistics, tables, /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import apsw
+import zmq
+
+from fleetd.agentproc import AgentRegistry
+from shared import messages as m
+from shared.client import ControlClient
+from shared.errors import FleetError
+from shared.models import TERMINAL_STATES, TaskSpec
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+OUT_DIR = REPO / "bench" / "out"  # fleetd logs of the last run (git-ignored)
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a non-empty sequence."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def runs_text(values: Sequence[float], digits: int = 2) -> str:
+    return " / ".join(fmt(v, digits) for v in values)
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One measured figure against its target."""
+
+    metric: str
+    value: float
+    unit: str
+    target: str
+    passed: bool | None  # None: informational, no target
+    runs: Sequence[float] = ()
+    digits: int = 2
+
+
+@dataclass
+class Report:
+    """What one benchmark prints: its checks, then baseline/context lines."""
+
+    name: str
+    title: str
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    extra_tables: list[tuple[Sequence[str], list[Sequence[Any]]]] = field(default_factory=list)
+
+    def check(self, *args: Any, **kwargs: Any) -> Check:
+        item = Check(*args, **kwargs)
+        self.checks.append(item)
+        return item
+
+    @property
+    def missed(self) -> list[Check]:
+        return [c for c in self.checks if c.passed is False]
+
+    def render(self) -> str:
+        lines = [f"== {self.name}: {self.title}"]
+        rows = []
+        for c in self.checks:
+            verdict = "-" if c.passed is None else ("PASS" if c.passed else "MISS")
+            rows.append(
+                (
+                    c.metric,
+                    f"{fmt(c.value, c.digits)} {c.unit}".strip(),
+                    c.target or "-",
+                    verdict,
+                    runs_text(c.runs, c.digits) if c.runs else "",
+                )
+            )
+        lines += table(("metric", "median", "target", "verdict", "per run"), rows)
+        for headers, extra in self.extra_tables:
+            lines.append("")
+            lines += table(headers, extra)
+        lines += [f"  {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    cells = [[str(h) for h in headers]] + [[str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    out = []
+    for index, row in enumerate(cells):
+        out.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if index == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    return out
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# --- a real fleet --------------------------------------------------------------------------------
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The host environment without FLEET_* settings or a user config file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+    env["XDG_CONFIG_HOME"] = str(Path(tempfile.gettempdir()) / "fleet-bench-noconfig")
+    env.update(extra or {})
+    return env
+
+
+class BenchFleet:
+    """`python -m fleetd --foreground` in its own session and a short state dir under /tmp."""
+
+    def __init__(self, workers: int, label: str) -> None:
+        self.workers = workers
+        self.label = label
+        self.root = Path(tempfile.mkdtemp(prefix="fb", dir="/tmp"))
+        self.state_dir = self.root / "s"
+        self.env = clean_env()
+        self.proc: subprocess.Popen[bytes] | None = None
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = OUT_DIR / f"fleetd-{label}.log"
+        self._client: ControlClient | None = None
+
+    # life
+
+    def start(self, timeout: float = 30.0) -> BenchFleet:
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    PYTHON,
+                    "-m",
+                    "fleetd",
+                    "--foreground",
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--workers",
+                    str(self.workers),
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"fleetd exited {self.proc.returncode}; see {self.log_path}")
+            with contextlib.suppress(FleetError, FileNotFoundError):
+                if self.state_dir.joinpath("fleetd.sock").exists():
+                    status = self.status()
+                    if sum(w.state == "idle" for w in status.workers) == self.workers:
+                        return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fleetd not ready after {timeout:g} s; see {self.log_path}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """SIGTERM fleetd; then SIGKILL whatever of its session and its agents is left."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(20)
+            for pid in session_members(self.proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        with contextlib.suppress(OSError):
+            AgentRegistry(self.state_dir / "agents").end_leftovers()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> BenchFleet:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # control socket
+
+    @property
+    def socket_path(self) -> Path:
+        return self.state_dir / "fleetd.sock"
+
+    @property
+    def client(self) -> ControlClient:
+        if self._client is None:
+            self._client = ControlClient(self.socket_path, timeout=30.0)
+        return self._client
+
+    def request(self, message: m.Message) -> m.Message:
+        return self.client.request(message)
+
+    def status(self) -> m.Status:
+        reply = self.request(m.GetStatus())
+        assert isinstance(reply, m.Status)
+        return reply
+
+    def enqueue(self, specs: list[TaskSpec]) -> list[int]:
+        reply = self.request(m.Enqueue(tasks=specs))
+        assert isinstance(reply, m.Enqueued), reply
+        return reply.ids
+
+    def task_state(self, task: int) -> str:
+        reply = self.request(m.ShowTask(task=task))
+        assert isinstance(reply, m.TaskDetail)
+        return reply.task.state
+
+    def wait_terminal(self, task: int, timeout: float = 120.0, interval: float = 0.05) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.task_state(task)
+            if state in TERMINAL_STATES:
+                return state
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"task {task} still {state} after {timeout:g} s")
+            time.sleep(interval)
+
+    # stores, read-only
+
+    def queue_db(self) -> apsw.Connection:
+        return read_only(self.state_dir / "queue.db")
+
+    def events_db(self) -> apsw.Connection:
+        return read_only(self.state_dir / "events.db")
+
+
+class FeedWaiter:
+    """Blocks (no CPU) on the recorder's feed until a task's stream is sealed."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.codec = m.feed_codec()
+        self.context = zmq.Context()
+        self.sock = self.context.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"t")
+        self.sock.connect(endpoint)
+        self.sealed: set[int] = set()
+
+    def wait_sealed(self, task: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while task not in self.sealed:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                return False
+            while True:
+                try:
+                    frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                message = self.codec.decode(frames[-1])
+                if isinstance(message, m.StreamSealed):
+                    self.sealed.add(message.task)
+        self.sealed.discard(task)
+        return True
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.context.term()
+
+
+def read_only(path: Path) -> apsw.Connection:
+    conn = apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
+    conn.set_busy_timeout(5000)
+    return conn
+
+
+@contextlib.contextmanager
+def fleet(workers: int, label: str) -> Iterator[BenchFleet]:
+    bench_fleet = BenchFleet(workers, label)
+    try:
+        bench_fleet.start()
+        yield bench_fleet
+    finally:
+        bench_fleet.close()
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+def session_members(sid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            stat = (entry / "stat").read_bytes()
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            if int(fields[3]) == sid:
+                found.append(int(entry.name))
+    return found
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """Memory fields of /proc/<pid>/status in kB (VmRSS, RssAnon, RssFile, RssShmem)."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+def pss_kb(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return None
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": os.uname().release,
+        "python": sys.version.split()[0],
+    }

@@ -1,0 +1,101 @@
+"""(a) Dispatch latency with idle workers: enqueue one task, wait for it, repeat.
+
+Latency is `executions.started_at - tasks.enqueued_at` from queue.db: from the broker storing
+the task to the worker starting its agent. Baseline: a control round trip through the same
+path (client -> supervisor -> broker -> back) with no task behind it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.common import FeedWaiter, Report, fleet, fmt, median, percentile, say
+from shared import messages as m
+from shared.models import TERMINAL_STATES, TaskSpec
+
+TARGET_P50_MS = 5.0
+TARGET_P99_MS = 25.0
+WARMUP = 20
+
+
+def run(quick: bool, runs: int) -> Report:
+    count = 100 if quick else 500
+    report = Report("dispatch", f"dispatch latency, 2 idle workers, {count} sequential tasks")
+    spec = TaskSpec(prompt="", agent="command", argv=["/bin/true"])
+    p50s, p99s, maxes, rtts, e2es = [], [], [], [], []
+    with fleet(2, "dispatch") as f:
+        waiter = FeedWaiter(f.status().feed)
+        try:
+            time.sleep(0.2)  # let the SUB connect before the first seal is published
+            _sequence(f, waiter, spec, WARMUP)
+            for index in range(runs):
+                rtts.append(_round_trips(f, 200))
+                ids, e2e = _sequence(f, waiter, spec, count)
+                rows = _latencies(f, ids)
+                latency = [(started - enq) / 1000 for enq, started in rows]
+                p50s.append(percentile(latency, 50))
+                p99s.append(percentile(latency, 99))
+                maxes.append(max(latency))
+                e2es.append(percentile(e2e, 50))
+                say(f"  dispatch run {index + 1}: p50 {p50s[-1]:.2f} ms, p99 {p99s[-1]:.2f} ms")
+        finally:
+            waiter.close()
+    p50, p99 = median(p50s), median(p99s)
+    report.check("latency p50", p50, "ms", f"<= {TARGET_P50_MS:g} ms", p50 <= TARGET_P50_MS, p50s)
+    report.check("latency p99", p99, "ms", f"<= {TARGET_P99_MS:g} ms", p99 <= TARGET_P99_MS, p99s)
+    report.check("latency max", median(maxes), "ms", "", None, maxes)
+    report.check("baseline: control RTT p50", median(rtts), "ms", "", None, rtts, digits=3)
+    report.check("client enqueue -> done p50", median(e2es), "ms", "", None, e2es)
+    report.notes.append(
+        f"ratio p50 latency / control round trip: {fmt(p50 / median(rtts))}x "
+        "(round trip = ListWorkers via supervisor and broker, no task)"
+    )
+    return report
+
+
+def _sequence(f, waiter: FeedWaiter, spec: TaskSpec, count: int) -> tuple[list[int], list[float]]:
+    """Enqueue `count` tasks one at a time, each after the previous one finished."""
+    ids, e2e = [], []
+    for _ in range(count):
+        start = time.perf_counter()
+        (task,) = f.enqueue([spec])
+        waiter.wait_sealed(task, timeout=10.0)  # blocks without polling the daemon
+        deadline = time.monotonic() + 30.0
+        while True:
+            reply = f.request(m.ShowTask(task=task))
+            assert isinstance(reply, m.TaskDetail)
+            if reply.task.state in TERMINAL_STATES:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"task {task} did not finish: {reply.task.state}")
+            time.sleep(0.0005)
+        if reply.task.state != "succeeded":
+            raise RuntimeError(f"task {task} ended {reply.task.state}: {reply.task.result}")
+        e2e.append((time.perf_counter() - start) * 1000)
+        ids.append(task)
+    return ids, e2e
+
+
+def _round_trips(f, count: int) -> float:
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        f.request(m.ListWorkers())
+        samples.append((time.perf_counter() - start) * 1000)
+    return percentile(samples, 50)
+
+
+def _latencies(f, ids: list[int]) -> list[tuple[int, int]]:
+    conn = f.queue_db()
+    try:
+        rows = conn.execute(
+            "SELECT t.enqueued_at, e.started_at FROM tasks t"
+            " JOIN executions e ON e.task_id = t.id"
+            " WHERE t.id BETWEEN ? AND ? AND e.attempt = 1 ORDER BY t.id",
+            (min(ids), max(ids)),
+        ).fetchall()
+    finally:
+        conn.close()
+    if len(rows) != len(ids) or any(r[1] is None for r in rows):
+        raise RuntimeError(f"expected {len(ids)} started executions, found {len(rows)}")
+    return rows

@@ -1,0 +1,168 @@
+"""(e) Resident memory of every fleetd process, idle with 8 workers and after passing events.
+
+VmRSS from /proc/<pid>/status for the supervisor, broker, recorder and each worker (pids from
+GetStatus), idle, then after benchmark (c)'s ingestion task ran through the same fleet, twice
+(growth that continues on the second pass is a leak, not a warm-up). Baseline in the same run:
+a bare interpreter that imports what a worker imports (`fleetd.worker`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from pathlib import Path
+
+from bench import ingestion
+from bench.common import PYTHON, REPO, Report, clean_env, fleet, fmt, proc_status, pss_kb, say
+
+WORKERS = 8
+TARGET_WORKER_MB = 40.0
+GROWTH_MB = 2.0  # more than this after events passed on is flagged
+SETTLE_SECONDS = 1.5
+
+
+def run(quick: bool, runs: int) -> Report:
+    count = 50_000 if quick else 200_000
+    report = Report("memory", f"RSS per process, {WORKERS} idle workers, then {count:,} events x2")
+    with fleet(WORKERS, "memory") as f:
+        time.sleep(SETTLE_SECONDS)
+        status = f.status()
+        procs = [("supervisor", status.pid)] + [(p.role, p.pid) for p in status.processes]
+        procs += [(f"({name})", pid) for name, pid in _helpers(status.pid, procs)]
+        idle = _sample(procs)
+        passes = []
+        for index in range(2):
+            ingestion.run_once(f, count)
+            time.sleep(SETTLE_SECONDS)
+            passes.append(_sample(procs))
+            say(f"  memory: pass {index + 1} of {count:,} events done")
+        busy = _ran_on(f)
+    floor = _import_floor()
+    rows = []
+    worker_max = 0.0
+    grown = []
+    for role, pid in procs:
+        before, after1, after2 = idle[pid], passes[0][pid], passes[1][pid]
+        growth = after2["VmRSS"] - before["VmRSS"]
+        flag = ""
+        if growth > GROWTH_MB * 1024:
+            flag = "GROWTH"
+            if after2["VmRSS"] - after1["VmRSS"] > GROWTH_MB * 1024:
+                flag = "GROWTH (still growing)"
+            grown.append((role, growth / 1024))
+        if role.startswith("worker"):
+            worker_max = max(worker_max, after2["VmRSS"] / 1024)
+        ran = " *" if role in busy else ""
+        rows.append(
+            (
+                role + ran,
+                pid,
+                _mb(before["VmRSS"]),
+                _mb(after1["VmRSS"]),
+                _mb(after2["VmRSS"]),
+                f"{growth / 1024:+.1f}",
+                _mb(after2.get("RssAnon", 0)),
+                _mb(after2.get("Pss", 0)),
+                flag,
+            )
+        )
+    worker_idle = max(idle[pid]["VmRSS"] for role, pid in procs if role.startswith("worker"))
+    report.check(
+        "largest worker RSS, idle",
+        worker_idle / 1024,
+        "MB",
+        f"<= {TARGET_WORKER_MB:g} MB",
+        worker_idle / 1024 <= TARGET_WORKER_MB,
+        digits=1,
+    )
+    report.check(
+        "largest worker RSS, after events",
+        worker_max,
+        "MB",
+        f"<= {TARGET_WORKER_MB:g} MB",
+        worker_max <= TARGET_WORKER_MB,
+        digits=1,
+    )
+    report.check("processes grown > 2 MB", len(grown), "", "0", not grown, digits=0)
+    report.check("baseline: python + import fleetd.worker", floor / 1024, "MB", "", None, digits=1)
+    report.extra_tables.append(
+        (
+            (
+                "process",
+                "pid",
+                "idle MB",
+                "pass1 MB",
+                "pass2 MB",
+                "growth",
+                "anon MB",
+                "PSS MB",
+                "flag",
+            ),
+            rows,
+        )
+    )
+    report.notes.append(
+        "* = ran the ingestion task; anon = RssAnon after pass 2 (private heap), PSS = "
+        "proportional share (pages shared with the fork server split among sharers)"
+    )
+    report.notes.append(
+        f"ratio largest worker / import floor: {fmt(worker_max * 1024 / floor)}x"
+        + (f"; grown: {', '.join(f'{r} {g:+.1f} MB' for r, g in grown)}" if grown else "")
+    )
+    return report
+
+
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def _sample(procs: list[tuple[str, int]]) -> dict[int, dict[str, int]]:
+    out = {}
+    for _, pid in procs:
+        fields = proc_status(pid)
+        fields["Pss"] = pss_kb(pid) or 0
+        out[pid] = fields
+    return out
+
+
+def _helpers(supervisor: int, known: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """multiprocessing's fork server and resource tracker: children of the supervisor."""
+    pids = {pid for _, pid in known}
+    found = []
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                pid = int(child)
+                if pid in pids:
+                    continue
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+                name = (
+                    "forkserver"
+                    if b"forkserver" in cmdline
+                    else ("resource_tracker" if b"resource_tracker" in cmdline else "child")
+                )
+                found.append((name, pid))
+    return found
+
+
+def _ran_on(f) -> set[str]:
+    """Roles of the workers that ran the ingestion tasks."""
+    conn = f.queue_db()
+    try:
+        rows = conn.execute("SELECT DISTINCT worker FROM executions").fetchall()
+    finally:
+        conn.close()
+    return {f"worker {w[1:]}" for (w,) in rows if w}
+
+
+def _import_floor() -> int:
+    code = (
+        "import fleetd.worker, pathlib;"
+        "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
+        " if l.startswith('VmRSS')][0].split()[1])"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", code], env=clean_env(), cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return int(out.stdout.strip())

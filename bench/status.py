@@ -1,0 +1,68 @@
+"""(d) `fleetctl status` wall time against a running fleet, as a user runs it.
+
+Baseline in the same run: `python -c pass` with the same interpreter (bare start-up), and
+`python -c "import fleetctl.app"` (start-up plus imports, no request) to split the cost.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import PYTHON, REPO, Report, fleet, fmt, median, percentile, say
+
+TARGET_MS = 150.0
+FLEETCTL = str(Path(PYTHON).parent / "fleetctl")
+
+
+def run(quick: bool, runs: int) -> Report:
+    count = 10 if quick else 20
+    report = Report("status", f"`fleetctl status` wall time, {count} invocations per run")
+    medians, p90s, bare, imports = [], [], [], []
+    with fleet(2, "status") as f:
+        ctl = [FLEETCTL, "--state-dir", str(f.state_dir), "status"]
+        _wall(ctl, f.env)  # warm the page cache and __pycache__
+        for index in range(runs):
+            samples = [_wall(ctl, f.env) for _ in range(count)]
+            bare.append(median([_wall([PYTHON, "-c", "pass"], f.env) for _ in range(count)]))
+            imports.append(
+                median([_wall([PYTHON, "-c", "import fleetctl.app"], f.env) for _ in range(count)])
+            )
+            medians.append(median(samples))
+            p90s.append(percentile(samples, 90))
+            say(f"  status run {index + 1}: median {medians[-1]:.1f} ms, p90 {p90s[-1]:.1f} ms")
+    med, p90 = median(medians), median(p90s)
+    report.check(
+        "fleetctl status median",
+        med,
+        "ms",
+        f"<= {TARGET_MS:g} ms",
+        med <= TARGET_MS,
+        medians,
+        digits=1,
+    )
+    report.check(
+        "fleetctl status p90", p90, "ms", f"<= {TARGET_MS:g} ms", p90 <= TARGET_MS, p90s, digits=1
+    )
+    report.check("baseline: python -c pass", median(bare), "ms", "", None, bare, digits=1)
+    report.check(
+        "python -c 'import fleetctl.app'", median(imports), "ms", "", None, imports, digits=1
+    )
+    report.notes.append(
+        f"ratio status / bare python: {fmt(med / median(bare))}x; imports account for "
+        f"{fmt(median(imports) - median(bare), 1)} ms, the request and output for "
+        f"{fmt(med - median(imports), 1)} ms"
+    )
+    return report
+
+
+def _wall(argv: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True)
+    elapsed = (time.perf_counter() - start) * 1000
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr.decode(errors="replace"))
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}")
+    return elapsed

@@ -39,7 +39,19 @@ def enqueue(
     agent: Annotated[
         str | None, typer.Option(help="codex or command (default: command if ARGV given)")
     ] = None,
-    cwd: Annotated[Path | None, typer.Option(help="working directory of the agent")] = None,
+    cwd: Annotated[
+        Path | None, typer.Option(help="working directory of the agent (default: a fresh one)")
+    ] = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            help="git repository (path or URL): the task runs in its own worktree on branch "
+            "fleet/<task-id>, and its changes are committed there"
+        ),
+    ] = None,
+    ref: Annotated[
+        str | None, typer.Option(help="with --repo: where the branch starts (default: HEAD)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="model name (codex)")] = None,
     sandbox: Annotated[
         str | None,
@@ -54,6 +66,10 @@ def enqueue(
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="wall-clock limit in seconds")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option("--idle-timeout", help="end the agent after this many seconds without output"),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="attempts before failing")] = None,
     key: Annotated[
@@ -82,8 +98,11 @@ def enqueue(
             agent=_agent(agent, argv),
             argv=list(argv or []),
             cwd=str(cwd.resolve()) if cwd else None,
+            repo=_repo(repo),
+            ref=ref,
             model=model,
             timeout=timeout,
+            idle_timeout=idle_timeout,
             max_attempts=max_attempts,
             key=key,
             labels=labels,
@@ -103,6 +122,13 @@ def enqueue(
     else:
         for task_id in reply.ids:
             typer.echo(task_id)
+
+
+def _repo(repo: str | None) -> str | None:
+    """A local repository as an absolute path (the daemon may run elsewhere); URLs as given."""
+    if repo is None or "://" in repo or (":" in repo and not Path(repo).exists()):
+        return repo
+    return str(Path(repo).expanduser().resolve())
 
 
 def _agent(agent: str | None, argv: list[str] | None) -> Any:
@@ -155,6 +181,8 @@ def _task_line(line: str, number: int) -> TaskSpec:
         raw["agent"] = "command" if raw.get("argv") else "codex"
     if raw.get("cwd"):
         raw["cwd"] = str(Path(raw["cwd"]).resolve())
+    if isinstance(raw.get("repo"), str):
+        raw["repo"] = _repo(raw["repo"])
     try:
         return msgspec.convert(raw, TaskSpec)
     except msgspec.ValidationError as exc:

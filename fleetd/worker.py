@@ -143,7 +143,12 @@ class Worker:
         except FleetError as exc:
             run.error = str(exc)
             return
-        run.start(command, assign.spec.timeout or self.config.worker.timeout_seconds)
+        worker_config = self.config.worker
+        run.start(
+            command,
+            assign.spec.timeout or worker_config.timeout_seconds,
+            assign.spec.idle_timeout or worker_config.idle_timeout_seconds,
+        )
         if run.proc is not None:
             started = m.AgentStarted(
                 execution=assign.execution, started_at=run.started_at, pid=run.proc.pid

@@ -1,0 +1,467 @@
+"""Workspaces: one git worktree per repository task, on branch `fleet/<task>`, and its hooks.
+
+Blocking functions, called by the worker from a helper thread (its event loop keeps
+heartbeating); `Workspaces.abort()` may be called from any thread. A repository given by URL is
+cloned once under `repos/` and fetched for later tasks; worktrees live in `workspaces/<task>`.
+A small JSON file per task in `workspaces/.meta/` remembers the source repository and the base
+commit, so a retry resets to the same base and `remove` finds the repository to prune.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from loguru import logger
+
+from fleetd.gitops import (
+    NETWORK_TIMEOUT,
+    Git,
+    GroupRunner,
+    WorkspaceAborted,
+    WorkspaceError,
+    check_ref,
+    clone_name,
+    git_env,
+    is_url,
+    parse_numstat,
+    repo_lock,
+)
+from shared.config import WorkspaceConfig
+from shared.models import DiffSummary, WorkspaceResult
+from shared.paths import StatePaths
+
+__all__ = [
+    "HookFailed",
+    "HookRun",
+    "Prepared",
+    "WorkspaceAborted",
+    "WorkspaceError",
+    "Workspaces",
+    "commit_message",
+]
+
+HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept
+
+
+@dataclass(frozen=True)
+class HookRun:
+    """One hook execution, for the worker to record as an event (secrets not yet masked)."""
+
+    name: str  # after_create | before_run | after_run | before_remove
+    exit_code: int | None  # None if ended by its timeout or an abort
+    timed_out: bool
+    output: bytes  # stdout and stderr interleaved, the last HOOK_OUTPUT_CAP bytes
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A worktree ready for the agent."""
+
+    path: Path
+    branch: str
+    base: str  # the commit the branch started from
+    created: bool  # the worktree is new, or was reset to base (after_create ran)
+    hooks: list[HookRun] = field(default_factory=list)  # after_create, before_run, in order
+
+
+class HookFailed(WorkspaceError):
+    """A hook that must succeed (after_create, before_run) failed; `hooks` has every run so far."""
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """What a task's worktree came from; kept beside the worktrees, removed with them."""
+
+    repo: str
+    source: str  # directory git runs in for worktree commands: the repo or our clone of it
+    lock: str  # the lock file serialising changes to that repository
+    base: str
+    branch: str
+
+
+class Workspaces:
+    """Make, commit, summarise and remove task worktrees; run the configured hooks."""
+
+    def __init__(self, paths: StatePaths, config: WorkspaceConfig, env: Mapping[str, str]) -> None:
+        self.paths = paths
+        self.config = config
+        self.env = dict(env)
+        self._runner = GroupRunner()
+        self._git = Git(self._runner, git_env(env, config.author_name, config.author_email))
+
+    def abort(self) -> None:
+        """Thread-safe: end the hook or git command in progress; its operation raises
+        WorkspaceAborted. Operations started afterwards are not affected."""
+        self._runner.abort()
+
+    def existing(self) -> list[int]:
+        """Task ids that have a worktree on disk (for gc)."""
+        try:
+            names = [entry.name for entry in self.paths.workspaces_dir.iterdir() if entry.is_dir()]
+        except FileNotFoundError:
+            return []
+        return sorted(int(name) for name in names if name.isascii() and name.isdigit())
+
+    # -- prepare ---------------------------------------------------------------------------
+
+    def prepare(self, task: int, repo: str, ref: str | None, fresh: bool = True) -> Prepared:
+        """Make (or, for a retry, reuse) the task's worktree and run after_create and before_run.
+
+        fresh=True resets a reused worktree to the base commit and removes every untracked and
+        ignored file (after_create runs again); fresh=False keeps it as the last attempt left it.
+        """
+        self._runner.begin()
+        path = self._worktree(task)
+        branch = f"fleet/{task}"
+        if ref is not None:
+            check_ref(ref)
+        meta = self._read_meta(task)
+        url = is_url(repo)
+        source, lock = self._clone_source(repo) if url else self._local_source(repo)
+        with repo_lock(lock, self._runner):
+            if url:
+                self._sync_clone(repo, source, fetch=meta is None)
+            meta = meta or self._new_meta(task, repo, source, lock, ref, url)
+            created = self._place(path, meta, fresh)
+        prepared = Prepared(path=path, branch=branch, base=meta.base, created=created)
+        hooks = self._run_required(
+            ["after_create", "before_run"] if created else ["before_run"], task, prepared
+        )
+        return replace(prepared, hooks=hooks)
+
+    def _worktree(self, task: int) -> Path:
+        if isinstance(task, bool) or not isinstance(task, int) or task < 0:
+            raise WorkspaceError(f"invalid task id {task!r} for a workspace")
+        return self.paths.workspace(task)
+
+    def _local_source(self, repo: str) -> tuple[Path, Path]:
+        path = Path(repo).expanduser()
+        if not path.is_absolute():
+            raise WorkspaceError(f"repository path {repo!r} must be absolute")
+        if not path.is_dir():
+            raise WorkspaceError(f"repository {repo} does not exist or is not a directory")
+        done = self._git.run(path, "rev-parse", "--git-common-dir", check=False)
+        if done.returncode != 0:
+            raise WorkspaceError(
+                f"{repo} is not a git repository: give the path of a git checkout, or a URL"
+            )
+        common = (path / done.stdout.decode().strip()).resolve()
+        return path.resolve(), self._lock_file(str(common))
+
+    def _clone_source(self, url: str) -> tuple[Path, Path]:
+        clone = self.paths.repos_dir / clone_name(url)
+        return clone, self._lock_file(str(clone))
+
+    def _lock_file(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        return self.paths.repos_dir / ".locks" / f"{digest}.lock"
+
+    def _sync_clone(self, url: str, clone: Path, fetch: bool) -> None:
+        """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
+        if (clone / ".git").is_dir():
+            if fetch:
+                self._git.run(clone, "fetch", "--prune", "origin", timeout=NETWORK_TIMEOUT)
+            return
+        shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
+        clone.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
+        try:
+            self._git.run(
+                clone.parent,
+                "clone",
+                "--no-checkout",
+                "--end-of-options",
+                url,
+                str(partial),
+                timeout=NETWORK_TIMEOUT,
+            )
+            partial.rename(clone)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def _new_meta(
+        self, task: int, repo: str, source: Path, lock: Path, ref: str | None, url: bool
+    ) -> _Meta:
+        """The first attempt: resolve the base commit and remember it (before the worktree
+        exists, so a crash in between still finds it)."""
+        base = self._resolve(source, ref, url)
+        branch = f"fleet/{task}"
+        if self._git.ok(source, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}"):
+            raise WorkspaceError(
+                f"branch {branch} already exists in {source} but this fleet did not make it for "
+                f"task {task} (an older state directory?); rename or delete it: "
+                f"`git -C {source} branch -m {branch} old-{branch}`"
+            )
+        meta = _Meta(repo=repo, source=str(source), lock=str(lock), base=base, branch=branch)
+        self._write_meta(task, meta)
+        return meta
+
+    def _resolve(self, source: Path, ref: str | None, url: bool) -> str:
+        if url:  # our clone: the remote's branches are origin/*, its default branch origin/HEAD
+            names = ["refs/remotes/origin/HEAD", "HEAD"] if ref is None else [f"origin/{ref}", ref]
+        else:
+            names = ["HEAD"] if ref is None else [ref]
+        for name in names:
+            commit = self._git.commit_of(source, name)
+            if commit is not None:
+                return commit
+        if ref is None:
+            raise WorkspaceError(f"repository {source} has no commits: give --ref or commit first")
+        raise WorkspaceError(
+            f"unknown ref {ref!r} in {source}: give an existing branch, tag or commit"
+        )
+
+    def _place(self, path: Path, meta: _Meta, fresh: bool) -> bool:
+        """Make or reuse the worktree; True if it is new or was reset (after_create is due)."""
+        if self._is_worktree(path):
+            if fresh:
+                self._git.run(path, "checkout", "--force", "-B", meta.branch, meta.base)
+                self._git.run(path, "clean", "-ffdx")
+            return fresh
+        source = Path(meta.source)
+        if path.exists():  # a leftover of an interrupted attempt, not a usable worktree
+            shutil.rmtree(path)
+        self._git.run(source, "worktree", "prune")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        has_branch = self._git.ok(
+            source, "show-ref", "--verify", "--quiet", f"refs/heads/{meta.branch}"
+        )
+        if has_branch and not fresh:
+            self._git.run(source, "worktree", "add", str(path), meta.branch)
+        else:
+            self._git.run(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
+        return True
+
+    def _is_worktree(self, path: Path) -> bool:
+        if not path.is_dir():
+            return False
+        done = self._git.run(path, "rev-parse", "--show-toplevel", check=False)
+        return done.returncode == 0 and Path(done.stdout.decode().strip()) == path.resolve()
+
+    # -- collect ---------------------------------------------------------------------------
+
+    def collect(
+        self, task: int, prepared: Prepared, message: str
+    ) -> tuple[WorkspaceResult, list[HookRun]]:
+        """Commit whatever the agent changed on the task's branch, summarise the diff from the
+        base and save the patch; then run after_run (its failure is logged and ignored)."""
+        self._runner.begin()
+        meta = self._require_meta(task)
+        try:
+            with repo_lock(Path(meta.lock), self._runner):
+                commit = self._commit(task, prepared, message)
+            diff, patch = (DiffSummary(), None)
+            if commit is not None:
+                diff, patch = self._summarise(task, prepared, commit)
+        except WorkspaceAborted:
+            raise
+        except WorkspaceError as exc:
+            exc.hooks.extend(self._run_optional("after_run", task, prepared))
+            raise
+        result = WorkspaceResult(
+            path=str(prepared.path),
+            branch=prepared.branch,
+            base=prepared.base,
+            commit=commit,
+            diff=diff,
+            patch_file=patch,
+        )
+        return result, self._run_optional("after_run", task, prepared)
+
+    def _commit(self, task: int, prepared: Prepared, message: str) -> str | None:
+        """The branch's commit with the agent's work, or None if it changed nothing.
+
+        Plumbing rather than `git commit`: the work lands on fleet/<task> even if the agent
+        switched branches, and no hook, signing or host identity is involved.
+        """
+        path = prepared.path
+        self._git.run(path, "add", "-A")
+        tree = self._git.text(path, "write-tree")
+        tip = self._git.commit_of(path, f"refs/heads/{prepared.branch}") or prepared.base
+        if tree != self._git.text(path, "rev-parse", f"{tip}^{{tree}}"):
+            with tempfile.NamedTemporaryFile("w", suffix=".msg", encoding="utf-8") as handle:
+                handle.write(message.replace("\0", "") or f"agent-fleet task {task}\n")
+                handle.flush()
+                tip = self._git.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
+            self._git.run(
+                path,
+                "update-ref",
+                "-m",
+                f"agent-fleet: task {task}",
+                f"refs/heads/{prepared.branch}",
+                tip,
+            )
+        return None if tip == prepared.base else tip
+
+    def _summarise(self, task: int, prepared: Prepared, commit: str) -> tuple[DiffSummary, str]:
+        """Files and line counts of base..commit, and the full patch saved for `fleetctl diff`."""
+        diff_args = ("diff", "-M", "--no-ext-diff", "--no-textconv", "--no-color")
+        numstat = self._git.run(prepared.path, *diff_args, "--numstat", "-z", prepared.base, commit)
+        files = parse_numstat(numstat.stdout)
+        summary = DiffSummary(
+            files=files,
+            insertions=sum(change.insertions or 0 for change in files),
+            deletions=sum(change.deletions or 0 for change in files),
+        )
+        self.paths.diffs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
+        partial = patch.with_suffix(".partial")
+        self._git.run(
+            prepared.path,
+            *diff_args,
+            "--binary",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            prepared.base,
+            commit,
+            stdout_file=partial,
+        )
+        partial.replace(patch)
+        return summary, str(patch)
+
+    # -- remove ----------------------------------------------------------------------------
+
+    def remove(self, task: int) -> list[HookRun]:
+        """Run before_remove (failure ignored), remove the worktree and prune; the branch stays.
+
+        The caller makes sure no attempt of the task is running.
+        """
+        self._runner.begin()
+        path = self._worktree(task)
+        meta = self._read_meta(task)
+        hooks: list[HookRun] = []
+        if path.is_dir():
+            base = meta.base if meta else ""
+            hooks = self._run_optional(
+                "before_remove", task, Prepared(path, f"fleet/{task}", base, False)
+            )
+        if meta is not None:
+            with repo_lock(Path(meta.lock), self._runner):
+                self._git.run(
+                    Path(meta.source),
+                    "worktree",
+                    "remove",
+                    "--force",
+                    "--force",
+                    str(path),
+                    check=False,
+                )
+                shutil.rmtree(path, ignore_errors=True)
+                self._git.run(Path(meta.source), "worktree", "prune", check=False)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        self._meta_file(task).unlink(missing_ok=True)
+        return hooks
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    def _run_required(self, names: list[str], task: int, prepared: Prepared) -> list[HookRun]:
+        runs: list[HookRun] = []
+        for name in names:
+            run = self._hook(name, task, prepared)
+            if run is None:
+                continue
+            runs.append(run)
+            if self._runner.aborted:
+                raise WorkspaceAborted(f"workspace hook {name} aborted", runs)
+            if not run.ok:
+                raise HookFailed(_hook_failure(run, self.config.hook_timeout_seconds), runs)
+        return runs
+
+    def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookRun]:
+        run = self._hook(name, task, prepared)
+        if run is None:
+            return []
+        if self._runner.aborted:
+            raise WorkspaceAborted(f"workspace hook {name} aborted", [run])
+        if not run.ok:
+            logger.warning(
+                "task {}: {} (ignored)", task, _hook_failure(run, self.config.hook_timeout_seconds)
+            )
+        return [run]
+
+    def _hook(self, name: str, task: int, prepared: Prepared) -> HookRun | None:
+        """Run the configured snippet `name` with /bin/sh in the worktree, in its own group."""
+        snippet = getattr(self.config, name)
+        if not snippet:
+            return None
+        env = {
+            **self.env,
+            "AGENT_FLEET_TASK": str(task),
+            "AGENT_FLEET_WORKSPACE": str(prepared.path),
+            "AGENT_FLEET_BRANCH": prepared.branch,
+            "AGENT_FLEET_BASE": prepared.base,
+            "AGENT_FLEET_HOOK": name,
+        }
+        done = self._runner.run(
+            ["/bin/sh", "-c", snippet],
+            cwd=prepared.path,
+            env=env,
+            timeout=self.config.hook_timeout_seconds,
+            merge=True,
+            tail=HOOK_OUTPUT_CAP,
+        )
+        return HookRun(name, done.returncode, done.timed_out, done.stdout, done.duration_s)
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def _meta_file(self, task: int) -> Path:
+        return self.paths.workspaces_dir / ".meta" / f"{task}.json"
+
+    def _read_meta(self, task: int) -> _Meta | None:
+        with contextlib.suppress(FileNotFoundError, ValueError, TypeError):
+            return _Meta(**json.loads(self._meta_file(task).read_text()))
+        return None
+
+    def _require_meta(self, task: int) -> _Meta:
+        meta = self._read_meta(task)
+        if meta is None:
+            raise WorkspaceError(f"task {task} has no prepared workspace (prepare it first)")
+        return meta
+
+    def _write_meta(self, task: int, meta: _Meta) -> None:
+        target = self._meta_file(task)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        partial.write_text(json.dumps(meta.__dict__))
+        os.replace(partial, target)
+
+
+def _hook_failure(run: HookRun, timeout: float) -> str:
+    if run.timed_out:
+        return (
+            f"workspace hook {run.name} timed out after {timeout:g} s and was ended; raise "
+            "workspace.hook_timeout_seconds if it needs longer"
+        )
+    return (
+        f"workspace hook {run.name} failed with exit code {run.exit_code}; its output is in the "
+        "task's events (`fleetctl show`); fix the hook in the [workspace] config"
+    )
+
+
+def commit_message(task: int, prompt: str, final_message: str | None) -> str:
+    """The message of a task's commit: the prompt's first line as subject, then the prompt and
+    the agent's final message, and a trailer naming the task."""
+    lines = [line.strip() for line in prompt.strip().splitlines() if line.strip()]
+    subject = lines[0] if lines else f"agent-fleet task {task}"
+    if len(subject) > 72:
+        subject = subject[:71] + "…"
+    parts = [subject, "", prompt.strip()]
+    if final_message and final_message.strip():
+        parts += ["", "Agent's final message:", "", final_message.strip()]
+    parts += ["", f"Agent-Fleet-Task: {task}"]
+    return "\n".join(parts) + "\n"

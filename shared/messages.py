@@ -71,6 +71,19 @@ class GetEvents(Message):
     limit: int = 2000
 
 
+class GetDiff(Message):
+    """The patch an execution of a repository task committed (default: the latest one)."""
+
+    task: int
+    execution: int | None = None
+
+
+class CollectWorkspaces(Message):
+    """Remove worktrees of finished tasks (all, or those finished this long ago); branches stay."""
+
+    older_than_hours: float | None = None
+
+
 class GetStatus(Message):
     """Daemon pid, uptime, counts per state, processes, workers."""
 
@@ -86,7 +99,17 @@ class Stop(Message):
 
 
 ControlRequest = (
-    Enqueue | ListTasks | ShowTask | CancelTask | ListWorkers | GetEvents | GetStatus | Drain | Stop
+    Enqueue
+    | ListTasks
+    | ShowTask
+    | CancelTask
+    | ListWorkers
+    | GetEvents
+    | GetDiff
+    | CollectWorkspaces
+    | GetStatus
+    | Drain
+    | Stop
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -134,6 +157,24 @@ class QueueCounts(Message):
     dispatching: bool
 
 
+class TaskDiff(Message):
+    """One execution's committed change: its branch, base and commit, and the patch."""
+
+    task: int
+    execution: int
+    branch: str
+    base: str
+    commit: str | None
+    patch: bytes
+
+
+class WorkspacesCollected(Message):
+    """Tasks whose worktrees were removed, and those skipped because a run holds them."""
+
+    removed: list[int]
+    busy: list[int] = []
+
+
 class Status(Message):
     pid: int
     uptime_s: float
@@ -170,6 +211,8 @@ ControlReply = (
     | Cancelled
     | WorkerList
     | EventPage
+    | TaskDiff
+    | WorkspacesCollected
     | Status
     | Accepted
     | ErrorReply

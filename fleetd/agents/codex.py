@@ -64,7 +64,7 @@ class CodexAdapter:
         model = spec.model or self.config.model
         if model:
             argv += ["--model", model]
-        overrides = list(self.config.config)
+        overrides = provider_overrides(self.config) + list(self.config.config)
         if spec.reasoning_effort:
             overrides.append(f"model_reasoning_effort={_toml_string(spec.reasoning_effort)}")
         # The task's own overrides come last, so they win over the config's.
@@ -74,6 +74,23 @@ class CodexAdapter:
         # `--` so that a prompt starting with a dash is never read as a flag.
         argv += ["--", spec.prompt]
         return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)
+
+
+def provider_overrides(config: CodexConfig) -> list[str]:
+    """`-c` overrides that point Codex at the configured gateway, if any."""
+    if not config.provider_base_url:
+        return []
+    name = config.provider_name
+    table = ", ".join(
+        f"{key}={_toml_string(value)}"
+        for key, value in (
+            ("name", name),
+            ("base_url", config.provider_base_url),
+            ("env_key", config.provider_env_key),
+            ("wire_api", config.provider_wire_api),
+        )
+    )
+    return [f"model_provider={_toml_string(name)}", f"model_providers.{name}={{{table}}}"]
 
 
 def _toml_string(value: str) -> str:

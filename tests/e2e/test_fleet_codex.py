@@ -15,22 +15,28 @@ import json
 import os
 import shlex
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleetd.worker import agent_environment
-from shared.config import load_config
+from shared.config import agent_environment, load_config
 from tests.support.codex_env import (
-    API_KEY_ENV,
     codex_argv,
     codex_binary,
     make_codex_home,
     run_codex,
 )
-from tests.support.fleet import Fleet, processes_under, running_fleet
+from tests.support.codex_fleet import (
+    API_KEY,
+    MODEL,
+    TERMINAL,
+    enqueue_codex,
+    files_containing,
+    fleet_env,
+    workdir,
+)
+from tests.support.fleet import processes_under, running_fleet
 from tests.support.model_server import ModelServer, Turn, function_call_outputs
 
 pytestmark = [
@@ -42,39 +48,8 @@ pytestmark = [
     ),
 ]
 
-API_KEY = "sk-test-fleet-e2e-0123456789"
-MODEL = "gpt-4.1"
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 # Fields that legitimately differ between two runs of the same scripted conversation.
 VOLATILE_KEYS = frozenset({"thread_id"})
-
-
-@pytest.fixture
-def server() -> Iterator[ModelServer]:
-    """A started model server, stopped after the test."""
-    with ModelServer() as model_server:
-        yield model_server
-
-
-def fleet_env(tmp_path: Path, server: ModelServer, codex_bin: Path | None = None) -> dict[str, str]:
-    """The fleetd environment: the host's, plus codex pointed at `server`."""
-    home = make_codex_home(tmp_path / "fleet-codex-home", server.base_url)
-    return {
-        **os.environ,
-        "CODEX_HOME": str(home),
-        API_KEY_ENV: API_KEY,
-        "FLEET_CODEX_BIN": str(codex_bin or codex_binary()),
-    }
-
-
-def workdir(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    return path
-
-
-def enqueue_codex(fleet: Fleet, prompt: str, cwd: Path) -> int:
-    return fleet.enqueue(prompt, "--agent", "codex", "--model", MODEL, "--cwd", str(cwd))
 
 
 def with_usage(turn: Turn, input_tokens: int, output_tokens: int) -> Turn:
@@ -130,16 +105,6 @@ def assert_stored_in_order(events: list[dict[str, Any]]) -> None:
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert all(e["flags"] == [] for e in events), [e for e in events if e["flags"]]
     assert [e["type"] for e in events] == [e["payload"]["type"] for e in events]
-
-
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    """Files under `root` whose bytes contain `needle` (files gone meanwhile are skipped)."""
-    found = []
-    for path in root.rglob("*"):
-        with contextlib.suppress(OSError):
-            if path.is_file() and needle in path.read_bytes():
-                found.append(str(path))
-    return found
 
 
 def end_processes_under(directory: Path) -> None:

@@ -80,6 +80,8 @@ SAMPLES: dict[type, m.Message] = {
     m.CancelTask: m.CancelTask(task=3),
     m.ListWorkers: m.ListWorkers(),
     m.GetEvents: m.GetEvents(task=3, after_execution=4, after_seq=9, limit=10),
+    m.GetDiff: m.GetDiff(task=3, execution=4),
+    m.CollectWorkspaces: m.CollectWorkspaces(older_than_hours=2.5),
     m.GetStatus: m.GetStatus(),
     m.Drain: m.Drain(),
     m.Stop: m.Stop(timeout=5.0),
@@ -102,6 +104,10 @@ SAMPLES: dict[type, m.Message] = {
         feed="ipc:///state/run/feed.sock",
         warnings=["low disk"],
     ),
+    m.TaskDiff: m.TaskDiff(
+        task=3, execution=4, branch="fleet/3", base="b" * 40, commit="c" * 40, patch=b"diff\xff"
+    ),
+    m.WorkspacesCollected: m.WorkspacesCollected(removed=[1, 2], busy=[3]),
     m.Accepted: m.Accepted(detail="stopping"),
     m.ErrorReply: m.ErrorReply(code="not_found", message="no task 9"),
     m.Ready: m.Ready(worker="w1", pid=42),

@@ -1,0 +1,162 @@
+"""Real Codex runs under fleetd: private homes, a gateway provider, secrets, timeouts, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.support.codex_env import API_KEY_ENV, codex_binary
+from tests.support.codex_fleet import (
+    API_KEY,
+    TERMINAL,
+    enqueue_codex,
+    files_containing,
+    fleet_env,
+    workdir,
+)
+from tests.support.fleet import processes_under, running_fleet, wait_for
+from tests.support.model_server import ModelServer
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not codex_binary().is_file(), reason=f"no codex at {codex_binary()}"),
+]
+
+
+@pytest.mark.timeout(120)
+def test_parallel_runs_each_get_a_private_codex_home(tmp_path: Path, server: ModelServer) -> None:
+    """Four runs at once: each its own CODEX_HOME, its session kept; the host's home untouched."""
+    names = ["one", "two", "three", "four"]
+    for name in names:
+        server.route(
+            f"[job-{name}]",
+            [
+                server.shell(f"echo {name} > {name}.txt && sleep 0.5"),
+                server.message(f"Done {name}"),
+            ],
+        )
+    env = fleet_env(tmp_path, server)
+    host_home = Path(env["CODEX_HOME"])
+    host_before = sorted(p.name for p in host_home.iterdir())
+    dirs = {name: workdir(tmp_path, name) for name in names}
+    with running_fleet("--workers", "4", env=env) as fleet:
+        tasks = {n: enqueue_codex(fleet, f"[job-{n}] write {n}.txt", dirs[n]) for n in names}
+        shown = {n: fleet.wait_state(t, *TERMINAL, timeout=60) for n, t in tasks.items()}
+        homes_left = sorted((fleet.state_dir / "codex-homes").iterdir())
+        session_texts = {n: Path(shown[n]["result"]["session_file"]).read_text() for n in names}
+    assert sorted(p.name for p in host_home.iterdir()) == host_before, "codex wrote the host home"
+    assert homes_left == [], "private homes are removed after their runs"
+    sessions = set()
+    for name in names:
+        result = shown[name]["result"]
+        assert shown[name]["state"] == "succeeded", shown[name]
+        assert (dirs[name] / f"{name}.txt").read_text() == f"{name}\n"
+        session = Path(result["session_file"])
+        assert result["thread_id"] in session.name
+        assert session.parent.name == str(shown[name]["executions"][0]["id"])
+        text = session_texts[name]
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        assert any(f"[job-{name}]" in json.dumps(line) for line in lines)
+        sessions.add(session)
+    assert len(sessions) == 4
+    executions = [shown[n]["executions"][0] for n in names]
+    assert len({e["worker"] for e in executions}) == 4, "all four ran at once on four workers"
+
+
+@pytest.mark.timeout(90)
+def test_gateway_provider_from_fleet_config(tmp_path: Path, server: ModelServer) -> None:
+    """The provider comes from fleetd's own settings; the host's config.toml names none."""
+    server.script([server.message("via the gateway")])
+    home = tmp_path / "plain-home"
+    home.mkdir()
+    # Only what keeps codex off the network; no provider here.
+    (home / "config.toml").write_text(
+        "[features]\nplugins = false\n\n[analytics]\nenabled = false\n"
+    )
+    env = {
+        **os.environ,
+        "CODEX_HOME": str(home),
+        "FLEET_CODEX_BIN": str(codex_binary()),
+        "GATEWAY_TOKEN": API_KEY,
+        "FLEET_WORKER_ENV_ALLOW": "PATH,HOME,GATEWAY_TOKEN,CODEX_HOME",
+        "FLEET_WORKER_SECRET_ENV": "GATEWAY_TOKEN",
+        "FLEET_CODEX_PROVIDER_BASE_URL": server.base_url,
+        "FLEET_CODEX_PROVIDER_ENV_KEY": "GATEWAY_TOKEN",
+    }
+    env.pop(API_KEY_ENV, None)
+    env.pop("OPENAI_API_KEY", None)
+    with running_fleet("--workers", "1", env=env) as fleet:
+        assert fleet.json("status")["warnings"] == []
+        task = enqueue_codex(fleet, "say hi", workdir(tmp_path, "work"))
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+    assert shown["state"] == "succeeded", shown
+    assert shown["result"]["final_message"] == "via the gateway"
+    assert [r.headers["authorization"] for r in server.requests] == [f"Bearer {API_KEY}"]
+
+
+@pytest.mark.timeout(90)
+def test_a_secret_the_agent_prints_is_stored_nowhere(tmp_path: Path, server: ModelServer) -> None:
+    """Codex runs a command that echoes the API key: every copy fleet keeps or prints is masked."""
+    server.script([server.shell(f"echo the key is {API_KEY}"), server.message(f"key={API_KEY}")])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "print the key", work)
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        outputs = [
+            fleet.ctl(*args).stdout
+            for args in (
+                ("show", str(task)),
+                ("show", str(task), "--json"),
+                ("events", str(task)),
+                ("events", str(task), "--json"),
+                ("list",),
+                ("list", "--json"),
+                ("status", "--json"),
+            )
+        ]
+        stored = files_containing(fleet.state_dir, API_KEY.encode())
+        session = Path(shown["result"]["session_file"]).read_bytes()
+        log = fleet.log()
+    assert shown["state"] == "succeeded", shown
+    assert "the key is [REDACTED]" in outputs[2]
+    assert shown["result"]["final_message"] == "key=[REDACTED]"
+    assert session.count(b"[REDACTED]") >= 2
+    assert stored == [], f"the key was written to {stored}"
+    assert API_KEY not in log
+    assert [o for o in outputs if API_KEY in o] == []
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_hanging_command_is_cut_and_leaves_no_process(
+    tmp_path: Path, server: ModelServer, how: str
+) -> None:
+    """Codex runs `sleep 300`; the wall-clock timeout (or cancel) ends codex and the sleep."""
+    server.script([server.shell("sleep 300", yield_time_ms=600_000)])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        limit = ["--timeout", "3"] if how == "timeout" else []
+        task = enqueue_codex(fleet, "hang", work, *limit)
+        wait_for(
+            lambda: any(
+                "sleep 300" in e["payload"].get("item", {}).get("command", "")
+                for e in fleet.events(task)
+            ),
+            30,
+            what="codex to start sleep 300",
+        )
+        if how == "cancel":
+            fleet.ctl("cancel", str(task))
+        shown = fleet.wait_state(task, *TERMINAL, timeout=30)
+        wait_for(lambda: not processes_under(work), 10, what="codex and its sleep to end")
+    if how == "timeout":
+        assert shown["state"] == "timed_out", shown
+        assert shown["result"]["timeout_kind"] == "wall"
+    else:
+        assert shown["state"] == "cancelled", shown
+        assert shown["result"]["reason"] == "cancelled by request"
+    assert not processes_under(work)
+    assert not processes_under(tmp_path)

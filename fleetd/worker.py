@@ -32,7 +32,7 @@ from fleetd.workspace import HookRun, Prepared, WorkspaceError, Workspaces, comm
 from shared import messages as m
 from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
-from shared.models import RunResult, TaskSpec
+from shared.models import RunResult, TaskSpec, WorkspaceResult
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
@@ -280,9 +280,21 @@ class Worker:
             message = commit_message(run.assign.task, spec.prompt, result.final_message)
             self.unsealed = (outcome, result)
             self.phase = "collecting"
-            self.job.submit(self.workspaces.collect, run.assign.task, self.prepared, message)
+            self.job.submit(self._collect_workspace, run.assign.task, self.prepared, message)
             return
         self._seal(run, outcome, result)
+
+    def _collect_workspace(
+        self, task: int, prepared: Prepared, message: str
+    ) -> tuple[WorkspaceResult, list[HookRun]]:
+        """On the helper thread: commit the work; the kept patch gets its secrets masked."""
+        result, hooks = self.workspaces.collect(task, prepared, message)
+        if result.patch_file:
+            patch = Path(result.patch_file)
+            masked, changed = self.redactor.mask(patch.read_bytes())
+            if changed:
+                patch.write_bytes(masked)
+        return result, hooks
 
     def _on_collected(self, future: Future[Any]) -> None:
         run = self.run

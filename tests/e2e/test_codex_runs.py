@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,73 @@ def test_a_hanging_command_is_cut_and_leaves_no_process(
         assert shown["result"]["reason"] == "cancelled by request"
     assert not processes_under(work)
     assert not processes_under(tmp_path)
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir()
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial"],
+    ):
+        if args[0] == "add":
+            (path / "app.py").write_text("print('hello')\n")
+        subprocess.run(["git", "-C", str(path), *args], check=True)
+    return path
+
+
+def git_show(repo: Path, what: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "show", what], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.mark.timeout(120)
+def test_codex_edit_in_a_repo_becomes_a_commit_on_the_tasks_branch(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    server.script(
+        [
+            server.shell("printf \"print('hello, fleet')\\n\" > app.py"),
+            server.message("Changed the greeting"),
+        ]
+    )
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "change the greeting", None, "--repo", str(repo))
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        patch = fleet.ctl("diff", str(task)).stdout
+    assert shown["state"] == "succeeded", shown
+    workspace = shown["result"]["workspace"]
+    assert workspace["branch"] == f"fleet/{task}"
+    assert workspace["diff"]["files"] == [["app.py", 1, 1]]
+    assert git_show(repo, f"fleet/{task}:app.py") == "print('hello, fleet')\n"
+    assert git_show(repo, "main:app.py") == "print('hello')\n"
+    assert "-print('hello')\n+print('hello, fleet')" in patch
+    message = git_show(repo, f"fleet/{task}")
+    assert "change the greeting" in message and "Changed the greeting" in message
+
+
+@pytest.mark.timeout(180)
+def test_four_tasks_on_two_workers_on_one_repo_make_four_branches(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    repo = make_repo(tmp_path / "repo")
+    names = ["north", "south", "east", "west"]
+    for name in names:
+        server.route(
+            f"[{name}]",
+            [server.shell(f"echo {name} > {name}.txt"), server.message(f"wrote {name}")],
+        )
+    with running_fleet("--workers", "2", env=fleet_env(tmp_path, server)) as fleet:
+        tasks = {
+            n: enqueue_codex(fleet, f"[{n}] write {n}.txt", None, "--repo", str(repo))
+            for n in names
+        }
+        shown = {n: fleet.wait_state(t, *TERMINAL, timeout=90) for n, t in tasks.items()}
+    for name, task in tasks.items():
+        assert shown[name]["state"] == "succeeded", shown[name]
+        diff = shown[name]["result"]["workspace"]["diff"]
+        assert diff["files"] == [[f"{name}.txt", 1, 0]], "each branch holds its own task's edit"
+        assert git_show(repo, f"fleet/{task}:{name}.txt") == f"{name}\n"
+    assert len({shown[n]["executions"][0]["worker"] for n in names}) == 2

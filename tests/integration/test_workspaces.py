@@ -170,3 +170,15 @@ def test_diff_of_a_task_without_repo_says_why(fleet: Fleet) -> None:
     result = fleet.ctl("diff", str(task), check=False)
     assert result.returncode == 1
     assert "ran without --repo" in result.stderr
+
+
+def test_a_key_the_agent_writes_into_the_repo_is_masked_in_the_kept_patch(
+    fleet: Fleet, repo: Path
+) -> None:
+    key = "sk-proj-" + "A1b2C3d4" * 4
+    task = fleet.enqueue("leak", "--repo", str(repo), *edit(f"echo 'token={key}' > conf.txt"))
+    fleet.wait_state(task, "succeeded")
+    patch = fleet.ctl("diff", str(task)).stdout
+    assert "+token=[REDACTED]" in patch
+    assert key not in patch
+    assert not any(key in p.read_text() for p in (fleet.state_dir / "diffs").iterdir())

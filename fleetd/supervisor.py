@@ -15,7 +15,7 @@ from pathlib import Path
 import zmq
 from loguru import logger
 
-from fleetd import broker, recorder, worker
+from fleetd import broker, recorder, worker_main
 from fleetd.agentproc import AgentRegistry
 from fleetd.background import BackgroundJob
 from fleetd.children import Child, Children, CrashLoop
@@ -127,12 +127,12 @@ class Supervisor:
 
     def _define_children(self) -> None:
         config = self.config
-        self.children.preload(["fleetd.broker", "fleetd.recorder", "fleetd.worker"])
+        self.children.preload(["fleetd.broker", "fleetd.recorder", "fleetd.worker_main"])
         self.children.add(Child("broker", broker.run, lambda first: (config, first)))
         self.children.add(Child("recorder", recorder.run, lambda first: (config,)))
         for index in range(1, config.workers + 1):
             self.children.add(
-                Child(f"worker {index}", worker.run, lambda first, i=index: (config, i))
+                Child(f"worker {index}", worker_main.run, lambda first, i=index: (config, i))
             )
 
     def _dealer(self, endpoint: str) -> zmq.Socket:

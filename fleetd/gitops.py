@@ -311,7 +311,7 @@ def stderr_tail(done: Completed) -> str:
 
 def check_ref(ref: str) -> str:
     """A REF given by a user, refused when it could be read as an option or is malformed."""
-    if not ref or ref.startswith("-") or ref != ref.strip() or any(ch < " " for ch in ref):
+    if not ref or ref.startswith("-") or any(ch.isspace() or ch < " " for ch in ref):
         raise WorkspaceError(
             f"invalid --ref {ref!r}: give a branch, tag or commit (not starting with '-', "
             "without spaces or control characters)"

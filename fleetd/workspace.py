@@ -4,7 +4,8 @@ Blocking functions, called by the worker from a helper thread (its event loop ke
 heartbeating); `Workspaces.abort()` may be called from any thread. A repository given by URL is
 cloned once under `repos/` and fetched for later tasks; worktrees live in `workspaces/<task>`.
 A small JSON file per task in `workspaces/.meta/` remembers the source repository and the base
-commit, so a retry resets to the same base and `remove` finds the repository to prune.
+commit, so a retry resets to the same base and `remove` finds the repository to prune; it stays,
+like the branch, when the worktree is removed.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
 from fleetd.gitops import (
     NETWORK_TIMEOUT,
+    Completed,
     Git,
     GroupRunner,
     WorkspaceAborted,
@@ -33,6 +36,7 @@ from fleetd.gitops import (
     is_url,
     parse_numstat,
     repo_lock,
+    stderr_tail,
 )
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
@@ -83,7 +87,7 @@ class HookFailed(WorkspaceError):
 
 @dataclass(frozen=True)
 class _Meta:
-    """What a task's worktree came from; kept beside the worktrees, removed with them."""
+    """What a task's worktree came from; kept beside the worktrees (a few hundred bytes)."""
 
     repo: str
     source: str  # directory git runs in for worktree commands: the repo or our clone of it
@@ -101,6 +105,7 @@ class Workspaces:
         self.env = dict(env)
         self._runner = GroupRunner()
         self._git = Git(self._runner, git_env(env, config.author_name, config.author_email))
+        self._network: dict[str, Any] = {"check": False, "timeout": NETWORK_TIMEOUT}
 
     def abort(self) -> None:
         """Thread-safe: end the hook or git command in progress; its operation raises
@@ -173,21 +178,18 @@ class Workspaces:
         """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
         if (clone / ".git").is_dir():
             if fetch:
-                self._git.run(clone, "fetch", "--prune", "origin", timeout=NETWORK_TIMEOUT)
+                done = self._git.run(
+                    clone, "fetch", "--quiet", "--prune", "origin", **self._network
+                )
+                _check_network(done, f"cannot fetch {url} into {clone}")
             return
         shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
         clone.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
         try:
-            self._git.run(
-                clone.parent,
-                "clone",
-                "--no-checkout",
-                "--end-of-options",
-                url,
-                str(partial),
-                timeout=NETWORK_TIMEOUT,
-            )
+            args = ("clone", "--quiet", "--no-checkout", "--end-of-options", url, str(partial))
+            done = self._git.run(clone.parent, *args, **self._network)
+            _check_network(done, f"cannot clone {url}")
             partial.rename(clone)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -364,7 +366,7 @@ class Workspaces:
                 self._git.run(Path(meta.source), "worktree", "prune", check=False)
         else:
             shutil.rmtree(path, ignore_errors=True)
-        self._meta_file(task).unlink(missing_ok=True)
+        # The metadata stays with the branch: a later attempt of the task starts from it again.
         return hooks
 
     # -- hooks -----------------------------------------------------------------------------
@@ -439,6 +441,11 @@ class Workspaces:
         partial = target.with_suffix(".partial")
         partial.write_text(json.dumps(meta.__dict__))
         os.replace(partial, target)
+
+
+def _check_network(done: Completed, what: str) -> None:
+    if done.returncode != 0:
+        raise WorkspaceError(f"{what}: {stderr_tail(done)}")
 
 
 def _hook_failure(run: HookRun, timeout: float) -> str:

@@ -200,7 +200,10 @@ def _spawn(
 
 def _exited(pid: int) -> bool:
     """Whether the process has ended, without reaping it (its pid stays its group's id)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped elsewhere: it has ended either way
+        return True
 
 
 def _end_group(pgid: int) -> None:

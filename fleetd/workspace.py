@@ -38,6 +38,7 @@ from fleetd.gitops import (
     repo_lock,
     stderr_tail,
 )
+from fleetd.hooks import HookRun, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
 from shared.paths import StatePaths
@@ -51,23 +52,6 @@ __all__ = [
     "Workspaces",
     "commit_message",
 ]
-
-HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept
-
-
-@dataclass(frozen=True)
-class HookRun:
-    """One hook execution, for the worker to record as an event (secrets not yet masked)."""
-
-    name: str  # after_create | before_run | after_run | before_remove
-    exit_code: int | None  # None if ended by its timeout or an abort
-    timed_out: bool
-    output: bytes  # stdout and stderr interleaved, the last HOOK_OUTPUT_CAP bytes
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
 
 
 @dataclass(frozen=True)
@@ -150,7 +134,10 @@ class Workspaces:
     def _worktree(self, task: int) -> Path:
         if isinstance(task, bool) or not isinstance(task, int) or task < 0:
             raise WorkspaceError(f"invalid task id {task!r} for a workspace")
-        return self.paths.workspace(task)
+        path = self.paths.workspace(task)
+        if path.is_symlink():  # never follow it: rmtree and git would act outside our state
+            raise WorkspaceError(f"{path} is a symbolic link, not a worktree; remove it")
+        return path
 
     def _local_source(self, repo: str) -> tuple[Path, Path]:
         path = Path(repo).expanduser()
@@ -158,12 +145,14 @@ class Workspaces:
             raise WorkspaceError(f"repository path {repo!r} must be absolute")
         if not path.is_dir():
             raise WorkspaceError(f"repository {repo} does not exist or is not a directory")
-        done = self._git.run(path, "rev-parse", "--git-common-dir", check=False)
+        done = self._git.run(
+            path, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False
+        )
         if done.returncode != 0:
             raise WorkspaceError(
                 f"{repo} is not a git repository: give the path of a git checkout, or a URL"
             )
-        common = (path / done.stdout.decode().strip()).resolve()
+        common = Path(done.stdout.decode().strip()).resolve()
         return path.resolve(), self._lock_file(str(common))
 
     def _clone_source(self, url: str) -> tuple[Path, Path]:
@@ -295,7 +284,9 @@ class Workspaces:
         tree = self._git.text(path, "write-tree")
         tip = self._git.commit_of(path, f"refs/heads/{prepared.branch}") or prepared.base
         if tree != self._git.text(path, "rev-parse", f"{tip}^{{tree}}"):
-            with tempfile.NamedTemporaryFile("w", suffix=".msg", encoding="utf-8") as handle:
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".msg", encoding="utf-8", errors="replace"
+            ) as handle:
                 handle.write(message.replace("\0", "") or f"agent-fleet task {task}\n")
                 handle.flush()
                 tip = self._git.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
@@ -381,7 +372,7 @@ class Workspaces:
             if self._runner.aborted:
                 raise WorkspaceAborted(f"workspace hook {name} aborted", runs)
             if not run.ok:
-                raise HookFailed(_hook_failure(run, self.config.hook_timeout_seconds), runs)
+                raise HookFailed(failure_text(run, self.config.hook_timeout_seconds), runs)
         return runs
 
     def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookRun]:
@@ -392,12 +383,12 @@ class Workspaces:
             raise WorkspaceAborted(f"workspace hook {name} aborted", [run])
         if not run.ok:
             logger.warning(
-                "task {}: {} (ignored)", task, _hook_failure(run, self.config.hook_timeout_seconds)
+                "task {}: {} (ignored)", task, failure_text(run, self.config.hook_timeout_seconds)
             )
         return [run]
 
     def _hook(self, name: str, task: int, prepared: Prepared) -> HookRun | None:
-        """Run the configured snippet `name` with /bin/sh in the worktree, in its own group."""
+        """Run the configured snippet `name` in the worktree, with the task in its env."""
         snippet = getattr(self.config, name)
         if not snippet:
             return None
@@ -409,15 +400,8 @@ class Workspaces:
             "AGENT_FLEET_BASE": prepared.base,
             "AGENT_FLEET_HOOK": name,
         }
-        done = self._runner.run(
-            ["/bin/sh", "-c", snippet],
-            cwd=prepared.path,
-            env=env,
-            timeout=self.config.hook_timeout_seconds,
-            merge=True,
-            tail=HOOK_OUTPUT_CAP,
-        )
-        return HookRun(name, done.returncode, done.timed_out, done.stdout, done.duration_s)
+        timeout = self.config.hook_timeout_seconds
+        return run_hook(self._runner, name, snippet, prepared.path, env, timeout)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -446,18 +430,6 @@ class Workspaces:
 def _check_network(done: Completed, what: str) -> None:
     if done.returncode != 0:
         raise WorkspaceError(f"{what}: {stderr_tail(done)}")
-
-
-def _hook_failure(run: HookRun, timeout: float) -> str:
-    if run.timed_out:
-        return (
-            f"workspace hook {run.name} timed out after {timeout:g} s and was ended; raise "
-            "workspace.hook_timeout_seconds if it needs longer"
-        )
-    return (
-        f"workspace hook {run.name} failed with exit code {run.exit_code}; its output is in the "
-        "task's events (`fleetctl show`); fix the hook in the [workspace] config"
-    )
 
 
 def commit_message(task: int, prompt: str, final_message: str | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from fleetd.gitops import clone_name, is_url, parse_numstat
+from fleetd.gitops import Completed, GroupRunner, clone_name, is_url, parse_numstat
 from fleetd.workspace import (
     HookFailed,
     WorkspaceAborted,
@@ -370,7 +370,7 @@ def test_children_a_successful_hook_leaves_behind_are_ended(
 
 
 def test_abort_ends_a_running_hook(repo: Path, make: Any, tmp_path: Path) -> None:
-    ws = make(before_run="echo waiting; sleep 300")
+    ws = make(before_run='echo waiting; touch "$HOOK_LOG"; sleep 300')
     caught: list[BaseException] = []
 
     def prepare() -> None:
@@ -381,7 +381,7 @@ def test_abort_ends_a_running_hook(repo: Path, make: Any, tmp_path: Path) -> Non
 
     thread = threading.Thread(target=prepare)
     thread.start()
-    wait_for(lambda: processes_under(tmp_path), what="the hook to start")
+    wait_for((tmp_path / "hooks").exists, what="the hook to start")
     ws.abort()
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -392,6 +392,25 @@ def test_abort_ends_a_running_hook(repo: Path, make: Any, tmp_path: Path) -> Non
     assert processes_under(tmp_path) == []
     # An abort applies to the operation it interrupted, not to the next one.
     assert make().prepare(2, str(repo), None).created
+
+
+def test_abort_ends_any_command_of_the_runner(tmp_path: Path) -> None:
+    runner = GroupRunner()
+    done: list[Completed] = []
+    command = ["/bin/sh", "-c", "touch marker; sleep 300 & sleep 301"]
+    env = {"PATH": os.environ["PATH"]}
+    thread = threading.Thread(
+        target=lambda: done.append(runner.run(command, cwd=tmp_path, env=env, timeout=60))
+    )
+    thread.start()
+    wait_for((tmp_path / "marker").exists, what="the command to start")
+    runner.abort()
+    thread.join(timeout=10)
+    assert done[0].aborted and done[0].returncode is None and not done[0].timed_out
+    with pytest.raises(WorkspaceAborted):  # the rest of the aborted operation is refused
+        runner.run(command, cwd=tmp_path, env=env, timeout=60)
+    runner.begin()
+    assert runner.run(["true"], cwd=tmp_path, env=env, timeout=10).returncode == 0
 
 
 # -- clones ---------------------------------------------------------------------------------

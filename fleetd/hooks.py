@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetd.gitops import GroupRunner, WorkspaceAborted, WorkspaceError
+from fleetd.groupexec import GroupRunner, WorkspaceAborted, WorkspaceError
 
 HOOK_NAMES = ("after_create", "before_run", "after_run", "before_remove")
 HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept

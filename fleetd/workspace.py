@@ -15,29 +15,14 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from loguru import logger
 
-from fleetd.gitops import (
-    NETWORK_TIMEOUT,
-    Completed,
-    Git,
-    GroupRunner,
-    WorkspaceAborted,
-    WorkspaceError,
-    check_ref,
-    clone_name,
-    git_env,
-    is_url,
-    parse_numstat,
-    repo_lock,
-    stderr_tail,
-)
+from fleetd.gitops import Git, check_ref, clone_name, git_env, is_url, repo_lock
+from fleetd.groupexec import GroupRunner, WorkspaceAborted, WorkspaceError
 from fleetd.hooks import HookRun, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
@@ -89,7 +74,6 @@ class Workspaces:
         self.env = dict(env)
         self._runner = GroupRunner()
         self._git = Git(self._runner, git_env(env, config.author_name, config.author_email))
-        self._network: dict[str, Any] = {"check": False, "timeout": NETWORK_TIMEOUT}
 
     def abort(self) -> None:
         """Thread-safe: end the hook or git command in progress; its operation raises
@@ -122,7 +106,7 @@ class Workspaces:
         source, lock = self._clone_source(repo) if url else self._local_source(repo)
         with repo_lock(lock, self._runner):
             if url:
-                self._sync_clone(repo, source, fetch=meta is None)
+                self._git.clone_or_fetch(repo, source, fetch=meta is None)
             meta = meta or self._new_meta(task, repo, source, lock, ref, url)
             created = self._place(path, meta, fresh)
         prepared = Prepared(path=path, branch=branch, base=meta.base, created=created)
@@ -163,35 +147,14 @@ class Workspaces:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         return self.paths.repos_dir / ".locks" / f"{digest}.lock"
 
-    def _sync_clone(self, url: str, clone: Path, fetch: bool) -> None:
-        """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
-        if (clone / ".git").is_dir():
-            if fetch:
-                done = self._git.run(
-                    clone, "fetch", "--quiet", "--prune", "origin", **self._network
-                )
-                _check_network(done, f"cannot fetch {url} into {clone}")
-            return
-        shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
-        clone.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
-        try:
-            args = ("clone", "--quiet", "--no-checkout", "--end-of-options", url, str(partial))
-            done = self._git.run(clone.parent, *args, **self._network)
-            _check_network(done, f"cannot clone {url}")
-            partial.rename(clone)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-
     def _new_meta(
         self, task: int, repo: str, source: Path, lock: Path, ref: str | None, url: bool
     ) -> _Meta:
         """The first attempt: resolve the base commit and remember it (before the worktree
         exists, so a crash in between still finds it)."""
-        base = self._resolve(source, ref, url)
+        base = self._git.resolve_base(source, ref, url)
         branch = f"fleet/{task}"
-        if self._git.ok(source, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}"):
+        if self._git.has_branch(source, branch):
             raise WorkspaceError(
                 f"branch {branch} already exists in {source} but this fleet did not make it for "
                 f"task {task} (an older state directory?); rename or delete it: "
@@ -200,21 +163,6 @@ class Workspaces:
         meta = _Meta(repo=repo, source=str(source), lock=str(lock), base=base, branch=branch)
         self._write_meta(task, meta)
         return meta
-
-    def _resolve(self, source: Path, ref: str | None, url: bool) -> str:
-        if url:  # our clone: the remote's branches are origin/*, its default branch origin/HEAD
-            names = ["refs/remotes/origin/HEAD", "HEAD"] if ref is None else [f"origin/{ref}", ref]
-        else:
-            names = ["HEAD"] if ref is None else [ref]
-        for name in names:
-            commit = self._git.commit_of(source, name)
-            if commit is not None:
-                return commit
-        if ref is None:
-            raise WorkspaceError(f"repository {source} has no commits: give --ref or commit first")
-        raise WorkspaceError(
-            f"unknown ref {ref!r} in {source}: give an existing branch, tag or commit"
-        )
 
     def _place(self, path: Path, meta: _Meta, fresh: bool) -> bool:
         """Make or reuse the worktree; True if it is new or was reset (after_create is due)."""
@@ -228,10 +176,7 @@ class Workspaces:
             shutil.rmtree(path)
         self._git.run(source, "worktree", "prune")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        has_branch = self._git.ok(
-            source, "show-ref", "--verify", "--quiet", f"refs/heads/{meta.branch}"
-        )
-        if has_branch and not fresh:
+        if not fresh and self._git.has_branch(source, meta.branch):
             self._git.run(source, "worktree", "add", str(path), meta.branch)
         else:
             self._git.run(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
@@ -254,10 +199,13 @@ class Workspaces:
         meta = self._require_meta(task)
         try:
             with repo_lock(Path(meta.lock), self._runner):
-                commit = self._commit(task, prepared, message)
-            diff, patch = (DiffSummary(), None)
+                message = message or f"agent-fleet task {task}\n"
+                commit = self._git.commit_work(prepared.path, prepared.branch, meta.base, message)
+            diff, patch = DiffSummary(), None
             if commit is not None:
-                diff, patch = self._summarise(task, prepared, commit)
+                diff = self._git.diff_summary(prepared.path, meta.base, commit)
+                patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
+                self._git.write_patch(prepared.path, meta.base, commit, patch)
         except WorkspaceAborted:
             raise
         except WorkspaceError as exc:
@@ -269,62 +217,9 @@ class Workspaces:
             base=prepared.base,
             commit=commit,
             diff=diff,
-            patch_file=patch,
+            patch_file=str(patch) if patch else None,
         )
         return result, self._run_optional("after_run", task, prepared)
-
-    def _commit(self, task: int, prepared: Prepared, message: str) -> str | None:
-        """The branch's commit with the agent's work, or None if it changed nothing.
-
-        Plumbing rather than `git commit`: the work lands on fleet/<task> even if the agent
-        switched branches, and no hook, signing or host identity is involved.
-        """
-        path = prepared.path
-        self._git.run(path, "add", "-A")
-        tree = self._git.text(path, "write-tree")
-        tip = self._git.commit_of(path, f"refs/heads/{prepared.branch}") or prepared.base
-        if tree != self._git.text(path, "rev-parse", f"{tip}^{{tree}}"):
-            with tempfile.NamedTemporaryFile(
-                "w", suffix=".msg", encoding="utf-8", errors="replace"
-            ) as handle:
-                handle.write(message.replace("\0", "") or f"agent-fleet task {task}\n")
-                handle.flush()
-                tip = self._git.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
-            self._git.run(
-                path,
-                "update-ref",
-                "-m",
-                f"agent-fleet: task {task}",
-                f"refs/heads/{prepared.branch}",
-                tip,
-            )
-        return None if tip == prepared.base else tip
-
-    def _summarise(self, task: int, prepared: Prepared, commit: str) -> tuple[DiffSummary, str]:
-        """Files and line counts of base..commit, and the full patch saved for `fleetctl diff`."""
-        diff_args = ("diff", "-M", "--no-ext-diff", "--no-textconv", "--no-color")
-        numstat = self._git.run(prepared.path, *diff_args, "--numstat", "-z", prepared.base, commit)
-        files = parse_numstat(numstat.stdout)
-        summary = DiffSummary(
-            files=files,
-            insertions=sum(change.insertions or 0 for change in files),
-            deletions=sum(change.deletions or 0 for change in files),
-        )
-        self.paths.diffs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
-        partial = patch.with_suffix(".partial")
-        self._git.run(
-            prepared.path,
-            *diff_args,
-            "--binary",
-            "--src-prefix=a/",
-            "--dst-prefix=b/",
-            prepared.base,
-            commit,
-            stdout_file=partial,
-        )
-        partial.replace(patch)
-        return summary, str(patch)
 
     # -- remove ----------------------------------------------------------------------------
 
@@ -425,11 +320,6 @@ class Workspaces:
         partial = target.with_suffix(".partial")
         partial.write_text(json.dumps(meta.__dict__))
         os.replace(partial, target)
-
-
-def _check_network(done: Completed, what: str) -> None:
-    if done.returncode != 0:
-        raise WorkspaceError(f"{what}: {stderr_tail(done)}")
 
 
 def commit_message(task: int, prompt: str, final_message: str | None) -> str:

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from fleetd.gitops import Completed, GroupRunner, clone_name, is_url, parse_numstat
+from fleetd.gitops import clone_name, is_url, parse_numstat
+from fleetd.groupexec import Completed, GroupRunner
 from fleetd.workspace import (
     HookFailed,
     WorkspaceAborted,

@@ -165,22 +165,31 @@ class Workspaces:
         return meta
 
     def _place(self, path: Path, meta: _Meta, fresh: bool) -> bool:
-        """Make or reuse the worktree; True if it is new or was reset (after_create is due)."""
-        if self._is_worktree(path):
-            if fresh:
-                self._git.run(path, "checkout", "--force", "-B", meta.branch, meta.base)
-                self._git.run(path, "clean", "-ffdx")
-            return fresh
+        """Make the worktree, or keep it (fresh=False); True if it is new (after_create is due).
+
+        A fresh retry gets a new worktree rather than a reset one: no half-done merge or rebase
+        state, no file the agent left, whatever its permissions.
+        """
+        if not fresh and self._is_worktree(path):
+            return False
         source = Path(meta.source)
-        if path.exists():  # a leftover of an interrupted attempt, not a usable worktree
-            shutil.rmtree(path)
-        self._git.run(source, "worktree", "prune")
+        self._drop_worktree(source, path)
+        if path.exists():
+            raise WorkspaceError(f"cannot remove the old worktree {path}: remove it by hand")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not fresh and self._git.has_branch(source, meta.branch):
             self._git.run(source, "worktree", "add", str(path), meta.branch)
         else:
             self._git.run(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
         return True
+
+    def _drop_worktree(self, source: Path, path: Path) -> None:
+        """Remove the worktree at `path` from disk and from `source`'s list; keep the branch."""
+        if path.exists():
+            remove = ("worktree", "remove", "--force", "--force", str(path))
+            self._git.run(source, *remove, check=False)
+            _remove_tree(path)
+        self._git.run(source, "worktree", "prune", check=False)
 
     def _is_worktree(self, path: Path) -> bool:
         if not path.is_dir():
@@ -197,15 +206,16 @@ class Workspaces:
         base and save the patch; then run after_run (its failure is logged and ignored)."""
         self._runner.begin()
         meta = self._require_meta(task)
+        path = prepared.path
         try:
             with repo_lock(Path(meta.lock), self._runner):
                 message = message or f"agent-fleet task {task}\n"
-                commit = self._git.commit_work(prepared.path, prepared.branch, meta.base, message)
+                commit = self._git.commit_work(path, prepared.branch, prepared.base, message)
             diff, patch = DiffSummary(), None
             if commit is not None:
-                diff = self._git.diff_summary(prepared.path, meta.base, commit)
+                diff = self._git.diff_summary(path, prepared.base, commit)
                 patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
-                self._git.write_patch(prepared.path, meta.base, commit, patch)
+                self._git.write_patch(path, prepared.base, commit, patch)
         except WorkspaceAborted:
             raise
         except WorkspaceError as exc:
@@ -239,19 +249,11 @@ class Workspaces:
             )
         if meta is not None:
             with repo_lock(Path(meta.lock), self._runner):
-                self._git.run(
-                    Path(meta.source),
-                    "worktree",
-                    "remove",
-                    "--force",
-                    "--force",
-                    str(path),
-                    check=False,
-                )
-                shutil.rmtree(path, ignore_errors=True)
-                self._git.run(Path(meta.source), "worktree", "prune", check=False)
+                self._drop_worktree(Path(meta.source), path)
         else:
-            shutil.rmtree(path, ignore_errors=True)
+            _remove_tree(path)
+        if path.exists():
+            logger.warning("task {}: could not remove all of the worktree {}", task, path)
         # The metadata stays with the branch: a later attempt of the task starts from it again.
         return hooks
 
@@ -320,6 +322,19 @@ class Workspaces:
         partial = target.with_suffix(".partial")
         partial.write_text(json.dumps(meta.__dict__))
         os.replace(partial, target)
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a directory tree even where the agent took away write permission."""
+    if not path.exists() and not path.is_symlink():
+        return
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            child = os.path.join(root, name)
+            if not os.path.islink(child):  # chmod would follow a link out of the tree
+                with contextlib.suppress(OSError):
+                    os.chmod(child, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def commit_message(task: int, prompt: str, final_message: str | None) -> str:

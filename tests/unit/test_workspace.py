@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,6 +53,19 @@ def commit_all(repo: Path, message: str) -> str:
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", message)
     return git(repo, "rev-parse", "HEAD")
+
+
+def permissions_apply() -> bool:
+    """Whether a read-only directory stops us (not so for root with CAP_DAC_OVERRIDE)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chmod(scratch, 0o500)
+        try:
+            Path(scratch, "probe").touch()
+        except PermissionError:
+            return True
+        finally:
+            os.chmod(scratch, 0o700)
+        return False
 
 
 @pytest.fixture(autouse=True)
@@ -279,6 +293,23 @@ def test_retry_fresh_resets_to_the_base(repo: Path, make: Any, tmp_path: Path) -
     assert git(again.path, "rev-parse", "HEAD") == first.base
     assert git(again.path, "status", "--porcelain", "--ignored") == ""
     assert (again.path / "a.txt").read_text().endswith("four\n")
+
+
+@pytest.mark.skipif(not permissions_apply(), reason="this user ignores file permissions (root)")
+def test_read_only_leftovers_do_not_stop_a_retry_or_a_removal(repo: Path, make: Any) -> None:
+    ws = make()
+    first = ws.prepare(1, str(repo), None)
+    locked = first.path / "locked" / "deeper"
+    locked.mkdir(parents=True)
+    (locked / "file").write_text("x\n")
+    locked.chmod(0o500)
+    (first.path / "locked").chmod(0o500)
+    again = ws.prepare(1, str(repo), None, fresh=True)
+    assert not (again.path / "locked").exists()
+    (again.path / "locked").mkdir()
+    (again.path / "locked").chmod(0o500)
+    ws.remove(1)
+    assert not again.path.exists()
 
 
 def test_retry_not_fresh_keeps_everything(repo: Path, make: Any, tmp_path: Path) -> None:

@@ -92,7 +92,8 @@ class GroupRunner:
         merge: bool = False,
         tail: int | None = None,
     ) -> Completed:
-        """Run `argv` to its end, the timeout or an abort; stdin is /dev/null.
+        """Run `argv` to its end, the timeout or an abort; stdin is /dev/null. Whatever the
+        command leaves running in its group when it ends is killed.
 
         Output goes to files, not pipes, so that a background child holding them open never
         keeps us waiting. `merge` interleaves stderr into stdout; `tail` keeps only the last
@@ -108,7 +109,12 @@ class GroupRunner:
             )
             err = out if merge else stack.enter_context(tempfile.TemporaryFile())
             proc = _spawn(argv, cwd, env, out, err)
-            timed_out, aborted = self._wait(proc, start + timeout)
+            try:
+                timed_out, aborted = self._wait(proc, start + timeout)
+            except BaseException:  # never leave the group running behind an error
+                signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
             stdout = b"" if stdout_file is not None else _read(out, tail)
             stderr = b"" if merge else _read(err, STDERR_KEPT)
         code = None if (timed_out or aborted) else proc.returncode

@@ -275,6 +275,26 @@ def test_work_lands_on_the_task_branch_even_if_the_agent_switched(repo: Path, ma
     assert git(repo, "show", "fleet/1:b.txt") == "b"
 
 
+def test_no_repo_hook_signing_or_host_identity_is_used(
+    repo: Path, make: Any, tmp_path: Path
+) -> None:
+    hooks = tmp_path / "repo-hooks"
+    hooks.mkdir()
+    for name in ("post-checkout", "pre-commit", "commit-msg", "reference-transaction"):
+        (hooks / name).write_text(f"#!/bin/sh\ntouch {tmp_path}/hook-ran\nexit 1\n")
+        (hooks / name).chmod(0o755)
+    git(repo, "config", "core.hooksPath", str(hooks))
+    git(repo, "config", "commit.gpgSign", "true")
+    (tmp_path / ".gitconfig").write_text("[user]\n\tname = Host Person\n\tuseConfigOnly = true\n")
+    ws = make()
+    prepared = ws.prepare(1, str(repo), None)
+    (prepared.path / "b.txt").write_text("b\n")
+    result, _ = ws.collect(1, prepared, "no hooks")
+    assert result.commit is not None
+    assert git(repo, "log", "-1", "--format=%an|%cn", "fleet/1") == "agent-fleet|agent-fleet"
+    assert not (tmp_path / "hook-ran").exists()
+
+
 # -- retries --------------------------------------------------------------------------------
 
 

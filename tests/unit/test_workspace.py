@@ -186,6 +186,22 @@ def test_task_ids_outside_the_workspaces_are_refused(repo: Path, make: Any, task
         make().prepare(task, str(repo), None)
 
 
+def test_a_symlink_at_the_worktree_path_is_not_followed(
+    repo: Path, make: Any, tmp_path: Path
+) -> None:
+    ws = make()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine\n")
+    ws.paths.workspaces_dir.mkdir(parents=True)
+    ws.paths.workspace(1).symlink_to(outside)
+    with pytest.raises(WorkspaceError, match="symbolic link"):
+        ws.prepare(1, str(repo), None)
+    with pytest.raises(WorkspaceError, match="symbolic link"):
+        ws.remove(1)
+    assert (outside / "keep.txt").read_text() == "mine\n"
+
+
 def test_a_branch_this_fleet_did_not_make_is_not_clobbered(repo: Path, make: Any) -> None:
     git(repo, "branch", "fleet/3", "v1")
     with pytest.raises(WorkspaceError, match="already exists"):
@@ -394,6 +410,12 @@ def test_failing_after_run_is_ignored_but_returned(repo: Path, make: Any) -> Non
     assert [(h.name, h.exit_code, h.output) for h in hooks] == [
         ("after_run", 9, b"cleanup failed\n")
     ]
+
+
+def test_hook_output_keeps_the_last_mib(repo: Path, make: Any) -> None:
+    ws = make(before_run="head -c 3000000 /dev/zero | tr '\\0' a; echo; echo END >&2")
+    (run,) = ws.prepare(1, str(repo), None).hooks
+    assert len(run.output) == 1 << 20 and run.output.endswith(b"a\nEND\n")
 
 
 def test_hook_timeout_ends_the_whole_group(repo: Path, make: Any, tmp_path: Path) -> None:

@@ -203,7 +203,8 @@ class Workspaces:
         self, task: int, prepared: Prepared, message: str
     ) -> tuple[WorkspaceResult, list[HookRun]]:
         """Commit whatever the agent changed on the task's branch, summarise the diff from the
-        base and save the patch; then run after_run (its failure is logged and ignored)."""
+        base and save the patch; then run after_run (its failure or abort is logged and
+        ignored: the result stands)."""
         self._runner.begin()
         meta = self._require_meta(task)
         path = prepared.path
@@ -247,6 +248,8 @@ class Workspaces:
             hooks = self._run_optional(
                 "before_remove", task, Prepared(path, f"fleet/{task}", base, False)
             )
+            if self._runner.aborted:
+                raise WorkspaceAborted(f"removal of {path} aborted", hooks)
         if meta is not None:
             with repo_lock(Path(meta.lock), self._runner):
                 self._drop_worktree(Path(meta.source), path)
@@ -273,11 +276,10 @@ class Workspaces:
         return runs
 
     def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookRun]:
+        """Run a hook whose failure, or abort, is only logged (after_run, before_remove)."""
         run = self._hook(name, task, prepared)
         if run is None:
             return []
-        if self._runner.aborted:
-            raise WorkspaceAborted(f"workspace hook {name} aborted", [run])
         if not run.ok:
             logger.warning(
                 "task {}: {} (ignored)", task, failure_text(run, self.config.hook_timeout_seconds)

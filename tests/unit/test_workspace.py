@@ -487,6 +487,21 @@ def test_abort_ends_any_command_of_the_runner(tmp_path: Path) -> None:
     assert runner.run(["true"], cwd=tmp_path, env=env, timeout=10).returncode == 0
 
 
+def test_abort_during_after_run_keeps_the_result(repo: Path, make: Any, tmp_path: Path) -> None:
+    ws = make(after_run='touch "$HOOK_LOG"; sleep 300')
+    prepared = ws.prepare(1, str(repo), None)
+    (prepared.path / "b.txt").write_text("b\n")
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(ws.collect(1, prepared, "work")))
+    thread.start()
+    wait_for((tmp_path / "hooks").exists, what="after_run to start")
+    ws.abort()
+    thread.join(timeout=10)
+    result, hooks = done[0]
+    assert result.commit == git(repo, "rev-parse", "fleet/1")
+    assert [(h.name, h.exit_code) for h in hooks] == [("after_run", None)]
+
+
 # -- clones ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from fleetd.groupexec import Completed, GroupRunner, WorkspaceAborted, WorkspaceError
 from shared.models import DiffSummary, FileChange
@@ -22,6 +23,8 @@ NETWORK_TIMEOUT = 1800.0  # clone and fetch
 LOCK_TIMEOUT = NETWORK_TIMEOUT + 60.0  # another worker may be cloning the same repository
 STDERR_TAIL = 2000  # characters of git's stderr quoted in an error
 DIFF_ARGS = ("diff", "-M", "--no-ext-diff", "--no-textconv", "--no-color")
+# Clone and fetch fail with git's own words (checked by the caller), and may take long.
+NETWORK: dict[str, Any] = {"check": False, "timeout": NETWORK_TIMEOUT}
 
 # Applied to every git command: nothing from a repository's or the host's configuration may run
 # a program (hooks, fsmonitor), sign, open a pager, start background maintenance or use a
@@ -148,7 +151,9 @@ class Git:
         """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
         if (clone / ".git").is_dir():
             if fetch:
-                done = self.run(clone, "fetch", "--quiet", "--prune", "origin", **NETWORK)
+                # --force --tags: a tag moved upstream is moved here too, not a fetch error.
+                fetch_args = ("fetch", "--quiet", "--prune", "--force", "--tags", "origin")
+                done = self.run(clone, *fetch_args, **NETWORK)
                 _check_network(done, f"cannot fetch {url} into {clone}")
             return
         shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
@@ -215,9 +220,6 @@ class Git:
         prefixes = ("--binary", "--src-prefix=a/", "--dst-prefix=b/")
         self.run(path, *DIFF_ARGS, *prefixes, base, commit, stdout_file=partial)
         partial.replace(target)
-
-
-NETWORK = {"check": False, "timeout": NETWORK_TIMEOUT}
 
 
 def _check_network(done: Completed, what: str) -> None:

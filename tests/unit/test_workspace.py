@@ -515,6 +515,8 @@ def test_url_is_cloned_once_and_fetched_for_the_next_task(repo: Path, make: Any)
     assert second.base == new_head  # fetched
     third = ws.prepare(3, url, "other")  # a remote branch, by its plain name
     assert third.base == git(repo, "rev-parse", "other")
+    git(repo, "tag", "-f", "v1", "main")  # a tag moved upstream
+    assert ws.prepare(4, url, "v1").base == new_head
     clones = [p.name for p in ws.paths.repos_dir.iterdir() if not p.name.startswith(".")]
     assert clones == [clone_name(url)]
     assert git(repo, "branch", "--list", "fleet/*") == ""  # branches live in our clone

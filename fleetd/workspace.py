@@ -6,6 +6,12 @@ cloned once under `repos/` and fetched for later tasks; worktrees live in `works
 A small JSON file per task in `workspaces/.meta/` remembers the source repository and the base
 commit, so a retry resets to the same base and `remove` finds the repository to prune; it stays,
 like the branch, when the worktree is removed.
+
+One attempt, from the worker's helper thread:
+    prepared = workspaces.prepare(task, spec.repo, spec.ref, fresh=True)  # HookFailed: fail it
+    ...run the agent with --cd prepared.path...
+    result, hooks = workspaces.collect(task, prepared, commit_message(task, prompt, final))
+Every HookRun (prepared.hooks, hooks, WorkspaceError.hooks) is for the worker to record.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""Git plumbing for workspaces: commands in their own process group, a clean git, repo locks.
-
-Everything here blocks; the worker calls it from a helper thread. `GroupRunner.abort()` is the
-one thread-safe entry: it makes the command in progress end (TERM, grace, KILL of its group).
-"""
+"""Git plumbing for workspaces: git's CLI with a fixed configuration and a clean environment,
+clones, commits and diffs, validation of what users give, and a lock per repository."""
 
 from __future__ import annotations
 
@@ -11,25 +8,23 @@ import fcntl
 import hashlib
 import os
 import re
-import signal
-import subprocess
+import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from fleetd.agentproc import signal_group
-from shared.errors import FleetError
-from shared.models import FileChange
+from fleetd.groupexec import Completed, GroupRunner, WorkspaceAborted, WorkspaceError
+from shared.models import DiffSummary, FileChange
 
 GIT_TIMEOUT = 300.0  # local git commands (add, commit, worktree add on a big checkout)
 NETWORK_TIMEOUT = 1800.0  # clone and fetch
 LOCK_TIMEOUT = NETWORK_TIMEOUT + 60.0  # another worker may be cloning the same repository
-KILL_GRACE = 2.0
-STDERR_TAIL = 2000
+STDERR_TAIL = 2000  # characters of git's stderr quoted in an error
+DIFF_ARGS = ("diff", "-M", "--no-ext-diff", "--no-textconv", "--no-color")
+# Clone and fetch fail with git's own words (checked by the caller), and may take long.
+NETWORK: dict[str, Any] = {"check": False, "timeout": NETWORK_TIMEOUT}
 
 # Applied to every git command: nothing from a repository's or the host's configuration may run
 # a program (hooks, fsmonitor), sign, open a pager, start background maintenance or use a
@@ -69,153 +64,6 @@ GIT_PASS_ENV = (
 URL_RE = re.compile(r"^(https|ssh|file)://[^\s]+$")
 SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]+$")  # git@host:owner/repo.git
 SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-
-
-class WorkspaceError(FleetError):
-    """A workspace cannot be made, committed or removed; the text says why and what to do.
-
-    `hooks` holds the hook runs made before the failure, so their output can still be recorded.
-    """
-
-    def __init__(self, message: str, hooks: Sequence[Any] = ()) -> None:
-        super().__init__(message)
-        self.hooks = list(hooks)
-
-
-class WorkspaceAborted(WorkspaceError):
-    """`abort()` ended the step in progress (the task was cancelled or the fleet is stopping)."""
-
-
-@dataclass(frozen=True)
-class Completed:
-    """How one command ended. `returncode` is None when we ended it (timeout or abort)."""
-
-    returncode: int | None
-    timed_out: bool
-    aborted: bool
-    stdout: bytes
-    stderr: bytes
-    duration_s: float
-
-
-class GroupRunner:
-    """Runs commands, each as the leader of its own session; `abort()` ends the one running."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._aborted = False
-
-    def begin(self) -> None:
-        """Start a new operation: an abort of an earlier one no longer applies."""
-        with self._lock:
-            self._aborted = False
-
-    def abort(self) -> None:
-        """Thread-safe: end the command in progress and refuse the rest of this operation."""
-        with self._lock:
-            self._aborted = True
-
-    @property
-    def aborted(self) -> bool:
-        with self._lock:
-            return self._aborted
-
-    def check(self) -> None:
-        if self.aborted:
-            raise WorkspaceAborted(
-                "workspace step aborted: the task was cancelled or fleetd is stopping"
-            )
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        cwd: Path,
-        env: Mapping[str, str],
-        timeout: float,
-        stdout_file: Path | None = None,
-        merge: bool = False,
-        tail: int | None = None,
-    ) -> Completed:
-        """Run `argv` to its end, the timeout or an abort; stdin is /dev/null.
-
-        Output goes to files, not pipes, so that a background child holding them open never
-        keeps us waiting. `merge` interleaves stderr into stdout; `tail` keeps only the last
-        bytes of stdout; `stdout_file` sends stdout to that file instead.
-        """
-        self.check()
-        start = time.monotonic()
-        with contextlib.ExitStack() as stack:
-            out: IO[bytes] = (
-                stack.enter_context(stdout_file.open("wb"))
-                if stdout_file is not None
-                else stack.enter_context(tempfile.TemporaryFile())
-            )
-            err = out if merge else stack.enter_context(tempfile.TemporaryFile())
-            proc = _spawn(argv, cwd, env, out, err)
-            timed_out, aborted = self._wait(proc, start + timeout)
-            stdout = b"" if stdout_file is not None else _read(out, tail)
-            stderr = b"" if merge else _read(err, STDERR_TAIL * 4)
-        code = None if (timed_out or aborted) else proc.returncode
-        return Completed(code, timed_out, aborted, stdout, stderr, time.monotonic() - start)
-
-    def _wait(self, proc: subprocess.Popen[bytes], deadline: float) -> tuple[bool, bool]:
-        """(timed out, aborted). Leftovers of the group are killed before the leader is reaped,
-        while its pid (the group id) cannot have been reused."""
-        timed_out = aborted = False
-        delay = 0.001
-        while not _exited(proc.pid):
-            if self.aborted or time.monotonic() >= deadline:
-                aborted = self.aborted
-                timed_out = not aborted
-                _end_group(proc.pid)
-                break
-            time.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
-            delay = min(delay * 2, 0.05)
-        signal_group(proc.pid, signal.SIGKILL)
-        proc.wait()
-        return timed_out, aborted
-
-
-def _spawn(
-    argv: Sequence[str], cwd: Path, env: Mapping[str, str], out: IO[bytes], err: IO[bytes]
-) -> subprocess.Popen[bytes]:
-    try:
-        return subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            close_fds=True,
-        )
-    except FileNotFoundError as exc:
-        missing = cwd if not cwd.is_dir() else argv[0]
-        raise WorkspaceError(f"cannot run {argv[0]}: {missing} not found") from exc
-    except OSError as exc:
-        raise WorkspaceError(f"cannot run {argv[0]} in {cwd}: {exc.strerror or exc}") from exc
-
-
-def _exited(pid: int) -> bool:
-    """Whether the process has ended, without reaping it (its pid stays its group's id)."""
-    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-
-
-def _end_group(pgid: int) -> None:
-    """TERM the whole group, give the leader a grace period, then KILL the group."""
-    signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE
-    while not _exited(pgid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    signal_group(pgid, signal.SIGKILL)
-
-
-def _read(handle: IO[bytes], tail: int | None) -> bytes:
-    size = handle.seek(0, os.SEEK_END)
-    handle.seek(max(size - tail, 0) if tail is not None else 0)
-    return handle.read()
 
 
 def git_env(env: Mapping[str, str], name: str, email: str) -> dict[str, str]:
@@ -296,6 +144,88 @@ class Git:
             return None
         return done.stdout.decode().strip() or None
 
+    def has_branch(self, cwd: Path, branch: str) -> bool:
+        return self.ok(cwd, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}")
+
+    def clone_or_fetch(self, url: str, clone: Path, fetch: bool) -> None:
+        """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
+        if (clone / ".git").is_dir():
+            if fetch:
+                # --force --tags: a tag moved upstream is moved here too, not a fetch error.
+                fetch_args = ("fetch", "--quiet", "--prune", "--force", "--tags", "origin")
+                done = self.run(clone, *fetch_args, **NETWORK)
+                _check_network(done, f"cannot fetch {url} into {clone}")
+            return
+        shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
+        clone.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
+        try:
+            args = ("clone", "--quiet", "--no-checkout", "--end-of-options", url, str(partial))
+            _check_network(self.run(clone.parent, *args, **NETWORK), f"cannot clone {url}")
+            partial.rename(clone)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+    def resolve_base(self, source: Path, ref: str | None, clone: bool) -> str:
+        """The commit a task's branch starts from: REF, or the repository's HEAD."""
+        if clone:  # our clone: the remote's branches are origin/*, its default branch origin/HEAD
+            names = ["refs/remotes/origin/HEAD", "HEAD"] if ref is None else [f"origin/{ref}", ref]
+        else:
+            names = ["HEAD"] if ref is None else [ref]
+        for name in names:
+            commit = self.commit_of(source, name)
+            if commit is not None:
+                return commit
+        if ref is None:
+            raise WorkspaceError(f"repository {source} has no commits: give --ref or commit first")
+        raise WorkspaceError(
+            f"unknown ref {ref!r} in {source}: give an existing branch, tag or commit"
+        )
+
+    def commit_work(self, path: Path, branch: str, base: str, message: str) -> str | None:
+        """Commit everything in the worktree on `branch`; the branch's commit, or None if it
+        has not moved from `base`.
+
+        Plumbing rather than `git commit`: the work lands on the branch even if the agent
+        switched branches, and no hook, signing or host identity is involved.
+        """
+        self.run(path, "add", "-A")
+        tree = self.text(path, "write-tree")
+        tip = self.commit_of(path, f"refs/heads/{branch}") or base
+        if tree != self.text(path, "rev-parse", f"{tip}^{{tree}}"):
+            with tempfile.NamedTemporaryFile(
+                "w", suffix=".msg", encoding="utf-8", errors="replace"
+            ) as handle:
+                handle.write(message.replace("\0", ""))
+                handle.flush()
+                tip = self.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
+            self.run(path, "update-ref", "-m", "agent-fleet: commit", f"refs/heads/{branch}", tip)
+        return None if tip == base else tip
+
+    def diff_summary(self, path: Path, base: str, commit: str) -> DiffSummary:
+        """Files and line counts of base..commit (renames followed)."""
+        numstat = self.run(path, *DIFF_ARGS, "--numstat", "-z", base, commit)
+        files = parse_numstat(numstat.stdout)
+        return DiffSummary(
+            files=files,
+            insertions=sum(change.insertions or 0 for change in files),
+            deletions=sum(change.deletions or 0 for change in files),
+        )
+
+    def write_patch(self, path: Path, base: str, commit: str, target: Path) -> None:
+        """The full patch of base..commit, binary files included, that `git apply` takes."""
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        prefixes = ("--binary", "--src-prefix=a/", "--dst-prefix=b/")
+        self.run(path, *DIFF_ARGS, *prefixes, base, commit, stdout_file=partial)
+        partial.replace(target)
+
+
+def _check_network(done: Completed, what: str) -> None:
+    if done.returncode != 0:
+        raise WorkspaceError(f"{what}: {stderr_tail(done)}")
+
 
 def _shown(args: Sequence[str]) -> str:
     text = " ".join(args)
@@ -311,7 +241,7 @@ def stderr_tail(done: Completed) -> str:
 
 def check_ref(ref: str) -> str:
     """A REF given by a user, refused when it could be read as an option or is malformed."""
-    if not ref or ref.startswith("-") or ref != ref.strip() or any(ch < " " for ch in ref):
+    if not ref or ref.startswith("-") or any(ch.isspace() or ch < " " for ch in ref):
         raise WorkspaceError(
             f"invalid --ref {ref!r}: give a branch, tag or commit (not starting with '-', "
             "without spaces or control characters)"

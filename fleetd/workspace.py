@@ -4,7 +4,14 @@ Blocking functions, called by the worker from a helper thread (its event loop ke
 heartbeating); `Workspaces.abort()` may be called from any thread. A repository given by URL is
 cloned once under `repos/` and fetched for later tasks; worktrees live in `workspaces/<task>`.
 A small JSON file per task in `workspaces/.meta/` remembers the source repository and the base
-commit, so a retry resets to the same base and `remove` finds the repository to prune.
+commit, so a retry resets to the same base and `remove` finds the repository to prune; it stays,
+like the branch, when the worktree is removed.
+
+One attempt, from the worker's helper thread:
+    prepared = workspaces.prepare(task, spec.repo, spec.ref, fresh=True)  # HookFailed: fail it
+    ...run the agent with --cd prepared.path...
+    result, hooks = workspaces.collect(task, prepared, commit_message(task, prompt, final))
+Every HookRun (prepared.hooks, hooks, WorkspaceError.hooks) is for the worker to record.
 """
 
 from __future__ import annotations
@@ -14,26 +21,15 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from loguru import logger
 
-from fleetd.gitops import (
-    NETWORK_TIMEOUT,
-    Git,
-    GroupRunner,
-    WorkspaceAborted,
-    WorkspaceError,
-    check_ref,
-    clone_name,
-    git_env,
-    is_url,
-    parse_numstat,
-    repo_lock,
-)
+from fleetd.gitops import Git, check_ref, clone_name, git_env, is_url, repo_lock
+from fleetd.groupexec import GroupRunner, WorkspaceAborted, WorkspaceError
+from fleetd.hooks import HookRun, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
 from shared.paths import StatePaths
@@ -47,23 +43,6 @@ __all__ = [
     "Workspaces",
     "commit_message",
 ]
-
-HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept
-
-
-@dataclass(frozen=True)
-class HookRun:
-    """One hook execution, for the worker to record as an event (secrets not yet masked)."""
-
-    name: str  # after_create | before_run | after_run | before_remove
-    exit_code: int | None  # None if ended by its timeout or an abort
-    timed_out: bool
-    output: bytes  # stdout and stderr interleaved, the last HOOK_OUTPUT_CAP bytes
-    duration_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
 
 
 @dataclass(frozen=True)
@@ -83,7 +62,7 @@ class HookFailed(WorkspaceError):
 
 @dataclass(frozen=True)
 class _Meta:
-    """What a task's worktree came from; kept beside the worktrees, removed with them."""
+    """What a task's worktree came from; kept beside the worktrees (a few hundred bytes)."""
 
     repo: str
     source: str  # directory git runs in for worktree commands: the repo or our clone of it
@@ -133,7 +112,7 @@ class Workspaces:
         source, lock = self._clone_source(repo) if url else self._local_source(repo)
         with repo_lock(lock, self._runner):
             if url:
-                self._sync_clone(repo, source, fetch=meta is None)
+                self._git.clone_or_fetch(repo, source, fetch=meta is None)
             meta = meta or self._new_meta(task, repo, source, lock, ref, url)
             created = self._place(path, meta, fresh)
         prepared = Prepared(path=path, branch=branch, base=meta.base, created=created)
@@ -145,7 +124,10 @@ class Workspaces:
     def _worktree(self, task: int) -> Path:
         if isinstance(task, bool) or not isinstance(task, int) or task < 0:
             raise WorkspaceError(f"invalid task id {task!r} for a workspace")
-        return self.paths.workspace(task)
+        path = self.paths.workspace(task)
+        if path.is_symlink():  # never follow it: rmtree and git would act outside our state
+            raise WorkspaceError(f"{path} is a symbolic link, not a worktree; remove it")
+        return path
 
     def _local_source(self, repo: str) -> tuple[Path, Path]:
         path = Path(repo).expanduser()
@@ -153,12 +135,14 @@ class Workspaces:
             raise WorkspaceError(f"repository path {repo!r} must be absolute")
         if not path.is_dir():
             raise WorkspaceError(f"repository {repo} does not exist or is not a directory")
-        done = self._git.run(path, "rev-parse", "--git-common-dir", check=False)
+        done = self._git.run(
+            path, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False
+        )
         if done.returncode != 0:
             raise WorkspaceError(
                 f"{repo} is not a git repository: give the path of a git checkout, or a URL"
             )
-        common = (path / done.stdout.decode().strip()).resolve()
+        common = Path(done.stdout.decode().strip()).resolve()
         return path.resolve(), self._lock_file(str(common))
 
     def _clone_source(self, url: str) -> tuple[Path, Path]:
@@ -169,38 +153,14 @@ class Workspaces:
         digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
         return self.paths.repos_dir / ".locks" / f"{digest}.lock"
 
-    def _sync_clone(self, url: str, clone: Path, fetch: bool) -> None:
-        """Clone `url` once (no checkout: worktrees are made from it); fetch on later tasks."""
-        if (clone / ".git").is_dir():
-            if fetch:
-                self._git.run(clone, "fetch", "--prune", "origin", timeout=NETWORK_TIMEOUT)
-            return
-        shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
-        clone.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
-        try:
-            self._git.run(
-                clone.parent,
-                "clone",
-                "--no-checkout",
-                "--end-of-options",
-                url,
-                str(partial),
-                timeout=NETWORK_TIMEOUT,
-            )
-            partial.rename(clone)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-
     def _new_meta(
         self, task: int, repo: str, source: Path, lock: Path, ref: str | None, url: bool
     ) -> _Meta:
         """The first attempt: resolve the base commit and remember it (before the worktree
         exists, so a crash in between still finds it)."""
-        base = self._resolve(source, ref, url)
+        base = self._git.resolve_base(source, ref, url)
         branch = f"fleet/{task}"
-        if self._git.ok(source, "show-ref", "--verify", "--quiet", f"refs/heads/{branch}"):
+        if self._git.has_branch(source, branch):
             raise WorkspaceError(
                 f"branch {branch} already exists in {source} but this fleet did not make it for "
                 f"task {task} (an older state directory?); rename or delete it: "
@@ -210,41 +170,32 @@ class Workspaces:
         self._write_meta(task, meta)
         return meta
 
-    def _resolve(self, source: Path, ref: str | None, url: bool) -> str:
-        if url:  # our clone: the remote's branches are origin/*, its default branch origin/HEAD
-            names = ["refs/remotes/origin/HEAD", "HEAD"] if ref is None else [f"origin/{ref}", ref]
-        else:
-            names = ["HEAD"] if ref is None else [ref]
-        for name in names:
-            commit = self._git.commit_of(source, name)
-            if commit is not None:
-                return commit
-        if ref is None:
-            raise WorkspaceError(f"repository {source} has no commits: give --ref or commit first")
-        raise WorkspaceError(
-            f"unknown ref {ref!r} in {source}: give an existing branch, tag or commit"
-        )
-
     def _place(self, path: Path, meta: _Meta, fresh: bool) -> bool:
-        """Make or reuse the worktree; True if it is new or was reset (after_create is due)."""
-        if self._is_worktree(path):
-            if fresh:
-                self._git.run(path, "checkout", "--force", "-B", meta.branch, meta.base)
-                self._git.run(path, "clean", "-ffdx")
-            return fresh
+        """Make the worktree, or keep it (fresh=False); True if it is new (after_create is due).
+
+        A fresh retry gets a new worktree rather than a reset one: no half-done merge or rebase
+        state, no file the agent left, whatever its permissions.
+        """
+        if not fresh and self._is_worktree(path):
+            return False
         source = Path(meta.source)
-        if path.exists():  # a leftover of an interrupted attempt, not a usable worktree
-            shutil.rmtree(path)
-        self._git.run(source, "worktree", "prune")
+        self._drop_worktree(source, path)
+        if path.exists():
+            raise WorkspaceError(f"cannot remove the old worktree {path}: remove it by hand")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        has_branch = self._git.ok(
-            source, "show-ref", "--verify", "--quiet", f"refs/heads/{meta.branch}"
-        )
-        if has_branch and not fresh:
+        if not fresh and self._git.has_branch(source, meta.branch):
             self._git.run(source, "worktree", "add", str(path), meta.branch)
         else:
             self._git.run(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
         return True
+
+    def _drop_worktree(self, source: Path, path: Path) -> None:
+        """Remove the worktree at `path` from disk and from `source`'s list; keep the branch."""
+        if path.exists():
+            remove = ("worktree", "remove", "--force", "--force", str(path))
+            self._git.run(source, *remove, check=False)
+            _remove_tree(path)
+        self._git.run(source, "worktree", "prune", check=False)
 
     def _is_worktree(self, path: Path) -> bool:
         if not path.is_dir():
@@ -258,15 +209,20 @@ class Workspaces:
         self, task: int, prepared: Prepared, message: str
     ) -> tuple[WorkspaceResult, list[HookRun]]:
         """Commit whatever the agent changed on the task's branch, summarise the diff from the
-        base and save the patch; then run after_run (its failure is logged and ignored)."""
+        base and save the patch; then run after_run (its failure or abort is logged and
+        ignored: the result stands)."""
         self._runner.begin()
         meta = self._require_meta(task)
+        path = prepared.path
         try:
             with repo_lock(Path(meta.lock), self._runner):
-                commit = self._commit(task, prepared, message)
-            diff, patch = (DiffSummary(), None)
+                message = message or f"agent-fleet task {task}\n"
+                commit = self._git.commit_work(path, prepared.branch, prepared.base, message)
+            diff, patch = DiffSummary(), None
             if commit is not None:
-                diff, patch = self._summarise(task, prepared, commit)
+                diff = self._git.diff_summary(path, prepared.base, commit)
+                patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
+                self._git.write_patch(path, prepared.base, commit, patch)
         except WorkspaceAborted:
             raise
         except WorkspaceError as exc:
@@ -278,60 +234,9 @@ class Workspaces:
             base=prepared.base,
             commit=commit,
             diff=diff,
-            patch_file=patch,
+            patch_file=str(patch) if patch else None,
         )
         return result, self._run_optional("after_run", task, prepared)
-
-    def _commit(self, task: int, prepared: Prepared, message: str) -> str | None:
-        """The branch's commit with the agent's work, or None if it changed nothing.
-
-        Plumbing rather than `git commit`: the work lands on fleet/<task> even if the agent
-        switched branches, and no hook, signing or host identity is involved.
-        """
-        path = prepared.path
-        self._git.run(path, "add", "-A")
-        tree = self._git.text(path, "write-tree")
-        tip = self._git.commit_of(path, f"refs/heads/{prepared.branch}") or prepared.base
-        if tree != self._git.text(path, "rev-parse", f"{tip}^{{tree}}"):
-            with tempfile.NamedTemporaryFile("w", suffix=".msg", encoding="utf-8") as handle:
-                handle.write(message.replace("\0", "") or f"agent-fleet task {task}\n")
-                handle.flush()
-                tip = self._git.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
-            self._git.run(
-                path,
-                "update-ref",
-                "-m",
-                f"agent-fleet: task {task}",
-                f"refs/heads/{prepared.branch}",
-                tip,
-            )
-        return None if tip == prepared.base else tip
-
-    def _summarise(self, task: int, prepared: Prepared, commit: str) -> tuple[DiffSummary, str]:
-        """Files and line counts of base..commit, and the full patch saved for `fleetctl diff`."""
-        diff_args = ("diff", "-M", "--no-ext-diff", "--no-textconv", "--no-color")
-        numstat = self._git.run(prepared.path, *diff_args, "--numstat", "-z", prepared.base, commit)
-        files = parse_numstat(numstat.stdout)
-        summary = DiffSummary(
-            files=files,
-            insertions=sum(change.insertions or 0 for change in files),
-            deletions=sum(change.deletions or 0 for change in files),
-        )
-        self.paths.diffs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        patch = self.paths.diffs_dir / f"{task}-{commit[:12]}.patch"
-        partial = patch.with_suffix(".partial")
-        self._git.run(
-            prepared.path,
-            *diff_args,
-            "--binary",
-            "--src-prefix=a/",
-            "--dst-prefix=b/",
-            prepared.base,
-            commit,
-            stdout_file=partial,
-        )
-        partial.replace(patch)
-        return summary, str(patch)
 
     # -- remove ----------------------------------------------------------------------------
 
@@ -349,22 +254,16 @@ class Workspaces:
             hooks = self._run_optional(
                 "before_remove", task, Prepared(path, f"fleet/{task}", base, False)
             )
+            if self._runner.aborted:
+                raise WorkspaceAborted(f"removal of {path} aborted", hooks)
         if meta is not None:
             with repo_lock(Path(meta.lock), self._runner):
-                self._git.run(
-                    Path(meta.source),
-                    "worktree",
-                    "remove",
-                    "--force",
-                    "--force",
-                    str(path),
-                    check=False,
-                )
-                shutil.rmtree(path, ignore_errors=True)
-                self._git.run(Path(meta.source), "worktree", "prune", check=False)
+                self._drop_worktree(Path(meta.source), path)
         else:
-            shutil.rmtree(path, ignore_errors=True)
-        self._meta_file(task).unlink(missing_ok=True)
+            _remove_tree(path)
+        if path.exists():
+            logger.warning("task {}: could not remove all of the worktree {}", task, path)
+        # The metadata stays with the branch: a later attempt of the task starts from it again.
         return hooks
 
     # -- hooks -----------------------------------------------------------------------------
@@ -379,23 +278,22 @@ class Workspaces:
             if self._runner.aborted:
                 raise WorkspaceAborted(f"workspace hook {name} aborted", runs)
             if not run.ok:
-                raise HookFailed(_hook_failure(run, self.config.hook_timeout_seconds), runs)
+                raise HookFailed(failure_text(run, self.config.hook_timeout_seconds), runs)
         return runs
 
     def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookRun]:
+        """Run a hook whose failure, or abort, is only logged (after_run, before_remove)."""
         run = self._hook(name, task, prepared)
         if run is None:
             return []
-        if self._runner.aborted:
-            raise WorkspaceAborted(f"workspace hook {name} aborted", [run])
         if not run.ok:
             logger.warning(
-                "task {}: {} (ignored)", task, _hook_failure(run, self.config.hook_timeout_seconds)
+                "task {}: {} (ignored)", task, failure_text(run, self.config.hook_timeout_seconds)
             )
         return [run]
 
     def _hook(self, name: str, task: int, prepared: Prepared) -> HookRun | None:
-        """Run the configured snippet `name` with /bin/sh in the worktree, in its own group."""
+        """Run the configured snippet `name` in the worktree, with the task in its env."""
         snippet = getattr(self.config, name)
         if not snippet:
             return None
@@ -407,15 +305,8 @@ class Workspaces:
             "AGENT_FLEET_BASE": prepared.base,
             "AGENT_FLEET_HOOK": name,
         }
-        done = self._runner.run(
-            ["/bin/sh", "-c", snippet],
-            cwd=prepared.path,
-            env=env,
-            timeout=self.config.hook_timeout_seconds,
-            merge=True,
-            tail=HOOK_OUTPUT_CAP,
-        )
-        return HookRun(name, done.returncode, done.timed_out, done.stdout, done.duration_s)
+        timeout = self.config.hook_timeout_seconds
+        return run_hook(self._runner, name, snippet, prepared.path, env, timeout)
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -441,16 +332,17 @@ class Workspaces:
         os.replace(partial, target)
 
 
-def _hook_failure(run: HookRun, timeout: float) -> str:
-    if run.timed_out:
-        return (
-            f"workspace hook {run.name} timed out after {timeout:g} s and was ended; raise "
-            "workspace.hook_timeout_seconds if it needs longer"
-        )
-    return (
-        f"workspace hook {run.name} failed with exit code {run.exit_code}; its output is in the "
-        "task's events (`fleetctl show`); fix the hook in the [workspace] config"
-    )
+def _remove_tree(path: Path) -> None:
+    """Delete a directory tree even where the agent took away write permission."""
+    if not path.exists() and not path.is_symlink():
+        return
+    for root, dirs, _ in os.walk(path):
+        for name in dirs:
+            child = os.path.join(root, name)
+            if not os.path.islink(child):  # chmod would follow a link out of the tree
+                with contextlib.suppress(OSError):
+                    os.chmod(child, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def commit_message(task: int, prompt: str, final_message: str | None) -> str:

@@ -32,7 +32,7 @@ FORWARD_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 ORPHAN_SCAN_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.2
-FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.ListWorkers)
+FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.RetryTask, m.ListWorkers)
 
 
 @dataclass
@@ -229,6 +229,8 @@ class Supervisor:
     def _dispatch(self, client: bytes, request: m.Message) -> None:
         match request:
             case m.Enqueue() | m.ListTasks() | m.ShowTask() | m.CancelTask() | m.ListWorkers():
+                self._ask_broker(request, client, None)
+            case m.RetryTask():
                 self._ask_broker(request, client, None)
             case m.GetEvents():
                 self._ask(self.recorder, m.recorder_request_codec(), request, client, None)

@@ -18,6 +18,7 @@ import msgspec
 from shared.models import (
     EventRecord,
     ProcessView,
+    ResumeFrom,
     RunResult,
     TaskSpec,
     TaskState,
@@ -58,6 +59,13 @@ class CancelTask(Message):
     task: int
 
 
+class RetryTask(Message):
+    """Queue a finished task again with one more attempt; `resume` continues its Codex thread."""
+
+    task: int
+    resume: bool = False
+
+
 class ListWorkers(Message):
     """The workers as the broker knows them."""
 
@@ -86,7 +94,16 @@ class Stop(Message):
 
 
 ControlRequest = (
-    Enqueue | ListTasks | ShowTask | CancelTask | ListWorkers | GetEvents | GetStatus | Drain | Stop
+    Enqueue
+    | ListTasks
+    | ShowTask
+    | CancelTask
+    | RetryTask
+    | ListWorkers
+    | GetEvents
+    | GetStatus
+    | Drain
+    | Stop
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -113,6 +130,14 @@ class Cancelled(Message):
     task: int
     state: TaskState
     pending: bool = False
+
+
+class Retried(Message):
+    """The task is queued again; `resume` if its next attempt continues the Codex thread."""
+
+    task: int
+    state: TaskState
+    resume: bool = False
 
 
 class WorkerList(Message):
@@ -168,6 +193,7 @@ ControlReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | EventPage
     | Status
@@ -201,6 +227,7 @@ class Assign(Message):
     attempt: int
     spec: TaskSpec
     lease_expires_at: int
+    resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
 
 
 class AgentStarted(Message):
@@ -255,6 +282,7 @@ BrokerRequest = (
     | ListTasks
     | ShowTask
     | CancelTask
+    | RetryTask
     | ListWorkers
     | WorkerGone
     | SetDispatch
@@ -268,6 +296,7 @@ BrokerReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | QueueCounts
     | Accepted

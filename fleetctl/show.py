@@ -38,7 +38,10 @@ def task_state_words(view: TaskView) -> str:
         return f"queued (retry at {clock(view.not_before)})"
     if view.result is None or view.state in ("queued", "running", "succeeded"):
         return view.state
-    return outcome_words(view.state, view.result)
+    words = outcome_words(view.state, view.result)
+    if view.state == "failed" and view.result.failure_class == "transient":
+        words += f"; out of attempts: `fleetctl retry {view.id}` tries again"
+    return words
 
 
 def execution_lines(view: TaskView) -> list[str]:

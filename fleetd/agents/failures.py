@@ -122,7 +122,7 @@ def classify_failure(
     commands, wrote messages, changed files).
     """
     if start_error is not None:
-        return "permanent", "the agent could not be started: check its binary and arguments"
+        return "permanent", f"the agent could not be started: {start_error}"
     verdict = _from_messages(reversed(errors))
     if verdict is not None:
         return verdict

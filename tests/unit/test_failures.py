@@ -164,7 +164,7 @@ def test_start_failure_is_permanent() -> None:
     )
     assert (kind, reason) == (
         "permanent",
-        "the agent could not be started: check its binary and arguments",
+        "the agent could not be started: cannot start agent 'x': No such file",
     )
 
 

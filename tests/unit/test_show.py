@@ -64,6 +64,14 @@ def test_failed_task_says_its_class_and_reason() -> None:
     assert "retrying" not in "\n".join(show.execution_lines(view))
 
 
+def test_transient_failure_out_of_attempts_says_how_to_retry() -> None:
+    view = task("failed", execution(1, "failed", TRANSIENT), result=TRANSIENT)
+    assert show.task_state_words(view) == (
+        "failed (transient: HTTP 500 Internal Server Error from the model provider);"
+        " out of attempts: `fleetctl retry 3` tries again"
+    )
+
+
 def test_earlier_executions_are_not_marked_as_retrying() -> None:
     view = task(
         "queued", execution(1, "failed", TRANSIENT), execution(2, "lost", None), not_before=AT

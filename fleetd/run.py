@@ -14,6 +14,7 @@ from typing import Literal
 
 from fleetd.agentproc import AgentRegistry, signal_group, spawn
 from fleetd.agents.base import AgentCommand, RunSummary
+from fleetd.agents.failures import classify_result
 from fleetd.lines import LineSplitter, Redactor, classify
 from fleetd.spool import SpoolWriter
 from shared import messages as m
@@ -245,6 +246,7 @@ class Run:
     def _outcome(self, result: RunResult) -> str:
         if self.error is not None:
             result.error = self.error
+            classify_result(result, self.summary, self.stderr_tail, self.error)
             return "failed"
         if self.end_reason is not None:
             result.timeout_kind = self.timeout_kind
@@ -263,6 +265,7 @@ class Run:
                 else (f"signal {result.signal}")
             )
             result.error = f"agent exited with {how}"
+        classify_result(result, self.summary, self.stderr_tail, None)
         return "failed"
 
     def _timeout_reason(self) -> str:

@@ -36,7 +36,7 @@ CLOSE_TIMEOUT = 10.0
 ORPHAN_SCAN_SECONDS = 1.0
 RETENTION_CHECK_SECONDS = 600.0
 DRAIN_POLL_SECONDS = 0.2
-FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.ListWorkers)
+FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.RetryTask, m.ListWorkers)
 
 
 @dataclass
@@ -262,6 +262,8 @@ class Supervisor:
             ):
                 self._reply(client, m.ErrorReply(code="unavailable", message=MISSING_CREDENTIAL))
             case m.Enqueue() | m.ListTasks() | m.ShowTask() | m.CancelTask() | m.ListWorkers():
+                self._ask_broker(request, client, None)
+            case m.RetryTask():
                 self._ask_broker(request, client, None)
             case m.GetEvents():
                 self._ask(self.recorder, m.recorder_request_codec(), request, client, None)

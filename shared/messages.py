@@ -18,6 +18,7 @@ import msgspec
 from shared.models import (
     EventRecord,
     ProcessView,
+    ResumeFrom,
     RunResult,
     TaskSpec,
     TaskState,
@@ -56,6 +57,13 @@ class CancelTask(Message):
     """Cancel a queued task, or end a running one's agent."""
 
     task: int
+
+
+class RetryTask(Message):
+    """Queue a finished task again with one more attempt; `resume` continues its Codex thread."""
+
+    task: int
+    resume: bool = False
 
 
 class ListWorkers(Message):
@@ -103,6 +111,7 @@ ControlRequest = (
     | ListTasks
     | ShowTask
     | CancelTask
+    | RetryTask
     | ListWorkers
     | GetEvents
     | GetDiff
@@ -136,6 +145,14 @@ class Cancelled(Message):
     task: int
     state: TaskState
     pending: bool = False
+
+
+class Retried(Message):
+    """The task is queued again; `resume` if its next attempt continues the Codex thread."""
+
+    task: int
+    state: TaskState
+    resume: bool = False
 
 
 class WorkerList(Message):
@@ -209,6 +226,7 @@ ControlReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | EventPage
     | TaskDiff
@@ -244,6 +262,7 @@ class Assign(Message):
     attempt: int
     spec: TaskSpec
     lease_expires_at: int
+    resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
 
 
 class AgentStarted(Message):
@@ -298,6 +317,7 @@ BrokerRequest = (
     | ListTasks
     | ShowTask
     | CancelTask
+    | RetryTask
     | ListWorkers
     | WorkerGone
     | SetDispatch
@@ -311,6 +331,7 @@ BrokerReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | QueueCounts
     | Accepted

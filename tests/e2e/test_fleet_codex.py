@@ -269,26 +269,47 @@ def test_two_codex_tasks_run_in_parallel(tmp_path: Path, server: ModelServer) ->
 
 
 @pytest.mark.timeout(90)
-def test_http_500_fails_the_task(tmp_path: Path, server: ModelServer) -> None:
-    """A server error makes codex fail its turn; the task fails with codex's message."""
-    server.script([server.http_error(500, "boom")])
+def test_http_500_is_retried_and_the_task_succeeds(tmp_path: Path, server: ModelServer) -> None:
+    """A server error makes codex fail its turn: a transient failure, retried after a backoff."""
+    server.script([server.http_error(500, "boom"), server.message("Done after a retry")])
+    work = workdir(tmp_path, "work")
+    env = {**fleet_env(tmp_path, server), "FLEET_QUEUE_RETRY_BACKOFF_SECONDS": "0.2"}
+    with running_fleet("--workers", "2", env=env) as fleet:
+        task = enqueue_codex(fleet, "anything", work)
+        shown = fleet.wait_state(task, "succeeded", "failed", "cancelled", "timed_out")
+        events = fleet.events(task)
+    assert not processes_under(work), "codex processes outlived the fleet"
+
+    assert shown["state"] == "succeeded", shown
+    assert shown["attempts"] == 2
+    first, second = shown["executions"]
+    assert first["outcome"] == "failed" and second["outcome"] == "succeeded"
+    failed = [e for e in events if e["execution"] == first["id"]]
+    assert_stored_in_order(failed)
+    assert failed[-1]["type"] == "turn.failed"
+    message = failed[-1]["payload"]["error"]["message"]
+    assert message
+    result = first["result"]
+    assert result["exit_code"] == 1
+    assert result["error"] == message
+    assert result["failure_class"] == "transient"
+    assert result.get("final_message") is None
+    assert second["result"]["final_message"] == "Done after a retry"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.timeout(90)
+def test_http_401_fails_the_task_at_once(tmp_path: Path, server: ModelServer) -> None:
+    """Bad credentials are a permanent failure: no retry, and the reason says what to check."""
+    server.script([server.http_error(401, "bad key")] * 3)
     work = workdir(tmp_path, "work")
     with running_fleet("--workers", "2", env=fleet_env(tmp_path, server)) as fleet:
         task = enqueue_codex(fleet, "anything", work)
         shown = fleet.wait_state(task, *TERMINAL)
-        events = fleet.events(task)
-    assert not processes_under(work), "codex processes outlived the fleet"
-
+        human = fleet.ctl("show", str(task)).stdout
     assert shown["state"] == "failed", shown
-    assert shown["attempts"] == 1
-    result = shown["result"]
-    assert result["exit_code"] == 1
-    assert_stored_in_order(events)
-    assert events[-1]["type"] == "turn.failed"
-    message = events[-1]["payload"]["error"]["message"]
-    assert message
-    assert result["error"] == message
-    assert result.get("final_message") is None
+    assert shown["attempts"] == 1 and len(shown["executions"]) == 1
+    assert shown["result"]["failure_class"] == "permanent"
+    assert shown["result"]["reason"].startswith("HTTP 401 Unauthorized from the model provider")
+    assert "failed (permanent: HTTP 401 Unauthorized" in human
     assert len(server.requests) == 1
-    [execution] = shown["executions"]
-    assert execution["outcome"] == "failed"

@@ -164,7 +164,9 @@ class Worker:
         """On the helper thread: wait out a gc of this worktree, then make it ready."""
         lock.acquire()
         assert assign.spec.repo is not None
-        return self.workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref)
+        # A resumed thread continues in the worktree as the last attempt left it.
+        fresh = assign.resume is None
+        return self.workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref, fresh)
 
     def _on_prepared(self, prepared: Prepared | None, error: WorkspaceError | None) -> None:
         run = self.run
@@ -186,8 +188,9 @@ class Worker:
     def _start_agent(self, run: Run, workdir: Path) -> None:
         assign = run.assign
         try:
+            resume_thread = assign.resume.thread_id if assign.resume else None
             command = self.adapters[assign.spec.agent].command(
-                assign.spec, workdir, self._agent_env(assign)
+                assign.spec, workdir, self._agent_env(assign), resume_thread
             )
         except (FleetError, OSError) as exc:
             run.error = str(exc)
@@ -215,7 +218,16 @@ class Worker:
     def _agent_env(self, assign: m.Assign) -> dict[str, str]:
         env = dict(self.env)
         if assign.spec.agent == "codex":
-            env["CODEX_HOME"] = str(self.codex_homes.create(assign.execution))
+            session = None
+            if assign.resume is not None:
+                session = assign.resume.session_file
+                if not session or not Path(session).is_file():
+                    raise FleetError(
+                        f"cannot resume: the Codex session of execution "
+                        f"{assign.resume.execution} is gone; `fleetctl retry "
+                        f"{assign.task}` (without --resume) starts over"
+                    )
+            env["CODEX_HOME"] = str(self.codex_homes.create(assign.execution, session))
         return env
 
     def _workdir(self, assign: m.Assign) -> Path:
@@ -225,6 +237,10 @@ class Worker:
             if not path.is_dir():
                 raise FleetError(f"working directory {spec.cwd} does not exist")
             return path
+        if assign.resume is not None:
+            earlier = self.paths.scratch_dir / str(assign.resume.execution)
+            if earlier.is_dir():
+                return earlier  # the resumed thread's files are there
         scratch = self.paths.scratch_dir / str(assign.execution)
         scratch.mkdir(mode=0o700, exist_ok=True)
         return scratch

@@ -32,7 +32,9 @@ class AgentCommand:
 class Adapter(Protocol):
     """Turns a task into an `AgentCommand`; knows nothing of sockets or databases."""
 
-    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand: ...
+    def command(
+        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
+    ) -> AgentCommand: ...
 
 
 @dataclass

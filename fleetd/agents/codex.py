@@ -18,6 +18,13 @@ NATIVE_BINARY = Path(
 )
 
 
+# What a resumed thread is told: the task itself is already in the thread.
+RESUME_PROMPT = (
+    "The previous attempt at this task was interrupted. Continue from where it stopped, "
+    "finish the task, and say what you did."
+)
+
+
 def local_install_candidates() -> list[Path]:
     """Project-local installs: beside the source tree, and beside the virtualenv."""
     source_root = Path(__file__).resolve().parents[2]
@@ -48,7 +55,10 @@ class CodexAdapter:
     def __init__(self, config: CodexConfig) -> None:
         self.config = config
 
-    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand:
+    def command(
+        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
+    ) -> AgentCommand:
+        """`codex exec`, or `codex exec resume THREAD` to continue an earlier attempt."""
         argv = [
             find_codex(self.config),
             "exec",
@@ -71,8 +81,12 @@ class CodexAdapter:
         overrides += spec.codex_config
         for override in overrides:
             argv += ["-c", override]
-        # `--` so that a prompt starting with a dash is never read as a flag.
-        argv += ["--", spec.prompt]
+        if resume_thread is not None:
+            # exec's own options go before the subcommand; `resume` takes the thread id.
+            argv += ["resume", resume_thread, "--", RESUME_PROMPT]
+        else:
+            # `--` so that a prompt starting with a dash is never read as a flag.
+            argv += ["--", spec.prompt]
         return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)
 
 

@@ -231,3 +231,41 @@ def test_four_tasks_on_two_workers_on_one_repo_make_four_branches(
         assert diff["files"] == [[f"{name}.txt", 1, 0]], "each branch holds its own task's edit"
         assert git_show(repo, f"fleet/{task}:{name}.txt") == f"{name}\n"
     assert len({shown[n]["executions"][0]["worker"] for n in names}) == 2
+
+
+@pytest.mark.timeout(150)
+def test_retry_resume_continues_the_codex_thread_in_the_same_worktree(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    """Attempt 1 edits a file, then the provider refuses it (401, permanent); `retry --resume`
+    continues the same Codex thread in the same worktree, and the commit holds both steps."""
+    repo = make_repo(tmp_path / "repo")
+    server.script(
+        [
+            server.shell("echo step1 > step1.txt"),
+            server.http_error(401, "bad key"),
+            server.shell("echo step2 > step2.txt"),
+            server.message("finished both steps"),
+        ]
+    )
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "[resume-me] do two steps", None, "--repo", str(repo))
+        first = fleet.wait_state(task, *TERMINAL, timeout=60)
+        assert first["state"] == "failed", first
+        assert first["result"]["failure_class"] == "permanent"
+        retried = fleet.json("retry", str(task), "--resume")
+        assert retried["resume"] is True
+        shown = fleet.wait_state(task, "succeeded", "failed", timeout=60)
+        sessions = [Path(e["result"]["session_file"]) for e in shown["executions"]]
+        assert all(path.is_file() for path in sessions)
+    assert shown["state"] == "succeeded", shown
+    one, two = shown["executions"]
+    assert two["result"]["thread_id"] == one["result"]["thread_id"], "the same thread"
+    assert two["result"]["final_message"] == "finished both steps"
+    # The resumed request carries the first attempt's conversation.
+    resumed = server.requests[2].body
+    texts = json.dumps(resumed["input"])
+    assert "[resume-me] do two steps" in texts and "interrupted" in texts
+    files = sorted(f[0] for f in two["result"]["workspace"]["diff"]["files"])
+    assert files == ["step1.txt", "step2.txt"], "the worktree was kept, not reset"
+    assert git_show(repo, f"fleet/{task}:step1.txt") == "step1\n"

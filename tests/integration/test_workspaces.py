@@ -80,6 +80,8 @@ def test_repo_task_commits_its_change_on_its_branch(fleet: Fleet, repo: Path) ->
     assert check.returncode == 0, "the printed diff applies to the base"
     as_json = fleet.json("diff", str(task))
     assert as_json["commit"] == workspace["commit"] and as_json["patch"] == patch
+    human = fleet.ctl("show", str(task)).stdout
+    assert f"fleet/{task}" in human and workspace["commit"][:12] in human
     hook_events = [e for e in fleet.events(task) if e["type"] == "fleet.hook"]
     assert [(e["payload"]["hook"], e["payload"]["exit_code"]) for e in hook_events] == [
         ("after_create", 0)

@@ -34,9 +34,12 @@ def fleet_with(**settings: str) -> Iterator[Fleet]:
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    """Quick retries, and a Codex binary that does not exist (Codex tasks fail to start)."""
+    """Quick retries, and a Codex binary that does not exist (Codex tasks fail to start);
+    a dummy key, so that fleetd takes Codex tasks at all."""
     yield from fleet_with(
-        FLEET_QUEUE_RETRY_BACKOFF_SECONDS="0.2", FLEET_CODEX_BIN="/nonexistent/codex"
+        FLEET_QUEUE_RETRY_BACKOFF_SECONDS="0.2",
+        FLEET_CODEX_BIN="/nonexistent/codex",
+        CODEX_API_KEY="sk-test-dummy-key-0000",
     )
 
 

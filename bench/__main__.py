@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-from bench.common import OUT_DIR, Report, load, machine, say
+from bench.common import OUT_DIR, STATE_ROOT, Report, load, machine, say
 
 BENCHMARKS = {
     "dispatch": "bench.dispatch",
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(
         f"agent-fleet benchmarks{' (quick)' if args.quick else ''}: {runs} runs each; "
-        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}",
+        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"state dirs under {STATE_ROOT}",
         flush=True,
     )
     reports: list[Report] = []
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     header = (
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {runs} runs; "
-        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}"
+        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"state dirs under {STATE_ROOT}"
     )
     (OUT_DIR / "last-run.txt").write_text("\n\n".join([header, *rendered]) + "\n")
     return 1 if missed else 0

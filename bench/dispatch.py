@@ -6,13 +6,15 @@ the moment the agent process has started. Latency (the target) runs from the cli
 wall clock just before it sends the Enqueue to that stamp. Also shown, to split it:
 `tasks.enqueued_at` (broker, handling the Enqueue) -> stamp, and `tasks.enqueued_at` ->
 `executions.started_at` (the worker's clock just before it spawns: excludes fork/exec).
-Baseline: a control round trip through the same path (client -> supervisor -> broker ->
-back) with no task behind it.
+Baselines in the same run: a control round trip through the same path (client -> supervisor
+-> broker -> back) with no task behind it; and the same agent spawned straight from this
+process (Popen, own session, pipes: what the worker does), clock before Popen -> its stamp.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
 from bench.common import FeedWaiter, Report, fleet, fmt, median, percentile, say
@@ -31,7 +33,7 @@ def run(quick: bool, runs: int) -> Report:
     report = Report("dispatch", f"dispatch latency, 2 idle workers, {count} sequential tasks")
     spec = TaskSpec(prompt="", agent="command", argv=AGENT)
     p50s, p99s, maxes, rtts, e2es = [], [], [], [], []
-    broker_p50s, broker_p99s, spawn_p50s, recorded_p50s = [], [], [], []
+    broker_p50s, broker_p99s, spawn_p50s, recorded_p50s, direct_p50s = [], [], [], [], []
     with fleet(2, "dispatch") as f:
         waiter = FeedWaiter(f.status().feed)
         try:
@@ -39,6 +41,7 @@ def run(quick: bool, runs: int) -> Report:
             _sequence(f, waiter, spec, WARMUP)
             for index in range(runs):
                 rtts.append(_round_trips(f, 200))
+                direct_p50s.append(_direct_spawn(100))
                 ids, e2e, sent = _sequence(f, waiter, spec, count)
                 rows = _latencies(f, ids)
                 stamps = _agent_stamps(f, ids)
@@ -79,6 +82,14 @@ def run(quick: bool, runs: int) -> Report:
         "  started_at -> agent stamp p50 (spawn)", median(spawn_p50s), "ms", "", None, spawn_p50s
     )
     report.check("baseline: control RTT p50", median(rtts), "ms", "", None, rtts, digits=3)
+    report.check(
+        "baseline: direct Popen -> agent stamp p50",
+        median(direct_p50s),
+        "ms",
+        "",
+        None,
+        direct_p50s,
+    )
     report.check("client enqueue -> done p50", median(e2es), "ms", "", None, e2es)
     report.notes.append(
         f"ratio p50 latency / control round trip: {fmt(p50 / median(rtts))}x "
@@ -168,3 +179,20 @@ def _agent_stamps(f, ids: list[int]) -> list[int]:
     finally:
         events.close()
     return stamps
+
+
+def _direct_spawn(count: int) -> float:
+    """p50 ms from just before Popen to the agent's own stamp, spawning it from here."""
+    samples = []
+    for _ in range(count):
+        before = time.time_ns()
+        proc = subprocess.Popen(
+            AGENT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        out, _ = proc.communicate()
+        samples.append((json.loads(out)["ns"] - before) / 1e6)
+    return percentile(samples, 50)

@@ -37,6 +37,13 @@ ORPHAN_SCAN_SECONDS = 1.0
 RETENTION_CHECK_SECONDS = 600.0
 DRAIN_POLL_SECONDS = 0.2
 FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.RetryTask, m.ListWorkers)
+# Built once: building a codec costs 12-30 us, and every control request used four.
+_CONTROL_REQUESTS = m.control_request_codec()
+_CONTROL_REPLIES = m.control_reply_codec()
+_BROKER_REQUESTS = m.broker_request_codec()
+_BROKER_REPLIES = m.broker_reply_codec()
+_RECORDER_REQUESTS = m.recorder_request_codec()
+_RECORDER_REPLIES = m.recorder_reply_codec()
 
 
 @dataclass
@@ -173,9 +180,9 @@ class Supervisor:
             if self.control in events:
                 self._serve_control()
             if self.broker in events:
-                self._on_replies(self.broker, m.broker_reply_codec())
+                self._on_replies(self.broker, _BROKER_REPLIES)
             if self.recorder in events:
-                self._on_replies(self.recorder, m.recorder_reply_codec())
+                self._on_replies(self.recorder, _RECORDER_REPLIES)
             if self.gc_job.fd in events:
                 self._on_workspaces_collected()
             if now >= next_retention and self.phase == "running":
@@ -226,7 +233,7 @@ class Supervisor:
     # --- control requests ----------------------------------------------------------------------
 
     def _serve_control(self) -> None:
-        codec = m.control_request_codec()
+        codec = _CONTROL_REQUESTS
         for _ in range(1000):
             try:
                 frames = self.control.recv_multipart(zmq.NOBLOCK)
@@ -266,7 +273,7 @@ class Supervisor:
             case m.RetryTask():
                 self._ask_broker(request, client, None)
             case m.GetEvents():
-                self._ask(self.recorder, m.recorder_request_codec(), request, client, None)
+                self._ask(self.recorder, _RECORDER_REQUESTS, request, client, None)
             case m.GetDiff():
                 self._ask_broker(
                     m.ShowTask(task=request.task), client, lambda reply: diff_reply(request, reply)
@@ -284,9 +291,7 @@ class Supervisor:
 
     def _reply(self, client: bytes, message: m.Message) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self.control.send_multipart(
-                [client, m.control_reply_codec().encode(message)], zmq.NOBLOCK
-            )
+            self.control.send_multipart([client, _CONTROL_REPLIES.encode(message)], zmq.NOBLOCK)
 
     def _ask_broker(
         self,
@@ -294,7 +299,7 @@ class Supervisor:
         client: bytes | None,
         then: Callable[[m.Message], m.Message | None] | None,
     ) -> None:
-        self._ask(self.broker, m.broker_request_codec(), request, client, then)
+        self._ask(self.broker, _BROKER_REQUESTS, request, client, then)
 
     def _ask(
         self,

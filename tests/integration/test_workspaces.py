@@ -184,3 +184,17 @@ def test_a_key_the_agent_writes_into_the_repo_is_masked_in_the_kept_patch(
     assert "+token=[REDACTED]" in patch
     assert key not in patch
     assert not any(key in p.read_text() for p in (fleet.state_dir / "diffs").iterdir())
+
+
+def test_repo_by_url_is_cloned_once_and_the_branch_lives_in_the_clone(
+    fleet: Fleet, repo: Path
+) -> None:
+    url = f"file://{repo}"
+    tasks = [fleet.enqueue(f"t{n}", "--repo", url, *edit(f"echo {n} > n.txt")) for n in range(2)]
+    shown = [fleet.wait_state(t, "succeeded", "failed") for t in tasks]
+    assert [s["state"] for s in shown] == ["succeeded", "succeeded"], shown
+    clones = [p for p in (fleet.state_dir / "repos").iterdir() if not p.name.startswith(".")]
+    assert len(clones) == 1, "one clone serves both tasks"
+    for n, task in enumerate(tasks):
+        assert git(clones[0], "show", f"fleet/{task}:n.txt") == f"{n}\n"
+    assert "fleet/" not in git(repo, "branch", "--list"), "the upstream repository is untouched"

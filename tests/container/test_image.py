@@ -55,6 +55,7 @@ RUNTIME_ARGS = [
 ]
 UID = 1000  # the image's user (FLEET_UID)
 STOP_TIMEOUT = 30  # what the README gives `docker run --stop-timeout` and compose
+GRACE_SECONDS = 10  # worker.grace_seconds in containers/fleet.toml
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 figures: dict[str, Any] = {}
 
@@ -235,7 +236,7 @@ def mounts(tmp_path: Path, server: ModelServer) -> dict[str, Path]:
     (codex_host / "config.toml").write_text(config_toml(server.base_url))
     # The shipped settings with three workers, so the test can tell the mount is read.
     toml = (REPO_ROOT / "containers/fleet.toml").read_text()
-    assert "\nworkers = 2\n" in toml
+    assert "\nworkers = 2\n" in toml and f"\ngrace_seconds = {GRACE_SECONDS} " in toml
     fleet_toml = tmp_path / "fleet.toml"
     fleet_toml.write_text(toml.replace("\nworkers = 2\n", "\nworkers = 3\n"))
     repo = tmp_path / "repo"
@@ -302,8 +303,10 @@ def test_fleet_runs_tasks_and_stops_cleanly(
     assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in server.requests)
     assert container.zombies() == []
 
-    # A task still running when the container is stopped: ended, put back, exit 0 in time.
-    script = 'cat >/dev/null; echo "{\\"type\\":\\"started\\"}"; exec sleep 300'
+    # A task still running when the container is stopped, and deaf to SIGTERM (an ignored signal
+    # stays ignored across exec): SIGKILLed after worker.grace_seconds, put back, and fleetd
+    # still exits 0 before Docker's own SIGKILL.
+    script = 'trap "" TERM; cat >/dev/null; echo "{\\"type\\":\\"started\\"}"; exec sleep 300'
     long = container.enqueue("runs until stopped", "--", "sh", "-c", script)
     container.wait_state(long, "running")
     started = time.monotonic()
@@ -313,7 +316,7 @@ def test_fleet_runs_tasks_and_stops_cleanly(
     state = container.state()
     assert state["Status"] == "exited"
     assert state["ExitCode"] == 0, container.logs()
-    assert stop_seconds < STOP_TIMEOUT, "fleetd needed Docker's SIGKILL"
+    assert GRACE_SECONDS <= stop_seconds < STOP_TIMEOUT, "not the grace period, or Docker's SIGKILL"
     logs = container.logs()
     assert "fleetd stopped" in logs
     assert API_KEY not in logs

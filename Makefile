@@ -48,7 +48,7 @@ container-test: setup
 	docker-compose --file containers/compose.yaml config --quiet
 	tests/container/stand_in_base.sh $(CONTAINER_BASE)
 	AGENT_FLEET_CONTAINER_TEST=1 AGENT_FLEET_BASE_IMAGE=$(CONTAINER_BASE) \
-		$(BIN)/pytest tests/container -v -s
+		$(BIN)/pytest tests/container -v -s --durations=5
 
 lint: setup
 	$(BIN)/ruff check fleetd fleetctl shared tests bench

@@ -96,4 +96,4 @@ if [ ${#certs[@]} -gt 0 ]; then
 fi
 
 tar -C "$root" -c . | podman import --quiet - "$ref" >/dev/null
-echo "stand-in base: imported $ref ($(du -sh "$root" | cut -f1) rootfs)"
+echo "stand-in base: imported $ref ($(du -sh "$root" | cut -f1) rootfs) in ${SECONDS} s"

@@ -293,13 +293,27 @@ def test_fleet_runs_tasks_and_stops_cleanly(
     codex = container.enqueue(
         "create hello.txt", "--agent", "codex", "--model", "gpt-4.1", "--cwd", "/repos/demo"
     )
+    # Codex's own sandbox where the runtime allows user namespaces (podman here, unlike
+    # Docker's default seccomp profile): the image's bundled bubblewrap is found and works.
+    server.route(
+        "[sandboxed]",
+        [server.shell("echo sandboxed > sandboxed.txt"), server.message("Done: sandboxed")],
+    )
+    sandboxed = container.enqueue(
+        "[sandboxed] create sandboxed.txt",
+        *("--agent", "codex", "--model", "gpt-4.1", "--cwd", "/repos/demo"),
+        *("--sandbox", "workspace-write"),
+    )
     shown = container.wait_state(hello, *TERMINAL)
     assert shown["state"] == "succeeded", shown
     shown = container.wait_state(codex, *TERMINAL)
     assert shown["state"] == "succeeded", (shown, container.logs())
     assert shown["result"]["final_message"] == "Done: wrote hello.txt"
     assert (mounts["repo"] / "hello.txt").read_text() == "hello\n"
-    assert [r.path for r in server.requests] == ["/v1/responses", "/v1/responses"]
+    shown = container.wait_state(sandboxed, *TERMINAL)
+    assert shown["state"] == "succeeded", (shown, container.logs())
+    assert (mounts["repo"] / "sandboxed.txt").read_text() == "sandboxed\n"
+    assert [r.path for r in server.requests] == ["/v1/responses"] * 4
     assert all(r.headers["authorization"] == f"Bearer {API_KEY}" for r in server.requests)
     assert container.zombies() == []
 

@@ -1,8 +1,8 @@
 """The container image (issue 5): containers/Dockerfile built and run with podman, as a user's
 `docker build` / `docker run` would build and run it.
 
-Runs only under `make container-test` (AGENT_FLEET_CONTAINER_TEST=1 and podman present), which
-first installs podman and makes the FROM image locally (tests/container/stand_in_base.sh).
+Runs only with AGENT_FLEET_CONTAINER_TEST=1, as `make container-test` sets it after installing
+podman and making the FROM image locally (tests/container/stand_in_base.sh).
 Podman here needs runc with lower limits (crun fails on setrlimit and cgroups) and has no
 systemd to schedule health checks, so `podman healthcheck run` runs the image's own check.
 The Codex task reaches the tests' loopback model server through `--network host`.
@@ -119,10 +119,19 @@ def inspect_image(image: str) -> dict[str, Any]:
     return json.loads(podman("image", "inspect", image).stdout)[0]
 
 
-def run_in_image(image: str, script: str) -> subprocess.CompletedProcess[str]:
-    """`sh -c script` in a throw-away container of the image, as its user."""
-    argv = ["run", "--rm", *RUNTIME_ARGS, "--health-interval=disable", "--entrypoint", "sh"]
-    return podman(*argv, image, "-c", script, check=False, timeout=60)
+def unique_name() -> str:
+    return f"agent-fleet-test-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def run_in_image(image: str, *args: str, entrypoint: str | None = None) -> str:
+    """Run a throw-away container of the image (as its user) to its end; return its stdout."""
+    name = unique_name()
+    argv = ["run", "--name", name, *RUNTIME_ARGS, "--health-interval=disable"]
+    argv += ["--entrypoint", entrypoint] if entrypoint else []
+    try:
+        return podman(*argv, image, *args, timeout=60).stdout
+    finally:
+        podman("rm", "--force", "--time", "0", name, check=False, timeout=60)
 
 
 def test_image_config_is_what_docker_needs(image: str) -> None:
@@ -146,16 +155,13 @@ def test_image_holds_python_git_and_codex_but_no_node(image: str) -> None:
         "set -e; id -u; python3 --version; git --version; codex --version;"
         " fleetctl --help >/dev/null; if command -v npm || command -v node; then exit 9; fi"
     )
-    result = run_in_image(image, script)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_in_image(image, "-c", script, entrypoint="sh").splitlines()
     assert lines[0] == str(UID)
     assert lines[1].startswith("Python 3.11")
     assert lines[2].startswith("git version")
     assert lines[3] == "codex-cli 0.169.0"
     # The README's way to list the settings: the entrypoint with --help.
-    argv = ["run", "--rm", *RUNTIME_ARGS, "--health-interval=disable", image, "--help"]
-    assert "FLEET_WORKERS" in podman(*argv, timeout=60).stdout
+    assert "FLEET_WORKERS" in run_in_image(image, "--help")
 
 
 class Container:
@@ -218,7 +224,7 @@ def server() -> Iterator[ModelServer]:
 @pytest.fixture
 def volume() -> Iterator[str]:
     """A named volume for the state directory, removed afterwards."""
-    name = f"agent-fleet-test-{os.getpid()}-{time.monotonic_ns()}"
+    name = unique_name()
     podman("volume", "create", name)
     try:
         yield name
@@ -254,7 +260,7 @@ def mounts(tmp_path: Path, server: ModelServer) -> dict[str, Path]:
 def container(image: str, volume: str, mounts: dict[str, Path]) -> Iterator[Container]:
     """`docker run -d` as the README has it, the key passed by `-e NAME` from the environment;
     removed afterwards whatever happened."""
-    name = f"agent-fleet-test-{os.getpid()}-{time.monotonic_ns()}"
+    name = unique_name()
     argv = ["run", "-d", "--name", name, *RUNTIME_ARGS, "--network", "host"]
     # No systemd here to run health checks on a timer; `podman healthcheck run` runs them.
     argv += ["--health-interval=disable", "--stop-timeout", str(STOP_TIMEOUT)]
@@ -263,8 +269,8 @@ def container(image: str, volume: str, mounts: dict[str, Path]) -> Iterator[Cont
     argv += ["-v", f"{mounts['fleet_toml']}:/etc/agent-fleet/fleet.toml:ro"]
     argv += ["-v", f"{mounts['repo']}:/repos/demo"]
     started = time.monotonic()
-    podman(*argv, image, env={**os.environ, API_KEY_ENV: API_KEY})
     try:
+        podman(*argv, image, env={**os.environ, API_KEY_ENV: API_KEY})
         box = Container(name)
         box.wait_healthy()
         record("seconds_to_healthy", round(time.monotonic() - started, 2))

@@ -235,8 +235,8 @@ def volume() -> Iterator[str]:
 @pytest.fixture
 def mounts(tmp_path: Path, server: ModelServer) -> dict[str, Path]:
     """What a user mounts: a Codex login directory, a fleet.toml and a repository."""
-    # Offline Codex settings stand in for a user's ~/.codex: the provider is the loopback
-    # server, the key comes from the variable passed with -e.
+    # Offline Codex settings stand in for a user's ~/.codex (mounted read-only as CODEX_HOME):
+    # the provider is the loopback server, the key comes from the variable passed with -e.
     codex_host = tmp_path / "codex-host"
     codex_host.mkdir()
     (codex_host / "config.toml").write_text(config_toml(server.base_url))
@@ -247,7 +247,9 @@ def mounts(tmp_path: Path, server: ModelServer) -> dict[str, Path]:
     fleet_toml.write_text(toml.replace("\nworkers = 2\n", "\nworkers = 3\n"))
     repo = tmp_path / "repo"
     repo.mkdir()
-    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=30)
+    (repo / "README").write_text("demo\n")
+    for argv in (["init", "-q"], ["add", "README"], ["commit", "-q", "-m", "start"]):
+        git(repo, *argv)
     for path in (codex_host, fleet_toml, codex_host / "config.toml"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.chown(repo, UID, UID)
@@ -265,7 +267,7 @@ def container(image: str, volume: str, mounts: dict[str, Path]) -> Iterator[Cont
     # No systemd here to run health checks on a timer; `podman healthcheck run` runs them.
     argv += ["--health-interval=disable", "--stop-timeout", str(STOP_TIMEOUT)]
     argv += ["-e", API_KEY_ENV, "-v", f"{volume}:/var/lib/agent-fleet"]
-    argv += ["-v", f"{mounts['codex_host']}:/home/fleet/.codex-host:ro"]
+    argv += ["-v", f"{mounts['codex_host']}:/home/fleet/.codex:ro"]
     argv += ["-v", f"{mounts['fleet_toml']}:/etc/agent-fleet/fleet.toml:ro"]
     argv += ["-v", f"{mounts['repo']}:/repos/demo"]
     started = time.monotonic()
@@ -296,8 +298,10 @@ def test_fleet_runs_tasks_and_stops_cleanly(
             server.message("Done: wrote hello.txt"),
         ]
     )
+    # A repository task on the mounted repository: a worktree in the state volume, and the
+    # agent's work committed on the task's branch in the user's repository.
     codex = container.enqueue(
-        "create hello.txt", "--agent", "codex", "--model", "gpt-4.1", "--cwd", "/repos/demo"
+        "create hello.txt", "--agent", "codex", "--model", "gpt-4.1", "--repo", "/repos/demo"
     )
     # Codex's own sandbox where the runtime allows user namespaces (podman here, unlike
     # Docker's default seccomp profile): the image's bundled bubblewrap is found and works.
@@ -315,7 +319,8 @@ def test_fleet_runs_tasks_and_stops_cleanly(
     shown = container.wait_state(codex, *TERMINAL)
     assert shown["state"] == "succeeded", (shown, container.logs())
     assert shown["result"]["final_message"] == "Done: wrote hello.txt"
-    assert (mounts["repo"] / "hello.txt").read_text() == "hello\n"
+    branch = shown["result"]["workspace"]["branch"]
+    assert git(mounts["repo"], "show", f"{branch}:hello.txt").stdout == "hello\n"
     shown = container.wait_state(sandboxed, *TERMINAL)
     assert shown["state"] == "succeeded", (shown, container.logs())
     assert (mounts["repo"] / "sandboxed.txt").read_text() == "sandboxed\n"
@@ -370,6 +375,14 @@ def test_fleet_runs_tasks_and_stops_cleanly(
         podman("volume", "inspect", volume, "--format", "{{.Mountpoint}}").stdout.strip()
     )
     assert not files_containing(mountpoint, API_KEY.encode()), "the key reached the state volume"
+
+
+def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """git in the test's repository, whoever owns it (the container's user does, later)."""
+    argv = ["git", "-c", "safe.directory=*", "-c", "user.name=test", "-c", "user.email=t@test"]
+    return subprocess.run(
+        [*argv, "-C", str(repo), *args], check=True, capture_output=True, text=True, timeout=30
+    )
 
 
 def files_containing(root: Path, needle: bytes) -> list[str]:

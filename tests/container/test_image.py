@@ -131,7 +131,8 @@ def run_in_image(image: str, *args: str, entrypoint: str | None = None) -> str:
     try:
         return podman(*argv, image, *args, timeout=60).stdout
     finally:
-        podman("rm", "--force", "--time", "0", name, check=False, timeout=60)
+        # --volumes: the anonymous volume podman made for the image's VOLUME goes too.
+        podman("rm", "--force", "--volumes", "--time", "0", name, check=False, timeout=60)
 
 
 def test_image_config_is_what_docker_needs(image: str) -> None:
@@ -278,7 +279,7 @@ def container(image: str, volume: str, mounts: dict[str, Path]) -> Iterator[Cont
         record("seconds_to_healthy", round(time.monotonic() - started, 2))
         yield box
     finally:
-        podman("rm", "--force", "--time", "0", name, check=False, timeout=60)
+        podman("rm", "--force", "--volumes", "--time", "0", name, check=False, timeout=60)
 
 
 def test_fleet_runs_tasks_and_stops_cleanly(

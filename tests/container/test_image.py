@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.codex_env import API_KEY_ENV, config_toml
+from tests.support.codex_fleet import files_containing
 from tests.support.fleet import wait_for
 from tests.support.model_server import ModelServer
 
@@ -384,10 +385,6 @@ def git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*argv, "-C", str(repo), *args], check=True, capture_output=True, text=True, timeout=30
     )
-
-
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    return [str(path) for path in root.rglob("*") if path.is_file() and needle in path.read_bytes()]
 
 
 def test_no_secret_in_the_image(image: str, tmp_path: Path) -> None:

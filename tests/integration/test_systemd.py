@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+from tests.support.requires import needs_tools
 
 pytestmark = pytest.mark.timeout(90)
 UNITS = Path(__file__).resolve().parents[2] / "containers" / "systemd"
@@ -81,7 +82,7 @@ def test_notify_ready_watchdog_stopping_in_order() -> None:
     assert sorted(gaps)[len(gaps) // 2] == pytest.approx(0.5, abs=0.2)
 
 
-@pytest.mark.skipif(not shutil.which("systemd-socket-activate"), reason="needs systemd's tool")
+@needs_tools("systemd-socket-activate")
 def test_socket_activation_adopts_the_listening_socket() -> None:
     root = short_tempdir()
     state = root / "s"
@@ -127,7 +128,7 @@ def test_socket_activation_adopts_the_listening_socket() -> None:
     assert not left
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="needs systemd-analyze")
+@needs_tools("systemd-analyze")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     fleetd = shutil.which("fleetd") or str(Path(sys.executable).parent / "fleetd")
     service = (UNITS / "fleetd.service").read_text()

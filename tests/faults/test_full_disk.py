@@ -23,7 +23,7 @@ from fleetd.spool import SpoolWriter, read_records
 from shared import messages as m
 from shared.models import EventRecord
 from shared.paths import StatePaths
-from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+from tests.support.fleet import FLEETD, Fleet, processes_under, short_tempdir, wait_for
 from tests.support.requires import needs_root, needs_tools
 
 pytestmark = [pytest.mark.timeout(120), needs_root(), needs_tools("mount", "umount")]
@@ -33,14 +33,16 @@ FLOOD = ["--", "sh", "-c", 'yes \'{"type":"flood","pad":"' + "x" * 200 + "\"}'"]
 
 
 @contextlib.contextmanager
-def small_disk(size: str) -> Iterator[Path]:
+def small_disk(size: str, *options: str) -> Iterator[Path]:
     """A fresh tmpfs of `size`, unmounted (and removed) afterwards whatever happens."""
     root = short_tempdir("disk")
     mount = root / "m"
     mount.mkdir()
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)], check=True
-    )
+        ["mount", "-t", "tmpfs", "-o", ",".join([f"size={size}", "mode=0700", *options]),
+         "tmpfs", str(mount)],
+        check=True,
+    )  # fmt: skip
     try:
         yield mount
     finally:
@@ -49,6 +51,16 @@ def small_disk(size: str) -> Iterator[Path]:
                 os.kill(pid, signal.SIGKILL)
         subprocess.run(["umount", "-l", str(mount)], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_read_only_state_directory_is_named() -> None:
+    with small_disk("1m", "ro") as disk:
+        result = subprocess.run(
+            [*FLEETD, "--foreground", "--state-dir", str(disk / "s")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot use state directory {disk / 's'}: Read-only file system" in result.stderr
 
 
 def _rows(db_path: Path, sql: str, *args: object) -> list[tuple]:

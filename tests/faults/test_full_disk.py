@@ -20,8 +20,9 @@ from fleetd.db import immediate, open_database
 from fleetd.eventlog import EventLog
 from fleetd.recorder import Pending, Recorder
 from fleetd.spool import SpoolWriter, read_records
+from fleetd.worker import _cut_short
 from shared import messages as m
-from shared.models import EventRecord
+from shared.models import EventRecord, RunResult
 from shared.paths import StatePaths
 from tests.support.fleet import FLEETD, Fleet, processes_under, short_tempdir, wait_for
 from tests.support.requires import needs_root, needs_tools
@@ -156,6 +157,17 @@ def test_recorder_on_a_full_disk_seals_what_it_stored_and_frees_the_spool() -> N
             assert [e.seq for e in stored] == list(range(1, 11))
         finally:
             recorder.log.close()
+
+
+def test_a_stream_sealed_short_cannot_report_success() -> None:
+    done = m.Finished(execution=5, outcome="succeeded", result=RunResult(exit_code=0))
+    cut = _cut_short(done, stored=10, printed=300)
+    assert cut.outcome == "failed"
+    assert cut.result.error == "events 11 to 300 could not be stored (disk full)"
+    failed = m.Finished(execution=5, outcome="failed", result=RunResult(error="agent said no"))
+    assert _cut_short(failed, 0, 1).result.error == (
+        "agent said no; events 1 to 1 could not be stored (disk full)"
+    )
 
 
 def test_full_disk_fails_the_task_with_the_reason_and_keeps_what_was_stored(

@@ -1,4 +1,5 @@
-"""Fault injection: many tasks while children and the whole daemon are killed at random moments.
+"""Fault injection: many tasks while children and the whole daemon are killed at random moments
+(and the fleet is now and then stopped cleanly and started again).
 
 Afterwards, the databases alone must prove that nothing was lost: every task ended exactly
 once (or is still queued), every stream is gap-free and equal to what its agent printed (the
@@ -69,7 +70,7 @@ def _task_specs(rng: random.Random, copies: Path) -> list[dict[str, object]]:
 
 @dataclass
 class Chaos:
-    """Kills parts of the fleet at random moments; counts what it killed."""
+    """Kills parts of the fleet (or stops it) at random moments; counts what it did."""
 
     fleet: Fleet
     rng: random.Random
@@ -93,6 +94,12 @@ class Chaos:
             self.fleet.start()
             self.killed[victim] += 1
             return
+        if victim == "stop":  # a clean stop in the middle of the mess, then a new start
+            os.kill(self.fleet.pid, signal.SIGTERM)
+            assert self.fleet.wait_exit(90) == 0, self.fleet.log()[-3000:]
+            self.fleet.start()
+            self.killed[victim] += 1
+            return
         roles = [r for r in self.role_pids().items() if r[0].startswith(victim)]
         if roles:
             _, pid = self.rng.choice(roles)
@@ -106,6 +113,7 @@ def _plan(rng: random.Random) -> list[str]:
     daemon = max(2, TASKS // 80)
     plan = ["daemon"] * daemon + ["broker", "recorder"] * max(2, kills // 6)
     plan += ["worker"] * (kills - len(plan) + daemon)
+    plan += ["stop"] * max(1, TASKS // 100)
     rng.shuffle(plan)
     return plan
 

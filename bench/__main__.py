@@ -12,7 +12,7 @@ import importlib
 import sys
 import time
 
-from bench.common import Report, machine, say
+from bench.common import OUT_DIR, STATE_ROOT, Report, load, machine, say
 
 BENCHMARKS = {
     "dispatch": "bench.dispatch",
@@ -41,24 +41,38 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(
         f"agent-fleet benchmarks{' (quick)' if args.quick else ''}: {runs} runs each; "
-        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}",
+        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"state dirs under {STATE_ROOT}",
         flush=True,
     )
     reports: list[Report] = []
+    rendered: list[str] = []
     started = time.monotonic()
     for name in names:
         say(f"-- {name} ...")
         begun = time.monotonic()
+        before = load()
         module = importlib.import_module(BENCHMARKS[name])
         report: Report = module.run(args.quick, runs)
+        report.notes.append(f"machine before: {before}")
+        report.notes.append(f"machine after:  {load()}")
         reports.append(report)
-        print("\n" + report.render(), flush=True)
+        text = report.render()
+        print("\n" + text, flush=True)
+        rendered.append(text)
         say(f"-- {name} took {time.monotonic() - begun:.1f} s")
     missed = [(r.name, c.metric) for r in reports for c in r.missed]
     print(f"\n{len(reports)} benchmark(s) in {time.monotonic() - started:.0f} s; ", end="")
     print(
         "all targets met" if not missed else "missed: " + "; ".join(f"{n}: {c}" for n, c in missed)
     )
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {runs} runs; "
+        f"{info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
+        f"state dirs under {STATE_ROOT}"
+    )
+    (OUT_DIR / "last-run.txt").write_text("\n\n".join([header, *rendered]) + "\n")
     return 1 if missed else 0
 
 

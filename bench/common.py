@@ -29,6 +29,9 @@ from shared.models import TERMINAL_STATES, TaskSpec
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "bench" / "out"  # fleetd logs of the last run (git-ignored)
+# Where the fleets' state directories go: /tmp (the disk) unless BENCH_STATE_ROOT says otherwise
+# (e.g. /dev/shm, to see what the filesystem's metadata operations cost).
+STATE_ROOT = os.environ.get("BENCH_STATE_ROOT", "/tmp")
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -146,7 +149,7 @@ class BenchFleet:
     def __init__(self, workers: int, label: str) -> None:
         self.workers = workers
         self.label = label
-        self.root = Path(tempfile.mkdtemp(prefix="fb", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix="fb", dir=STATE_ROOT))
         self.state_dir = self.root / "s"
         self.env = clean_env()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -351,6 +354,68 @@ def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def load() -> str:
+    """The machine's load right now: load averages and CPU pressure (the host is shared)."""
+    text = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    with contextlib.suppress(OSError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
+        text += f", CPU pressure {some[1]} {some[2]}"
+    return text
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """utime + stime of one process so far, in seconds (0.0 if it is gone); with `children`,
+    that of its waited-for children instead (cutime + cstime: a worker's agents)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        first = 13 if children else 11
+        return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def fleet_pids(status: m.Status) -> list[tuple[str, int]]:
+    """(role, pid) of the supervisor and every child it reports."""
+    return [("supervisor", status.pid)] + [(p.role, p.pid) for p in status.processes]
+
+
+class CpuMeter:
+    """CPU seconds each fleetd process spends between `start()` and `stop()`."""
+
+    def __init__(self, procs: list[tuple[str, int]]) -> None:
+        self.procs = procs
+        self.before: dict[int, float] = {}
+        self.spent: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {pid: cpu_seconds(pid) for _, pid in self.procs}
+        self.agents_before = sum(cpu_seconds(pid, children=True) for _, pid in self._workers())
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per role, and under "agents" that of the agents the workers reaped."""
+        self.spent = {
+            role: cpu_seconds(pid) - self.before.get(pid, 0.0) for role, pid in self.procs
+        }
+        agents = sum(cpu_seconds(pid, children=True) for _, pid in self._workers())
+        self.spent["agents"] = agents - self.agents_before
+        return self.spent
+
+    def _workers(self) -> list[tuple[str, int]]:
+        return [(role, pid) for role, pid in self.procs if role.startswith("worker")]
+
+
+def cpu_text(spent: dict[str, float], per: float = 0.0, unit: str = "") -> str:
+    """`broker 1.20 s, recorder 0.40 s, ...` (roles that used < 10 ms left out)."""
+    items = sorted(spent.items(), key=lambda kv: -kv[1])
+    parts = []
+    for role, seconds in items:
+        if seconds < 0.01:
+            continue
+        each = f" ({seconds / per * 1e6:.0f} us/{unit})" if per else ""
+        parts.append(f"{role} {seconds:.2f} s{each}")
+    return ", ".join(parts) or "none"
 
 
 def machine() -> dict[str, str]:

@@ -2,10 +2,13 @@
 
 Baseline in the same run: `python -c pass` with the same interpreter (bare start-up), and
 `python -c "import fleetctl.app"` (start-up plus imports, no request) to split the cost.
+Also shown: the CPU time (user + system) each of those took, which a loaded shared machine
+inflates much less than the wall time.
 """
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
 import time
@@ -21,15 +24,20 @@ def run(quick: bool, runs: int) -> Report:
     count = 10 if quick else 20
     report = Report("status", f"`fleetctl status` wall time, {count} invocations per run")
     medians, p90s, bare, imports = [], [], [], []
+    cpu_status, cpu_bare, cpu_imports = [], [], []
     with fleet(2, "status") as f:
         ctl = [FLEETCTL, "--state-dir", str(f.state_dir), "status"]
         _wall(ctl, f.env)  # warm the page cache and __pycache__
         for index in range(runs):
-            samples = [_wall(ctl, f.env) for _ in range(count)]
-            bare.append(median([_wall([PYTHON, "-c", "pass"], f.env) for _ in range(count)]))
-            imports.append(
-                median([_wall([PYTHON, "-c", "import fleetctl.app"], f.env) for _ in range(count)])
-            )
+            runs_ = [_timed(ctl, f.env) for _ in range(count)]
+            samples = [w for w, _ in runs_]
+            cpu_status.append(median([c for _, c in runs_]))
+            runs_ = [_timed([PYTHON, "-c", "pass"], f.env) for _ in range(count)]
+            bare.append(median([w for w, _ in runs_]))
+            cpu_bare.append(median([c for _, c in runs_]))
+            runs_ = [_timed([PYTHON, "-c", "import fleetctl.app"], f.env) for _ in range(count)]
+            imports.append(median([w for w, _ in runs_]))
+            cpu_imports.append(median([c for _, c in runs_]))
             medians.append(median(samples))
             p90s.append(percentile(samples, 90))
             say(f"  status run {index + 1}: median {medians[-1]:.1f} ms, p90 {p90s[-1]:.1f} ms")
@@ -50,6 +58,11 @@ def run(quick: bool, runs: int) -> Report:
     report.check(
         "python -c 'import fleetctl.app'", median(imports), "ms", "", None, imports, digits=1
     )
+    report.check("fleetctl status CPU time", median(cpu_status), "ms", "", None, cpu_status, 1)
+    report.check("python -c pass CPU time", median(cpu_bare), "ms", "", None, cpu_bare, 1)
+    report.check(
+        "import fleetctl.app CPU time", median(cpu_imports), "ms", "", None, cpu_imports, 1
+    )
     report.notes.append(
         f"ratio status / bare python: {fmt(med / median(bare))}x; imports account for "
         f"{fmt(median(imports) - median(bare), 1)} ms, the request and output for "
@@ -59,10 +72,18 @@ def run(quick: bool, runs: int) -> Report:
 
 
 def _wall(argv: list[str], env: dict[str, str]) -> float:
+    return _timed(argv, env)[0]
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one run of `argv`."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True)
     elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime) * 1000
     if result.returncode != 0:
         sys.stderr.write(result.stderr.decode(errors="replace"))
         raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}")
-    return elapsed
+    return elapsed, cpu

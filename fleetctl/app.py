@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fleetctl import daemon, events, tasks
+from fleetctl import daemon, events, tasks, workspaces
 from fleetctl.common import Session
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(tasks.app)
 app.add_typer(events.app)
+app.add_typer(workspaces.app)
 app.add_typer(daemon.app)
 
 

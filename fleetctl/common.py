@@ -99,6 +99,7 @@ def task_json(task: TaskView, with_executions: bool) -> dict[str, Any]:
         "enqueued_at": rfc3339(task.enqueued_at),
         "started_at": rfc3339(task.started_at),
         "finished_at": rfc3339(task.finished_at),
+        "not_before": rfc3339(task.not_before),
     }
     if with_executions:
         out["executions"] = [

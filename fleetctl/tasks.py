@@ -1,4 +1,4 @@
-"""Task commands: enqueue, list, show, cancel."""
+"""Task commands: enqueue, list, show, cancel, retry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from fleetctl import show as render
 from fleetctl.common import (
     EXIT_USAGE,
     JsonOption,
@@ -39,7 +40,19 @@ def enqueue(
     agent: Annotated[
         str | None, typer.Option(help="codex or command (default: command if ARGV given)")
     ] = None,
-    cwd: Annotated[Path | None, typer.Option(help="working directory of the agent")] = None,
+    cwd: Annotated[
+        Path | None, typer.Option(help="working directory of the agent (default: a fresh one)")
+    ] = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            help="git repository (path or URL): the task runs in its own worktree on branch "
+            "fleet/<task-id>, and its changes are committed there"
+        ),
+    ] = None,
+    ref: Annotated[
+        str | None, typer.Option(help="with --repo: where the branch starts (default: HEAD)")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="model name (codex)")] = None,
     sandbox: Annotated[
         str | None,
@@ -54,6 +67,10 @@ def enqueue(
     ] = None,
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="wall-clock limit in seconds")
+    ] = None,
+    idle_timeout: Annotated[
+        float | None,
+        typer.Option("--idle-timeout", help="end the agent after this many seconds without output"),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="attempts before failing")] = None,
     key: Annotated[
@@ -82,8 +99,11 @@ def enqueue(
             agent=_agent(agent, argv),
             argv=list(argv or []),
             cwd=str(cwd.resolve()) if cwd else None,
+            repo=_repo(repo),
+            ref=ref,
             model=model,
             timeout=timeout,
+            idle_timeout=idle_timeout,
             max_attempts=max_attempts,
             key=key,
             labels=labels,
@@ -103,6 +123,13 @@ def enqueue(
     else:
         for task_id in reply.ids:
             typer.echo(task_id)
+
+
+def _repo(repo: str | None) -> str | None:
+    """A local repository as an absolute path (the daemon may run elsewhere); URLs as given."""
+    if repo is None or "://" in repo or (":" in repo and not Path(repo).exists()):
+        return repo
+    return str(Path(repo).expanduser().resolve())
 
 
 def _agent(agent: str | None, argv: list[str] | None) -> Any:
@@ -155,6 +182,8 @@ def _task_line(line: str, number: int) -> TaskSpec:
         raw["agent"] = "command" if raw.get("argv") else "codex"
     if raw.get("cwd"):
         raw["cwd"] = str(Path(raw["cwd"]).resolve())
+    if isinstance(raw.get("repo"), str):
+        raw["repo"] = _repo(raw["repo"])
     try:
         return msgspec.convert(raw, TaskSpec)
     except msgspec.ValidationError as exc:
@@ -206,34 +235,8 @@ def show(
     if json_out:
         print_json(task_json(view, with_executions=True))
         return
-    spec = view.spec
-    fields: list[tuple[str, Any]] = [
-        ("task", view.id),
-        ("state", view.state),
-        ("agent", spec.agent),
-        ("prompt", one_line(spec.prompt, 200)),
-        ("argv", " ".join(spec.argv) if spec.argv else None),
-        ("cwd", spec.cwd),
-        ("model", spec.model),
-        ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items()) or None),
-        ("attempts", view.attempts),
-        ("enqueued", short_time(view.enqueued_at)),
-        ("started", short_time(view.started_at)),
-        ("finished", short_time(view.finished_at)),
-    ]
-    result = view.result
-    if result is not None:
-        fields += [
-            ("exit code", result.exit_code if result.signal is None else f"signal {result.signal}"),
-            ("final message", result.final_message),
-            ("error", result.error),
-            ("reason", result.reason),
-            ("tokens", f"{result.usage.input_tokens} in, {result.usage.output_tokens} out"),
-            ("duration", f"{result.duration_s:.3f} s"),
-        ]
-    for name, value in fields:
-        if value is not None:
-            typer.echo(f"{name + ':':<15}{value}")
+    for line in render.field_lines(render.task_fields(view)):
+        typer.echo(line)
     if view.executions:
         typer.echo("")
         rows = [
@@ -243,12 +246,16 @@ def show(
                 e.worker,
                 e.outcome,
                 short_time(e.started_at),
-                e.result.exit_code if e.result else None,
-                one_line((e.result.error or e.result.reason) if e.result else None, 50),
+                render.exit_words(e.result) if e.result else None,
+                one_line(e.result.failure_class or e.result.error or e.result.reason, 30)
+                if e.result
+                else None,
             )
             for e in view.executions
         ]
         print_table(("EXECUTION", "ATTEMPT", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"), rows)
+        for line in render.execution_lines(view):
+            typer.echo(line)
 
 
 @app.command()
@@ -268,3 +275,28 @@ def cancel(
         typer.echo(f"task {reply.task}: cancelled")
     else:
         fail(f"task {reply.task} is already {reply.state}; nothing to cancel")
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    task: Annotated[int, typer.Argument(help="task id")],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="continue the Codex thread of its last attempt (codex exec resume), "
+            "in the same worktree",
+        ),
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """Run a finished task again: one more attempt, from scratch or (--resume) where it stopped."""
+    reply = session(ctx).ask(m.RetryTask(task=task, resume=resume))
+    assert isinstance(reply, m.Retried)
+    if json_out:
+        print_json({"id": reply.task, "state": reply.state, "resume": reply.resume})
+    elif reply.resume:
+        typer.echo(f"task {reply.task}: queued again; it resumes its last Codex thread")
+    else:
+        typer.echo(f"task {reply.task}: queued again")

@@ -11,6 +11,7 @@ from loguru import logger
 
 from fleetd.process import child_start
 from fleetd.queue import Claim, Closed, QueueStore
+from fleetd.requeue import Backoff
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, now_us, spec_problem
@@ -41,6 +42,7 @@ class Broker:
         self.workers: dict[str, WorkerView] = {}
         self.maybe_claimable = True
         self.next_lease_check = 0
+        self.wake_at = float("inf")  # when a task waiting out a retry backoff becomes claimable
 
     # --- timers --------------------------------------------------------------------------
 
@@ -50,6 +52,9 @@ class Broker:
             self.next_lease_check = now + LEASE_CHECK_INTERVAL_US
             self._log_closed(self.store.lose_expired(now))
             self.maybe_claimable = True  # also wakes tasks whose not_before has passed
+        if now >= self.wake_at:
+            self.maybe_claimable = True
+            self.wake_at = float("inf")
         return self.dispatch(now)
 
     def dispatch(self, now: int) -> list[Outgoing]:
@@ -58,7 +63,7 @@ class Broker:
             worker = next(iter(self.waiting))
             claim = self.store.claim(worker, now, self.lease_us)
             if claim is None:
-                self.maybe_claimable = False
+                self._nothing_claimable()
                 break
             del self.waiting[worker]
             out.append(self._assign(worker, claim, now))
@@ -79,8 +84,15 @@ class Broker:
             attempt=claim.attempt,
             spec=claim.spec,
             lease_expires_at=claim.lease_expires_at,
+            resume=claim.resume,
         )
         return Outgoing(worker.encode(), b"", message)
+
+    def _nothing_claimable(self) -> None:
+        """No task can be claimed now: sleep until the earliest retry is due, if any."""
+        self.maybe_claimable = False
+        due = self.store.next_claimable_at()
+        self.wake_at = float("inf") if due is None else due
 
     def undeliverable(self, outgoing: Outgoing, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
@@ -130,6 +142,7 @@ class Broker:
             m.ListTasks: self._on_list,
             m.ShowTask: self._on_show,
             m.CancelTask: self._on_cancel,
+            m.RetryTask: self._on_retry,
             m.ListWorkers: self._on_workers,
             m.WorkerGone: self._on_worker_gone,
             m.SetDispatch: self._on_set_dispatch,
@@ -191,7 +204,7 @@ class Broker:
             out.append(self._assign(worker, claim, now))
         elif msg.outcome != "interrupted":
             if claim_for is not None:
-                self.maybe_claimable = False
+                self._nothing_claimable()
             self._set_idle(worker, pid, now)
             out.extend(self.dispatch(now))
         return out
@@ -228,6 +241,16 @@ class Broker:
         if execution is not None and worker is not None:
             out.append(Outgoing(worker.encode(), b"", m.CancelExecution(execution=execution)))
         return out
+
+    def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[Outgoing]:
+        retried = self.store.retry(msg.task, msg.resume, now)
+        if retried is None:
+            return [Outgoing(peer, ref, _no_such_task(msg.task))]
+        if retried.refused is not None:
+            return [Outgoing(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
+        self.maybe_claimable = True
+        reply = m.Retried(task=msg.task, state="queued", resume=retried.resume is not None)
+        return [Outgoing(peer, ref, reply), *self.dispatch(now)]
 
     def _on_workers(self, peer: bytes, ref: bytes, msg: m.ListWorkers, now: int) -> list[Outgoing]:
         return [Outgoing(peer, ref, m.WorkerList(workers=self._worker_list()))]
@@ -278,7 +301,8 @@ def run(config: FleetConfig, recover: bool) -> None:
     """The broker process's entry point (started by the supervisor)."""
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
-    store = QueueStore.open(paths.queue_db, config.queue.max_attempts)
+    backoff = Backoff(config.queue.retry_backoff_seconds, config.queue.retry_backoff_max)
+    store = QueueStore.open(paths.queue_db, config.queue.max_attempts, backoff)
     broker = Broker(store, config)
     if recover:
         closed = store.lose_all_running("fleetd stopped without ending this run", now_us())

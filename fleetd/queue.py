@@ -14,8 +14,11 @@ import apsw
 import msgspec
 
 from fleetd.db import immediate, open_database
+from fleetd.requeue import Backoff, no_thread, not_resumable, retry_refusal, task_state_after
 from shared.models import (
+    TERMINAL_STATES,
     ExecutionView,
+    ResumeFrom,
     RunResult,
     TaskSpec,
     TaskView,
@@ -56,13 +59,17 @@ MIGRATIONS = [
     CREATE INDEX executions_task ON executions (task_id, id);
     CREATE INDEX executions_outcome ON executions (outcome, lease_expires_at);
     """,
+    # v2: `fleetctl retry --resume` names the execution whose Codex thread the next runs continue.
+    """
+    ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
+    """,
 ]
 
 _json_encode = msgspec.json.Encoder().encode
 _decode_spec = msgspec.json.Decoder(TaskSpec).decode
 _decode_result = msgspec.json.Decoder(RunResult).decode
 
-TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result"
+TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
 EXECUTION_COLUMNS = (
     "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
 )
@@ -77,6 +84,7 @@ class Claim:
     attempt: int
     spec: TaskSpec
     lease_expires_at: int
+    resume: ResumeFrom | None = None
 
 
 @dataclass(frozen=True)
@@ -89,16 +97,30 @@ class Closed:
     task_state: str
 
 
+@dataclass(frozen=True)
+class Retried:
+    """What `retry` did: the task queued again (and what it resumes), or why it refused."""
+
+    state: str | None = None
+    resume: ResumeFrom | None = None
+    refused: str | None = None
+
+
 class QueueStore:
     """Tasks and their executions; the only writer of `queue.db`."""
 
-    def __init__(self, conn: apsw.Connection, default_max_attempts: int) -> None:
+    def __init__(
+        self, conn: apsw.Connection, default_max_attempts: int, backoff: Backoff | None = None
+    ) -> None:
         self.conn = conn
         self.default_max_attempts = default_max_attempts
+        self.backoff = backoff or Backoff()
 
     @classmethod
-    def open(cls, path: Path, default_max_attempts: int) -> QueueStore:
-        return cls(open_database(path, MIGRATIONS), default_max_attempts)
+    def open(
+        cls, path: Path, default_max_attempts: int, backoff: Backoff | None = None
+    ) -> QueueStore:
+        return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff)
 
     def close(self) -> None:
         self.conn.close()
@@ -139,17 +161,17 @@ class QueueStore:
         self, conn: apsw.Connection, worker: str, now: int, lease_us: int
     ) -> Claim | None:
         row = conn.execute(
-            "SELECT id, spec, executions FROM tasks WHERE state = 'queued' AND not_before <= ?"
-            " ORDER BY priority DESC, id LIMIT 1",
+            "SELECT id, spec, executions, resume_from FROM tasks"
+            " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id LIMIT 1",
             (now,),
         ).fetchone()
         if row is None:
             return None
-        task_id, spec_json, executions = row
+        task_id, spec_json, executions, resume_from = row
         attempt = executions + 1
         conn.execute(
             "UPDATE tasks SET state = 'running', attempts = attempts + 1, executions = ?,"
-            " started_at = COALESCE(started_at, ?) WHERE id = ?",
+            " not_before = 0, started_at = COALESCE(started_at, ?) WHERE id = ?",
             (attempt, now, task_id),
         )
         conn.execute(
@@ -163,6 +185,7 @@ class QueueStore:
             attempt=attempt,
             spec=_decode_spec(spec_json),
             lease_expires_at=now + lease_us,
+            resume=_resume_of(conn, resume_from) if resume_from is not None else None,
         )
 
     def renew(self, execution: int, worker: str, now: int, lease_us: int) -> bool:
@@ -224,12 +247,16 @@ class QueueStore:
             " lease_expires_at = NULL WHERE id = ?",
             (outcome, now, result_json, execution),
         )
-        state = _task_state_after(outcome, attempts, max_attempts, bool(cancel_requested))
+        transient = result.failure_class == "transient"
+        state = task_state_after(outcome, attempts, max_attempts, bool(cancel_requested), transient)
         if state == "queued":
             # An interrupted run (fleet stopped) does not spend an attempt.
             spent = attempts - 1 if outcome == "interrupted" else attempts
+            # A transient failure waits out a backoff; other returns are claimable at once.
+            not_before = now + self.backoff.delay_us(attempts) if outcome == "failed" else 0
             conn.execute(
-                "UPDATE tasks SET state = 'queued', attempts = ? WHERE id = ?", (spent, task_id)
+                "UPDATE tasks SET state = 'queued', attempts = ?, not_before = ? WHERE id = ?",
+                (spent, not_before, task_id),
             )
         else:
             conn.execute(
@@ -295,7 +322,40 @@ class QueueStore:
             ).fetchone()
             return "running", running[0] if running else None, running[1] if running else None
 
+    def retry(self, task: int, resume: bool, now: int) -> Retried | None:
+        """Queue a finished task again with one more attempt; None for an unknown task.
+
+        With `resume`, its next attempts continue the Codex thread of its latest execution
+        that started one; without, they start afresh.
+        """
+        with immediate(self.conn) as conn:
+            row = conn.execute("SELECT state, spec FROM tasks WHERE id = ?", (task,)).fetchone()
+            if row is None:
+                return None
+            state, spec_json = row
+            if state not in TERMINAL_STATES:
+                return Retried(refused=retry_refusal(task, state))
+            source = None
+            if resume:
+                source, problem = _resume_source(conn, task, _decode_spec(spec_json))
+                if problem is not None:
+                    return Retried(refused=problem)
+            conn.execute(
+                "UPDATE tasks SET state = 'queued', not_before = 0, cancel_requested = 0,"
+                " finished_at = NULL, result = NULL, resume_from = ?,"
+                " max_attempts = CASE WHEN max_attempts > attempts"
+                " THEN max_attempts ELSE attempts + 1 END WHERE id = ?",
+                (source.execution if source else None, task),
+            )
+        return Retried(state="queued", resume=source)
+
     # --- reads -------------------------------------------------------------------------------
+
+    def next_claimable_at(self) -> int | None:
+        """When the first queued task may be claimed (a retry's `not_before`); None if none."""
+        return self.conn.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued'"
+        ).fetchone()[0]
 
     def has_claimable(self, now: int) -> bool:
         row = self.conn.execute(
@@ -348,22 +408,39 @@ class QueueStore:
         return [_task_view(row) for row in rows]
 
 
-def _task_state_after(
-    outcome: str, attempts: int, max_attempts: int, cancel_requested: bool
-) -> str:
-    """Where a task goes when one of its executions closes."""
-    if outcome in ("succeeded", "failed", "cancelled", "timed_out"):
-        return outcome
-    if cancel_requested:
-        return "cancelled"
-    if outcome == "interrupted":
-        return "queued"
-    # lost: at-least-once delivery, within the attempt budget.
-    return "queued" if attempts < max_attempts else "failed"
+def _resume_source(
+    conn: apsw.Connection, task: int, spec: TaskSpec
+) -> tuple[ResumeFrom | None, str | None]:
+    """The latest execution of a task that started a Codex thread, or why there is none."""
+    if spec.agent != "codex":
+        return None, not_resumable(task, spec.agent)
+    rows = conn.execute(
+        "SELECT id FROM executions WHERE task_id = ? AND result IS NOT NULL ORDER BY id DESC",
+        (task,),
+    ).fetchall()
+    for (execution,) in rows:
+        source = _resume_of(conn, execution)
+        if source is not None:
+            return source, None
+    return None, no_thread(task)
+
+
+def _resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
+    """What continuing an execution's Codex thread needs, or None if it started no thread."""
+    row = conn.execute("SELECT result FROM executions WHERE id = ?", (execution,)).fetchone()
+    result = _decode_result(row[0]) if row and row[0] else None
+    if result is None or result.thread_id is None:
+        return None
+    return ResumeFrom(
+        execution=execution,
+        thread_id=result.thread_id,
+        workspace=result.workspace.path if result.workspace else None,
+        session_file=result.session_file,
+    )
 
 
 def _task_view(row: tuple) -> TaskView:
-    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result = row
+    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before = row
     return TaskView(
         id=task_id,
         state=state,
@@ -373,6 +450,7 @@ def _task_view(row: tuple) -> TaskView:
         started_at=started_at,
         finished_at=finished_at,
         result=_decode_result(result) if result else None,
+        not_before=not_before if state == "queued" and not_before else None,
     )
 
 

@@ -10,9 +10,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from fleetd.agentproc import AgentRegistry, signal_group, spawn
 from fleetd.agents.base import AgentCommand, RunSummary
+from fleetd.agents.failures import classify_result
 from fleetd.lines import LineSplitter, Redactor, classify
 from fleetd.spool import SpoolWriter
 from shared import messages as m
@@ -29,6 +31,8 @@ class Limits:
     """Monotonic deadlines of a run; None when not armed."""
 
     timeout_at: float
+    idle_seconds: float = float("inf")
+    last_output: float = 0.0
     kill_at: float | None = None
     drain_until: float | None = None
 
@@ -50,6 +54,7 @@ class Run:
     started_mono: float = 0.0
     started_at: int = 0
     end_reason: str | None = None
+    timeout_kind: Literal["wall", "idle"] | None = None
     error: str | None = None
     spool_failed: bool = False
     limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
@@ -64,11 +69,13 @@ class Run:
 
     # --- life ------------------------------------------------------------------------------
 
-    def start(self, command: AgentCommand, timeout: float) -> None:
+    def start(self, command: AgentCommand, timeout: float, idle_timeout: float) -> None:
         """Spawn the agent; a failure to start ends the run at once with the reason."""
         self.started_mono = time.monotonic()
         self.started_at = now_us()
         self.limits.timeout_at = self.started_mono + timeout
+        self.limits.idle_seconds = idle_timeout
+        self.limits.last_output = self.started_mono
         try:
             self.proc = spawn(command)
         except OSError as exc:
@@ -108,6 +115,8 @@ class Run:
         if fd == self.pidfd:
             self._leader_exited(now)
             return []
+        # Any output, stderr included, shows the agent is not hung.
+        self.limits.last_output = now
         stdout = self.proc.stdout
         if stdout is not None and not stdout.closed and fd == stdout.fileno():
             return self._read_stdout()
@@ -117,6 +126,10 @@ class Run:
     def on_timer(self, now: float) -> None:
         limits = self.limits
         if self.end_reason is None and now >= limits.timeout_at:
+            self.timeout_kind = "wall"
+            self.end("timed_out", now)
+        if self.end_reason is None and now >= limits.last_output + limits.idle_seconds:
+            self.timeout_kind = "idle"
             self.end("timed_out", now)
         if limits.kill_at is not None and now >= limits.kill_at and self.proc is not None:
             signal_group(self.proc.pid, signal.SIGKILL)
@@ -126,7 +139,11 @@ class Run:
 
     def next_deadline(self) -> float:
         limits = self.limits
-        candidates = [limits.timeout_at if self.end_reason is None else float("inf")]
+        running = self.end_reason is None
+        candidates = [
+            limits.timeout_at if running else float("inf"),
+            limits.last_output + limits.idle_seconds if running else float("inf"),
+        ]
         candidates += [t for t in (limits.kill_at, limits.drain_until) if t is not None]
         return min(candidates)
 
@@ -242,10 +259,15 @@ class Run:
     def _outcome(self, result: RunResult) -> str:
         if self.error is not None:
             result.error = self.error
+            if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full
+                result.failure_class, result.reason = "permanent", self.error
+            else:
+                classify_result(result, self.summary, self.stderr_tail, self.error)
             return "failed"
         if self.end_reason is not None:
+            result.timeout_kind = self.timeout_kind
             result.reason = {
-                "timed_out": "wall-clock timeout reached",
+                "timed_out": self._timeout_reason(),
                 "cancelled": "cancelled by request",
                 "interrupted": "fleet stopping; task put back in the queue",
             }.get(self.end_reason, self.end_reason)
@@ -259,7 +281,15 @@ class Run:
                 else (f"signal {result.signal}")
             )
             result.error = f"agent exited with {how}"
+        classify_result(result, self.summary, self.stderr_tail, None)
         return "failed"
+
+    def _timeout_reason(self) -> str:
+        limits = self.limits
+        if self.timeout_kind == "idle":
+            return f"idle timeout: no output for {limits.idle_seconds:g} s"
+        wall = limits.timeout_at - self.started_mono
+        return f"wall-clock timeout reached ({wall:g} s)"
 
     def _cleanup(self) -> None:
         if self.stderr_file >= 0:

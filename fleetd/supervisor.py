@@ -15,13 +15,16 @@ from pathlib import Path
 import zmq
 from loguru import logger
 
-from fleetd import broker, recorder, worker
+from fleetd import broker, recorder, worker_main
 from fleetd.agentproc import AgentRegistry
+from fleetd.background import BackgroundJob
 from fleetd.children import Child, Children, CrashLoop
+from fleetd.codexhome import MISSING_CREDENTIAL, PrivateHomes, find_credential
 from fleetd.control import open_control_socket
 from fleetd.notify import Notifier
 from fleetd.process import ShutdownSignal, become_subreaper, set_title
 from fleetd.reaper import reap_orphans
+from fleetd.workspace_gc import WorkspaceCollector, diff_reply
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.errors import StateDirError
@@ -31,8 +34,16 @@ TICK_SECONDS = 0.2
 FORWARD_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 ORPHAN_SCAN_SECONDS = 1.0
+RETENTION_CHECK_SECONDS = 600.0
 DRAIN_POLL_SECONDS = 0.2
-FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.ListWorkers)
+FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.RetryTask, m.ListWorkers)
+# Built once: building a codec costs 12-30 us, and every control request used four.
+_CONTROL_REQUESTS = m.control_request_codec()
+_CONTROL_REPLIES = m.control_reply_codec()
+_BROKER_REQUESTS = m.broker_request_codec()
+_BROKER_REPLIES = m.broker_reply_codec()
+_RECORDER_REQUESTS = m.recorder_request_codec()
+_RECORDER_REPLIES = m.recorder_reply_codec()
 
 
 @dataclass
@@ -79,6 +90,9 @@ class Supervisor:
         self.ready = False
         self.dispatching = True
         self.warnings: list[str] = []
+        self.gc = WorkspaceCollector(config, env)
+        self.gc_job = BackgroundJob("workspace-gc")
+        self.gc_client: bytes | None = None
         self.children = Children(
             config.supervisor.restart_backoff_max,
             config.supervisor.crash_loop_restarts,
@@ -97,6 +111,9 @@ class Supervisor:
         ended = AgentRegistry(self.paths.agents_dir).end_leftovers()
         if ended:
             logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)
+        PrivateHomes.remove_all_under(self.paths.codex_homes_dir)
+        if not self._codex_credential():
+            logger.warning("{}", MISSING_CREDENTIAL)
         self._define_children()
         self.children.start_all()
         self.context = zmq.Context()
@@ -117,12 +134,12 @@ class Supervisor:
 
     def _define_children(self) -> None:
         config = self.config
-        self.children.preload(["fleetd.broker", "fleetd.recorder", "fleetd.worker"])
+        self.children.preload(["fleetd.broker", "fleetd.recorder", "fleetd.worker_main"])
         self.children.add(Child("broker", broker.run, lambda first: (config, first)))
         self.children.add(Child("recorder", recorder.run, lambda first: (config,)))
         for index in range(1, config.workers + 1):
             self.children.add(
-                Child(f"worker {index}", worker.run, lambda first, i=index: (config, i))
+                Child(f"worker {index}", worker_main.run, lambda first, i=index: (config, i))
             )
 
     def _dealer(self, endpoint: str) -> zmq.Socket:
@@ -141,8 +158,10 @@ class Supervisor:
         for sock in (self.control, self.broker, self.recorder):
             poller.register(sock, zmq.POLLIN)
         poller.register(self.shutdown.fd, zmq.POLLIN)
+        poller.register(self.gc_job.fd, zmq.POLLIN)
         registered: set[int] = set()
         next_orphan_scan = next_watchdog = next_drain_poll = 0.0
+        next_retention = time.monotonic() + RETENTION_CHECK_SECONDS
         while self.phase != "done":
             sentinels = self.children.sentinels()
             for fd in registered - sentinels.keys():
@@ -161,9 +180,15 @@ class Supervisor:
             if self.control in events:
                 self._serve_control()
             if self.broker in events:
-                self._on_replies(self.broker, m.broker_reply_codec())
+                self._on_replies(self.broker, _BROKER_REPLIES)
             if self.recorder in events:
-                self._on_replies(self.recorder, m.recorder_reply_codec())
+                self._on_replies(self.recorder, _RECORDER_REPLIES)
+            if self.gc_job.fd in events:
+                self._on_workspaces_collected()
+            if now >= next_retention and self.phase == "running":
+                next_retention = now + RETENTION_CHECK_SECONDS
+                hours = self.config.workspace.retention_hours
+                self._collect_workspaces(None, m.CollectWorkspaces(older_than_hours=hours))
             self._restart_due(now)
             self._expire_forwards(now)
             if now >= next_orphan_scan:
@@ -208,7 +233,7 @@ class Supervisor:
     # --- control requests ----------------------------------------------------------------------
 
     def _serve_control(self) -> None:
-        codec = m.control_request_codec()
+        codec = _CONTROL_REQUESTS
         for _ in range(1000):
             try:
                 frames = self.control.recv_multipart(zmq.NOBLOCK)
@@ -226,12 +251,35 @@ class Supervisor:
                 continue
             self._dispatch(client, request)
 
+    def _codex_credential(self) -> bool:
+        """Whether a Codex run would find a credential; the warning follows the answer."""
+        found = find_credential(
+            self.env, self.config.worker.env_allow, self.config.codex.provider_env_key
+        )
+        if found is None and MISSING_CREDENTIAL not in self.warnings:
+            self.warnings.append(MISSING_CREDENTIAL)
+        elif found is not None and MISSING_CREDENTIAL in self.warnings:
+            self.warnings.remove(MISSING_CREDENTIAL)  # e.g. `codex login` since start
+        return found is not None
+
     def _dispatch(self, client: bytes, request: m.Message) -> None:
         match request:
+            case m.Enqueue(tasks=tasks) if any(t.agent == "codex" for t in tasks) and (
+                not self._codex_credential()
+            ):
+                self._reply(client, m.ErrorReply(code="unavailable", message=MISSING_CREDENTIAL))
             case m.Enqueue() | m.ListTasks() | m.ShowTask() | m.CancelTask() | m.ListWorkers():
                 self._ask_broker(request, client, None)
+            case m.RetryTask():
+                self._ask_broker(request, client, None)
             case m.GetEvents():
-                self._ask(self.recorder, m.recorder_request_codec(), request, client, None)
+                self._ask(self.recorder, _RECORDER_REQUESTS, request, client, None)
+            case m.GetDiff():
+                self._ask_broker(
+                    m.ShowTask(task=request.task), client, lambda reply: diff_reply(request, reply)
+                )
+            case m.CollectWorkspaces():
+                self._collect_workspaces(client, request)
             case m.GetStatus():
                 self._ask_broker(m.GetCounts(), client, self._status_from_counts)
             case m.Drain():
@@ -243,9 +291,7 @@ class Supervisor:
 
     def _reply(self, client: bytes, message: m.Message) -> None:
         with contextlib.suppress(zmq.ZMQError):
-            self.control.send_multipart(
-                [client, m.control_reply_codec().encode(message)], zmq.NOBLOCK
-            )
+            self.control.send_multipart([client, _CONTROL_REPLIES.encode(message)], zmq.NOBLOCK)
 
     def _ask_broker(
         self,
@@ -253,7 +299,7 @@ class Supervisor:
         client: bytes | None,
         then: Callable[[m.Message], m.Message | None] | None,
     ) -> None:
-        self._ask(self.broker, m.broker_request_codec(), request, client, then)
+        self._ask(self.broker, _BROKER_REQUESTS, request, client, then)
 
     def _ask(
         self,
@@ -297,6 +343,40 @@ class Supervisor:
             forward = self.pending.pop(ref)
             if forward.client is not None:
                 self._reply(forward.client, _unavailable())
+
+    # --- workspace garbage collection ------------------------------------------------------
+
+    def _collect_workspaces(self, client: bytes | None, request: m.CollectWorkspaces) -> None:
+        if self.gc_job.busy:
+            if client is not None:
+                busy = m.ErrorReply(code="conflict", message="a gc is running; try again shortly")
+                self._reply(client, busy)
+            return
+
+        def remove_finished(reply: m.Message) -> m.Message | None:
+            if not isinstance(reply, m.TaskList):
+                return reply
+            tasks = self.gc.eligible(reply.tasks, request.older_than_hours)
+            if self.gc_job.busy:
+                return m.ErrorReply(code="conflict", message="a gc is running; try again shortly")
+            self.gc_client = client
+            self.gc_job.submit(self.gc.remove, tasks)
+            return None  # answered when the removal ends
+
+        self._ask_broker(m.ListTasks(limit=self.gc.TASK_LIMIT), client, remove_finished)
+
+    def _on_workspaces_collected(self) -> None:
+        future = self.gc_job.take()
+        if future is None:
+            return
+        try:
+            reply: m.Message = future.result()
+        except Exception:
+            logger.exception("workspace gc failed")
+            reply = m.ErrorReply(code="internal", message="workspace gc failed; see the fleetd log")
+        if self.gc_client is not None:
+            self._reply(self.gc_client, reply)
+        self.gc_client = None
 
     def _status_from_counts(self, reply: m.Message) -> m.Message:
         if not isinstance(reply, m.QueueCounts):
@@ -383,6 +463,8 @@ class Supervisor:
     # --- end ---------------------------------------------------------------------------------
 
     def close(self) -> None:
+        self.gc.abort()
+        self.gc_job.close()
         self.children.stop_helpers()
         reap_orphans(set())
         for sock in (self.control, self.broker, self.recorder):

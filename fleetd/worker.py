@@ -1,7 +1,9 @@
-"""The worker process: takes one task at a time from the broker, runs its agent, reports back.
+"""The worker: takes one task at a time from the broker, runs its agent, reports back.
 
-A run's life: Assign -> agent running (events to the spool and the recorder) -> agent done ->
-StreamEnd, wait for StreamSealed (bounded) -> Finished, resent until FinishAck -> idle.
+A run's life: Assign -> [a repository task's worktree prepared on a helper thread] -> agent
+running (events to the spool and the recorder) -> agent done -> [its work committed on the
+helper thread] -> StreamEnd, wait for StreamSealed (bounded) -> Finished, resent until
+FinishAck -> idle.
 A Finished that is acknowledged also tells the broker this worker is free.
 """
 
@@ -11,7 +13,9 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import zmq
 from loguru import logger
@@ -20,22 +24,19 @@ from fleetd.agentproc import AgentRegistry
 from fleetd.agents.base import Adapter
 from fleetd.agents.codex import CodexAdapter
 from fleetd.agents.command import CommandAdapter
+from fleetd.background import BackgroundJob, TaskLock, hook_event
+from fleetd.codexhome import PrivateHomes, host_codex_home
 from fleetd.lines import Redactor
-from fleetd.process import ShutdownSignal, child_start
 from fleetd.run import Run
 from fleetd.spool import SpoolWriter
+from fleetd.workspace import HookRun, Prepared, WorkspaceError, Workspaces, commit_message
 from shared import messages as m
-from shared.config import FleetConfig
+from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
-from shared.models import RunResult, TaskSpec
+from shared.models import RunResult, TaskSpec, WorkspaceResult
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
-
-
-def agent_environment(config: FleetConfig, host: Mapping[str, str]) -> dict[str, str]:
-    """The agent's environment: only the allow-listed host variables."""
-    return {name: host[name] for name in config.worker.env_allow if name in host}
 
 
 class Worker:
@@ -59,13 +60,24 @@ class Worker:
         secrets = [host_env[n] for n in config.worker.secret_env if host_env.get(n)]
         self.redactor = Redactor(secrets)
         self.registry = AgentRegistry(self.paths.agents_dir)
+        self.codex_homes = PrivateHomes(
+            self.paths.codex_homes_dir,
+            self.paths.sessions_dir,
+            host_codex_home(host_env),
+            lambda line: self.redactor.mask(line)[0],
+        )
         self.adapters: dict[str, Adapter] = {
             "codex": CodexAdapter(config.codex),
             "command": CommandAdapter(),
         }
+        self.workspaces = Workspaces(self.paths, config.workspace, self.env)
+        self.job = BackgroundJob(f"{worker_id}-workspace")
+        self.prepared: Prepared | None = None
+        self.task_lock: TaskLock | None = None
+        self.unsealed: tuple[str, RunResult] | None = None  # outcome, result while collecting
         self.broker_codec = m.broker_request_codec()
         self.run: Run | None = None
-        self.phase = "idle"  # idle | running | sealing | reporting
+        self.phase = "idle"  # idle | preparing | running | collecting | sealing | reporting
         self.finished: m.Finished | None = None
         self.phase_deadline = float("inf")
         self.next_heartbeat = 0.0
@@ -104,7 +116,7 @@ class Worker:
             case m.CancelExecution(execution=execution):
                 if self.run is not None and self.run.assign.execution == execution:
                     logger.info("cancelling execution {}", execution)
-                    self.run.end("cancelled", now)
+                    self._end_run("cancelled", now)
             case m.FinishAck(execution=execution):
                 if self.finished is not None and self.finished.execution == execution:
                     self._become_idle()
@@ -136,20 +148,87 @@ class Worker:
         if self.stopping:
             run.end("interrupted", now)
             return
+        if assign.spec.repo is not None:
+            self.phase = "preparing"
+            self.task_lock = TaskLock(self.paths.workspaces_dir, assign.task)
+            self.job.submit(self._prepare_workspace, assign, self.task_lock)
+            return
         try:
-            command = self.adapters[assign.spec.agent].command(
-                assign.spec, self._workdir(assign), dict(self.env)
-            )
+            workdir = self._workdir(assign)
         except FleetError as exc:
             run.error = str(exc)
             return
-        run.start(command, assign.spec.timeout or self.config.worker.timeout_seconds)
+        self._start_agent(run, workdir)
+
+    def _prepare_workspace(self, assign: m.Assign, lock: TaskLock) -> Prepared:
+        """On the helper thread: wait out a gc of this worktree, then make it ready."""
+        lock.acquire()
+        assert assign.spec.repo is not None
+        # A resumed thread continues in the worktree as the last attempt left it.
+        fresh = assign.resume is None
+        return self.workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref, fresh)
+
+    def _on_prepared(self, prepared: Prepared | None, error: WorkspaceError | None) -> None:
+        run = self.run
+        assert run is not None
+        self.phase = "running"
+        self._record_hooks(run, prepared.hooks if prepared else error.hooks if error else [])
+        if prepared is None:
+            if run.end_reason is None:
+                run.error = str(error)
+            return  # no agent: the next tick seals the run
+        self.prepared = prepared
+        if run.end_reason is None:
+            self._start_agent(run, prepared.path)
+
+    def _record_hooks(self, run: Run, hooks: list[HookRun]) -> None:
+        for batch in run.emit([(hook_event(hook), 0) for hook in hooks]):
+            self._to_recorder(batch)
+
+    def _start_agent(self, run: Run, workdir: Path) -> None:
+        assign = run.assign
+        try:
+            resume_thread = assign.resume.thread_id if assign.resume else None
+            command = self.adapters[assign.spec.agent].command(
+                assign.spec, workdir, self._agent_env(assign), resume_thread
+            )
+        except (FleetError, OSError) as exc:
+            run.error = str(exc)
+            return
+        worker_config = self.config.worker
+        run.start(
+            command,
+            assign.spec.timeout or worker_config.timeout_seconds,
+            assign.spec.idle_timeout or worker_config.idle_timeout_seconds,
+        )
         if run.proc is not None:
             started = m.AgentStarted(
                 execution=assign.execution, started_at=run.started_at, pid=run.proc.pid
             )
             self._to_broker(started)
             logger.debug("execution {} started pid {}", assign.execution, run.proc.pid)
+
+    def _end_run(self, reason: str, now: float) -> None:
+        """End the run's agent (or the workspace work in progress) for `reason`."""
+        assert self.run is not None
+        if self.phase == "preparing":
+            self.workspaces.abort()
+        self.run.end(reason, now)
+
+    def _agent_env(self, assign: m.Assign) -> dict[str, str]:
+        env = dict(self.env)
+        if assign.spec.agent == "codex":
+            session = None
+            if assign.resume is not None:
+                session = assign.resume.session_file
+                if not session or not Path(session).is_file():
+                    raise FleetError(
+                        f"cannot resume: the Codex session of execution "
+                        f"{assign.resume.execution} is gone; `fleetctl retry "
+                        f"{assign.task}` (without --resume) starts over"
+                    )
+            env["CODEX_HOME"] = str(self.codex_homes.create(assign.execution, session))
+        return env
 
     def _workdir(self, assign: m.Assign) -> Path:
         spec: TaskSpec = assign.spec
@@ -158,6 +237,10 @@ class Worker:
             if not path.is_dir():
                 raise FleetError(f"working directory {spec.cwd} does not exist")
             return path
+        if assign.resume is not None:
+            earlier = self.paths.scratch_dir / str(assign.resume.execution)
+            if earlier.is_dir():
+                return earlier  # the resumed thread's files are there
         scratch = self.paths.scratch_dir / str(assign.execution)
         scratch.mkdir(mode=0o700, exist_ok=True)
         return scratch
@@ -192,7 +275,7 @@ class Worker:
         if self.phase == "running":
             run.on_timer(now)
             if run.done:
-                self._seal(run)
+                self._agent_done(run)
         elif now >= self.phase_deadline:
             if self.phase == "sealing":
                 logger.warning(
@@ -204,10 +287,68 @@ class Worker:
                 self._to_broker(self.finished)
                 self.phase_deadline = now + RESEND_SECONDS
 
-    def _seal(self, run: Run) -> None:
+    def _agent_done(self, run: Run) -> None:
+        """The agent ended: keep its session, commit its work (in the background), then seal."""
         batches, outcome, result = run.finish()
         for batch in batches:
             self._to_recorder(batch)
+        if run.assign.spec.agent == "codex":
+            result.session_file = self.codex_homes.finish(run.assign.execution, result.thread_id)
+        if self.prepared is not None and run.started:
+            spec = run.assign.spec
+            message = commit_message(run.assign.task, spec.prompt, result.final_message)
+            self.unsealed = (outcome, result)
+            self.phase = "collecting"
+            self.job.submit(self._collect_workspace, run.assign.task, self.prepared, message)
+            return
+        self._seal(run, outcome, result)
+
+    def _collect_workspace(
+        self, task: int, prepared: Prepared, message: str
+    ) -> tuple[WorkspaceResult, list[HookRun]]:
+        """On the helper thread: commit the work; the kept patch gets its secrets masked."""
+        result, hooks = self.workspaces.collect(task, prepared, message)
+        if result.patch_file:
+            patch = Path(result.patch_file)
+            masked, changed = self.redactor.mask(patch.read_bytes())
+            if changed:
+                patch.write_bytes(masked)
+        return result, hooks
+
+    def _on_collected(self, future: Future[Any]) -> None:
+        run = self.run
+        assert run is not None and self.unsealed is not None
+        outcome, result = self.unsealed
+        self.unsealed = None
+        try:
+            result.workspace, hooks = future.result()
+        except Exception as exc:  # WorkspaceError, or a bug: the worker lives on either way
+            if not isinstance(exc, WorkspaceError):
+                logger.opt(exception=exc).error("committing the task's work failed")
+            hooks = getattr(exc, "hooks", [])
+            # The agent's work is not on its branch: the attempt did not deliver.
+            result.error = f"could not commit the task's work: {exc}"
+            outcome = "failed" if outcome == "succeeded" else outcome
+        self._record_hooks(run, hooks)
+        self._seal(run, outcome, result)
+
+    def on_job_done(self) -> None:
+        """The helper thread finished preparing or collecting a workspace."""
+        future = self.job.take()
+        if future is None or self.run is None:
+            return
+        if self.phase == "preparing":
+            try:
+                self._on_prepared(future.result(), None)
+            except WorkspaceError as exc:
+                self._on_prepared(None, exc)
+            except Exception as exc:  # a bug, or the OS: the attempt fails, the worker lives
+                logger.exception("preparing the workspace failed")
+                self._on_prepared(None, WorkspaceError(f"cannot prepare the workspace: {exc}"))
+        elif self.phase == "collecting":
+            self._on_collected(future)
+
+    def _seal(self, run: Run, outcome: str, result: RunResult) -> None:
         self.finished = m.Finished(execution=run.assign.execution, outcome=outcome, result=result)
         end = m.StreamEnd(
             task=run.assign.task,
@@ -230,6 +371,10 @@ class Worker:
         self._to_broker(self.finished)
 
     def _become_idle(self) -> None:
+        if self.task_lock is not None:
+            self.task_lock.release()
+            self.task_lock = None
+        self.prepared = None
         self.run = None
         self.finished = None
         self.phase = "idle"
@@ -243,8 +388,8 @@ class Worker:
     def stop(self, now: float) -> None:
         """The fleet is stopping: end the agent (its task goes back to the queue), then exit."""
         self.stopping = True
-        if self.run is not None and self.phase == "running":
-            self.run.end("interrupted", now)
+        if self.run is not None and self.phase in ("preparing", "running"):
+            self._end_run("interrupted", now)
 
     def next_timeout(self, now: float) -> float:
         """Seconds until the next timer is due."""
@@ -265,88 +410,3 @@ def _cut_short(finished: m.Finished, stored: int, printed: int) -> m.Finished:
     result.error = f"{result.error}; {lost}" if result.error else lost
     outcome = "failed" if finished.outcome == "succeeded" else finished.outcome
     return m.Finished(execution=finished.execution, outcome=outcome, result=result)
-
-
-def run(config: FleetConfig, index: int) -> None:
-    """A worker process's entry point (started by the supervisor)."""
-    worker_id = f"w{index}"
-    shutdown = child_start(
-        f"worker {index}", f"fleetd: worker {index}", config.log_level, config.log_json
-    )
-    paths = config.paths()
-    context = zmq.Context()
-    broker = _dealer(context, worker_id, paths.broker_endpoint)
-    recorder = _dealer(context, worker_id, paths.recorder_endpoint)
-    worker = Worker(config, worker_id, broker, recorder, dict(os.environ))
-    try:
-        _loop(worker, shutdown)
-    finally:
-        broker.close()
-        recorder.close()
-        context.term()
-
-
-def _dealer(context: zmq.Context, identity: str, endpoint: str) -> zmq.Socket:
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
-    sock.connect(endpoint)
-    return sock
-
-
-def _loop(worker: Worker, shutdown: ShutdownSignal) -> None:
-    broker_codec = m.broker_reply_codec()
-    recorder_codec = m.recorder_reply_codec()
-    poller = zmq.Poller()
-    poller.register(worker.broker, zmq.POLLIN)
-    poller.register(worker.recorder, zmq.POLLIN)
-    poller.register(shutdown.fd, zmq.POLLIN)
-    run_fds: set[int] = set()
-    worker.announce()
-    while not worker.can_exit:
-        run_fds = _sync_fds(poller, worker, run_fds)
-        timeout_ms = worker.next_timeout(time.monotonic()) * 1000
-        events = dict(poller.poll(min(timeout_ms, 1000) + 0.5))
-        now = time.monotonic()
-        if shutdown.fd in events:
-            shutdown.drain()
-            worker.stop(now)
-        if worker.broker in events:
-            for frames in _drain(worker.broker):
-                worker.on_broker(_decode(broker_codec, frames), now)
-        if worker.recorder in events:
-            for frames in _drain(worker.recorder):
-                worker.on_recorder(_decode(recorder_codec, frames))
-        for fd in run_fds:
-            if fd in events:
-                worker.on_run_fd(fd, now)
-        worker.tick(time.monotonic())
-
-
-def _sync_fds(poller: zmq.Poller, worker: Worker, registered: set[int]) -> set[int]:
-    wanted = (
-        set(worker.run.fds()) if worker.run is not None and worker.phase == "running" else set()
-    )
-    for fd in registered - wanted:
-        poller.unregister(fd)
-    for fd in wanted - registered:
-        poller.register(fd, zmq.POLLIN)
-    return wanted
-
-
-def _drain(sock: zmq.Socket) -> list[list[bytes]]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return out
-
-
-def _decode(codec: m.Codec, frames: list[bytes]) -> m.Message:
-    try:
-        return codec.decode(frames[-1])
-    except Exception as exc:
-        return m.ErrorReply(code="bad_request", message=f"undecodable message: {exc}")

@@ -87,6 +87,18 @@ class CodexConfig(Section):
     config: _doc(list[str], "extra `-c KEY=VALUE` overrides passed to every Codex run") = (
         msgspec.field(default_factory=list)
     )
+    provider_base_url: _doc(
+        str | None,
+        "a Responses-compatible endpoint (a team gateway) every Codex run uses instead of "
+        "OpenAI's; its key comes from codex.provider_env_key",
+    ) = None
+    provider_name: _doc(str, "the name Codex gives that provider", pattern="^[A-Za-z0-9_-]+$") = (
+        "fleet"
+    )
+    provider_env_key: _doc(
+        str, "variable holding the provider's API key (keep it in worker.env_allow)"
+    ) = "OPENAI_API_KEY"
+    provider_wire_api: _doc(Literal["responses", "chat"], "the provider's API") = "responses"
 
 
 class WorkspaceConfig(Section):
@@ -134,6 +146,11 @@ class FleetConfig(Section):
 
 
 SECTIONS = ("queue", "worker", "codex", "workspace", "recorder", "supervisor")
+
+
+def agent_environment(config: FleetConfig, host: Mapping[str, str]) -> dict[str, str]:
+    """An agent's (and a workspace hook's) environment: only the allow-listed host variables."""
+    return {name: host[name] for name in config.worker.env_allow if name in host}
 
 
 def iter_settings() -> Iterator[tuple[str, str, str, Any]]:

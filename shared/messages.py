@@ -18,6 +18,7 @@ import msgspec
 from shared.models import (
     EventRecord,
     ProcessView,
+    ResumeFrom,
     RunResult,
     TaskSpec,
     TaskState,
@@ -58,6 +59,13 @@ class CancelTask(Message):
     task: int
 
 
+class RetryTask(Message):
+    """Queue a finished task again with one more attempt; `resume` continues its Codex thread."""
+
+    task: int
+    resume: bool = False
+
+
 class ListWorkers(Message):
     """The workers as the broker knows them."""
 
@@ -69,6 +77,19 @@ class GetEvents(Message):
     after_execution: int = 0
     after_seq: int = 0
     limit: int = 2000
+
+
+class GetDiff(Message):
+    """The patch an execution of a repository task committed (default: the latest one)."""
+
+    task: int
+    execution: int | None = None
+
+
+class CollectWorkspaces(Message):
+    """Remove worktrees of finished tasks (all, or those finished this long ago); branches stay."""
+
+    older_than_hours: float | None = None
 
 
 class GetStatus(Message):
@@ -86,7 +107,18 @@ class Stop(Message):
 
 
 ControlRequest = (
-    Enqueue | ListTasks | ShowTask | CancelTask | ListWorkers | GetEvents | GetStatus | Drain | Stop
+    Enqueue
+    | ListTasks
+    | ShowTask
+    | CancelTask
+    | RetryTask
+    | ListWorkers
+    | GetEvents
+    | GetDiff
+    | CollectWorkspaces
+    | GetStatus
+    | Drain
+    | Stop
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -115,6 +147,14 @@ class Cancelled(Message):
     pending: bool = False
 
 
+class Retried(Message):
+    """The task is queued again; `resume` if its next attempt continues the Codex thread."""
+
+    task: int
+    state: TaskState
+    resume: bool = False
+
+
 class WorkerList(Message):
     workers: list[WorkerView]
 
@@ -132,6 +172,24 @@ class QueueCounts(Message):
     counts: dict[str, int]
     workers: list[WorkerView]
     dispatching: bool
+
+
+class TaskDiff(Message):
+    """One execution's committed change: its branch, base and commit, and the patch."""
+
+    task: int
+    execution: int
+    branch: str
+    base: str
+    commit: str | None
+    patch: bytes
+
+
+class WorkspacesCollected(Message):
+    """Tasks whose worktrees were removed, and those skipped because a run holds them."""
+
+    removed: list[int]
+    busy: list[int] = []
 
 
 class Status(Message):
@@ -168,8 +226,11 @@ ControlReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | EventPage
+    | TaskDiff
+    | WorkspacesCollected
     | Status
     | Accepted
     | ErrorReply
@@ -201,6 +262,7 @@ class Assign(Message):
     attempt: int
     spec: TaskSpec
     lease_expires_at: int
+    resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
 
 
 class AgentStarted(Message):
@@ -255,6 +317,7 @@ BrokerRequest = (
     | ListTasks
     | ShowTask
     | CancelTask
+    | RetryTask
     | ListWorkers
     | WorkerGone
     | SetDispatch
@@ -268,6 +331,7 @@ BrokerReply = (
     | TaskList
     | TaskDetail
     | Cancelled
+    | Retried
     | WorkerList
     | QueueCounts
     | Accepted

@@ -122,6 +122,15 @@ class RunResult(msgspec.Struct, kw_only=True):
     workspace: WorkspaceResult | None = None
 
 
+class ResumeFrom(msgspec.Struct, kw_only=True):
+    """A previous attempt whose Codex thread a new attempt continues (`codex exec resume`)."""
+
+    execution: int
+    thread_id: str
+    workspace: str | None = None  # that attempt's worktree (result.workspace.path), if any
+    session_file: str | None = None  # that attempt's Codex session file, if known
+
+
 class ExecutionView(msgspec.Struct, kw_only=True):
     """One attempt at a task."""
 
@@ -147,6 +156,7 @@ class TaskView(msgspec.Struct, kw_only=True):
     finished_at: int | None = None
     result: RunResult | None = None
     executions: list[ExecutionView] = []
+    not_before: int | None = None  # a queued task waiting to retry: not claimed before this
 
 
 class WorkerView(msgspec.Struct, kw_only=True):

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from fleetd.lines import AgentLine
 from shared.models import RunResult, TaskSpec, TokenUsage
+
+# Bounds on the error messages a summary keeps for classifying a failure.
+MAX_ERRORS = 20
+MAX_ERROR_CHARS = 2000
+# Completed items that mean the agent did real work (not warnings, plans or reasoning).
+WORK_ITEMS = frozenset(
+    {"agent_message", "command_execution", "file_change", "mcp_tool_call", "web_search"}
+)
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,9 @@ class AgentCommand:
 class Adapter(Protocol):
     """Turns a task into an `AgentCommand`; knows nothing of sockets or databases."""
 
-    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand: ...
+    def command(
+        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
+    ) -> AgentCommand: ...
 
 
 @dataclass
@@ -36,6 +47,9 @@ class RunSummary:
     commands: int = 0
     failed_commands: int = 0
     usage: TokenUsage = field(default_factory=TokenUsage)
+    work_items: int = 0
+    # The latest `error` and `turn.failed` messages, oldest first (`error` items are warnings).
+    errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
 
     def observe(self, line: AgentLine) -> None:
         match line.type:
@@ -47,12 +61,20 @@ class RunSummary:
                 self._add_usage(line)
             case "turn.failed" if line.error is not None:
                 self.error = line.error.message
+                self._keep_error(line.error.message)
             case "error" if line.message:
                 self.error = line.message
+                self._keep_error(line.message)
+
+    def _keep_error(self, message: str | None) -> None:
+        if message:
+            self.errors.append(message[:MAX_ERROR_CHARS])
 
     def _item(self, line: AgentLine) -> None:
         item = line.item
         assert item is not None
+        if item.type in WORK_ITEMS:
+            self.work_items += 1
         if item.type == "agent_message" and item.text is not None:
             self.final_message = item.text
         elif item.type == "command_execution":

@@ -18,6 +18,13 @@ NATIVE_BINARY = Path(
 )
 
 
+# What a resumed thread is told: the task itself is already in the thread.
+RESUME_PROMPT = (
+    "The previous attempt at this task was interrupted. Continue from where it stopped, "
+    "finish the task, and say what you did."
+)
+
+
 def local_install_candidates() -> list[Path]:
     """Project-local installs: beside the source tree, and beside the virtualenv."""
     source_root = Path(__file__).resolve().parents[2]
@@ -48,7 +55,10 @@ class CodexAdapter:
     def __init__(self, config: CodexConfig) -> None:
         self.config = config
 
-    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand:
+    def command(
+        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
+    ) -> AgentCommand:
+        """`codex exec`, or `codex exec resume THREAD` to continue an earlier attempt."""
         argv = [
             find_codex(self.config),
             "exec",
@@ -64,16 +74,37 @@ class CodexAdapter:
         model = spec.model or self.config.model
         if model:
             argv += ["--model", model]
-        overrides = list(self.config.config)
+        overrides = provider_overrides(self.config) + list(self.config.config)
         if spec.reasoning_effort:
             overrides.append(f"model_reasoning_effort={_toml_string(spec.reasoning_effort)}")
         # The task's own overrides come last, so they win over the config's.
         overrides += spec.codex_config
         for override in overrides:
             argv += ["-c", override]
-        # `--` so that a prompt starting with a dash is never read as a flag.
-        argv += ["--", spec.prompt]
+        if resume_thread is not None:
+            # exec's own options go before the subcommand; `resume` takes the thread id.
+            argv += ["resume", resume_thread, "--", RESUME_PROMPT]
+        else:
+            # `--` so that a prompt starting with a dash is never read as a flag.
+            argv += ["--", spec.prompt]
         return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)
+
+
+def provider_overrides(config: CodexConfig) -> list[str]:
+    """`-c` overrides that point Codex at the configured gateway, if any."""
+    if not config.provider_base_url:
+        return []
+    name = config.provider_name
+    table = ", ".join(
+        f"{key}={_toml_string(value)}"
+        for key, value in (
+            ("name", name),
+            ("base_url", config.provider_base_url),
+            ("env_key", config.provider_env_key),
+            ("wire_api", config.provider_wire_api),
+        )
+    )
+    return [f"model_provider={_toml_string(name)}", f"model_providers.{name}={{{table}}}"]
 
 
 def _toml_string(value: str) -> str:

@@ -11,5 +11,7 @@ from shared.models import TaskSpec
 class CommandAdapter:
     """For tests, benchmarks and custom agents; events in Codex's shape fill the summary."""
 
-    def command(self, spec: TaskSpec, cwd: Path, env: dict[str, str]) -> AgentCommand:
+    def command(
+        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
+    ) -> AgentCommand:
         return AgentCommand(argv=list(spec.argv), cwd=cwd, env=env, stdin=spec.prompt.encode())

@@ -11,6 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.support.fleet import processes_under
+from tests.support.model_server import ModelServer
+
+
+@pytest.fixture
+def server() -> Iterator[ModelServer]:
+    """A started model server, stopped after the test."""
+    with ModelServer() as model_server:
+        yield model_server
 
 
 @pytest.fixture(autouse=True)

@@ -15,22 +15,28 @@ import json
 import os
 import shlex
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fleetd.worker import agent_environment
-from shared.config import load_config
+from shared.config import agent_environment, load_config
 from tests.support.codex_env import (
-    API_KEY_ENV,
     codex_argv,
     codex_binary,
     make_codex_home,
     run_codex,
 )
-from tests.support.fleet import Fleet, processes_under, running_fleet
+from tests.support.codex_fleet import (
+    API_KEY,
+    MODEL,
+    TERMINAL,
+    enqueue_codex,
+    files_containing,
+    fleet_env,
+    workdir,
+)
+from tests.support.fleet import processes_under, running_fleet
 from tests.support.model_server import ModelServer, Turn, function_call_outputs
 
 pytestmark = [
@@ -42,39 +48,8 @@ pytestmark = [
     ),
 ]
 
-API_KEY = "sk-test-fleet-e2e-0123456789"
-MODEL = "gpt-4.1"
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 # Fields that legitimately differ between two runs of the same scripted conversation.
 VOLATILE_KEYS = frozenset({"thread_id"})
-
-
-@pytest.fixture
-def server() -> Iterator[ModelServer]:
-    """A started model server, stopped after the test."""
-    with ModelServer() as model_server:
-        yield model_server
-
-
-def fleet_env(tmp_path: Path, server: ModelServer, codex_bin: Path | None = None) -> dict[str, str]:
-    """The fleetd environment: the host's, plus codex pointed at `server`."""
-    home = make_codex_home(tmp_path / "fleet-codex-home", server.base_url)
-    return {
-        **os.environ,
-        "CODEX_HOME": str(home),
-        API_KEY_ENV: API_KEY,
-        "FLEET_CODEX_BIN": str(codex_bin or codex_binary()),
-    }
-
-
-def workdir(tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.mkdir()
-    return path
-
-
-def enqueue_codex(fleet: Fleet, prompt: str, cwd: Path) -> int:
-    return fleet.enqueue(prompt, "--agent", "codex", "--model", MODEL, "--cwd", str(cwd))
 
 
 def with_usage(turn: Turn, input_tokens: int, output_tokens: int) -> Turn:
@@ -130,16 +105,6 @@ def assert_stored_in_order(events: list[dict[str, Any]]) -> None:
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert all(e["flags"] == [] for e in events), [e for e in events if e["flags"]]
     assert [e["type"] for e in events] == [e["payload"]["type"] for e in events]
-
-
-def files_containing(root: Path, needle: bytes) -> list[str]:
-    """Files under `root` whose bytes contain `needle` (files gone meanwhile are skipped)."""
-    found = []
-    for path in root.rglob("*"):
-        with contextlib.suppress(OSError):
-            if path.is_file() and needle in path.read_bytes():
-                found.append(str(path))
-    return found
 
 
 def end_processes_under(directory: Path) -> None:
@@ -304,26 +269,47 @@ def test_two_codex_tasks_run_in_parallel(tmp_path: Path, server: ModelServer) ->
 
 
 @pytest.mark.timeout(90)
-def test_http_500_fails_the_task(tmp_path: Path, server: ModelServer) -> None:
-    """A server error makes codex fail its turn; the task fails with codex's message."""
-    server.script([server.http_error(500, "boom")])
+def test_http_500_is_retried_and_the_task_succeeds(tmp_path: Path, server: ModelServer) -> None:
+    """A server error makes codex fail its turn: a transient failure, retried after a backoff."""
+    server.script([server.http_error(500, "boom"), server.message("Done after a retry")])
+    work = workdir(tmp_path, "work")
+    env = {**fleet_env(tmp_path, server), "FLEET_QUEUE_RETRY_BACKOFF_SECONDS": "0.2"}
+    with running_fleet("--workers", "2", env=env) as fleet:
+        task = enqueue_codex(fleet, "anything", work)
+        shown = fleet.wait_state(task, "succeeded", "failed", "cancelled", "timed_out")
+        events = fleet.events(task)
+    assert not processes_under(work), "codex processes outlived the fleet"
+
+    assert shown["state"] == "succeeded", shown
+    assert shown["attempts"] == 2
+    first, second = shown["executions"]
+    assert first["outcome"] == "failed" and second["outcome"] == "succeeded"
+    failed = [e for e in events if e["execution"] == first["id"]]
+    assert_stored_in_order(failed)
+    assert failed[-1]["type"] == "turn.failed"
+    message = failed[-1]["payload"]["error"]["message"]
+    assert message
+    result = first["result"]
+    assert result["exit_code"] == 1
+    assert result["error"] == message
+    assert result["failure_class"] == "transient"
+    assert result.get("final_message") is None
+    assert second["result"]["final_message"] == "Done after a retry"
+    assert len(server.requests) == 2
+
+
+@pytest.mark.timeout(90)
+def test_http_401_fails_the_task_at_once(tmp_path: Path, server: ModelServer) -> None:
+    """Bad credentials are a permanent failure: no retry, and the reason says what to check."""
+    server.script([server.http_error(401, "bad key")] * 3)
     work = workdir(tmp_path, "work")
     with running_fleet("--workers", "2", env=fleet_env(tmp_path, server)) as fleet:
         task = enqueue_codex(fleet, "anything", work)
         shown = fleet.wait_state(task, *TERMINAL)
-        events = fleet.events(task)
-    assert not processes_under(work), "codex processes outlived the fleet"
-
+        human = fleet.ctl("show", str(task)).stdout
     assert shown["state"] == "failed", shown
-    assert shown["attempts"] == 1
-    result = shown["result"]
-    assert result["exit_code"] == 1
-    assert_stored_in_order(events)
-    assert events[-1]["type"] == "turn.failed"
-    message = events[-1]["payload"]["error"]["message"]
-    assert message
-    assert result["error"] == message
-    assert result.get("final_message") is None
+    assert shown["attempts"] == 1 and len(shown["executions"]) == 1
+    assert shown["result"]["failure_class"] == "permanent"
+    assert shown["result"]["reason"].startswith("HTTP 401 Unauthorized from the model provider")
+    assert "failed (permanent: HTTP 401 Unauthorized" in human
     assert len(server.requests) == 1
-    [execution] = shown["executions"]
-    assert execution["outcome"] == "failed"

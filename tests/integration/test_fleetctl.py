@@ -128,9 +128,23 @@ def test_cancel_running_task_ends_its_process_group(fleet: Fleet) -> None:
 def test_wall_clock_timeout(fleet: Fleet) -> None:
     task = fleet.enqueue("slow", "--timeout", "1", *SLEEPER)
     shown = fleet.wait_state(task, "timed_out", timeout=20)
-    assert shown["result"]["reason"] == "wall-clock timeout reached"
+    assert shown["result"]["reason"] == "wall-clock timeout reached (1 s)"
+    assert shown["result"]["timeout_kind"] == "wall"
     assert shown["result"]["signal"] == 15
     assert not processes_under(fleet.state_dir / "scratch")
+
+
+def test_idle_timeout_ends_a_silent_agent(fleet: Fleet) -> None:
+    # Talks for a while (each line resets the idle clock), then hangs silently.
+    script = 'for i in 1 2 3 4; do echo "{\\"type\\":\\"tick\\"}"; sleep 0.3; done; sleep 300'
+    task = fleet.enqueue(
+        "hangs", "--timeout", "120", "--idle-timeout", "1", "--", "sh", "-c", script
+    )
+    shown = fleet.wait_state(task, "timed_out", timeout=30)
+    assert shown["result"]["timeout_kind"] == "idle"
+    assert shown["result"]["reason"] == "idle timeout: no output for 1 s"
+    assert [e["type"] for e in fleet.events(task)] == ["tick"] * 4
+    wait_for(lambda: not processes_under(fleet.state_dir / "scratch"), 5, what="no agent left")
 
 
 def test_failed_agent_reports_exit_status(fleet: Fleet) -> None:

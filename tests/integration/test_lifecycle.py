@@ -69,11 +69,16 @@ def test_sigterm_stops_like_fleetctl_stop(fleet: Fleet) -> None:
     assert fleet.show(task)["executions"][0]["outcome"] == "interrupted"
 
 
-def test_drain_lets_running_tasks_finish(fleet: Fleet) -> None:
-    task = fleet.enqueue("short", "--", "sh", "-c", 'sleep 1; echo \'{"type":"done"}\'')
+def test_drain_lets_running_tasks_finish(fleet: Fleet, tmp_path: Path) -> None:
+    # The task runs until the test lets it go, so the drain surely finds it running.
+    go = tmp_path / "go"
+    script = f'while [ ! -e {go} ]; do sleep 0.05; done; echo \'{{"type":"done"}}\''
+    task = fleet.enqueue("short", "--", "sh", "-c", script)
     wait_for(lambda: fleet.show(task)["state"] == "running", what="the task to start")
     assert fleet.ctl("drain", "--no-wait").returncode == 0
     later = fleet.enqueue("later", "--", "true")
+    assert fleet.json("status")["stopping"] == "draining"
+    go.touch()
     assert fleet.wait_exit(20) == 0
     db = apsw.Connection(str(fleet.state_dir / "queue.db"), flags=apsw.SQLITE_OPEN_READONLY)
     states = dict(db.execute("SELECT id, state FROM tasks").fetchall())

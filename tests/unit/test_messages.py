@@ -13,6 +13,7 @@ from shared.models import (
     EventRecord,
     ExecutionView,
     ProcessView,
+    ResumeFrom,
     RunResult,
     TaskSpec,
     TaskView,
@@ -68,6 +69,7 @@ TASK = TaskView(
     finished_at=120,
     result=RESULT,
     executions=[EXECUTION],
+    not_before=130,
 )
 WORKER = WorkerView(id="w1", pid=42, state="busy", task=3, execution=4, since=99)
 EVENT = EventRecord(execution=4, seq=1, ts=123, type="turn.started", flags=1, payload=b"\x00\xff")
@@ -78,8 +80,11 @@ SAMPLES: dict[type, m.Message] = {
     m.ListTasks: m.ListTasks(state="running", limit=5),
     m.ShowTask: m.ShowTask(task=3),
     m.CancelTask: m.CancelTask(task=3),
+    m.RetryTask: m.RetryTask(task=3, resume=True),
     m.ListWorkers: m.ListWorkers(),
     m.GetEvents: m.GetEvents(task=3, after_execution=4, after_seq=9, limit=10),
+    m.GetDiff: m.GetDiff(task=3, execution=4),
+    m.CollectWorkspaces: m.CollectWorkspaces(older_than_hours=2.5),
     m.GetStatus: m.GetStatus(),
     m.Drain: m.Drain(),
     m.Stop: m.Stop(timeout=5.0),
@@ -87,6 +92,7 @@ SAMPLES: dict[type, m.Message] = {
     m.TaskList: m.TaskList(tasks=[TASK]),
     m.TaskDetail: m.TaskDetail(task=TASK),
     m.Cancelled: m.Cancelled(task=3, state="running", pending=True),
+    m.Retried: m.Retried(task=3, state="queued", resume=True),
     m.WorkerList: m.WorkerList(workers=[WORKER]),
     m.EventPage: m.EventPage(events=[EVENT], more=True),
     m.QueueCounts: m.QueueCounts(counts={"queued": 2}, workers=[WORKER], dispatching=False),
@@ -102,11 +108,24 @@ SAMPLES: dict[type, m.Message] = {
         feed="ipc:///state/run/feed.sock",
         warnings=["low disk"],
     ),
+    m.TaskDiff: m.TaskDiff(
+        task=3, execution=4, branch="fleet/3", base="b" * 40, commit="c" * 40, patch=b"diff\xff"
+    ),
+    m.WorkspacesCollected: m.WorkspacesCollected(removed=[1, 2], busy=[3]),
     m.Accepted: m.Accepted(detail="stopping"),
     m.ErrorReply: m.ErrorReply(code="not_found", message="no task 9"),
     m.Ready: m.Ready(worker="w1", pid=42),
     m.Heartbeat: m.Heartbeat(worker="w1", pid=42, execution=4),
-    m.Assign: m.Assign(task=3, execution=4, attempt=2, spec=SPEC, lease_expires_at=999),
+    m.Assign: m.Assign(
+        task=3,
+        execution=4,
+        attempt=2,
+        spec=SPEC,
+        lease_expires_at=999,
+        resume=ResumeFrom(
+            execution=2, thread_id="thread-1", workspace="/ws/3", session_file="/s.jsonl"
+        ),
+    ),
     m.AgentStarted: m.AgentStarted(execution=4, started_at=110, pid=43),
     m.Finished: m.Finished(execution=4, outcome="timed_out", result=RESULT),
     m.FinishAck: m.FinishAck(execution=4),
@@ -152,6 +171,19 @@ def test_message_round_trips_through_its_channel(factory, member) -> None:
     decoded = codec.decode(codec.encode(message))
     assert type(decoded) is member
     assert decoded == message
+
+
+def test_assign_from_an_older_broker_has_no_resume() -> None:
+    class OldAssign(msgspec.Struct, frozen=True, kw_only=True, tag="Assign", tag_field="msg"):
+        task: int
+        execution: int
+        attempt: int
+        spec: TaskSpec
+        lease_expires_at: int
+
+    old = OldAssign(task=3, execution=4, attempt=1, spec=SPEC, lease_expires_at=9)
+    decoded = m.broker_reply_codec().decode(msgspec.msgpack.encode(old))
+    assert isinstance(decoded, m.Assign) and decoded.resume is None
 
 
 def test_round_trip_keeps_bytes_payload_exact() -> None:

@@ -191,6 +191,8 @@ def test_full_disk_fails_the_task_with_the_reason_and_keeps_what_was_stored(
             assert shown["attempts"] == 1  # failed for its own reason, not retried as lost
             error = shown["result"]["error"]
             assert "cannot record the agent's output: No space left on device" in error
+            assert shown["result"]["failure_class"] == "permanent"  # not retried while full
+            assert shown["result"]["reason"].startswith("cannot record the agent's output")
             # The flood's stream is what was kept: gap-free from 1.
             seqs = [seq for _, seq, _ in _events(fleet.state_dir, flood)]
             assert seqs == list(range(1, len(seqs) + 1))

@@ -6,7 +6,7 @@ CODEX_VERSION := 0.169.0
 CODEX_DIR := .tools/codex
 export FLEET_CODEX_BIN ?= $(CURDIR)/$(CODEX_DIR)/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
 
-.PHONY: setup run test test-fast bench lint clean container-test
+.PHONY: setup run test test-fast soak bench lint clean container-test
 
 setup: $(VENV)/.installed $(CODEX_DIR)/.installed
 
@@ -32,6 +32,13 @@ test: setup
 
 test-fast: setup
 	$(BIN)/pytest -x -q -m "not slow"
+
+# The fault-injection soak at length (CI runs 200 tasks): random kills of children and of the
+# whole daemon, then proof from the databases that nothing was lost.
+# `make soak AGENT_FLEET_SOAK_TASKS=500 AGENT_FLEET_SOAK_SEED=42` (the seed is printed).
+AGENT_FLEET_SOAK_TASKS ?= 2000
+soak: setup
+	AGENT_FLEET_SOAK_TASKS=$(AGENT_FLEET_SOAK_TASKS) $(BIN)/pytest -q -s -p no:cacheprovider tests/faults/test_soak.py
 
 bench: setup
 	$(BIN)/python -m bench

@@ -7,11 +7,13 @@ read back from the spool, and a spool whose writer died is ingested whole by the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import apsw
 import zmq
 from loguru import logger
 
@@ -108,12 +110,51 @@ class Recorder:
         found.sort(key=lambda e: e.seq)
         return found
 
-    def commit(self, pending: Pending, now: int) -> None:
+    def commit(self, pending: Pending, now: int) -> bool:
+        """Store what was collected in one transaction; False if the disk is full."""
         sealed = [(s.task, s.execution) for _, _, s, _ in pending.seals]
-        if pending.runs or sealed:
-            self.log.store(pending.runs, sealed, now)
+        try:
+            if pending.runs or sealed:
+                self.log.store(pending.runs, sealed, now)
+        except apsw.FullError as exc:
+            # Nothing was stored, and the spools still hold every event: forget how far we
+            # thought we were, so the next batch or sweep starts from what the database has.
+            for _, execution, _ in pending.runs:
+                self.stored_upto.pop(execution, None)
+            logger.error("cannot store {} events ({}); they wait in the spools", pending.count, exc)
+            return False
         for _, execution in sealed:
             self.stored_upto.pop(execution, None)
+        return True
+
+    def cut_short(
+        self, seals: list[tuple[bytes, bytes, m.StreamSealed, Path | None]], now: int
+    ) -> list[tuple[bytes, bytes, m.StreamSealed, Path | None]]:
+        """The disk is full and these streams have ended: seal each at what is stored.
+
+        Their workers wait for the seal and the queue must record how their runs ended, which
+        takes space: what the spool holds beyond the stored events is dropped, and deleting
+        the spool frees that space. Swept spools (no worker waiting) are kept for a retry.
+        """
+        out = []
+        for peer, ref, sealed, spool in seals:
+            if not peer:
+                continue
+            if spool is not None:
+                spool.unlink(missing_ok=True)
+            stored = self.log.last_seq(sealed.execution)
+            logger.error(
+                "execution {}: disk full; events {} to {} were not stored and are dropped",
+                sealed.execution,
+                stored + 1,
+                sealed.last_seq,
+            )
+            with contextlib.suppress(apsw.FullError):
+                self.log.store([], [(sealed.task, sealed.execution)], now)
+            self.stored_upto.pop(sealed.execution, None)
+            cut = m.StreamSealed(task=sealed.task, execution=sealed.execution, last_seq=stored)
+            out.append((peer, ref, cut, None))
+        return out
 
     def sweep(self, pending: Pending) -> list[int]:
         """Ingest spools whose writer is gone (a worker died, or the recorder missed the end)."""
@@ -282,7 +323,11 @@ def _flush(recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, pending: Pen
     """Commit, then tell: followers and sealing workers hear only of stored events."""
     if not pending.runs and not pending.seals:
         return
-    recorder.commit(pending, now_us())
+    if not recorder.commit(pending, now_us()):
+        # A full disk. Followers hear nothing; a worker waiting on its ended stream hears
+        # where the stream was cut short.
+        pending.published = []
+        pending.seals = recorder.cut_short(pending.seals, now_us())
     replies = _replies
     for task, raw in pending.published:
         feed.send_multipart([m.feed_topic(task), raw])

@@ -56,6 +56,7 @@ class Run:
     end_reason: str | None = None
     timeout_kind: Literal["wall", "idle"] | None = None
     error: str | None = None
+    spool_failed: bool = False
     limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
     summary: RunSummary = field(default_factory=RunSummary)
     codec: m.Codec = field(default_factory=m.recorder_request_codec)
@@ -169,7 +170,7 @@ class Run:
 
     def emit(self, lines: list[tuple[bytes, int]]) -> list[bytes]:
         """Turn lines into one encoded batch: redacted, classified, numbered, spooled."""
-        if not lines:
+        if not lines or self.spool_failed:
             return []
         ts = now_us()
         execution = self.assign.execution
@@ -184,8 +185,19 @@ class Run:
             events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
         batch = m.EventBatch(task=self.assign.task, execution=execution, events=events)
         record = self.codec.encode(batch)
-        self.spool.append(record)
+        try:
+            self.spool.append(record)
+        except OSError as exc:
+            self.seq -= len(events)  # never kept: the stream ends before them
+            self._cannot_record(exc)
+            return []
         return [record]
+
+    def _cannot_record(self, exc: OSError) -> None:
+        """Output that cannot be kept (a full disk) ends the run: the task fails, saying why."""
+        self.spool_failed = True
+        self.error = f"cannot record the agent's output: {exc.strerror or exc} ({self.spool.path})"
+        self.end("failed", time.monotonic())
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -199,10 +211,11 @@ class Run:
         if not lines:
             return
         masked = [self.redactor.mask(line)[0] for line, _ in lines]
-        if self.stderr_file < 0:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-            self.stderr_file = os.open(self.stderr_path, flags, 0o600)
-        os.write(self.stderr_file, b"".join(line + b"\n" for line in masked))
+        with contextlib.suppress(OSError):  # a full disk: the tail below is still kept
+            if self.stderr_file < 0:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                self.stderr_file = os.open(self.stderr_path, flags, 0o600)
+            os.write(self.stderr_file, b"".join(line + b"\n" for line in masked))
         self.stderr_tail.extend(line[:500].decode(errors="replace") for line in masked)
 
     def _leader_exited(self, now: float) -> None:
@@ -246,7 +259,10 @@ class Run:
     def _outcome(self, result: RunResult) -> str:
         if self.error is not None:
             result.error = self.error
-            classify_result(result, self.summary, self.stderr_tail, self.error)
+            if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full
+                result.failure_class, result.reason = "permanent", self.error
+            else:
+                classify_result(result, self.summary, self.stderr_tail, self.error)
             return "failed"
         if self.end_reason is not None:
             result.timeout_kind = self.timeout_kind

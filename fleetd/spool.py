@@ -9,6 +9,7 @@ writer is gone (finished or dead) and the file is complete as far as it will eve
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import struct
@@ -29,10 +30,29 @@ class SpoolWriter:
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         os.rename(temp, path)
         self.path = path
+        self.size = 0
 
     def append(self, record: bytes) -> None:
-        """One write call, so a killed writer leaves whole records behind, or a torn last one."""
-        os.write(self.fd, _LENGTH.pack(len(record)) + record)
+        """One write call, so a killed writer leaves whole records behind, or a torn last one.
+
+        A short write (a full disk) is undone and raised as ENOSPC: a torn record followed by
+        whole ones would corrupt the framing of everything after it.
+        """
+        data = _LENGTH.pack(len(record)) + record
+        try:
+            written = os.write(self.fd, data)
+        except OSError:
+            self._truncate()
+            raise
+        if written != len(data):
+            self._truncate()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        self.size += written
+
+    def _truncate(self) -> None:
+        """Cut a torn record off, back to the last whole one (O_APPEND-free, so seek too)."""
+        os.ftruncate(self.fd, self.size)
+        os.lseek(self.fd, self.size, os.SEEK_SET)
 
     def close(self) -> None:
         if self.fd >= 0:

@@ -254,6 +254,8 @@ class Worker:
             and self.run is not None
             and message.execution == self.run.assign.execution
         ):
+            if message.last_seq < self.run.seq and self.finished is not None:
+                self.finished = _cut_short(self.finished, message.last_seq, self.run.seq)
             self._report()
 
     # --- the run -----------------------------------------------------------------------------
@@ -399,3 +401,12 @@ class Worker:
     @property
     def can_exit(self) -> bool:
         return self.stopping and self.phase == "idle"
+
+
+def _cut_short(finished: m.Finished, stored: int, printed: int) -> m.Finished:
+    """The recorder could not store the whole stream (a full disk): the run cannot succeed."""
+    result = finished.result
+    lost = f"events {stored + 1} to {printed} could not be stored (disk full)"
+    result.error = f"{result.error}; {lost}" if result.error else lost
+    outcome = "failed" if finished.outcome == "succeeded" else finished.outcome
+    return m.Finished(execution=finished.execution, outcome=outcome, result=result)

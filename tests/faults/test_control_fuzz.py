@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from shared import messages as m
 from tests.support.fleet import Fleet, running_fleet
+from tests.support.requires import needs_root, needs_tools
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -117,7 +118,14 @@ def test_half_open_and_garbage_stream_connections(shared_fleet: Fleet) -> None:
     idle.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root")
+def test_control_socket_is_private(shared_fleet: Fleet) -> None:
+    state = shared_fleet.state_dir
+    assert stat.S_IMODE((state / "fleetd.sock").stat().st_mode) == 0o600
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+@needs_root()
+@needs_tools("setpriv")
 def test_another_uid_is_not_served_even_with_open_permissions(shared_fleet: Fleet) -> None:
     state = shared_fleet.state_dir
     path = state / "fleetd.sock"

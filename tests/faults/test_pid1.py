@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+from tests.support.requires import needs_root, needs_tools
 
 pytestmark = [
     pytest.mark.timeout(90),
-    pytest.mark.skipif(
-        os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare"
-    ),
+    needs_root(),
+    needs_tools("unshare"),
 ]
 
 

@@ -1,0 +1,27 @@
+"""Skips for tests that need a tool or root: allowed on a laptop, never in CI.
+
+A test that silently skips in CI is no coverage, so under `CI` (set by `.ci/run`, which also
+installs the tools) these marks skip nothing and a missing tool fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = bool(os.environ.get("CI"))
+
+
+def needs_tools(*names: str) -> pytest.MarkDecorator:
+    """Skip (outside CI) when one of these executables is not on PATH."""
+    missing = [name for name in names if shutil.which(name) is None]
+    return pytest.mark.skipif(
+        bool(missing) and not IN_CI, reason=f"needs {', '.join(missing)} (CI installs them)"
+    )
+
+
+def needs_root() -> pytest.MarkDecorator:
+    """Skip (outside CI) unless running as root; CI runs as root."""
+    return pytest.mark.skipif(os.geteuid() != 0 and not IN_CI, reason="needs root")

@@ -25,6 +25,7 @@ from shared import messages as m
 from shared.client import ControlClient
 from shared.errors import FleetError
 from shared.models import TERMINAL_STATES, TaskSpec
+from tests.support.fleet import session_members
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -317,19 +318,6 @@ def fleet(workers: int, label: str) -> Iterator[BenchFleet]:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def session_members(sid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_bytes()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[3]) == sid:
-                found.append(int(entry.name))
-    return found
 
 
 def proc_status(pid: int) -> dict[str, int]:

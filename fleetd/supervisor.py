@@ -9,7 +9,6 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
@@ -21,6 +20,7 @@ from fleetd.background import BackgroundJob
 from fleetd.children import Child, Children, CrashLoop
 from fleetd.codexhome import MISSING_CREDENTIAL, PrivateHomes, find_credential
 from fleetd.control import open_control_socket
+from fleetd.forwarding import Forwarder
 from fleetd.notify import Notifier
 from fleetd.process import ShutdownSignal, become_subreaper, set_title
 from fleetd.reaper import reap_orphans
@@ -31,7 +31,6 @@ from shared.errors import StateDirError
 from shared.paths import StatePaths
 
 TICK_SECONDS = 0.2
-FORWARD_TIMEOUT = 10.0
 CLOSE_TIMEOUT = 10.0
 ORPHAN_SCAN_SECONDS = 1.0
 RETENTION_CHECK_SECONDS = 600.0
@@ -44,15 +43,6 @@ _BROKER_REQUESTS = m.broker_request_codec()
 _BROKER_REPLIES = m.broker_reply_codec()
 _RECORDER_REQUESTS = m.recorder_request_codec()
 _RECORDER_REPLIES = m.recorder_reply_codec()
-
-
-@dataclass
-class Forward:
-    """A control request waiting for the broker's or recorder's answer."""
-
-    client: bytes | None  # None: the supervisor asked for itself
-    deadline: float
-    then: Callable[[m.Message], m.Message | None] | None = None
 
 
 def acquire_lock(paths: StatePaths) -> int:
@@ -85,8 +75,7 @@ class Supervisor:
         self.exit_code = 0
         self.stop_deadline = float("inf")
         self.close_deadline = float("inf")
-        self.pending: dict[bytes, Forward] = {}
-        self.next_ref = 0
+        self.forwards = Forwarder(self._reply)
         self.ready = False
         self.dispatching = True
         self.warnings: list[str] = []
@@ -180,9 +169,9 @@ class Supervisor:
             if self.control in events:
                 self._serve_control()
             if self.broker in events:
-                self._on_replies(self.broker, _BROKER_REPLIES)
+                self.forwards.on_replies(self.broker, _BROKER_REPLIES)
             if self.recorder in events:
-                self._on_replies(self.recorder, _RECORDER_REPLIES)
+                self.forwards.on_replies(self.recorder, _RECORDER_REPLIES)
             if self.gc_job.fd in events:
                 self._on_workspaces_collected()
             if now >= next_retention and self.phase == "running":
@@ -190,7 +179,7 @@ class Supervisor:
                 hours = self.config.workspace.retention_hours
                 self._collect_workspaces(None, m.CollectWorkspaces(older_than_hours=hours))
             self._restart_due(now)
-            self._expire_forwards(now)
+            self.forwards.expire(now)
             if now >= next_orphan_scan:
                 next_orphan_scan = now + ORPHAN_SCAN_SECONDS
                 reap_orphans(self.children.managed_pids())
@@ -273,7 +262,7 @@ class Supervisor:
             case m.RetryTask():
                 self._ask_broker(request, client, None)
             case m.GetEvents():
-                self._ask(self.recorder, _RECORDER_REQUESTS, request, client, None)
+                self.forwards.ask(self.recorder, _RECORDER_REQUESTS, request, client, None)
             case m.GetDiff():
                 self._ask_broker(
                     m.ShowTask(task=request.task), client, lambda reply: diff_reply(request, reply)
@@ -299,50 +288,7 @@ class Supervisor:
         client: bytes | None,
         then: Callable[[m.Message], m.Message | None] | None,
     ) -> None:
-        self._ask(self.broker, _BROKER_REQUESTS, request, client, then)
-
-    def _ask(
-        self,
-        sock: zmq.Socket,
-        codec: m.Codec,
-        request: m.Message,
-        client: bytes | None,
-        then: Callable[[m.Message], m.Message | None] | None,
-    ) -> None:
-        self.next_ref += 1
-        ref = self.next_ref.to_bytes(8, "little")
-        self.pending[ref] = Forward(client, time.monotonic() + FORWARD_TIMEOUT, then)
-        try:
-            sock.send_multipart([ref, codec.encode(request)], zmq.NOBLOCK)
-        except zmq.Again:
-            del self.pending[ref]
-            if client is not None:
-                self._reply(client, _unavailable())
-
-    def _on_replies(self, sock: zmq.Socket, codec: m.Codec) -> None:
-        for _ in range(1000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            forward = self.pending.pop(frames[0], None) if len(frames) == 2 else None
-            if forward is None:
-                continue  # the answer came after we gave up on it
-            try:
-                reply: m.Message | None = codec.decode(frames[1])
-            except Exception:
-                logger.exception("undecodable internal reply")
-                reply = m.ErrorReply(code="internal", message="internal error; see fleetd log")
-            if forward.then is not None and reply is not None:
-                reply = forward.then(reply)
-            if forward.client is not None and reply is not None:
-                self._reply(forward.client, reply)
-
-    def _expire_forwards(self, now: float) -> None:
-        for ref in [r for r, f in self.pending.items() if f.deadline < now]:
-            forward = self.pending.pop(ref)
-            if forward.client is not None:
-                self._reply(forward.client, _unavailable())
+        self.forwards.ask(self.broker, _BROKER_REQUESTS, request, client, then)
 
     # --- workspace garbage collection ------------------------------------------------------
 
@@ -475,13 +421,6 @@ class Supervisor:
                 Path(self.control_path).unlink()
         self.notifier.close()
         logger.info("fleetd stopped")
-
-
-def _unavailable() -> m.ErrorReply:
-    return m.ErrorReply(
-        code="unavailable",
-        message="fleetd's internal service did not answer in time (restarting?); try again",
-    )
 
 
 def run(config: FleetConfig, env: Mapping[str, str]) -> int:

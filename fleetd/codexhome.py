@@ -3,9 +3,9 @@
 Codex writes state databases, session files and logs into `CODEX_HOME`, and a ChatGPT
 login's refresh token is single-use (openai/codex issues 10332 and 17340): parallel runs
 sharing one home trip over each other. So each run gets its own home under the state
-directory, seeded with the host's `config.toml` and `auth.json`. When the run ends, its
-session file (what `codex exec resume` needs) is kept with the execution, secrets masked,
-and a token the run refreshed is written back to the host's `auth.json`, if the host's
+directory, seeded with the host's `config.toml`, `AGENTS.md` and `auth.json`. When the run
+ends, its session file (what `codex exec resume` needs) is kept with the execution, secrets
+masked, and a token the run refreshed is written back to the host's `auth.json`, if the host's
 file still holds what the run started from.
 """
 
@@ -22,6 +22,9 @@ from loguru import logger
 
 AUTH_FILE = "auth.json"
 CONFIG_FILE = "config.toml"
+# The host's settings a run takes along: its config (providers, MCP servers, profiles) and its
+# global instructions.
+SEEDED_FILES = (CONFIG_FILE, "AGENTS.md", "AGENTS.override.md")
 KEY_VARIABLES = ("CODEX_API_KEY", "OPENAI_API_KEY")
 MISSING_CREDENTIAL = (
     "no Codex credential is visible to fleetd: set OPENAI_API_KEY or CODEX_API_KEY in "
@@ -74,9 +77,9 @@ class PrivateHomes:
         home = self.home(execution)
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir(mode=0o700, parents=True)
-        config = self.host_home / CONFIG_FILE
-        if config.is_file():
-            shutil.copyfile(config, home / CONFIG_FILE)
+        for name in SEEDED_FILES:
+            if (self.host_home / name).is_file():
+                shutil.copyfile(self.host_home / name, home / name)
         auth = _read(self.host_home / AUTH_FILE)
         if auth is not None:
             _write_private(home / AUTH_FILE, auth)

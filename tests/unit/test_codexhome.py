@@ -19,6 +19,8 @@ def host(tmp_path: Path) -> Path:
     home.mkdir()
     (home / "config.toml").write_text('model = "gpt-4.1"\n')
     (home / "auth.json").write_text('{"tokens": {"refresh_token": "r0"}}')
+    (home / "AGENTS.md").write_text("Always run the tests.\n")
+    (home / "sessions").mkdir()  # the host's own history stays behind
     return home
 
 
@@ -42,6 +44,8 @@ def write_session(home: Path, thread: str, text: str) -> Path:
 def test_home_is_seeded_with_config_and_credential_owner_only(homes: PrivateHomes) -> None:
     home = homes.create(7)
     assert (home / "config.toml").read_text() == 'model = "gpt-4.1"\n'
+    assert (home / "AGENTS.md").read_text() == "Always run the tests.\n"
+    assert not (home / "sessions").exists()
     assert (home / "auth.json").read_text() == '{"tokens": {"refresh_token": "r0"}}'
     assert stat.S_IMODE((home / "auth.json").stat().st_mode) == 0o600
     assert stat.S_IMODE(home.stat().st_mode) == 0o700

@@ -6,6 +6,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import apsw
 import zmq
 from loguru import logger
 
@@ -17,6 +18,7 @@ from shared.config import FleetConfig
 from shared.models import WorkerView, now_us, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
+DISK_FULL_RETRY_US = 1_000_000
 RECV_BATCH = 256
 SUPERVISOR_ID = b"supervisor"
 
@@ -43,6 +45,7 @@ class Broker:
         self.maybe_claimable = True
         self.next_lease_check = 0
         self.wake_at = float("inf")  # when a task waiting out a retry backoff becomes claimable
+        self.disk_full = False
 
     # --- timers --------------------------------------------------------------------------
 
@@ -50,7 +53,10 @@ class Broker:
         """Expire leases when due, then hand out what can be handed out."""
         if now >= self.next_lease_check:
             self.next_lease_check = now + LEASE_CHECK_INTERVAL_US
-            self._log_closed(self.store.lose_expired(now))
+            try:
+                self._log_closed(self.store.lose_expired(now))
+            except apsw.FullError:
+                self._disk_full(now)  # tried again at the next lease check
             self.maybe_claimable = True  # also wakes tasks whose not_before has passed
         if now >= self.wake_at:
             self.maybe_claimable = True
@@ -61,7 +67,14 @@ class Broker:
         out: list[Outgoing] = []
         while self.dispatching and self.waiting and self.maybe_claimable:
             worker = next(iter(self.waiting))
-            claim = self.store.claim(worker, now, self.lease_us)
+            try:
+                claim = self.store.claim(worker, now, self.lease_us)
+            except apsw.FullError:
+                self._disk_full(now)
+                break
+            if self.disk_full:
+                self.disk_full = False
+                logger.info("the disk has room again: handing out tasks")
             if claim is None:
                 self._nothing_claimable()
                 break
@@ -87,6 +100,22 @@ class Broker:
             resume=claim.resume,
         )
         return Outgoing(worker.encode(), b"", message)
+
+    def _disk_full(self, now: int) -> None:
+        """The queue cannot take a write: claim nothing for a while rather than crash.
+
+        A crashing broker would be restarted into the same full disk until the crash-loop
+        limit stopped the whole fleet; waiting keeps it serving reads and running tasks.
+        """
+        if not self.disk_full:
+            logger.error(
+                "the disk under the queue is full: no task starts until there is room "
+                "(retrying every {:g} s)",
+                DISK_FULL_RETRY_US / 1_000_000,
+            )
+        self.disk_full = True
+        self.maybe_claimable = False
+        self.wake_at = min(self.wake_at, now + DISK_FULL_RETRY_US)
 
     def _nothing_claimable(self) -> None:
         """No task can be claimed now: sleep until the earliest retry is due, if any."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import pytest
 
 from fleetd.broker import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
@@ -385,3 +386,36 @@ def test_undeliverable_assign_returns_the_task_unspent(broker: Broker, store: Qu
     view = store.get_task(1)
     assert view is not None and (view.state, view.attempts) == ("queued", 0)
     assert workers(broker) == []
+
+
+class FullDiskStore(QueueStore):
+    """A queue whose writes fail as on a full disk while `full` is set."""
+
+    full = False
+
+    def claim(self, worker: str, now: int, lease_us: int):  # type: ignore[no-untyped-def]
+        if self.full:
+            raise apsw.FullError("database or disk is full")
+        return super().claim(worker, now, lease_us)
+
+    def lose_expired(self, now: int):  # type: ignore[no-untyped-def]
+        if self.full:
+            raise apsw.FullError("database or disk is full")
+        return super().lose_expired(now)
+
+
+def test_a_full_disk_postpones_claims_instead_of_crashing(tmp_path: Path) -> None:
+    store = FullDiskStore(QueueStore.open(tmp_path / "full.db", 3).conn, 3)
+    broker = Broker(store, load_config({"HOME": str(tmp_path)}))
+    broker.step(0)  # the first lease check
+    ready(broker)
+    store.full = True
+    out = enqueue(broker, "waits for room", now=1)
+    assert assigns(out) == [], "nothing claimed, and no exception"
+    assert isinstance(out[0].message, m.Enqueued)
+    store.full = False
+    assert broker.step(500_000) == [], "no claim before the retry is due"
+    assert assigns(broker.step(1_000_001)) == [(b"w1", 1, 1)]
+    store.full = True
+    assert broker.step(2 * LEASE_CHECK_INTERVAL_US) == [], "the lease check survives it too"
+    store.close()

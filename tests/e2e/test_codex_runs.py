@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from tests.support.codex_fleet import (
     workdir,
 )
 from tests.support.fleet import processes_under, running_fleet, wait_for
+from tests.support.gitrepo import new_repo, run_git
 from tests.support.model_server import ModelServer
 
 pytestmark = [
@@ -164,22 +164,11 @@ def test_a_hanging_command_is_cut_and_leaves_no_process(
 
 
 def make_repo(path: Path) -> Path:
-    path.mkdir()
-    for args in (
-        ["init", "-q", "-b", "main"],
-        ["add", "."],
-        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial"],
-    ):
-        if args[0] == "add":
-            (path / "app.py").write_text("print('hello')\n")
-        subprocess.run(["git", "-C", str(path), *args], check=True)
-    return path
+    return new_repo(path, {"app.py": "print('hello')\n"})
 
 
 def git_show(repo: Path, what: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "show", what], check=True, capture_output=True, text=True
-    ).stdout
+    return run_git(repo, "show", what)
 
 
 @pytest.mark.timeout(120)

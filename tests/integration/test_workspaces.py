@@ -10,32 +10,21 @@ from pathlib import Path
 import pytest
 
 from tests.support.fleet import Fleet, processes_under, running_fleet, wait_for
+from tests.support.gitrepo import commit_all, new_repo
+from tests.support.gitrepo import run_git as git
 
 AGENT_MESSAGE = json.dumps(
     {"type": "item.completed", "item": {"type": "agent_message", "text": "done"}}
 )
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
-    ).stdout
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A git repository with one commit on `main` and a second branch `other`."""
-    path = tmp_path / "repo"
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / "readme.txt").write_text("hello\n")
-    (path / "old.txt").write_text("to be deleted\n")
-    git(path, "add", ".")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    path = new_repo(tmp_path / "repo", {"readme.txt": "hello\n", "old.txt": "to be deleted\n"})
     git(path, "branch", "other")
     (path / "main-only.txt").write_text("x\n")
-    git(path, "add", ".")
-    git(path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "second")
+    commit_all(path, "second")
     return path
 
 

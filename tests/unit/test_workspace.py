@@ -27,6 +27,7 @@ from shared.config import WorkspaceConfig
 from shared.models import FileChange
 from shared.paths import StatePaths
 from tests.support.fleet import processes_under, wait_for
+from tests.support.gitrepo import commit_all, run_git
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,24 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def git(repo: Path, *args: str) -> str:
-    """The tests' own git: a fixed identity, nothing from the host's configuration."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(repo), "GIT_CONFIG_NOSYSTEM": "1"}
-    done = subprocess.run(
-        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert done.returncode == 0, f"git {args}: {done.stderr}"
-    return done.stdout.strip()
-
-
-def commit_all(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
+    return run_git(repo, *args).strip()
 
 
 def permissions_apply() -> bool:

@@ -113,8 +113,8 @@ class PrivateHomes:
     def _keep_session(self, execution: int, session: Path) -> str:
         target = self.sessions_dir / str(execution) / session.name
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        masked = b"\n".join(self.mask(line) for line in session.read_bytes().split(b"\n"))
-        _write_private(target, masked)
+        # The key patterns never span a newline, so the file is masked whole, like a patch.
+        _write_private(target, self.mask(session.read_bytes()))
         return str(target)
 
     def _write_back_auth(self, execution: int, home: Path) -> None:

@@ -293,20 +293,18 @@ class Supervisor:
     # --- workspace garbage collection ------------------------------------------------------
 
     def _collect_workspaces(self, client: bytes | None, request: m.CollectWorkspaces) -> None:
-        if self.gc_job.busy:
-            if client is not None:
-                busy = m.ErrorReply(code="conflict", message="a gc is running; try again shortly")
-                self._reply(client, busy)
-            return
+        """Ask the broker for finished tasks, then remove their worktrees off the loop."""
 
         def remove_finished(reply: m.Message) -> m.Message | None:
             if not isinstance(reply, m.TaskList):
                 return reply
-            tasks = self.gc.eligible(reply.tasks, request.older_than_hours)
+            # Checked here, not before asking: two requests may both be waiting on the broker.
             if self.gc_job.busy:
                 return m.ErrorReply(code="conflict", message="a gc is running; try again shortly")
             self.gc_client = client
-            self.gc_job.submit(self.gc.remove, tasks)
+            self.gc_job.submit(
+                self.gc.remove, self.gc.eligible(reply.tasks, request.older_than_hours)
+            )
             return None  # answered when the removal ends
 
         self._ask_broker(m.ListTasks(limit=self.gc.TASK_LIMIT), client, remove_finished)

@@ -15,10 +15,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from fleetd.workspace import HookRun
-
 
 class BackgroundJob:
     """At most one blocking call at a time on a helper thread; `fd` wakes the loop when done."""
@@ -81,20 +77,3 @@ class TaskLock:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-_encode = msgspec.json.Encoder().encode
-
-
-def hook_event(run: HookRun) -> bytes:
-    """One event line recording a workspace hook's run and its output."""
-    return _encode(
-        {
-            "type": "fleet.hook",
-            "hook": run.name,
-            "exit_code": run.exit_code,
-            "timed_out": run.timed_out,
-            "duration_s": round(run.duration_s, 3),
-            "output": run.output.decode("utf-8", errors="replace"),
-        }
-    )

@@ -6,10 +6,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from fleetd.groupexec import GroupRunner, WorkspaceAborted, WorkspaceError
 
 HOOK_NAMES = ("after_create", "before_run", "after_run", "before_remove")
 HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept
+
+_encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,19 @@ class HookRun:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
+
+    def event_line(self) -> bytes:
+        """The run as one agent-output line (type `fleet.hook`), recorded with the attempt."""
+        return _encode_json(
+            {
+                "type": "fleet.hook",
+                "hook": self.name,
+                "exit_code": self.exit_code,
+                "timed_out": self.timed_out,
+                "duration_s": round(self.duration_s, 3),
+                "output": self.output.decode("utf-8", errors="replace"),
+            }
+        )
 
 
 def run_hook(

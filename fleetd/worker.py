@@ -24,7 +24,7 @@ from fleetd.agentproc import AgentRegistry
 from fleetd.agents.base import Adapter
 from fleetd.agents.codex import CodexAdapter
 from fleetd.agents.command import CommandAdapter
-from fleetd.background import BackgroundJob, TaskLock, hook_event
+from fleetd.background import BackgroundJob, TaskLock
 from fleetd.codexhome import PrivateHomes, host_codex_home
 from fleetd.lines import Redactor
 from fleetd.run import Run
@@ -182,7 +182,7 @@ class Worker:
             self._start_agent(run, prepared.path)
 
     def _record_hooks(self, run: Run, hooks: list[HookRun]) -> None:
-        for batch in run.emit([(hook_event(hook), 0) for hook in hooks]):
+        for batch in run.emit([(hook.event_line(), 0) for hook in hooks]):
             self._to_recorder(batch)
 
     def _start_agent(self, run: Run, workdir: Path) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 import apsw
 import zmq
 
-from fleetd.agentproc import AgentRegistry
+from fleetd.worker.agent_process import AgentRegistry
 from shared import messages as m
 from shared.client import ControlClient
 from shared.errors import FleetError

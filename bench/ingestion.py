@@ -21,7 +21,7 @@ from pathlib import Path
 import apsw
 
 from bench.common import PYTHON, CpuMeter, Report, cpu_text, fleet, fleet_pids, fmt, median, say
-from fleetd.eventlog import MIGRATIONS
+from fleetd.recorder.eventlog import MIGRATIONS
 from shared.models import TaskSpec
 
 LINE = b'{"type":"x","n":%d}\n'

@@ -7,7 +7,7 @@ ingestion task through the same fleet (3 passes; 2 with --quick). Targets: every
 i.e. no growth > 2 MB from the end of the first pass to the end of the last (2 MB over 400,000
 events is 5 bytes an event). Growth from idle to the end of the first pass (a cache filling
 up to its bound, allocator arenas) is shown and flagged as warm-up. Baseline in the same
-run: a bare interpreter that imports what a worker imports (`fleetd.worker`).
+run: a bare interpreter that imports what a worker imports (`fleetd.worker.logic`).
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def run(quick: bool, runs: int) -> Report:
         any_max[1] <= TARGET_WORKER_MB,
         digits=1,
     )
-    report.check("baseline: python + import fleetd.worker", floor / 1024, "MB", "", None, digits=1)
+    report.check(
+        "baseline: python + import fleetd.worker.logic", floor / 1024, "MB", "", None, digits=1
+    )
     report.extra_tables.append(
         (
             (
@@ -189,7 +191,7 @@ def _ran_on(f) -> set[str]:
 
 def _import_floor() -> int:
     code = (
-        "import fleetd.worker, pathlib;"
+        "import fleetd.worker.logic, pathlib;"
         "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
         " if l.startswith('VmRSS')][0].split()[1])"
     )

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from loguru import logger
 
-from fleetd.process import configure_logging
+from fleetd.runtime.lifecycle import configure_logging
 from shared import messages as m
 from shared.client import ControlClient
 from shared.config import FleetConfig, iter_settings, load_config
@@ -71,7 +71,9 @@ def fleetd(
 
 
 def _foreground(config: FleetConfig) -> int:
-    from fleetd import supervisor  # imported here: the detaching parent never needs it
+    from fleetd.supervisor import (
+        logic as supervisor,  # imported here: the detaching parent never needs it
+    )
 
     configure_logging("supervisor", config.log_level, config.log_json)
     try:

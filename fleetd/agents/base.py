@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fleetd.lines import AgentLine
+from fleetd.worker.output import AgentLine
 from shared.models import RunResult, TaskSpec, TokenUsage
 
 # Bounds on the error messages a summary keeps for classifying a failure.

@@ -16,11 +16,11 @@ from pathlib import Path
 import apsw
 import pytest
 
-from fleetd.db import immediate, open_database
-from fleetd.eventlog import EventLog
-from fleetd.recorder import Pending, Recorder
-from fleetd.spool import SpoolWriter, read_records
-from fleetd.worker import _cut_short
+from fleetd.recorder.eventlog import EventLog
+from fleetd.recorder.logic import Pending, Recorder
+from fleetd.runtime.db import immediate, open_database
+from fleetd.runtime.spool import SpoolWriter, read_records
+from fleetd.worker.logic import _cut_short
 from shared import messages as m
 from shared.models import EventRecord, RunResult
 from shared.paths import StatePaths

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fleetd.codexhome import KEY_VARIABLES
+from fleetd.agents.codex_home import KEY_VARIABLES
 from tests.support.fleet import running_fleet
 
 

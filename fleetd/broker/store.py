@@ -1,0 +1,468 @@
+"""The task queue: tasks and executions in APSW SQLite, behind a small interface.
+
+Only the broker process opens this store. Every state change is one `BEGIN IMMEDIATE`
+transaction. The SQL avoids anything only SQLite can do, so a PostgreSQL store (claims with
+`FOR UPDATE SKIP LOCKED`) can sit beside it with the same methods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import apsw
+import msgspec
+
+from fleetd.broker.policy import Backoff, no_thread, not_resumable, retry_refusal, task_state_after
+from fleetd.runtime.db import immediate, open_database
+from shared.models import (
+    TERMINAL_STATES,
+    ExecutionView,
+    ResumeFrom,
+    RunResult,
+    TaskSpec,
+    TaskView,
+)
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        spec TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        max_attempts INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        executions INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        enqueued_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        result TEXT
+    );
+    CREATE INDEX tasks_claim ON tasks (state, priority DESC, id);
+    CREATE TABLE executions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id INTEGER NOT NULL REFERENCES tasks (id),
+        attempt INTEGER NOT NULL,
+        worker TEXT,
+        outcome TEXT NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        lease_expires_at INTEGER,
+        started_at INTEGER,
+        agent_pid INTEGER,
+        finished_at INTEGER,
+        result TEXT
+    );
+    CREATE INDEX executions_task ON executions (task_id, id);
+    CREATE INDEX executions_outcome ON executions (outcome, lease_expires_at);
+    """,
+    # v2: `fleetctl retry --resume` names the execution whose Codex thread the next runs continue.
+    """
+    ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
+    """,
+]
+
+_json_encode = msgspec.json.Encoder().encode
+_decode_spec = msgspec.json.Decoder(TaskSpec).decode
+_decode_result = msgspec.json.Decoder(RunResult).decode
+
+TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
+EXECUTION_COLUMNS = (
+    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task handed to a worker as a new execution."""
+
+    task: int
+    execution: int
+    attempt: int
+    spec: TaskSpec
+    lease_expires_at: int
+    resume: ResumeFrom | None = None
+
+
+@dataclass(frozen=True)
+class Closed:
+    """An execution closed by the queue (lost or interrupted), and where its task went."""
+
+    task: int
+    execution: int
+    worker: str | None
+    task_state: str
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What `retry` did: the task queued again (and what it resumes), or why it refused."""
+
+    state: str | None = None
+    resume: ResumeFrom | None = None
+    refused: str | None = None
+
+
+class QueueStore:
+    """Tasks and their executions; the only writer of `queue.db`."""
+
+    def __init__(
+        self, conn: apsw.Connection, default_max_attempts: int, backoff: Backoff | None = None
+    ) -> None:
+        self.conn = conn
+        self.default_max_attempts = default_max_attempts
+        self.backoff = backoff or Backoff()
+
+    @classmethod
+    def open(
+        cls, path: Path, default_max_attempts: int, backoff: Backoff | None = None
+    ) -> QueueStore:
+        return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def enqueue(self, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]:
+        """Insert tasks in order; a known idempotency key returns its task, uncreated."""
+        out: list[tuple[int, bool]] = []
+        with immediate(self.conn) as conn:
+            for spec in specs:
+                if spec.key is not None:
+                    row = conn.execute(
+                        "SELECT id FROM tasks WHERE idempotency_key = ?", (spec.key,)
+                    ).fetchone()
+                    if row is not None:
+                        out.append((row[0], False))
+                        continue
+                conn.execute(
+                    "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at)"
+                    " VALUES ('queued', ?, ?, ?, ?)",
+                    (
+                        _json_encode(spec).decode(),
+                        spec.key,
+                        spec.max_attempts or self.default_max_attempts,
+                        now,
+                    ),
+                )
+                out.append((conn.last_insert_rowid(), True))
+        return out
+
+    def claim(self, worker: str, now: int, lease_us: int) -> Claim | None:
+        """Take the first queued task (priority, then FIFO) as a new running execution."""
+        with immediate(self.conn) as conn:
+            return self._claim_in(conn, worker, now, lease_us)
+
+    def _claim_in(
+        self, conn: apsw.Connection, worker: str, now: int, lease_us: int
+    ) -> Claim | None:
+        row = conn.execute(
+            "SELECT id, spec, executions, resume_from FROM tasks"
+            " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id LIMIT 1",
+            (now,),
+        ).fetchone()
+        if row is None:
+            return None
+        task_id, spec_json, executions, resume_from = row
+        attempt = executions + 1
+        conn.execute(
+            "UPDATE tasks SET state = 'running', attempts = attempts + 1, executions = ?,"
+            " not_before = 0, started_at = COALESCE(started_at, ?) WHERE id = ?",
+            (attempt, now, task_id),
+        )
+        conn.execute(
+            "INSERT INTO executions (task_id, attempt, worker, outcome, claimed_at,"
+            " lease_expires_at) VALUES (?, ?, ?, 'running', ?, ?)",
+            (task_id, attempt, worker, now, now + lease_us),
+        )
+        return Claim(
+            task=task_id,
+            execution=conn.last_insert_rowid(),
+            attempt=attempt,
+            spec=_decode_spec(spec_json),
+            lease_expires_at=now + lease_us,
+            resume=_resume_of(conn, resume_from) if resume_from is not None else None,
+        )
+
+    def renew(self, execution: int, worker: str, now: int, lease_us: int) -> bool:
+        """Extend a running execution's lease; False if the worker no longer holds it."""
+        with immediate(self.conn) as conn:
+            conn.execute(
+                "UPDATE executions SET lease_expires_at = ?"
+                " WHERE id = ? AND worker = ? AND outcome = 'running'",
+                (now + lease_us, execution, worker),
+            )
+            return conn.changes() == 1
+
+    def mark_started(self, execution: int, started_at: int, pid: int) -> None:
+        with immediate(self.conn) as conn:
+            conn.execute(
+                "UPDATE executions SET started_at = ?, agent_pid = ?"
+                " WHERE id = ? AND outcome = 'running'",
+                (started_at, pid, execution),
+            )
+
+    def finish(
+        self,
+        execution: int,
+        outcome: str,
+        result: RunResult,
+        now: int,
+        claim_for: str | None = None,
+        lease_us: int = 0,
+    ) -> tuple[str | None, Claim | None]:
+        """Close an execution with the worker's outcome; optionally claim the worker's next task.
+
+        Returns the task's new state (None if the execution was already closed: a resent
+        result) and the next claim. Both happen in one transaction.
+        """
+        with immediate(self.conn) as conn:
+            state = self._close(conn, execution, outcome, result, now)
+            # A resent result (state None) must not claim: its first copy already did.
+            claim = (
+                self._claim_in(conn, claim_for, now, lease_us)
+                if claim_for and state is not None
+                else None
+            )
+        return state, claim
+
+    def _close(
+        self, conn: apsw.Connection, execution: int, outcome: str, result: RunResult, now: int
+    ) -> str | None:
+        row = conn.execute(
+            "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested"
+            " FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
+            (execution,),
+        ).fetchone()
+        if row is None or row[1] != "running":
+            return None
+        task_id, _, attempts, max_attempts, cancel_requested = row
+        result_json = _json_encode(result).decode()
+        conn.execute(
+            "UPDATE executions SET outcome = ?, finished_at = ?, result = ?,"
+            " lease_expires_at = NULL WHERE id = ?",
+            (outcome, now, result_json, execution),
+        )
+        transient = result.failure_class == "transient"
+        state = task_state_after(outcome, attempts, max_attempts, bool(cancel_requested), transient)
+        if state == "queued":
+            # An interrupted run (fleet stopped) does not spend an attempt.
+            spent = attempts - 1 if outcome == "interrupted" else attempts
+            # A transient failure waits out a backoff; other returns are claimable at once.
+            not_before = now + self.backoff.delay_us(attempts) if outcome == "failed" else 0
+            conn.execute(
+                "UPDATE tasks SET state = 'queued', attempts = ?, not_before = ? WHERE id = ?",
+                (spent, not_before, task_id),
+            )
+        else:
+            conn.execute(
+                "UPDATE tasks SET state = ?, finished_at = ?, result = ? WHERE id = ?",
+                (state, now, result_json, task_id),
+            )
+        return state
+
+    def lose_worker(self, worker: str, reason: str, now: int) -> list[Closed]:
+        """Close as `lost` every running execution of a worker that died."""
+        return self._lose("worker = ? AND outcome = 'running'", (worker,), reason, now)
+
+    def lose_expired(self, now: int) -> list[Closed]:
+        """Close as `lost` every running execution whose lease ran out."""
+        return self._lose(
+            "outcome = 'running' AND lease_expires_at < ?",
+            (now,),
+            "lease expired: the worker stopped renewing it",
+            now,
+        )
+
+    def lose_execution(self, execution: int, reason: str, now: int) -> list[Closed]:
+        return self._lose("id = ? AND outcome = 'running'", (execution,), reason, now)
+
+    def lose_all_running(self, reason: str, now: int) -> list[Closed]:
+        """At daemon start: every execution still running belonged to the previous daemon."""
+        return self._lose("outcome = 'running'", (), reason, now)
+
+    def _lose(self, where: str, args: tuple, reason: str, now: int) -> list[Closed]:
+        closed: list[Closed] = []
+        with immediate(self.conn) as conn:
+            rows = conn.execute(
+                f"SELECT id, task_id, worker FROM executions WHERE {where}", args
+            ).fetchall()
+            for execution, task_id, worker in rows:
+                result = RunResult(error="lost", reason=reason)
+                state = self._close(conn, execution, "lost", result, now)
+                closed.append(Closed(task_id, execution, worker, state or "unknown"))
+        return closed
+
+    def cancel(self, task: int, now: int) -> tuple[str, int | None, str | None] | None:
+        """Cancel a task: a queued one at once; a running one is marked, its execution returned.
+
+        Returns (state, running execution, its worker), or None for an unknown task.
+        """
+        with immediate(self.conn) as conn:
+            row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
+            if row is None:
+                return None
+            state = row[0]
+            if state == "queued":
+                conn.execute(
+                    "UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE id = ?",
+                    (now, task),
+                )
+                return "cancelled", None, None
+            if state != "running":
+                return state, None, None
+            conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task,))
+            running = conn.execute(
+                "SELECT id, worker FROM executions WHERE task_id = ? AND outcome = 'running'",
+                (task,),
+            ).fetchone()
+            return "running", running[0] if running else None, running[1] if running else None
+
+    def retry(self, task: int, resume: bool, now: int) -> Retried | None:
+        """Queue a finished task again with one more attempt; None for an unknown task.
+
+        With `resume`, its next attempts continue the Codex thread of its latest execution
+        that started one; without, they start afresh.
+        """
+        with immediate(self.conn) as conn:
+            row = conn.execute("SELECT state, spec FROM tasks WHERE id = ?", (task,)).fetchone()
+            if row is None:
+                return None
+            state, spec_json = row
+            if state not in TERMINAL_STATES:
+                return Retried(refused=retry_refusal(task, state))
+            source = None
+            if resume:
+                source, problem = _resume_source(conn, task, _decode_spec(spec_json))
+                if problem is not None:
+                    return Retried(refused=problem)
+            conn.execute(
+                "UPDATE tasks SET state = 'queued', not_before = 0, cancel_requested = 0,"
+                " finished_at = NULL, result = NULL, resume_from = ?,"
+                " max_attempts = CASE WHEN max_attempts > attempts"
+                " THEN max_attempts ELSE attempts + 1 END WHERE id = ?",
+                (source.execution if source else None, task),
+            )
+        return Retried(state="queued", resume=source)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def next_claimable_at(self) -> int | None:
+        """When the first queued task may be claimed (a retry's `not_before`); None if none."""
+        return self.conn.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued'"
+        ).fetchone()[0]
+
+    def has_claimable(self, now: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM tasks WHERE state = 'queued' AND not_before <= ? LIMIT 1", (now,)
+        ).fetchone()
+        return row is not None
+
+    def counts(self) -> dict[str, int]:
+        rows = self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        return {state: count for state, count in rows}
+
+    def execution_holder(self, execution: int) -> tuple[str, str | None] | None:
+        """(outcome, worker) of an execution, or None."""
+        row = self.conn.execute(
+            "SELECT outcome, worker FROM executions WHERE id = ?", (execution,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def running_of(self, worker: str) -> list[tuple[int, int, int]]:
+        """(execution, task, claimed_at) of the running executions a worker holds."""
+        return self.conn.execute(
+            "SELECT id, task_id, claimed_at FROM executions"
+            " WHERE worker = ? AND outcome = 'running'",
+            (worker,),
+        ).fetchall()
+
+    def get_task(self, task: int) -> TaskView | None:
+        row = self.conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task,)
+        ).fetchone()
+        if row is None:
+            return None
+        rows = self.conn.execute(
+            f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE task_id = ? ORDER BY id", (task,)
+        ).fetchall()
+        return msgspec.structs.replace(
+            _task_view(row), executions=[_execution_view(r) for r in rows]
+        )
+
+    def list_tasks(self, state: str | None, limit: int) -> list[TaskView]:
+        if state is None:
+            rows = self.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY id DESC LIMIT ?", (limit,)
+            ).fetchall()
+        else:
+            rows = self.conn.execute(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = ? ORDER BY id DESC LIMIT ?",
+                (state, limit),
+            ).fetchall()
+        return [_task_view(row) for row in rows]
+
+
+def _resume_source(
+    conn: apsw.Connection, task: int, spec: TaskSpec
+) -> tuple[ResumeFrom | None, str | None]:
+    """The latest execution of a task that started a Codex thread, or why there is none."""
+    if spec.agent != "codex":
+        return None, not_resumable(task, spec.agent)
+    rows = conn.execute(
+        "SELECT id FROM executions WHERE task_id = ? AND result IS NOT NULL ORDER BY id DESC",
+        (task,),
+    ).fetchall()
+    for (execution,) in rows:
+        source = _resume_of(conn, execution)
+        if source is not None:
+            return source, None
+    return None, no_thread(task)
+
+
+def _resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
+    """What continuing an execution's Codex thread needs, or None if it started no thread."""
+    row = conn.execute("SELECT result FROM executions WHERE id = ?", (execution,)).fetchone()
+    result = _decode_result(row[0]) if row and row[0] else None
+    if result is None or result.thread_id is None:
+        return None
+    return ResumeFrom(
+        execution=execution,
+        thread_id=result.thread_id,
+        workspace=result.workspace.path if result.workspace else None,
+        session_file=result.session_file,
+    )
+
+
+def _task_view(row: tuple) -> TaskView:
+    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before = row
+    return TaskView(
+        id=task_id,
+        state=state,
+        spec=_decode_spec(spec),
+        attempts=attempts,
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        result=_decode_result(result) if result else None,
+        not_before=not_before if state == "queued" and not_before else None,
+    )
+
+
+def _execution_view(row: tuple) -> ExecutionView:
+    execution, attempt, worker, outcome, claimed, started, finished, result, _ = row
+    return ExecutionView(
+        id=execution,
+        attempt=attempt,
+        worker=worker,
+        outcome=outcome,
+        claimed_at=claimed,
+        started_at=started,
+        finished_at=finished,
+        result=_decode_result(result) if result else None,
+    )

@@ -1,0 +1,99 @@
+"""The event log: every line every agent printed, in APSW SQLite; written only by the recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import apsw
+
+from fleetd.runtime.db import immediate, open_database
+from shared.models import EventRecord
+
+MIGRATIONS = [
+    """
+    CREATE TABLE streams (
+        execution_id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        sealed_at INTEGER
+    );
+    CREATE INDEX streams_task ON streams (task_id, execution_id);
+    CREATE TABLE events (
+        execution_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        flags INTEGER NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    );
+    """,
+]
+
+
+class EventLog:
+    """Streams (one per execution) and their events; sequence numbers make writes idempotent."""
+
+    def __init__(self, conn: apsw.Connection) -> None:
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path) -> EventLog:
+        return cls(open_database(path, MIGRATIONS))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def store(
+        self,
+        runs: Iterable[tuple[int, int, list[EventRecord]]],
+        sealed: Iterable[tuple[int, int]],
+        now: int,
+    ) -> None:
+        """Store consecutive runs of events (task, execution, events) in one transaction.
+
+        Each run must start right after its stream's `last_seq`: the caller fills gaps first.
+        `sealed` marks streams complete: (task, execution) pairs.
+        """
+        with immediate(self.conn) as conn:
+            for task, execution, events in runs:
+                conn.executemany(
+                    "INSERT INTO events (execution_id, seq, ts, type, flags, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(e.execution, e.seq, e.ts, e.type, e.flags, e.payload) for e in events],
+                )
+                conn.execute(
+                    "INSERT INTO streams (execution_id, task_id, last_seq) VALUES (?, ?, ?)"
+                    " ON CONFLICT (execution_id) DO UPDATE"
+                    " SET last_seq = MAX(streams.last_seq, excluded.last_seq)",
+                    (execution, task, events[-1].seq if events else 0),
+                )
+            for task, execution in sealed:
+                conn.execute(
+                    "INSERT INTO streams (execution_id, task_id, sealed_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (execution_id) DO UPDATE SET sealed_at = excluded.sealed_at",
+                    (execution, task, now),
+                )
+
+    def last_seq(self, execution: int) -> int:
+        row = self.conn.execute(
+            "SELECT last_seq FROM streams WHERE execution_id = ?", (execution,)
+        ).fetchone()
+        return row[0] if row else 0
+
+    def page(
+        self, task: int, after_execution: int, after_seq: int, limit: int
+    ) -> list[EventRecord]:
+        """A task's events after (execution, seq), in order, at most `limit`."""
+        rows = self.conn.execute(
+            "SELECT e.execution_id, e.seq, e.ts, e.type, e.flags, e.payload"
+            " FROM events e JOIN streams s ON s.execution_id = e.execution_id"
+            " WHERE s.task_id = ? AND (e.execution_id > ? OR (e.execution_id = ? AND e.seq > ?))"
+            " ORDER BY e.execution_id, e.seq LIMIT ?",
+            (task, after_execution, after_execution, after_seq, limit),
+        ).fetchall()
+        return [
+            EventRecord(execution=r[0], seq=r[1], ts=r[2], type=r[3], flags=r[4], payload=r[5])
+            for r in rows
+        ]

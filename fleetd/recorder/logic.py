@@ -1,0 +1,339 @@
+"""The recorder process: stores every event in batches, publishes them, seals finished streams.
+
+Events arrive over ZeroMQ, but the worker's spool file is the source of truth: a batch that
+skips ahead (the recorder was down, or its queue was lost) is preceded by the missing events
+read back from the spool, and a spool whose writer died is ingested whole by the sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import apsw
+import zmq
+from loguru import logger
+
+from fleetd.recorder.eventlog import EventLog
+from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.runtime.spool import execution_of, read_records, try_lock
+from shared import messages as m
+from shared.config import FleetConfig
+from shared.models import EventRecord, now_us
+from shared.paths import StatePaths
+
+SWEEP_INTERVAL_US = 2_000_000
+UNBORN_GRACE_SECONDS = 60.0
+PAGE_LIMIT_MAX = 10_000
+
+
+@dataclass
+class Pending:
+    """What one loop iteration collected, stored in one transaction."""
+
+    runs: list[tuple[int, int, list[EventRecord]]] = field(default_factory=list)
+    published: list[tuple[int, bytes]] = field(default_factory=list)
+    seals: list[tuple[bytes, bytes, m.StreamSealed, Path | None]] = field(default_factory=list)
+    count: int = 0
+
+
+class Recorder:
+    """The recorder's logic without sockets: accept batches, fill gaps, seal, sweep."""
+
+    def __init__(self, log: EventLog, paths: StatePaths) -> None:
+        self.log = log
+        self.paths = paths
+        # Highest contiguous seq stored, per open stream; dropped when the stream is sealed,
+        # so memory does not grow with history.
+        self.stored_upto: dict[int, int] = {}
+        self.codec = m.recorder_request_codec()
+
+    def _upto(self, execution: int) -> int:
+        upto = self.stored_upto.get(execution)
+        if upto is None:
+            upto = self.log.last_seq(execution)
+            self.stored_upto[execution] = upto
+        return upto
+
+    def accept(self, batch: m.EventBatch, raw: bytes, pending: Pending) -> None:
+        """Queue a batch for storage, after any events it skipped over."""
+        upto = self._upto(batch.execution)
+        events = [e for e in batch.events if e.seq > upto]
+        if not events:
+            return
+        if events[0].seq > upto + 1:
+            gap = self._from_spool(batch.execution, upto, events[0].seq - 1)
+            events = gap + events
+        if not _contiguous(events, upto):
+            logger.error(
+                "execution {}: events after {} are missing even from the spool",
+                batch.execution,
+                upto,
+            )
+        self.stored_upto[batch.execution] = events[-1].seq
+        pending.runs.append((batch.task, batch.execution, events))
+        pending.count += len(events)
+        if len(events) == len(batch.events):
+            pending.published.append((batch.task, raw))
+        else:
+            filled = m.EventBatch(task=batch.task, execution=batch.execution, events=events)
+            pending.published.append((batch.task, _feed_encode(filled)))
+
+    def seal(self, end: m.StreamEnd, peer: bytes, ref: bytes, pending: Pending) -> None:
+        """Complete a stream up to `last_seq` (from the spool if needed), then seal it."""
+        upto = self._upto(end.execution)
+        if end.last_seq > upto:
+            events = self._from_spool(end.execution, upto, end.last_seq)
+            if events:
+                self.stored_upto[end.execution] = events[-1].seq
+                pending.runs.append((end.task, end.execution, events))
+                pending.count += len(events)
+                batch = m.EventBatch(task=end.task, execution=end.execution, events=events)
+                pending.published.append((end.task, _feed_encode(batch)))
+        sealed = m.StreamSealed(task=end.task, execution=end.execution, last_seq=end.last_seq)
+        spool = Path(end.spool) if end.spool else None
+        pending.seals.append((peer, ref, sealed, spool))
+
+    def _from_spool(self, execution: int, after: int, upto: int) -> list[EventRecord]:
+        path = self.paths.spool_file(execution)
+        found: list[EventRecord] = []
+        try:
+            for record in read_records(path):
+                batch = self.codec.decode(record)
+                assert isinstance(batch, m.EventBatch)
+                found.extend(e for e in batch.events if after < e.seq <= upto)
+        except FileNotFoundError:
+            logger.error("execution {}: spool {} is gone", execution, path)
+        found.sort(key=lambda e: e.seq)
+        return found
+
+    def commit(self, pending: Pending, now: int) -> bool:
+        """Store what was collected in one transaction; False if the disk is full."""
+        sealed = [(s.task, s.execution) for _, _, s, _ in pending.seals]
+        try:
+            if pending.runs or sealed:
+                self.log.store(pending.runs, sealed, now)
+        except apsw.FullError as exc:
+            # Nothing was stored, and the spools still hold every event: forget how far we
+            # thought we were, so the next batch or sweep starts from what the database has.
+            for _, execution, _ in pending.runs:
+                self.stored_upto.pop(execution, None)
+            logger.error("cannot store {} events ({}); they wait in the spools", pending.count, exc)
+            return False
+        for _, execution in sealed:
+            self.stored_upto.pop(execution, None)
+        return True
+
+    def cut_short(
+        self, seals: list[tuple[bytes, bytes, m.StreamSealed, Path | None]], now: int
+    ) -> list[tuple[bytes, bytes, m.StreamSealed, Path | None]]:
+        """The disk is full and these streams have ended: seal each at what is stored.
+
+        Their workers wait for the seal and the queue must record how their runs ended, which
+        takes space: what the spool holds beyond the stored events is dropped, and deleting
+        the spool frees that space. Swept spools (no worker waiting) are kept for a retry.
+        """
+        out = []
+        for peer, ref, sealed, spool in seals:
+            if not peer:
+                continue
+            if spool is not None:
+                spool.unlink(missing_ok=True)
+            stored = self.log.last_seq(sealed.execution)
+            logger.error(
+                "execution {}: disk full; events {} to {} were not stored and are dropped",
+                sealed.execution,
+                stored + 1,
+                sealed.last_seq,
+            )
+            with contextlib.suppress(apsw.FullError):
+                self.log.store([], [(sealed.task, sealed.execution)], now)
+            self.stored_upto.pop(sealed.execution, None)
+            cut = m.StreamSealed(task=sealed.task, execution=sealed.execution, last_seq=stored)
+            out.append((peer, ref, cut, None))
+        return out
+
+    def sweep(self, pending: Pending) -> list[int]:
+        """Ingest spools whose writer is gone (a worker died, or the recorder missed the end)."""
+        swept: list[int] = []
+        for path in sorted(self.paths.spool_dir.iterdir()):
+            if path.suffix == ".new":
+                self._drop_unborn(path)
+                continue
+            execution = execution_of(path)
+            if execution is None:
+                continue
+            fd = try_lock(path)
+            if fd is None:
+                continue  # its worker is still writing
+            try:
+                self._ingest_whole(execution, path, pending)
+            finally:
+                os.close(fd)
+            swept.append(execution)
+        return swept
+
+    def _ingest_whole(self, execution: int, path: Path, pending: Pending) -> None:
+        task, last = None, self._upto(execution)
+        for record in read_records(path):
+            batch = self.codec.decode(record)
+            assert isinstance(batch, m.EventBatch)
+            task = batch.task
+            self.accept(batch, record, pending)
+            last = max(last, batch.events[-1].seq if batch.events else 0)
+        if task is None:
+            path.unlink(missing_ok=True)
+            return
+        sealed = m.StreamSealed(task=task, execution=execution, last_seq=last)
+        pending.seals.append((b"", b"", sealed, path))
+        logger.info("recovered {} events of execution {} from its spool", last, execution)
+
+    def _drop_unborn(self, path: Path) -> None:
+        """A `.new` spool whose writer died before naming it; young ones may be mid-creation."""
+        try:
+            if time.time() - path.stat().st_mtime < UNBORN_GRACE_SECONDS:
+                return
+        except FileNotFoundError:
+            return
+        fd = try_lock(path)
+        if fd is not None:
+            path.unlink(missing_ok=True)
+            os.close(fd)
+
+
+_feed_encoder = m.feed_codec()
+_replies = m.recorder_reply_codec()  # built once: building a codec costs ~30 us
+
+
+def _feed_encode(message: m.Message) -> bytes:
+    return _feed_encoder.encode(message)
+
+
+def _contiguous(events: list[EventRecord], upto: int) -> bool:
+    return all(e.seq == upto + i + 1 for i, e in enumerate(events))
+
+
+def run(config: FleetConfig) -> None:
+    """The recorder process's entry point (started by the supervisor)."""
+    shutdown = child_start("recorder", "fleetd: recorder", config.log_level, config.log_json)
+    paths = config.paths()
+    log = EventLog.open(paths.events_db)
+    recorder = Recorder(log, paths)
+    context = zmq.Context()
+    inbox = context.socket(zmq.ROUTER)
+    inbox.setsockopt(zmq.LINGER, 1000)
+    inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)
+    inbox.setsockopt(zmq.RCVHWM, 100_000)
+    inbox.setsockopt(zmq.SNDHWM, 100_000)
+    inbox.bind(paths.recorder_endpoint)
+    feed = context.socket(zmq.PUB)
+    feed.setsockopt(zmq.LINGER, 0)
+    feed.setsockopt(zmq.SNDHWM, 100_000)
+    feed.bind(paths.feed_endpoint)
+    logger.info("recorder ready on {}", paths.recorder_endpoint)
+    try:
+        _loop(recorder, inbox, feed, shutdown, config.recorder.batch_max)
+        _drain(recorder, inbox, feed, config.recorder.batch_max)
+    finally:
+        inbox.close()
+        feed.close()
+        context.term()
+        log.close()
+    logger.info("recorder stopped")
+
+
+def _loop(
+    recorder: Recorder,
+    inbox: zmq.Socket,
+    feed: zmq.Socket,
+    shutdown: ShutdownSignal,
+    batch_max: int,
+) -> None:
+    poller = zmq.Poller()
+    poller.register(inbox, zmq.POLLIN)
+    poller.register(shutdown.fd, zmq.POLLIN)
+    next_sweep = 0
+    while shutdown.received is None:
+        events = dict(poller.poll(500))
+        if shutdown.fd in events:
+            shutdown.drain()
+        pending = Pending()
+        _receive(recorder, inbox, pending, batch_max)
+        now = now_us()
+        if now >= next_sweep:
+            next_sweep = now + SWEEP_INTERVAL_US
+            recorder.sweep(pending)
+        _flush(recorder, inbox, feed, pending)
+
+
+def _drain(recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, batch_max: int) -> None:
+    """At shutdown: store whatever is still queued, then take in abandoned spools."""
+    while True:
+        pending = Pending()
+        _receive(recorder, inbox, pending, batch_max)
+        if not pending.runs and not pending.seals:
+            break
+        _flush(recorder, inbox, feed, pending)
+    pending = Pending()
+    recorder.sweep(pending)
+    _flush(recorder, inbox, feed, pending)
+
+
+def _receive(recorder: Recorder, inbox: zmq.Socket, pending: Pending, batch_max: int) -> None:
+    replies = _replies
+    while pending.count < batch_max:
+        try:
+            peer, ref, payload = _frames(inbox.recv_multipart(zmq.NOBLOCK))
+        except zmq.Again:
+            return
+        except ValueError:
+            continue
+        try:
+            request = recorder.codec.decode(payload)
+        except Exception as exc:
+            error = m.ErrorReply(code="bad_request", message=str(exc))
+            inbox.send_multipart([peer, ref, replies.encode(error)])
+            continue
+        match request:
+            case m.EventBatch():
+                recorder.accept(request, payload, pending)
+            case m.StreamEnd():
+                recorder.seal(request, peer, ref, pending)
+            case m.GetEvents():
+                page = _page(recorder, request)
+                inbox.send_multipart([peer, ref, replies.encode(page)])
+
+
+def _frames(frames: list[bytes]) -> tuple[bytes, bytes, bytes]:
+    if len(frames) != 3:
+        raise ValueError(f"expected 3 frames, got {len(frames)}")
+    return frames[0], frames[1], frames[2]
+
+
+def _page(recorder: Recorder, request: m.GetEvents) -> m.EventPage:
+    limit = max(1, min(request.limit, PAGE_LIMIT_MAX))
+    events = recorder.log.page(request.task, request.after_execution, request.after_seq, limit)
+    return m.EventPage(events=events, more=len(events) == limit)
+
+
+def _flush(recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, pending: Pending) -> None:
+    """Commit, then tell: followers and sealing workers hear only of stored events."""
+    if not pending.runs and not pending.seals:
+        return
+    if not recorder.commit(pending, now_us()):
+        # A full disk. Followers hear nothing; a worker waiting on its ended stream hears
+        # where the stream was cut short.
+        pending.published = []
+        pending.seals = recorder.cut_short(pending.seals, now_us())
+    replies = _replies
+    for task, raw in pending.published:
+        feed.send_multipart([m.feed_topic(task), raw])
+    for peer, ref, sealed, spool in pending.seals:
+        if spool is not None:
+            spool.unlink(missing_ok=True)
+        feed.send_multipart([m.feed_topic(sealed.task), _feed_encode(sealed)])
+        if peer:
+            inbox.send_multipart([peer, ref, replies.encode(sealed)])

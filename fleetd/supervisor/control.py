@@ -1,0 +1,66 @@
+"""The control socket: a ZeroMQ ROUTER on a Unix socket that only its owner may use.
+
+Either fleetd binds `<state>/fleetd.sock` itself (mode 0600, in a 0700 directory), or it
+adopts the listening socket systemd passed (`LISTEN_FDS`). Either way libzmq filters peers by
+uid (`IPC_FILTER_UID`), so another user's connection is dropped before any byte is read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+
+import zmq
+from loguru import logger
+
+from fleetd.supervisor.systemd import listen_fds
+from shared.errors import StateDirError
+
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def open_control_socket(
+    context: zmq.Context, path: Path, env: Mapping[str, str]
+) -> tuple[zmq.Socket, Path, bool]:
+    """Bind (or adopt) the control socket; returns it, its path, and whether it was adopted."""
+    sock = context.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPC_FILTER_UID, os.getuid())
+    # A peer sending more than this is disconnected by libzmq before we see the message.
+    sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+    sock.setsockopt(zmq.SNDHWM, 10_000)
+    sock.setsockopt(zmq.RCVHWM, 10_000)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    fds = listen_fds(env)
+    if fds:
+        adopted = _adopted_path(fds[0])
+        sock.setsockopt(zmq.USE_FD, fds[0])
+        sock.bind("ipc://" + str(adopted))
+        logger.info("control socket adopted from systemd: {}", adopted)
+        return sock, adopted, True
+    try:
+        path.unlink(missing_ok=True)  # stale: the state-directory lock says nobody serves it
+        sock.bind("ipc://" + str(path))
+        path.chmod(0o600)
+    except (zmq.ZMQError, OSError) as exc:
+        sock.close()
+        raise StateDirError(f"cannot bind the control socket {path}: {exc}") from exc
+    return sock, path, False
+
+
+def _adopted_path(fd: int) -> Path:
+    """The path of a listening Unix socket we were handed, without taking ownership of the fd.
+
+    A Python socket object that owned fd 3 would close it when garbage-collected, under
+    libzmq's feet (which aborts the process), so the object is detached right away.
+    """
+    probe = socket.socket(fileno=fd)
+    try:
+        name = probe.getsockname()
+    finally:
+        probe.detach()
+    if not isinstance(name, str) or not name:
+        raise StateDirError(f"the socket passed as fd {fd} is not a Unix socket with a path")
+    return Path(name)

@@ -1,0 +1,305 @@
+"""One execution in progress inside a worker: the agent process, its output, its limits."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fleetd.agents.base import AgentCommand, RunSummary
+from fleetd.agents.failures import classify_result
+from fleetd.runtime.spool import SpoolWriter
+from fleetd.worker.agent_process import AgentRegistry, signal_group, spawn
+from fleetd.worker.output import LineSplitter, Redactor, classify
+from shared import messages as m
+from shared.models import FLAG_REDACTED, EventRecord, RunResult, now_us
+
+READ_CHUNK = 1 << 20
+STDERR_TAIL_LINES = 20
+# After the agent's leader exits, how long stray writers may keep its pipes open.
+DRAIN_SECONDS = 1.0
+
+
+@dataclass
+class Limits:
+    """Monotonic deadlines of a run; None when not armed."""
+
+    timeout_at: float
+    idle_seconds: float = float("inf")
+    last_output: float = 0.0
+    kill_at: float | None = None
+    drain_until: float | None = None
+
+
+@dataclass
+class Run:
+    """An agent run from spawn to the last line read; the worker drives it from its poll loop."""
+
+    assign: m.Assign
+    spool: SpoolWriter
+    redactor: Redactor
+    max_line: int
+    grace: float
+    stderr_path: Path
+    registry: AgentRegistry
+    proc: subprocess.Popen[bytes] | None = None
+    pidfd: int = -1
+    seq: int = 0
+    started_mono: float = 0.0
+    started_at: int = 0
+    end_reason: str | None = None
+    timeout_kind: Literal["wall", "idle"] | None = None
+    error: str | None = None
+    spool_failed: bool = False
+    limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
+    summary: RunSummary = field(default_factory=RunSummary)
+    codec: m.Codec = field(default_factory=m.recorder_request_codec)
+
+    def __post_init__(self) -> None:
+        self.out_lines = LineSplitter(self.max_line)
+        self.err_lines = LineSplitter(self.max_line)
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
+        self.stderr_file: int = -1
+
+    # --- life ------------------------------------------------------------------------------
+
+    def start(self, command: AgentCommand, timeout: float, idle_timeout: float) -> None:
+        """Spawn the agent; a failure to start ends the run at once with the reason."""
+        self.started_mono = time.monotonic()
+        self.started_at = now_us()
+        self.limits.timeout_at = self.started_mono + timeout
+        self.limits.idle_seconds = idle_timeout
+        self.limits.last_output = self.started_mono
+        try:
+            self.proc = spawn(command)
+        except OSError as exc:
+            self.error = f"cannot start agent {command.argv[0]!r}: {exc.strerror or exc}"
+            return
+        self.registry.record(self.assign.execution, self.proc.pid)
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        self.pidfd = os.pidfd_open(self.proc.pid)
+
+    @property
+    def started(self) -> bool:
+        return self.proc is not None
+
+    def fds(self) -> list[int]:
+        """The fds to poll: open output pipes and, until the leader exits, its pidfd."""
+        if self.proc is None:
+            return []
+        fds = [p.fileno() for p in (self.proc.stdout, self.proc.stderr) if p and not p.closed]
+        if self.pidfd >= 0:
+            fds.append(self.pidfd)
+        return fds
+
+    def end(self, reason: str, now: float) -> None:
+        """Begin ending the agent's group: SIGTERM now, SIGKILL after the grace period."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        if self.proc is None or self.limits.kill_at is not None:
+            return
+        signal_group(self.proc.pid, signal.SIGTERM)
+        self.limits.kill_at = now + self.grace
+
+    def on_fd(self, fd: int, now: float) -> list[bytes]:
+        """Handle one readable fd; returns encoded event batches to send."""
+        assert self.proc is not None
+        if fd == self.pidfd:
+            self._leader_exited(now)
+            return []
+        # Any output, stderr included, shows the agent is not hung.
+        self.limits.last_output = now
+        stdout = self.proc.stdout
+        if stdout is not None and not stdout.closed and fd == stdout.fileno():
+            return self._read_stdout()
+        self._read_stderr()
+        return []
+
+    def on_timer(self, now: float) -> None:
+        limits = self.limits
+        if self.end_reason is None and now >= limits.timeout_at:
+            self.timeout_kind = "wall"
+            self.end("timed_out", now)
+        if self.end_reason is None and now >= limits.last_output + limits.idle_seconds:
+            self.timeout_kind = "idle"
+            self.end("timed_out", now)
+        if limits.kill_at is not None and now >= limits.kill_at and self.proc is not None:
+            signal_group(self.proc.pid, signal.SIGKILL)
+            limits.kill_at = float("inf")
+        if limits.drain_until is not None and now >= limits.drain_until:
+            self._close_pipes()
+
+    def next_deadline(self) -> float:
+        limits = self.limits
+        running = self.end_reason is None
+        candidates = [
+            limits.timeout_at if running else float("inf"),
+            limits.last_output + limits.idle_seconds if running else float("inf"),
+        ]
+        candidates += [t for t in (limits.kill_at, limits.drain_until) if t is not None]
+        return min(candidates)
+
+    @property
+    def done(self) -> bool:
+        """The leader was reaped and both pipes are closed (or were never opened)."""
+        if self.proc is None:
+            return True
+        pipes_closed = all(p is None or p.closed for p in (self.proc.stdout, self.proc.stderr))
+        return self.pidfd < 0 and pipes_closed
+
+    # --- output ----------------------------------------------------------------------------
+
+    def _read_stdout(self) -> list[bytes]:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            data = os.read(self.proc.stdout.fileno(), READ_CHUNK)
+        except BlockingIOError:
+            return []
+        if not data:
+            self.proc.stdout.close()
+            return self.emit(self.out_lines.finish())
+        return self.emit(self.out_lines.feed(data))
+
+    def emit(self, lines: list[tuple[bytes, int]]) -> list[bytes]:
+        """Turn lines into one encoded batch: redacted, classified, numbered, spooled."""
+        if not lines or self.spool_failed:
+            return []
+        ts = now_us()
+        execution = self.assign.execution
+        events = []
+        for raw, flags in lines:
+            payload, redacted = self.redactor.mask(raw)
+            kind, kind_flags, parsed = classify(payload)
+            if parsed is not None:
+                self.summary.observe(parsed)
+            self.seq += 1
+            flags |= kind_flags | (FLAG_REDACTED if redacted else 0)
+            events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
+        batch = m.EventBatch(task=self.assign.task, execution=execution, events=events)
+        record = self.codec.encode(batch)
+        try:
+            self.spool.append(record)
+        except OSError as exc:
+            self.seq -= len(events)  # never kept: the stream ends before them
+            self._cannot_record(exc)
+            return []
+        return [record]
+
+    def _cannot_record(self, exc: OSError) -> None:
+        """Output that cannot be kept (a full disk) ends the run: the task fails, saying why."""
+        self.spool_failed = True
+        self.error = f"cannot record the agent's output: {exc.strerror or exc} ({self.spool.path})"
+        self.end("failed", time.monotonic())
+
+    def _read_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        try:
+            data = os.read(self.proc.stderr.fileno(), READ_CHUNK)
+        except BlockingIOError:
+            return
+        lines = self.err_lines.feed(data) if data else self.err_lines.finish()
+        if not data:
+            self.proc.stderr.close()
+        if not lines:
+            return
+        masked = [self.redactor.mask(line)[0] for line, _ in lines]
+        with contextlib.suppress(OSError):  # a full disk: the tail below is still kept
+            if self.stderr_file < 0:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+                self.stderr_file = os.open(self.stderr_path, flags, 0o600)
+            os.write(self.stderr_file, b"".join(line + b"\n" for line in masked))
+        self.stderr_tail.extend(line[:500].decode(errors="replace") for line in masked)
+
+    def _leader_exited(self, now: float) -> None:
+        assert self.proc is not None
+        self.proc.poll()
+        if self.proc.returncode is None:
+            return
+        os.close(self.pidfd)
+        self.pidfd = -1
+        # Whatever the leader left behind in its group ends with it.
+        signal_group(self.proc.pid, signal.SIGKILL)
+        self.limits.drain_until = now + DRAIN_SECONDS
+
+    def _close_pipes(self) -> None:
+        assert self.proc is not None
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                pipe.close()
+        self.limits.drain_until = None
+
+    # --- result ----------------------------------------------------------------------------
+
+    def finish(self) -> tuple[list[bytes], str, RunResult]:
+        """Last batches, the outcome and the result, once `done`."""
+        batches = self.emit(self.out_lines.finish()) if self.proc is not None else []
+        result = RunResult(
+            duration_s=round(time.monotonic() - self.started_mono, 6) if self.started else 0.0,
+            events=self.seq,
+        )
+        self.summary.into(result)
+        if self.proc is not None:
+            code = self.proc.returncode
+            result.exit_code = code if code is not None and code >= 0 else None
+            result.signal = -code if code is not None and code < 0 else None
+        outcome = self._outcome(result)
+        if self.stderr_tail:
+            result.stderr_tail = "\n".join(self.stderr_tail)
+        self._cleanup()
+        return batches, outcome, result
+
+    def _outcome(self, result: RunResult) -> str:
+        if self.error is not None:
+            result.error = self.error
+            if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full
+                result.failure_class, result.reason = "permanent", self.error
+            else:
+                classify_result(result, self.summary, self.stderr_tail, self.error)
+            return "failed"
+        if self.end_reason is not None:
+            result.timeout_kind = self.timeout_kind
+            result.reason = {
+                "timed_out": self._timeout_reason(),
+                "cancelled": "cancelled by request",
+                "interrupted": "fleet stopping; task put back in the queue",
+            }.get(self.end_reason, self.end_reason)
+            return self.end_reason
+        if result.exit_code == 0:
+            return "succeeded"
+        if result.error is None:
+            how = (
+                f"status {result.exit_code}"
+                if result.exit_code is not None
+                else (f"signal {result.signal}")
+            )
+            result.error = f"agent exited with {how}"
+        classify_result(result, self.summary, self.stderr_tail, None)
+        return "failed"
+
+    def _timeout_reason(self) -> str:
+        limits = self.limits
+        if self.timeout_kind == "idle":
+            return f"idle timeout: no output for {limits.idle_seconds:g} s"
+        wall = limits.timeout_at - self.started_mono
+        return f"wall-clock timeout reached ({wall:g} s)"
+
+    def _cleanup(self) -> None:
+        if self.stderr_file >= 0:
+            os.close(self.stderr_file)
+            self.stderr_file = -1
+        if self.pidfd >= 0:
+            os.close(self.pidfd)
+            self.pidfd = -1
+        self.registry.forget(self.assign.execution)
+
+    def close_spool(self) -> None:
+        with contextlib.suppress(OSError):
+            self.spool.close()

@@ -1,0 +1,107 @@
+"""Serving workspaces to `fleetctl`: a task's diff, and removing worktrees of finished tasks.
+
+Worktrees go when `fleetctl gc` asks or `workspace.retention_hours` after their task
+finished; never while a run holds the task's lock. Branches always stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from loguru import logger
+
+from fleetd.runtime.background import TaskLock
+from fleetd.workspace.worktrees import Workspaces
+from shared import messages as m
+from shared.config import FleetConfig, agent_environment
+from shared.models import TERMINAL_STATES, TaskView, now_us
+
+MAX_PATCH_BYTES = 64 * 1024 * 1024
+
+
+class WorkspaceCollector:
+    """Chooses and removes the worktrees of finished tasks (blocking: call off the loop)."""
+
+    TASK_LIMIT = 100_000
+
+    def __init__(self, config: FleetConfig, host_env: Mapping[str, str]) -> None:
+        self.paths = config.paths()
+        self.workspaces = Workspaces(
+            self.paths, config.workspace, agent_environment(config, host_env)
+        )
+
+    def eligible(self, tasks: list[TaskView], older_than_hours: float | None) -> list[int]:
+        """Finished tasks with a worktree on disk, finished at least that long ago."""
+        cutoff = now_us() - int((older_than_hours or 0) * 3600 * 1_000_000)
+        on_disk = set(self.workspaces.existing())
+        return sorted(
+            t.id
+            for t in tasks
+            if t.id in on_disk
+            and t.state in TERMINAL_STATES
+            and t.finished_at is not None
+            and t.finished_at <= cutoff
+        )
+
+    def remove(self, tasks: list[int]) -> m.WorkspacesCollected:
+        removed, busy = [], []
+        for task in tasks:
+            lock = TaskLock(self.paths.workspaces_dir, task)
+            try:
+                if not lock.acquire(wait=False):
+                    busy.append(task)  # retried meanwhile: a worker holds it
+                    continue
+                for hook in self.workspaces.remove(task):
+                    if not hook.ok:
+                        logger.warning("task {}: before_remove hook failed; removed anyway", task)
+                removed.append(task)
+            finally:
+                lock.release()
+        if removed:
+            logger.info("removed the worktrees of tasks {}", removed)
+        return m.WorkspacesCollected(removed=removed, busy=busy)
+
+    def abort(self) -> None:
+        self.workspaces.abort()
+
+
+def diff_reply(request: m.GetDiff, reply: m.Message) -> m.Message:
+    """The patch of the asked execution (default: the latest that committed one)."""
+    if not isinstance(reply, m.TaskDetail):
+        return reply
+    task = reply.task
+    candidates = [
+        e
+        for e in task.executions
+        if e.result is not None
+        and e.result.workspace is not None
+        and (request.execution is None or e.id == request.execution)
+    ]
+    if not candidates:
+        what = f"execution {request.execution} of task" if request.execution else "task"
+        return m.ErrorReply(
+            code="not_found",
+            message=f"{what} {task.id} has no diff: it ran without --repo, or no attempt of it "
+            "has finished yet (`fleetctl show` tells)",
+        )
+    execution = candidates[-1]
+    workspace = execution.result.workspace  # type: ignore[union-attr]
+    assert workspace is not None
+    patch = b""
+    if workspace.patch_file:
+        try:
+            with Path(workspace.patch_file).open("rb") as handle:
+                patch = handle.read(MAX_PATCH_BYTES)
+        except OSError as exc:
+            return m.ErrorReply(
+                code="not_found", message=f"the patch file {workspace.patch_file} is gone: {exc}"
+            )
+    return m.TaskDiff(
+        task=task.id,
+        execution=execution.id,
+        branch=workspace.branch,
+        base=workspace.base,
+        commit=workspace.commit,
+        patch=patch,
+    )

@@ -20,7 +20,7 @@ from typing import Any
 import apsw
 import zmq
 
-from fleetd.worker.agent_process import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRegistry
 from shared import messages as m
 from shared.client import ControlClient
 from shared.errors import FleetError
@@ -271,7 +271,7 @@ class FeedWaiter:
     """Blocks (no CPU) on the recorder's feed until a task's stream is sealed."""
 
     def __init__(self, endpoint: str) -> None:
-        self.codec = m.feed_codec()
+        self.codec = m.FEED
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.SUB)
         self.sock.setsockopt(zmq.LINGER, 0)

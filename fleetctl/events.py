@@ -98,7 +98,7 @@ def _follow(client: ControlClient, task: int, printer: Printer) -> None:
     feed.setsockopt(zmq.LINGER, 0)
     feed.setsockopt(zmq.SUBSCRIBE, m.feed_topic(task))
     feed.connect(status.feed)
-    codec = m.feed_codec()
+    codec = m.FEED
     try:
         # Subscribed first, then caught up; a live batch that does not follow on from what
         # was printed (a late subscription, a dropped message) triggers another catch-up.

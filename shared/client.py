@@ -46,8 +46,8 @@ class ControlClient:
         self.timeout = timeout
         self.context: zmq.Context | None = None
         self.sock: zmq.Socket | None = None
-        self.requests = m.control_request_codec()
-        self.replies = m.control_reply_codec()
+        self.requests = m.CONTROL_REQUESTS
+        self.replies = m.CONTROL_REPLIES
 
     def __enter__(self) -> ControlClient:
         return self

@@ -398,29 +398,11 @@ class Codec(Generic[T]):
             raise msgspec.DecodeError(f"malformed message: {exc}") from exc
 
 
-def control_request_codec() -> Codec[ControlRequest]:
-    return Codec(ControlRequest)
-
-
-def control_reply_codec() -> Codec[ControlReply]:
-    return Codec(ControlReply)
-
-
-def broker_request_codec() -> Codec[BrokerRequest]:
-    return Codec(BrokerRequest)
-
-
-def broker_reply_codec() -> Codec[BrokerReply]:
-    return Codec(BrokerReply)
-
-
-def recorder_request_codec() -> Codec[RecorderRequest]:
-    return Codec(RecorderRequest)
-
-
-def recorder_reply_codec() -> Codec[RecorderReply]:
-    return Codec(RecorderReply)
-
-
-def feed_codec() -> Codec[FeedMessage]:
-    return Codec(FeedMessage)
+# One codec per channel, built once (building one costs 12-30 us) and shared by every user.
+CONTROL_REQUESTS: Codec[ControlRequest] = Codec(ControlRequest)
+CONTROL_REPLIES: Codec[ControlReply] = Codec(ControlReply)
+BROKER_REQUESTS: Codec[BrokerRequest] = Codec(BrokerRequest)
+BROKER_REPLIES: Codec[BrokerReply] = Codec(BrokerReply)
+RECORDER_REQUESTS: Codec[RecorderRequest] = Codec(RecorderRequest)
+RECORDER_REPLIES: Codec[RecorderReply] = Codec(RecorderReply)
+FEED: Codec[FeedMessage] = Codec(FeedMessage)

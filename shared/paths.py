@@ -102,6 +102,14 @@ class StatePaths:
         return self.workspaces_dir / str(task)
 
     @property
+    def task_locks_dir(self) -> Path:
+        """One lock file per repository task: held by the run, tried by worktree removal."""
+        return self.workspaces_dir / ".locks"
+
+    def task_lock_file(self, task: int) -> Path:
+        return self.task_locks_dir / str(task)
+
+    @property
     def broker_endpoint(self) -> str:
         return "ipc://" + str(self.run_dir / "broker.sock")
 
@@ -119,9 +127,6 @@ class StatePaths:
 
     def spool_file(self, execution: int) -> Path:
         return self.spool_dir / f"{execution}.spool"
-
-    def agent_file(self, execution: int) -> Path:
-        return self.agents_dir / f"{execution}.pid"
 
     def stderr_file(self, execution: int) -> Path:
         return self.logs_dir / f"{execution}.stderr"
@@ -147,6 +152,7 @@ class StatePaths:
             self.logs_dir,
             self.scratch_dir,
             self.workspaces_dir,
+            self.task_locks_dir,
             self.repos_dir,
             self.diffs_dir,
             self.sessions_dir,

@@ -11,14 +11,14 @@ file still holds what the run started from.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from loguru import logger
+
+from fleetd.runtime.locks import FileLock
 
 AUTH_FILE = "auth.json"
 CONFIG_FILE = "config.toml"
@@ -124,7 +124,7 @@ class PrivateHomes:
         if seeded is None or current is None or current == seeded:
             return
         host_auth = self.host_home / AUTH_FILE
-        with _locked(self.root / ".auth.lock"):
+        with FileLock(self.root / ".auth.lock"):
             if _read(host_auth) != seeded:
                 return  # another run refreshed first; its token stands
             try:
@@ -169,13 +169,3 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

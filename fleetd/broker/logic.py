@@ -1,26 +1,35 @@
-"""The broker process: owns the queue, hands tasks to idle workers, tracks their leases."""
+"""The broker's logic, socket-free: the queue's requests and `now` in, outgoing messages out.
+
+It owns the queue (through `QueueStore`, the only writer of `queue.db`), hands tasks to idle
+workers, renews and expires their leases, and answers the supervisor's queries. Its process
+module (`fleetd.broker.process`) owns the ROUTER socket and feeds it.
+"""
 
 from __future__ import annotations
 
+import enum
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import apsw
-import zmq
 from loguru import logger
 
-from fleetd.broker.policy import Backoff
 from fleetd.broker.store import Claim, Closed, QueueStore
-from fleetd.runtime.lifecycle import child_start
 from shared import messages as m
 from shared.config import FleetConfig
-from shared.models import WorkerView, now_us, spec_problem
+from shared.models import WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
 DISK_FULL_RETRY_US = 1_000_000
-RECV_BATCH = 256
-SUPERVISOR_ID = b"supervisor"
+
+
+class Claims(enum.Enum):
+    """Whether the broker tries to claim tasks for waiting workers now, and why not."""
+
+    TRY = "try"  # something may be claimable: try at the next chance
+    NONE_DUE = "none due"  # nothing claimable until `wake_at` (a retry's backoff) or news
+    DISK_FULL = "disk full"  # the queue cannot take a write: try again at `wake_at`
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,13 @@ class Broker:
         self.dispatching = True
         self.waiting: OrderedDict[str, None] = OrderedDict()
         self.workers: dict[str, WorkerView] = {}
-        self.maybe_claimable = True
+        self.claims = Claims.TRY
+        self.wake_at = float("inf")  # when claims are tried again by themselves
         self.next_lease_check = 0
-        self.wake_at = float("inf")  # when a task waiting out a retry backoff becomes claimable
-        self.disk_full = False
+
+    def recover(self, reason: str, now: int) -> None:
+        """At start after a crash: every execution still running belonged to the old fleetd."""
+        self._log_closed(self.store.lose_all_running(reason, now))
 
     # --- timers --------------------------------------------------------------------------
 
@@ -57,30 +69,42 @@ class Broker:
                 self._log_closed(self.store.lose_expired(now))
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
-            self.maybe_claimable = True  # also wakes tasks whose not_before has passed
+            self._news()  # also wakes tasks whose not_before has passed
         if now >= self.wake_at:
-            self.maybe_claimable = True
-            self.wake_at = float("inf")
+            self._news()
         return self.dispatch(now)
 
     def dispatch(self, now: int) -> list[Outgoing]:
         out: list[Outgoing] = []
-        while self.dispatching and self.waiting and self.maybe_claimable:
+        while self.dispatching and self.waiting and self._may_claim(now):
             worker = next(iter(self.waiting))
             try:
                 claim = self.store.claim(worker, now, self.lease_us)
             except apsw.FullError:
                 self._disk_full(now)
                 break
-            if self.disk_full:
-                self.disk_full = False
+            if self.claims is Claims.DISK_FULL:
                 logger.info("the disk has room again: handing out tasks")
+                self.claims, self.wake_at = Claims.TRY, float("inf")
             if claim is None:
                 self._nothing_claimable()
                 break
             del self.waiting[worker]
             out.append(self._assign(worker, claim, now))
         return out
+
+    def _may_claim(self, now: int) -> bool:
+        if self.claims is Claims.DISK_FULL:
+            return now >= self.wake_at
+        return self.claims is Claims.TRY
+
+    def _news(self) -> None:
+        """Something may have become claimable (a task queued or requeued, a backoff over).
+
+        A full disk stays full until a claim succeeds: it is retried on its own timer.
+        """
+        if self.claims is Claims.NONE_DUE:
+            self.claims, self.wake_at = Claims.TRY, float("inf")
 
     def _assign(self, worker: str, claim: Claim, now: int) -> Outgoing:
         self.workers[worker] = WorkerView(
@@ -107,19 +131,18 @@ class Broker:
         A crashing broker would be restarted into the same full disk until the crash-loop
         limit stopped the whole fleet; waiting keeps it serving reads and running tasks.
         """
-        if not self.disk_full:
+        if self.claims is not Claims.DISK_FULL:
             logger.error(
                 "the disk under the queue is full: no task starts until there is room "
                 "(retrying every {:g} s)",
                 DISK_FULL_RETRY_US / 1_000_000,
             )
-        self.disk_full = True
-        self.maybe_claimable = False
-        self.wake_at = min(self.wake_at, now + DISK_FULL_RETRY_US)
+        self.claims = Claims.DISK_FULL
+        self.wake_at = now + DISK_FULL_RETRY_US
 
     def _nothing_claimable(self) -> None:
         """No task can be claimed now: sleep until the earliest retry is due, if any."""
-        self.maybe_claimable = False
+        self.claims = Claims.NONE_DUE
         due = self.store.next_claimable_at()
         self.wake_at = float("inf") if due is None else due
 
@@ -131,7 +154,7 @@ class Broker:
                 execution, "interrupted", m.RunResult(error="worker unreachable"), now
             )
             self.workers.pop(outgoing.peer.decode(), None)
-            self.maybe_claimable = True
+            self._news()
 
     def _set_idle(self, worker: str, pid: int | None, now: int) -> None:
         self.workers[worker] = WorkerView(id=worker, pid=pid, state="idle", since=now)
@@ -147,7 +170,7 @@ class Broker:
                 item.task_state,
             )
         if closed:
-            self.maybe_claimable = True
+            self._news()
 
     # --- requests --------------------------------------------------------------------------
 
@@ -218,7 +241,7 @@ class Broker:
     def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[Outgoing]:
         worker = peer.decode()
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
-        wants_work = self.dispatching and self.maybe_claimable and msg.outcome != "interrupted"
+        wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
         claim_for = worker if wants_work else None
         state, claim = self.store.finish(
             msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
@@ -227,7 +250,7 @@ class Broker:
         if state is None:
             return out  # a resent result, already recorded
         if state == "queued":
-            self.maybe_claimable = True
+            self._news()
         pid = self.workers[worker].pid if worker in self.workers else None
         if claim is not None:
             out.append(self._assign(worker, claim, now))
@@ -246,7 +269,7 @@ class Broker:
                 reply = m.ErrorReply(code="bad_request", message=where + problem)
                 return [Outgoing(peer, ref, reply)]
         created = self.store.enqueue(msg.tasks, now)
-        self.maybe_claimable = True
+        self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
         return [Outgoing(peer, ref, reply), *self.dispatch(now)]
 
@@ -277,7 +300,7 @@ class Broker:
             return [Outgoing(peer, ref, _no_such_task(msg.task))]
         if retried.refused is not None:
             return [Outgoing(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
-        self.maybe_claimable = True
+        self._news()
         reply = m.Retried(task=msg.task, state="queued", resume=retried.resume is not None)
         return [Outgoing(peer, ref, reply), *self.dispatch(now)]
 
@@ -324,81 +347,3 @@ def _no_such_task(task: int) -> m.ErrorReply:
     return m.ErrorReply(
         code="not_found", message=f"no task {task}: `fleetctl list` shows the known tasks"
     )
-
-
-def run(config: FleetConfig, recover: bool) -> None:
-    """The broker process's entry point (started by the supervisor)."""
-    shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
-    paths = config.paths()
-    backoff = Backoff(config.queue.retry_backoff_seconds, config.queue.retry_backoff_max)
-    store = QueueStore.open(paths.queue_db, config.queue.max_attempts, backoff)
-    broker = Broker(store, config)
-    if recover:
-        closed = store.lose_all_running("fleetd stopped without ending this run", now_us())
-        broker._log_closed(closed)
-    context = zmq.Context()
-    sock = context.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 1000)
-    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
-    sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
-    sock.bind(paths.broker_endpoint)
-    logger.info("broker ready on {}", paths.broker_endpoint)
-    try:
-        _loop(broker, sock, shutdown)
-    finally:
-        sock.close()
-        context.term()
-        store.close()
-    logger.info("broker stopped")
-
-
-def _loop(broker: Broker, sock: zmq.Socket, shutdown) -> None:
-    codec = m.broker_request_codec()
-    replies = m.broker_reply_codec()
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    poller.register(shutdown.fd, zmq.POLLIN)
-    while shutdown.received is None:
-        events = dict(poller.poll(200))
-        if shutdown.fd in events:
-            shutdown.drain()
-        out: list[Outgoing] = []
-        for _ in range(RECV_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            out.extend(_serve(broker, codec, frames))
-        out.extend(broker.step(now_us()))
-        for outgoing in out:
-            _send(broker, sock, replies, outgoing)
-
-
-def _serve(broker: Broker, codec: m.Codec, frames: list[bytes]) -> list[Outgoing]:
-    if len(frames) != 3:
-        logger.warning("dropping a malformed broker message ({} frames)", len(frames))
-        return []
-    peer, ref, payload = frames
-    try:
-        request = codec.decode(payload)
-    except Exception as exc:  # a malformed message gets an error reply, never a crash
-        return [Outgoing(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
-    try:
-        return broker.handle(peer, ref, request, now_us())
-    except Exception:
-        logger.exception("broker failed serving {}", type(request).__name__)
-        reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
-        return [Outgoing(peer, ref, reply)]
-
-
-def _send(broker: Broker, sock: zmq.Socket, codec: m.Codec, outgoing: Outgoing) -> None:
-    try:
-        sock.send_multipart([outgoing.peer, outgoing.ref, codec.encode(outgoing.message)])
-    except zmq.ZMQError as exc:
-        if exc.errno != zmq.EHOSTUNREACH:
-            raise
-        logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, outgoing.message)
-        broker.undeliverable(outgoing, now_us())

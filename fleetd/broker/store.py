@@ -357,22 +357,9 @@ class QueueStore:
             "SELECT MIN(not_before) FROM tasks WHERE state = 'queued'"
         ).fetchone()[0]
 
-    def has_claimable(self, now: int) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM tasks WHERE state = 'queued' AND not_before <= ? LIMIT 1", (now,)
-        ).fetchone()
-        return row is not None
-
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
         return {state: count for state, count in rows}
-
-    def execution_holder(self, execution: int) -> tuple[str, str | None] | None:
-        """(outcome, worker) of an execution, or None."""
-        row = self.conn.execute(
-            "SELECT outcome, worker FROM executions WHERE id = ?", (execution,)
-        ).fetchone()
-        return (row[0], row[1]) if row else None
 
     def running_of(self, worker: str) -> list[tuple[int, int, int]]:
         """(execution, task, claimed_at) of the running executions a worker holds."""

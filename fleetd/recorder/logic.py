@@ -8,7 +8,6 @@ read back from the spool, and a spool whose writer died is ingested whole by the
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,8 @@ from loguru import logger
 
 from fleetd.recorder.eventlog import EventLog
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
-from fleetd.runtime.spool import execution_of, read_records, try_lock
+from fleetd.runtime.locks import FileLock
+from fleetd.runtime.spool import execution_of, read_records
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import EventRecord, now_us
@@ -49,7 +49,7 @@ class Recorder:
         # Highest contiguous seq stored, per open stream; dropped when the stream is sealed,
         # so memory does not grow with history.
         self.stored_upto: dict[int, int] = {}
-        self.codec = m.recorder_request_codec()
+        self.codec = m.RECORDER_REQUESTS
 
     def _upto(self, execution: int) -> int:
         upto = self.stored_upto.get(execution)
@@ -166,13 +166,13 @@ class Recorder:
             execution = execution_of(path)
             if execution is None:
                 continue
-            fd = try_lock(path)
-            if fd is None:
+            lock = FileLock.try_existing(path)
+            if lock is None:
                 continue  # its worker is still writing
             try:
                 self._ingest_whole(execution, path, pending)
             finally:
-                os.close(fd)
+                lock.release()
             swept.append(execution)
         return swept
 
@@ -198,14 +198,14 @@ class Recorder:
                 return
         except FileNotFoundError:
             return
-        fd = try_lock(path)
-        if fd is not None:
+        lock = FileLock.try_existing(path)
+        if lock is not None:
             path.unlink(missing_ok=True)
-            os.close(fd)
+            lock.release()
 
 
-_feed_encoder = m.feed_codec()
-_replies = m.recorder_reply_codec()  # built once: building a codec costs ~30 us
+_feed_encoder = m.FEED
+_replies = m.RECORDER_REPLIES  # built once: building a codec costs ~30 us
 
 
 def _feed_encode(message: m.Message) -> bytes:

@@ -1,4 +1,4 @@
-"""Blocking work (git, workspace hooks) off a process's event loop, and task workspace locks.
+"""Blocking work (git, workspace hooks) off a process's event loop.
 
 A worker or the supervisor must keep serving its sockets and heartbeats while a clone, a
 commit or a hook runs, so such calls run on one helper thread; a pipe becomes readable when a
@@ -8,11 +8,9 @@ call ends, which the loop's poller sees like any socket.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 
@@ -55,25 +53,3 @@ class BackgroundJob:
         self.pool.shutdown(wait=True)
         os.close(self._read)
         os.close(self._write)
-
-
-class TaskLock:
-    """An exclusive lock on one task's worktree: held by the worker that runs the task, tried
-    by garbage collection, so a worktree is never removed while a task uses it."""
-
-    def __init__(self, workspaces_dir: Path, task: int) -> None:
-        directory = workspaces_dir / ".locks"
-        directory.mkdir(mode=0o700, exist_ok=True)
-        self.fd = os.open(directory / str(task), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-    def acquire(self, wait: bool = True) -> bool:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1

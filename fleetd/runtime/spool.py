@@ -10,11 +10,12 @@ writer is gone (finished or dead) and the file is complete as far as it will eve
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+
+from fleetd.runtime.locks import FileLock
 
 _LENGTH = struct.Struct("<I")
 
@@ -26,8 +27,9 @@ class SpoolWriter:
         # Created under a temporary name and locked before it becomes visible, so the
         # recorder's sweep can never mistake a brand-new spool for an abandoned one.
         temp = path.with_suffix(".new")
-        self.fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.lock = FileLock(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        self.lock.acquire()
+        self.fd = self.lock.fd
         os.rename(temp, path)
         self.path = path
         self.size = 0
@@ -55,9 +57,8 @@ class SpoolWriter:
         os.lseek(self.fd, self.size, os.SEEK_SET)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.lock.release()
+        self.fd = -1
 
 
 def read_records(path: Path) -> Iterator[bytes]:
@@ -72,20 +73,6 @@ def read_records(path: Path) -> Iterator[bytes]:
             if len(body) < length:
                 return
             yield body
-
-
-def try_lock(path: Path) -> int | None:
-    """An fd holding the spool's lock if no writer holds it, else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
 
 
 def execution_of(path: Path) -> int | None:

@@ -4,7 +4,6 @@ handles signals, stop and drain, and speaks the systemd notify protocol."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import signal
 import time
@@ -15,17 +14,18 @@ import zmq
 from loguru import logger
 
 from fleetd.agents.codex_home import MISSING_CREDENTIAL, PrivateHomes, find_credential
-from fleetd.broker import logic as broker
+from fleetd.broker import process as broker
 from fleetd.recorder import logic as recorder
+from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob
 from fleetd.runtime.lifecycle import ShutdownSignal, become_subreaper, set_title
+from fleetd.runtime.locks import FileLock
 from fleetd.supervisor.children import Child, Children, CrashLoop
 from fleetd.supervisor.control import open_control_socket
 from fleetd.supervisor.forwarding import Forwarder
 from fleetd.supervisor.reaper import reap_orphans
 from fleetd.supervisor.systemd import Notifier
 from fleetd.worker import process as worker_main
-from fleetd.worker.agent_process import AgentRegistry
 from fleetd.workspace.cleanup import WorkspaceCollector, diff_reply
 from shared import messages as m
 from shared.config import FleetConfig
@@ -39,29 +39,27 @@ RETENTION_CHECK_SECONDS = 600.0
 DRAIN_POLL_SECONDS = 0.2
 FORWARDED_TO_BROKER = (m.Enqueue, m.ListTasks, m.ShowTask, m.CancelTask, m.RetryTask, m.ListWorkers)
 # Built once: building a codec costs 12-30 us, and every control request used four.
-_CONTROL_REQUESTS = m.control_request_codec()
-_CONTROL_REPLIES = m.control_reply_codec()
-_BROKER_REQUESTS = m.broker_request_codec()
-_BROKER_REPLIES = m.broker_reply_codec()
-_RECORDER_REQUESTS = m.recorder_request_codec()
-_RECORDER_REPLIES = m.recorder_reply_codec()
+_CONTROL_REQUESTS = m.CONTROL_REQUESTS
+_CONTROL_REPLIES = m.CONTROL_REPLIES
+_BROKER_REQUESTS = m.BROKER_REQUESTS
+_BROKER_REPLIES = m.BROKER_REPLIES
+_RECORDER_REQUESTS = m.RECORDER_REQUESTS
+_RECORDER_REPLIES = m.RECORDER_REPLIES
 
 
-def acquire_lock(paths: StatePaths) -> int:
+def hold_state_dir(paths: StatePaths) -> FileLock:
     """Hold the state directory's lock for our lifetime, or say who holds it."""
-    fd = os.open(paths.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
+    lock = FileLock(paths.lock_file)
+    if not lock.acquire(wait=False):
+        holder = os.read(lock.fd, 64).decode(errors="replace").strip() or "unknown"
+        lock.release()
         raise StateDirError(
             f"another fleetd (pid {holder}) is already running on {paths.root}; "
             "stop it with `fleetctl stop`, or give this one another --state-dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return fd
+        )
+    os.ftruncate(lock.fd, 0)
+    os.write(lock.fd, f"{os.getpid()}\n".encode())
+    return lock
 
 
 class Supervisor:
@@ -96,7 +94,7 @@ class Supervisor:
         """Everything before the loop. Children are forked before any socket or database."""
         self.paths.check_socket_paths()
         self.paths.create()
-        self.lock_fd = acquire_lock(self.paths)
+        self.state_lock = hold_state_dir(self.paths)
         set_title("fleetd: supervisor")
         become_subreaper()
         ended = AgentRegistry(self.paths.agents_dir).end_leftovers()
@@ -126,7 +124,7 @@ class Supervisor:
     def _define_children(self) -> None:
         config = self.config
         self.children.preload(
-            ["fleetd.broker.logic", "fleetd.recorder.logic", "fleetd.worker.process"]
+            ["fleetd.broker.process", "fleetd.recorder.logic", "fleetd.worker.process"]
         )
         self.children.add(Child("broker", broker.run, lambda first: (config, first)))
         self.children.add(Child("recorder", recorder.run, lambda first: (config,)))

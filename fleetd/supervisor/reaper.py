@@ -10,29 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from pathlib import Path
 
+import psutil
 from loguru import logger
 
-
-def direct_children(pid: int | None = None) -> list[int]:
-    """Pids whose parent is `pid` (default: this process), from /proc."""
-    pid = pid or os.getpid()
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            found.extend(int(p) for p in (task / "children").read_text().split())
-    return found
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, session id) of a process, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2 :].split()
-    return fields[0].decode(), int(fields[3])
+from fleetd.runtime.processes import direct_children, session_of, signal_group, status
 
 
 def reap_orphans(keep: set[int]) -> list[int]:
@@ -42,16 +24,15 @@ def reap_orphans(keep: set[int]) -> list[int]:
     for pid in direct_children():
         if pid in keep:
             continue
-        stat = _stat(pid)
-        if stat is None:
+        state = status(pid)
+        if state is None:
             continue
-        state, session = stat
-        if state != "Z" and session == own_session:
-            continue  # one of multiprocessing's helpers; it looks after itself
-        if state != "Z":
+        if state != psutil.STATUS_ZOMBIE:
+            session = session_of(pid)
+            if session is None or session == own_session:
+                continue  # gone, or one of multiprocessing's helpers: it looks after itself
             logger.info("ending orphaned agent process group {}", pid)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
+            signal_group(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):

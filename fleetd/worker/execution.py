@@ -14,8 +14,10 @@ from typing import Literal
 
 from fleetd.agents.base import AgentCommand, RunSummary
 from fleetd.agents.failures import classify_result
+from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.processes import signal_group
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.agent_process import AgentRegistry, signal_group, spawn
+from fleetd.worker.agent_process import spawn
 from fleetd.worker.output import LineSplitter, Redactor, classify
 from shared import messages as m
 from shared.models import FLAG_REDACTED, EventRecord, RunResult, now_us

@@ -24,9 +24,10 @@ from fleetd.agents.base import Adapter
 from fleetd.agents.codex import CodexAdapter
 from fleetd.agents.codex_home import PrivateHomes, host_codex_home
 from fleetd.agents.command import CommandAdapter
-from fleetd.runtime.background import BackgroundJob, TaskLock
+from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.background import BackgroundJob
+from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.agent_process import AgentRegistry
 from fleetd.worker.execution import Run
 from fleetd.worker.output import Redactor
 from fleetd.workspace.worktrees import HookRun, Prepared, WorkspaceError, Workspaces, commit_message
@@ -73,9 +74,9 @@ class Worker:
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
         self.job = BackgroundJob(f"{worker_id}-workspace")
         self.prepared: Prepared | None = None
-        self.task_lock: TaskLock | None = None
+        self.task_lock: FileLock | None = None
         self.unsealed: tuple[str, RunResult] | None = None  # outcome, result while collecting
-        self.broker_codec = m.broker_request_codec()
+        self.broker_codec = m.BROKER_REQUESTS
         self.run: Run | None = None
         self.phase = "idle"  # idle | preparing | running | collecting | sealing | reporting
         self.finished: m.Finished | None = None
@@ -150,7 +151,7 @@ class Worker:
             return
         if assign.spec.repo is not None:
             self.phase = "preparing"
-            self.task_lock = TaskLock(self.paths.workspaces_dir, assign.task)
+            self.task_lock = FileLock(self.paths.task_lock_file(assign.task))
             self.job.submit(self._prepare_workspace, assign, self.task_lock)
             return
         try:
@@ -160,7 +161,7 @@ class Worker:
             return
         self._start_agent(run, workdir)
 
-    def _prepare_workspace(self, assign: m.Assign, lock: TaskLock) -> Prepared:
+    def _prepare_workspace(self, assign: m.Assign, lock: FileLock) -> Prepared:
         """On the helper thread: wait out a gc of this worktree, then make it ready."""
         lock.acquire()
         assert assign.spec.repo is not None
@@ -359,7 +360,7 @@ class Worker:
         self._remove_empty_scratch(run)
         self.phase = "sealing"
         self.phase_deadline = time.monotonic() + SEAL_WAIT_SECONDS
-        if not self._to_recorder(m.recorder_request_codec().encode(end)):
+        if not self._to_recorder(m.RECORDER_REQUESTS.encode(end)):
             self._report()
 
     def _report(self) -> None:

@@ -44,8 +44,8 @@ def _dealer(context: zmq.Context, identity: str, endpoint: str) -> zmq.Socket:
 
 
 def _loop(worker: Worker, shutdown: ShutdownSignal) -> None:
-    broker_codec = m.broker_reply_codec()
-    recorder_codec = m.recorder_reply_codec()
+    broker_codec = m.BROKER_REPLIES
+    recorder_codec = m.RECORDER_REPLIES
     poller = zmq.Poller()
     poller.register(worker.broker, zmq.POLLIN)
     poller.register(worker.recorder, zmq.POLLIN)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from fleetd.runtime.background import TaskLock
+from fleetd.runtime.locks import FileLock
 from fleetd.workspace.worktrees import Workspaces
 from shared import messages as m
 from shared.config import FleetConfig, agent_environment
@@ -47,7 +47,7 @@ class WorkspaceCollector:
     def remove(self, tasks: list[int]) -> m.WorkspacesCollected:
         removed, busy = [], []
         for task in tasks:
-            lock = TaskLock(self.paths.workspaces_dir, task)
+            lock = FileLock(self.paths.task_lock_file(task))
             try:
                 if not lock.acquire(wait=False):
                     busy.append(task)  # retried meanwhile: a worker holds it

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from fleetd.worker.agent_process import signal_group
+from fleetd.runtime.processes import signal_group
 from shared.errors import FleetError
 
 KILL_GRACE = 2.0  # after TERM, how long a command's group leader has before the group is KILLed

@@ -4,17 +4,16 @@ clones, commits and diffs, validation of what users give, and a lock per reposit
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from fleetd.runtime.locks import FileLock
 from fleetd.workspace.commands import Completed, GroupRunner, WorkspaceAborted, WorkspaceError
 from shared.models import DiffSummary, FileChange
 
@@ -293,26 +292,18 @@ def parse_numstat(data: bytes) -> list[FileChange]:
 
 @contextlib.contextmanager
 def repo_lock(path: Path, runner: GroupRunner, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold an exclusive flock on `path`: workers in other processes may use the same repo.
+    """Hold an exclusive lock on `path`: workers in other processes may use the same repo.
 
     git's own lock files make a concurrent `git worktree add` fail rather than wait.
     """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    lock = FileLock(path)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                runner.check()
-                if time.monotonic() >= deadline:
-                    raise WorkspaceError(
-                        f"another worker held the repository lock {path} for over "
-                        f"{timeout:.0f} s; check for a stuck clone or fetch"
-                    ) from None
-                time.sleep(0.02)
+        if not lock.acquire_within(timeout, runner.check):
+            raise WorkspaceError(
+                f"another worker held the repository lock {path} for over "
+                f"{timeout:.0f} s; check for a stuck clone or fetch"
+            )
         yield
     finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        lock.release()

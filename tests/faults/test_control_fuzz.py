@@ -66,7 +66,7 @@ def dealer(shared_fleet: Fleet) -> Iterator[zmq.Socket]:
     context.term()
 
 
-replies = m.control_reply_codec()
+replies = m.CONTROL_REPLIES
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=list(HealthCheck))

@@ -132,7 +132,7 @@ def _fill(disk: Path) -> None:
 
 
 def test_recorder_on_a_full_disk_seals_what_it_stored_and_frees_the_spool() -> None:
-    codec = m.recorder_request_codec()
+    codec = m.RECORDER_REQUESTS
     with small_disk("2m") as disk:
         paths = StatePaths(disk / "s")
         paths.create()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from fleetd.worker.agent_process import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRegistry
 
 FLEETD = [sys.executable, "-m", "fleetd"]
 FLEETCTL = [sys.executable, "-m", "fleetctl"]

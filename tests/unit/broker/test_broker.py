@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
-import pytest
 
 from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
 from fleetd.broker.store import QueueStore
 from shared import messages as m
 from shared.config import load_config
 from shared.models import RunResult, TaskSpec
+from tests.unit.broker.queries import execution_holder
 
 LEASE_US = 30_000_000  # the default lease_seconds
 CLIENT = b"client"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QueueStore]:
-    opened = QueueStore.open(tmp_path / "q.db", 3)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def broker(store: QueueStore, tmp_path: Path) -> Broker:
-    return Broker(store, load_config({"HOME": str(tmp_path)}))
 
 
 def ready(broker: Broker, worker: str = "w1", now: int = 0) -> list[Outgoing]:
@@ -185,7 +172,7 @@ def test_heartbeat_renews_the_lease(broker: Broker, store: QueueStore) -> None:
     heartbeat = m.Heartbeat(worker="w1", pid=100, execution=1)
     assert broker.handle(b"w1", b"", heartbeat, LEASE_US - 1) == []
     assert broker.step(LEASE_US + 10) == []
-    assert store.execution_holder(1) == ("running", "w1")
+    assert execution_holder(store, 1) == ("running", "w1")
 
 
 def test_heartbeat_for_an_execution_no_longer_held_cancels_it(
@@ -194,7 +181,7 @@ def test_heartbeat_for_an_execution_no_longer_held_cancels_it(
     ready(broker)
     enqueue(broker, "a", now=0)
     broker.step(LEASE_US + 1)  # the lease expires: execution 1 is lost, task 1 requeued
-    assert store.execution_holder(1) == ("lost", "w1")
+    assert execution_holder(store, 1) == ("lost", "w1")
     heartbeat = m.Heartbeat(worker="w1", pid=100, execution=1)
     out = broker.handle(b"w1", b"", heartbeat, LEASE_US + 2)
     assert out == [Outgoing(b"w1", b"", m.CancelExecution(execution=1))]
@@ -222,7 +209,7 @@ def test_idle_heartbeat_loses_an_assignment_that_never_arrived(
     broker.handle(CLIENT, b"", m.SetDispatch(dispatching=False), 1)
     out = broker.handle(b"w1", b"", m.Heartbeat(worker="w1", pid=100), 2_000_001)
     assert out == []
-    assert store.execution_holder(1) == ("lost", "w1")
+    assert execution_holder(store, 1) == ("lost", "w1")
     view = store.get_task(1)
     assert view is not None and (view.state, view.attempts) == ("queued", 1)
 
@@ -241,9 +228,9 @@ def test_lease_check_runs_at_most_once_per_interval(broker: Broker, store: Queue
     enqueue(broker, "a", now=0)
     broker.step(LEASE_US - 1)
     broker.step(LEASE_US + 5)  # past the lease, but within the check interval
-    assert store.execution_holder(1) == ("running", "w1")
+    assert execution_holder(store, 1) == ("running", "w1")
     broker.step(LEASE_US - 1 + LEASE_CHECK_INTERVAL_US)
-    assert store.execution_holder(1) == ("lost", "w1")
+    assert execution_holder(store, 1) == ("lost", "w1")
 
 
 def test_worker_gone_requeues_its_task(broker: Broker, store: QueueStore) -> None:
@@ -271,7 +258,7 @@ def test_ready_from_a_busy_worker_loses_its_old_execution(
     ready(broker)
     enqueue(broker, "a")
     out = ready(broker, now=3)  # the worker restarted
-    assert store.execution_holder(1) == ("lost", "w1")
+    assert execution_holder(store, 1) == ("lost", "w1")
     assert assigns(out) == [(b"w1", 1, 2)]
 
 

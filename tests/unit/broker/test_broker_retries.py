@@ -11,7 +11,6 @@ from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
 from fleetd.broker.policy import Backoff
 from fleetd.broker.store import QueueStore
 from shared import messages as m
-from shared.config import load_config
 from shared.models import ResumeFrom, RunResult, TaskSpec
 
 SECOND = 1_000_000
@@ -23,11 +22,6 @@ def store(tmp_path: Path) -> Iterator[QueueStore]:
     opened = QueueStore.open(tmp_path / "q.db", 3, Backoff(5.0, 300.0, rng=lambda: 1.0))
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def broker(store: QueueStore, tmp_path: Path) -> Broker:
-    return Broker(store, load_config({"HOME": str(tmp_path)}))
 
 
 def ready(broker: Broker, now: int = 0) -> list[Outgoing]:

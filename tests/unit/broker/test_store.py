@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
@@ -10,15 +9,9 @@ import pytest
 
 from fleetd.broker.store import MIGRATIONS, Claim, Closed, QueueStore
 from shared.models import RunResult, TaskSpec
+from tests.unit.broker.queries import execution_holder
 
 LEASE = 1_000
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[QueueStore]:
-    opened = QueueStore.open(tmp_path / "q.db", 3)
-    yield opened
-    opened.close()
 
 
 def spec(prompt: str = "p", **fields) -> TaskSpec:
@@ -75,15 +68,7 @@ def test_claim_takes_a_lease_and_starts_the_task(store: QueueStore) -> None:
     view = store.get_task(task)
     assert view is not None
     assert (view.state, view.attempts, view.started_at) == ("running", 1, 10)
-    assert store.execution_holder(1) == ("running", "w1")
-
-
-def test_has_claimable(store: QueueStore) -> None:
-    assert store.has_claimable(10) is False
-    add(store, "a")
-    assert store.has_claimable(10) is True
-    claim(store)
-    assert store.has_claimable(10) is False
+    assert execution_holder(store, 1) == ("running", "w1")
 
 
 def test_idempotency_key_returns_the_same_task(store: QueueStore) -> None:
@@ -124,7 +109,7 @@ def test_finish_sets_the_task_state_and_finished_at(store: QueueStore, outcome: 
     view = store.get_task(task)
     assert view is not None
     assert (view.state, view.finished_at, view.result) == (outcome, 50, result)
-    assert store.execution_holder(execution) == (outcome, "w1")
+    assert execution_holder(store, execution) == (outcome, "w1")
 
 
 def test_failed_run_is_not_retried(store: QueueStore) -> None:
@@ -143,7 +128,7 @@ def test_interrupted_requeues_without_spending_an_attempt(store: QueueStore) -> 
     view = store.get_task(task)
     assert view is not None
     assert (view.state, view.attempts, view.finished_at) == ("queued", 0, None)
-    assert store.execution_holder(execution) == ("interrupted", "w1")
+    assert execution_holder(store, execution) == ("interrupted", "w1")
 
 
 def test_interrupted_task_is_claimed_again_as_a_new_execution(store: QueueStore) -> None:
@@ -215,7 +200,7 @@ def test_renew_by_the_holder_extends_the_lease(store: QueueStore) -> None:
     execution = claim(store, now=10).execution  # lease until 1010
     assert store.renew(execution, "w1", 900, LEASE) is True  # now until 1900
     assert store.lose_expired(1500) == []
-    assert store.execution_holder(execution) == ("running", "w1")
+    assert execution_holder(store, execution) == ("running", "w1")
 
 
 def test_renew_by_another_worker_fails_and_keeps_the_lease(store: QueueStore) -> None:

@@ -12,6 +12,7 @@ from fleetd.broker.policy import Backoff
 from fleetd.broker.store import MIGRATIONS, Claim, QueueStore
 from fleetd.runtime.db import open_database
 from shared.models import ResumeFrom, RunResult, TaskSpec, WorkspaceResult
+from tests.unit.broker.queries import has_claimable
 
 LEASE = 1_000
 SECOND = 1_000_000
@@ -78,7 +79,7 @@ def test_transient_failure_requeues_after_the_backoff(store: QueueStore) -> None
     retry_at = failed_at + 5 * SECOND
     assert state(store, task) == ("queued", 1, retry_at)
     assert store.claim("w1", retry_at - 1, LEASE) is None
-    assert store.has_claimable(retry_at - 1) is False
+    assert has_claimable(store, retry_at - 1) is False
     again = claim(store, retry_at)
     assert (again.task, again.attempt) == (task, 2)
     assert state(store, task) == ("running", 2, None)

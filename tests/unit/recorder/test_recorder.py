@@ -11,15 +11,16 @@ import pytest
 
 from fleetd.recorder.eventlog import MIGRATIONS, EventLog
 from fleetd.recorder.logic import UNBORN_GRACE_SECONDS, Pending, Recorder
-from fleetd.runtime.spool import SpoolWriter, execution_of, read_records, try_lock
+from fleetd.runtime.locks import FileLock
+from fleetd.runtime.spool import SpoolWriter, execution_of, read_records
 from shared import messages as m
 from shared.models import EventRecord
 from shared.paths import StatePaths
 
 TASK = 7
 EXECUTION = 3
-CODEC = m.recorder_request_codec()
-FEED = m.feed_codec()
+CODEC = m.RECORDER_REQUESTS
+FEED = m.FEED
 
 
 @pytest.fixture
@@ -110,11 +111,11 @@ def test_torn_length_header_is_ignored(paths: StatePaths) -> None:
 
 def test_open_writer_holds_the_lock_and_close_frees_it(paths: StatePaths) -> None:
     writer = SpoolWriter(paths.spool_file(EXECUTION))
-    assert try_lock(paths.spool_file(EXECUTION)) is None
+    assert FileLock.try_existing(paths.spool_file(EXECUTION)) is None
     writer.close()
-    fd = try_lock(paths.spool_file(EXECUTION))
-    assert fd is not None
-    os.close(fd)
+    lock = FileLock.try_existing(paths.spool_file(EXECUTION))
+    assert lock is not None
+    lock.release()
 
 
 def test_writer_leaves_no_temporary_file(paths: StatePaths) -> None:

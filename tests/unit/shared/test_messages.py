@@ -139,18 +139,18 @@ SAMPLES: dict[type, m.Message] = {
 }
 
 CHANNELS = {
-    "control_request": (m.control_request_codec, m.ControlRequest),
-    "control_reply": (m.control_reply_codec, m.ControlReply),
-    "broker_request": (m.broker_request_codec, m.BrokerRequest),
-    "broker_reply": (m.broker_reply_codec, m.BrokerReply),
-    "recorder_request": (m.recorder_request_codec, m.RecorderRequest),
-    "recorder_reply": (m.recorder_reply_codec, m.RecorderReply),
-    "feed": (m.feed_codec, m.FeedMessage),
+    "control_request": (m.CONTROL_REQUESTS, m.ControlRequest),
+    "control_reply": (m.CONTROL_REPLIES, m.ControlReply),
+    "broker_request": (m.BROKER_REQUESTS, m.BrokerRequest),
+    "broker_reply": (m.BROKER_REPLIES, m.BrokerReply),
+    "recorder_request": (m.RECORDER_REQUESTS, m.RecorderRequest),
+    "recorder_reply": (m.RECORDER_REPLIES, m.RecorderReply),
+    "feed": (m.FEED, m.FeedMessage),
 }
 
 CASES = [
-    pytest.param(factory, member, id=f"{name}-{member.__name__}")
-    for name, (factory, union) in CHANNELS.items()
+    pytest.param(codec, member, id=f"{name}-{member.__name__}")
+    for name, (codec, union) in CHANNELS.items()
     for member in typing.get_args(union)
 ]
 
@@ -164,9 +164,8 @@ def test_every_message_type_is_on_some_channel() -> None:
     assert on_channels == set(m.Message.__subclasses__())
 
 
-@pytest.mark.parametrize(("factory", "member"), CASES)
-def test_message_round_trips_through_its_channel(factory, member) -> None:
-    codec = factory()
+@pytest.mark.parametrize(("codec", "member"), CASES)
+def test_message_round_trips_through_its_channel(codec, member) -> None:
     message = SAMPLES[member]
     decoded = codec.decode(codec.encode(message))
     assert type(decoded) is member
@@ -182,54 +181,54 @@ def test_assign_from_an_older_broker_has_no_resume() -> None:
         lease_expires_at: int
 
     old = OldAssign(task=3, execution=4, attempt=1, spec=SPEC, lease_expires_at=9)
-    decoded = m.broker_reply_codec().decode(msgspec.msgpack.encode(old))
+    decoded = m.BROKER_REPLIES.decode(msgspec.msgpack.encode(old))
     assert isinstance(decoded, m.Assign) and decoded.resume is None
 
 
 def test_round_trip_keeps_bytes_payload_exact() -> None:
-    codec = m.recorder_request_codec()
+    codec = m.RECORDER_REQUESTS
     decoded = codec.decode(codec.encode(SAMPLES[m.EventBatch]))
     assert decoded.events[0].payload == b"\x00\xff"
 
 
 def test_message_carries_its_class_name_as_tag() -> None:
-    raw = msgspec.msgpack.decode(m.broker_request_codec().encode(m.FinishAck(execution=4)))
+    raw = msgspec.msgpack.decode(m.BROKER_REQUESTS.encode(m.FinishAck(execution=4)))
     assert raw == {"msg": "FinishAck", "execution": 4}
 
 
 def test_missing_defaulted_field_decodes_to_its_default() -> None:
     payload = msgspec.msgpack.encode({"msg": "Heartbeat", "worker": "w1", "pid": 1})
-    assert m.broker_request_codec().decode(payload) == m.Heartbeat(worker="w1", pid=1)
+    assert m.BROKER_REQUESTS.decode(payload) == m.Heartbeat(worker="w1", pid=1)
 
 
 def test_message_of_another_channel_is_rejected() -> None:
-    payload = m.broker_request_codec().encode(m.Ready(worker="w1", pid=1))
+    payload = m.BROKER_REQUESTS.encode(m.Ready(worker="w1", pid=1))
     with pytest.raises(msgspec.ValidationError):
-        m.control_request_codec().decode(payload)
+        m.CONTROL_REQUESTS.decode(payload)
 
 
 def test_unknown_tag_is_rejected() -> None:
     payload = msgspec.msgpack.encode({"msg": "Explode", "task": 1})
     with pytest.raises(msgspec.ValidationError, match="Explode"):
-        m.control_request_codec().decode(payload)
+        m.CONTROL_REQUESTS.decode(payload)
 
 
 def test_missing_tag_is_rejected() -> None:
     payload = msgspec.msgpack.encode({"task": 1})
     with pytest.raises(msgspec.ValidationError):
-        m.control_request_codec().decode(payload)
+        m.CONTROL_REQUESTS.decode(payload)
 
 
 def test_wrong_field_type_is_rejected_naming_the_field() -> None:
     payload = msgspec.msgpack.encode({"msg": "ShowTask", "task": "three"})
     with pytest.raises(msgspec.ValidationError, match=r"\$\.task"):
-        m.control_request_codec().decode(payload)
+        m.CONTROL_REQUESTS.decode(payload)
 
 
 def test_missing_required_field_is_rejected() -> None:
     payload = msgspec.msgpack.encode({"msg": "Ready", "worker": "w1"})
     with pytest.raises(msgspec.ValidationError, match="pid"):
-        m.broker_request_codec().decode(payload)
+        m.BROKER_REQUESTS.decode(payload)
 
 
 def test_invalid_literal_value_is_rejected() -> None:
@@ -237,35 +236,35 @@ def test_invalid_literal_value_is_rejected() -> None:
         {"msg": "Finished", "execution": 1, "outcome": "exploded", "result": {}}
     )
     with pytest.raises(msgspec.ValidationError):
-        m.broker_request_codec().decode(payload)
+        m.BROKER_REQUESTS.decode(payload)
 
 
 def test_non_map_payload_is_rejected() -> None:
     with pytest.raises(msgspec.ValidationError):
-        m.broker_request_codec().decode(msgspec.msgpack.encode([1, 2, 3]))
+        m.BROKER_REQUESTS.decode(msgspec.msgpack.encode([1, 2, 3]))
 
 
 def test_empty_payload_is_a_decode_error() -> None:
     with pytest.raises(msgspec.DecodeError):
-        m.broker_request_codec().decode(b"")
+        m.BROKER_REQUESTS.decode(b"")
 
 
 def test_truncated_payload_is_a_decode_error() -> None:
-    payload = m.broker_request_codec().encode(SAMPLES[m.Finished])
+    payload = m.BROKER_REQUESTS.encode(SAMPLES[m.Finished])
     for cut in range(len(payload)):
         with pytest.raises(msgspec.DecodeError):
-            m.broker_request_codec().decode(payload[:cut])
+            m.BROKER_REQUESTS.decode(payload[:cut])
 
 
 def test_trailing_garbage_is_a_decode_error() -> None:
-    payload = m.broker_request_codec().encode(m.FinishAck(execution=1)) + b"\x00"
+    payload = m.BROKER_REQUESTS.encode(m.FinishAck(execution=1)) + b"\x00"
     with pytest.raises(msgspec.DecodeError):
-        m.broker_request_codec().decode(payload)
+        m.BROKER_REQUESTS.decode(payload)
 
 
 @pytest.mark.parametrize("name", sorted(CHANNELS))
 def test_random_bytes_raise_only_decode_errors(name: str) -> None:
-    codec = CHANNELS[name][0]()
+    codec = CHANNELS[name][0]
     rng = random.Random(name)
     for _ in range(2000):
         data = rng.randbytes(rng.randrange(0, 64))
@@ -279,13 +278,12 @@ def test_string_field_that_is_not_utf8_is_a_decode_error() -> None:
     # {msg: Ready, worker: "\xff", pid: 1}
     payload = b"\x83\xa3msg\xa5Ready\xa6worker\xa1\xff\xa3pid\x01"
     with pytest.raises(msgspec.DecodeError):
-        m.broker_request_codec().decode(payload)
+        m.BROKER_REQUESTS.decode(payload)
 
 
 def test_flipped_bytes_of_valid_messages_raise_only_decode_errors() -> None:
     rng = random.Random(7)
-    for factory, union in CHANNELS.values():
-        codec = factory()
+    for codec, union in CHANNELS.values():
         for member in typing.get_args(union):
             payload = codec.encode(SAMPLES[member])
             for _ in range(200):
@@ -303,7 +301,7 @@ def test_deeply_nested_unknown_field_is_a_decode_error() -> None:
     nested = b"\x91" * 2000 + b"\x00"
     payload = b"\x84\xa3msg\xa5Ready\xa6worker\xa1w\xa3pid\x01\xa1x" + nested
     with pytest.raises(msgspec.DecodeError):
-        m.broker_request_codec().decode(payload)
+        m.BROKER_REQUESTS.decode(payload)
 
 
 def test_feed_topic_of_task_1_is_not_a_prefix_of_task_12() -> None:

@@ -1,0 +1,90 @@
+"""The broker process: its ROUTER socket and poll loop around the `Broker` state machine."""
+
+from __future__ import annotations
+
+from itertools import islice
+
+import zmq
+from loguru import logger
+
+from fleetd.broker.logic import Broker, Outgoing
+from fleetd.broker.policy import Backoff
+from fleetd.broker.store import QueueStore
+from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.runtime.sockets import new_socket, waiting
+from shared import messages as m
+from shared.config import FleetConfig
+from shared.models import now_us
+
+RECV_BATCH = 256
+POLL_MS = 200
+
+
+def run(config: FleetConfig, recover: bool) -> None:
+    """The broker process's entry point (started by the supervisor)."""
+    shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
+    paths = config.paths()
+    backoff = Backoff(config.queue.retry_backoff_seconds, config.queue.retry_backoff_max)
+    store = QueueStore.open(paths.queue_db, config.queue.max_attempts, backoff)
+    broker = Broker(store, config)
+    if recover:
+        broker.recover("fleetd stopped without ending this run", now_us())
+    context = zmq.Context()
+    sock = new_socket(context, zmq.ROUTER, linger_ms=1000, hwm=100_000)
+    sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its identity back
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unreachable worker is an error, not a drop
+    sock.setsockopt(zmq.MAXMSGSIZE, 256 * 1024 * 1024)
+    sock.bind(paths.broker_endpoint)
+    logger.info("broker ready on {}", paths.broker_endpoint)
+    try:
+        _loop(broker, sock, shutdown)
+    finally:
+        sock.close()
+        context.term()
+        store.close()
+    logger.info("broker stopped")
+
+
+def _loop(broker: Broker, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(shutdown.fd, zmq.POLLIN)
+    while shutdown.received is None:
+        events = dict(poller.poll(POLL_MS))
+        if shutdown.fd in events:
+            shutdown.drain()
+        out: list[Outgoing] = []
+        for frames in islice(waiting(sock), RECV_BATCH):
+            out.extend(_serve(broker, frames))
+        out.extend(broker.step(now_us()))
+        for outgoing in out:
+            _send(broker, sock, outgoing)
+
+
+def _serve(broker: Broker, frames: list[bytes]) -> list[Outgoing]:
+    if len(frames) != 3:
+        logger.warning("dropping a malformed broker message ({} frames)", len(frames))
+        return []
+    peer, ref, payload = frames
+    try:
+        request = m.BROKER_REQUESTS.decode(payload)
+    except Exception as exc:  # a malformed message gets an error reply, never a crash
+        return [Outgoing(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
+    try:
+        return broker.handle(peer, ref, request, now_us())
+    except Exception:
+        logger.exception("broker failed serving {}", type(request).__name__)
+        reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
+        return [Outgoing(peer, ref, reply)]
+
+
+def _send(broker: Broker, sock: zmq.Socket, outgoing: Outgoing) -> None:
+    try:
+        sock.send_multipart(
+            [outgoing.peer, outgoing.ref, m.BROKER_REPLIES.encode(outgoing.message)]
+        )
+    except zmq.ZMQError as exc:
+        if exc.errno != zmq.EHOSTUNREACH:
+            raise
+        logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, outgoing.message)
+        broker.undeliverable(outgoing, now_us())

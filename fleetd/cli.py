@@ -71,13 +71,17 @@ def fleetd(
 
 
 def _foreground(config: FleetConfig) -> int:
-    from fleetd.supervisor import (
-        logic as supervisor,  # imported here: the detaching parent never needs it
-    )
+    # Imported here: the detaching parent never needs them.
+    from fleetd.broker import process as broker
+    from fleetd.recorder import process as recorder
+    from fleetd.supervisor import process as supervisor
+    from fleetd.supervisor.children import Roles
+    from fleetd.worker import process as worker
 
     configure_logging("supervisor", config.log_level, config.log_json)
+    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run)
     try:
-        return supervisor.run(config, dict(os.environ))
+        return supervisor.run(config, dict(os.environ), roles)
     except FleetError as exc:
         logger.error("{}", exc)
         return 1

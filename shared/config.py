@@ -10,14 +10,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from shared.errors import ConfigError
+from shared.models import SandboxMode
 from shared.paths import StatePaths, default_config_file, default_state_dir
 
 ENV_PREFIX = "FLEET_"
 # Variables that are not settings but are read by the tools themselves.
 ENV_NOT_SETTINGS = frozenset({"FLEET_CONFIG"})
-
-Positive = Annotated[float, msgspec.Meta(gt=0)]
-
 
 def _doc(default_type: Any, text: str, **limits: Any) -> Any:
     return Annotated[default_type, msgspec.Meta(description=text, **limits)]
@@ -81,9 +79,7 @@ class WorkerConfig(Section):
 class CodexConfig(Section):
     bin: _doc(str | None, "Codex CLI binary (default: project-local install, then PATH)") = None
     model: _doc(str | None, "model for tasks that name none (default: Codex's own)") = None
-    sandbox: _doc(
-        Literal["read-only", "workspace-write", "danger-full-access"], "Codex sandbox mode"
-    ) = "workspace-write"
+    sandbox: _doc(SandboxMode, "Codex sandbox mode") = "workspace-write"
     config: _doc(list[str], "extra `-c KEY=VALUE` overrides passed to every Codex run") = (
         msgspec.field(default_factory=list)
     )

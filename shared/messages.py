@@ -17,6 +17,7 @@ import msgspec
 
 from shared.models import (
     EventRecord,
+    FinishedOutcome,
     ProcessView,
     ResumeFrom,
     RunResult,
@@ -277,7 +278,7 @@ class Finished(Message):
     """An execution ended; resent until acknowledged."""
 
     execution: int
-    outcome: Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
+    outcome: FinishedOutcome
     result: RunResult
 
 

@@ -24,8 +24,13 @@ TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled",
 ExecutionOutcome = Literal[
     "running", "succeeded", "failed", "cancelled", "timed_out", "lost", "interrupted"
 ]
+# How a worker reports that an execution ended (`lost` is the queue's verdict, never a worker's).
+FinishedOutcome = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
+# The kinds of agent a task may name; `fleetd.agents.adapters` has one adapter for each.
 AgentKind = Literal["codex", "command"]
+SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
+TimeoutKind = Literal["wall", "idle"]
 
 
 def now_us() -> int:
@@ -53,7 +58,7 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     max_attempts: int | None = None
     key: str | None = None
     labels: dict[str, str] = {}
-    sandbox: Literal["read-only", "workspace-write", "danger-full-access"] | None = None
+    sandbox: SandboxMode | None = None
     reasoning_effort: str | None = None
     codex_config: list[str] = []  # `-c KEY=VALUE` overrides for this task's Codex run
     repo: str | None = None  # a git repository (path or URL): the task runs in its own worktree
@@ -116,7 +121,7 @@ class RunResult(msgspec.Struct, kw_only=True):
     error: str | None = None
     reason: str | None = None
     failure_class: FailureClass | None = None
-    timeout_kind: Literal["wall", "idle"] | None = None
+    timeout_kind: TimeoutKind | None = None
     stderr_tail: str | None = None
     session_file: str | None = None
     workspace: WorkspaceResult | None = None

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from fleetd.worker.output import AgentLine
-from shared.models import RunResult, TaskSpec, TokenUsage
+from fleetd.agents.codex_events import AgentLine
+from shared.messages import Assign
+from shared.models import RunResult, TokenUsage
 
 # Bounds on the error messages a summary keeps for classifying a failure.
 MAX_ERRORS = 20
@@ -30,11 +31,18 @@ class AgentCommand:
 
 
 class Adapter(Protocol):
-    """Turns a task into an `AgentCommand`; knows nothing of sockets or databases."""
+    """One kind of agent: turns an assigned task into an `AgentCommand`, and keeps what a later
+    attempt needs once it ended. Knows nothing of sockets or databases."""
 
-    def command(
-        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
-    ) -> AgentCommand: ...
+    def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
+        """How to start the agent for `assign` in `cwd`, with the allow-listed `env`; raises
+        FleetError (or OSError) with the reason when it cannot be started."""
+        ...
+
+    def finish(self, assign: Assign, result: RunResult) -> None:
+        """After the agent ended (or failed to start): keep what a resumed attempt needs in
+        `result`, and remove what the run was given."""
+        ...
 
 
 @dataclass

@@ -7,9 +7,11 @@ import sys
 from pathlib import Path
 
 from fleetd.agents.base import AgentCommand
+from fleetd.agents.codex_home import PrivateHomes
 from shared.config import CodexConfig
-from shared.errors import ConfigError
-from shared.models import TaskSpec
+from shared.errors import ConfigError, FleetError
+from shared.messages import Assign
+from shared.models import RunResult, TaskSpec
 
 # Where `make` installs the pinned Codex CLI: the native binary, which skips node's start-up
 # and one level of signal forwarding.
@@ -50,15 +52,36 @@ def find_codex(config: CodexConfig) -> str:
 
 
 class CodexAdapter:
-    """Builds `codex exec --json` command lines from a task and the `[codex]` config."""
+    """`codex exec --json` from a task and the `[codex]` config, each run in a private home."""
 
-    def __init__(self, config: CodexConfig) -> None:
+    def __init__(self, config: CodexConfig, homes: PrivateHomes) -> None:
         self.config = config
+        self.homes = homes
 
-    def command(
-        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
-    ) -> AgentCommand:
+    def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
         """`codex exec`, or `codex exec resume THREAD` to continue an earlier attempt."""
+        argv = self._argv(assign.spec, cwd)
+        session = None
+        if assign.resume is not None:
+            session = assign.resume.session_file
+            if not session or not Path(session).is_file():
+                raise FleetError(
+                    f"cannot resume: the Codex session of execution {assign.resume.execution} "
+                    f"is gone; `fleetctl retry {assign.task}` (without --resume) starts over"
+                )
+            # exec's own options go before the subcommand; `resume` takes the thread id.
+            argv += ["resume", assign.resume.thread_id, "--", RESUME_PROMPT]
+        else:
+            # `--` so that a prompt starting with a dash is never read as a flag.
+            argv += ["--", assign.spec.prompt]
+        home = self.homes.create(assign.execution, session)
+        return AgentCommand(argv=argv, cwd=cwd, env={**env, "CODEX_HOME": str(home)}, stdin=None)
+
+    def finish(self, assign: Assign, result: RunResult) -> None:
+        """Keep the run's session file (for `retry --resume`) and remove its private home."""
+        result.session_file = self.homes.finish(assign.execution, result.thread_id)
+
+    def _argv(self, spec: TaskSpec, cwd: Path) -> list[str]:
         argv = [
             find_codex(self.config),
             "exec",
@@ -81,13 +104,7 @@ class CodexAdapter:
         overrides += spec.codex_config
         for override in overrides:
             argv += ["-c", override]
-        if resume_thread is not None:
-            # exec's own options go before the subcommand; `resume` takes the thread id.
-            argv += ["resume", resume_thread, "--", RESUME_PROMPT]
-        else:
-            # `--` so that a prompt starting with a dash is never read as a flag.
-            argv += ["--", spec.prompt]
-        return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=None)
+        return argv
 
 
 def provider_overrides(config: CodexConfig) -> list[str]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from fleetd.agents.base import AgentCommand
-from shared.models import TaskSpec
+from shared.messages import Assign
+from shared.models import RunResult
 
 
 class CommandAdapter:
     """For tests, benchmarks and custom agents; events in Codex's shape fill the summary."""
 
-    def command(
-        self, spec: TaskSpec, cwd: Path, env: dict[str, str], resume_thread: str | None = None
-    ) -> AgentCommand:
+    def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
+        spec = assign.spec
         return AgentCommand(argv=list(spec.argv), cwd=cwd, env=env, stdin=spec.prompt.encode())
+
+    def finish(self, assign: Assign, result: RunResult) -> None:
+        """Nothing to keep: a command agent has no thread to resume."""

@@ -1,33 +1,60 @@
-"""The recorder process: stores every event in batches, publishes them, seals finished streams.
+"""The recorder's logic, socket-free: event batches, stream ends, queries and `now` in;
+replies and feed publications out.
 
-Events arrive over ZeroMQ, but the worker's spool file is the source of truth: a batch that
-skips ahead (the recorder was down, or its queue was lost) is preceded by the missing events
-read back from the spool, and a spool whose writer died is ingested whole by the sweep.
+It stores every event in batches (the only writer of `events.db`), publishes what it stored,
+and seals finished streams. Events arrive over ZeroMQ, but the worker's spool file is the
+source of truth: a batch that skips ahead (the recorder was down, or its queue was lost) is
+preceded by the missing events read back from the spool, and a spool whose writer died is
+ingested whole by the sweep. Its process module (`fleetd.recorder.process`) owns the sockets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import apsw
-import zmq
 from loguru import logger
 
 from fleetd.recorder.eventlog import EventLog
-from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import execution_of, read_records
 from shared import messages as m
-from shared.config import FleetConfig
-from shared.models import EventRecord, now_us
+from shared.models import EventRecord
 from shared.paths import StatePaths
 
 SWEEP_INTERVAL_US = 2_000_000
 UNBORN_GRACE_SECONDS = 60.0
 PAGE_LIMIT_MAX = 10_000
+
+
+class Phase(enum.Enum):
+    RUNNING = "running"
+    DRAINING = "draining"  # stopping: store what is still queued, then sweep once more
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer to a worker or the supervisor, echoing its request's reference."""
+
+    peer: bytes
+    ref: bytes
+    message: m.Message
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Stored events or a seal, for the feed's followers (already encoded)."""
+
+    task: int
+    payload: bytes
+
+
+Outgoing = Reply | Publish
 
 
 @dataclass
@@ -39,17 +66,67 @@ class Pending:
     seals: list[tuple[bytes, bytes, m.StreamSealed, Path | None]] = field(default_factory=list)
     count: int = 0
 
+    @property
+    def empty(self) -> bool:
+        return not self.runs and not self.seals
+
 
 class Recorder:
     """The recorder's logic without sockets: accept batches, fill gaps, seal, sweep."""
 
-    def __init__(self, log: EventLog, paths: StatePaths) -> None:
+    def __init__(self, log: EventLog, paths: StatePaths, batch_max: int = 20_000) -> None:
         self.log = log
         self.paths = paths
+        self.batch_max = batch_max
         # Highest contiguous seq stored, per open stream; dropped when the stream is sealed,
         # so memory does not grow with history.
         self.stored_upto: dict[int, int] = {}
         self.codec = m.RECORDER_REQUESTS
+        self.phase = Phase.RUNNING
+        self.pending = Pending()
+        self.next_sweep = 0
+
+    # --- in ----------------------------------------------------------------------------------
+
+    def handle(
+        self, peer: bytes, ref: bytes, request: m.Message, raw: bytes, now: int
+    ) -> list[Outgoing]:
+        """One request (`raw` is its encoding: a batch is republished as it came)."""
+        match request:
+            case m.EventBatch():
+                self.accept(request, raw, self.pending)
+            case m.StreamEnd():
+                self.seal(request, peer, ref, self.pending)
+            case m.GetEvents():
+                return [Reply(peer, ref, self._page(request))]
+            case _:
+                text = f"the recorder does not serve {type(request).__name__}"
+                return [Reply(peer, ref, m.ErrorReply(code="bad_request", message=text))]
+        return []
+
+    @property
+    def full(self) -> bool:
+        """Enough events wait for one transaction: store them before taking more."""
+        return self.pending.count >= self.batch_max
+
+    def step(self, now: int) -> list[Outgoing]:
+        """Sweep abandoned spools when due, then store and tell what was collected."""
+        if self.phase is Phase.DRAINING and self.pending.empty:
+            # Nothing more came in: take in the spools of workers that are gone, and stop.
+            self.sweep(self.pending)
+            self.phase = Phase.STOPPED
+        elif self.phase is Phase.RUNNING and now >= self.next_sweep:
+            self.next_sweep = now + SWEEP_INTERVAL_US
+            self.sweep(self.pending)
+        pending, self.pending = self.pending, Pending()
+        return self._flush(pending, now)
+
+    def stop(self) -> None:
+        """The fleet is stopping: store what is still queued, then stop."""
+        if self.phase is Phase.RUNNING:
+            self.phase = Phase.DRAINING
+
+    # --- mechanics ---------------------------------------------------------------------------
 
     def _upto(self, execution: int) -> int:
         upto = self.stored_upto.get(execution)
@@ -80,7 +157,7 @@ class Recorder:
             pending.published.append((batch.task, raw))
         else:
             filled = m.EventBatch(task=batch.task, execution=batch.execution, events=events)
-            pending.published.append((batch.task, _feed_encode(filled)))
+            pending.published.append((batch.task, m.FEED.encode(filled)))
 
     def seal(self, end: m.StreamEnd, peer: bytes, ref: bytes, pending: Pending) -> None:
         """Complete a stream up to `last_seq` (from the spool if needed), then seal it."""
@@ -92,7 +169,7 @@ class Recorder:
                 pending.runs.append((end.task, end.execution, events))
                 pending.count += len(events)
                 batch = m.EventBatch(task=end.task, execution=end.execution, events=events)
-                pending.published.append((end.task, _feed_encode(batch)))
+                pending.published.append((end.task, m.FEED.encode(batch)))
         sealed = m.StreamSealed(task=end.task, execution=end.execution, last_seq=end.last_seq)
         spool = Path(end.spool) if end.spool else None
         pending.seals.append((peer, ref, sealed, spool))
@@ -203,137 +280,29 @@ class Recorder:
             path.unlink(missing_ok=True)
             lock.release()
 
+    def _page(self, request: m.GetEvents) -> m.EventPage:
+        limit = max(1, min(request.limit, PAGE_LIMIT_MAX))
+        events = self.log.page(request.task, request.after_execution, request.after_seq, limit)
+        return m.EventPage(events=events, more=len(events) == limit)
 
-_feed_encoder = m.FEED
-_replies = m.RECORDER_REPLIES  # built once: building a codec costs ~30 us
-
-
-def _feed_encode(message: m.Message) -> bytes:
-    return _feed_encoder.encode(message)
+    def _flush(self, pending: Pending, now: int) -> list[Outgoing]:
+        """Commit, then tell: followers and sealing workers hear only of stored events."""
+        if pending.empty:
+            return []
+        if not self.commit(pending, now):
+            # A full disk. Followers hear nothing; a worker waiting on its ended stream hears
+            # where the stream was cut short.
+            pending.published = []
+            pending.seals = self.cut_short(pending.seals, now)
+        out: list[Outgoing] = [Publish(task, raw) for task, raw in pending.published]
+        for peer, ref, sealed, spool in pending.seals:
+            if spool is not None:
+                spool.unlink(missing_ok=True)
+            out.append(Publish(sealed.task, m.FEED.encode(sealed)))
+            if peer:
+                out.append(Reply(peer, ref, sealed))
+        return out
 
 
 def _contiguous(events: list[EventRecord], upto: int) -> bool:
     return all(e.seq == upto + i + 1 for i, e in enumerate(events))
-
-
-def run(config: FleetConfig) -> None:
-    """The recorder process's entry point (started by the supervisor)."""
-    shutdown = child_start("recorder", "fleetd: recorder", config.log_level, config.log_json)
-    paths = config.paths()
-    log = EventLog.open(paths.events_db)
-    recorder = Recorder(log, paths)
-    context = zmq.Context()
-    inbox = context.socket(zmq.ROUTER)
-    inbox.setsockopt(zmq.LINGER, 1000)
-    inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)
-    inbox.setsockopt(zmq.RCVHWM, 100_000)
-    inbox.setsockopt(zmq.SNDHWM, 100_000)
-    inbox.bind(paths.recorder_endpoint)
-    feed = context.socket(zmq.PUB)
-    feed.setsockopt(zmq.LINGER, 0)
-    feed.setsockopt(zmq.SNDHWM, 100_000)
-    feed.bind(paths.feed_endpoint)
-    logger.info("recorder ready on {}", paths.recorder_endpoint)
-    try:
-        _loop(recorder, inbox, feed, shutdown, config.recorder.batch_max)
-        _drain(recorder, inbox, feed, config.recorder.batch_max)
-    finally:
-        inbox.close()
-        feed.close()
-        context.term()
-        log.close()
-    logger.info("recorder stopped")
-
-
-def _loop(
-    recorder: Recorder,
-    inbox: zmq.Socket,
-    feed: zmq.Socket,
-    shutdown: ShutdownSignal,
-    batch_max: int,
-) -> None:
-    poller = zmq.Poller()
-    poller.register(inbox, zmq.POLLIN)
-    poller.register(shutdown.fd, zmq.POLLIN)
-    next_sweep = 0
-    while shutdown.received is None:
-        events = dict(poller.poll(500))
-        if shutdown.fd in events:
-            shutdown.drain()
-        pending = Pending()
-        _receive(recorder, inbox, pending, batch_max)
-        now = now_us()
-        if now >= next_sweep:
-            next_sweep = now + SWEEP_INTERVAL_US
-            recorder.sweep(pending)
-        _flush(recorder, inbox, feed, pending)
-
-
-def _drain(recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, batch_max: int) -> None:
-    """At shutdown: store whatever is still queued, then take in abandoned spools."""
-    while True:
-        pending = Pending()
-        _receive(recorder, inbox, pending, batch_max)
-        if not pending.runs and not pending.seals:
-            break
-        _flush(recorder, inbox, feed, pending)
-    pending = Pending()
-    recorder.sweep(pending)
-    _flush(recorder, inbox, feed, pending)
-
-
-def _receive(recorder: Recorder, inbox: zmq.Socket, pending: Pending, batch_max: int) -> None:
-    replies = _replies
-    while pending.count < batch_max:
-        try:
-            peer, ref, payload = _frames(inbox.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return
-        except ValueError:
-            continue
-        try:
-            request = recorder.codec.decode(payload)
-        except Exception as exc:
-            error = m.ErrorReply(code="bad_request", message=str(exc))
-            inbox.send_multipart([peer, ref, replies.encode(error)])
-            continue
-        match request:
-            case m.EventBatch():
-                recorder.accept(request, payload, pending)
-            case m.StreamEnd():
-                recorder.seal(request, peer, ref, pending)
-            case m.GetEvents():
-                page = _page(recorder, request)
-                inbox.send_multipart([peer, ref, replies.encode(page)])
-
-
-def _frames(frames: list[bytes]) -> tuple[bytes, bytes, bytes]:
-    if len(frames) != 3:
-        raise ValueError(f"expected 3 frames, got {len(frames)}")
-    return frames[0], frames[1], frames[2]
-
-
-def _page(recorder: Recorder, request: m.GetEvents) -> m.EventPage:
-    limit = max(1, min(request.limit, PAGE_LIMIT_MAX))
-    events = recorder.log.page(request.task, request.after_execution, request.after_seq, limit)
-    return m.EventPage(events=events, more=len(events) == limit)
-
-
-def _flush(recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, pending: Pending) -> None:
-    """Commit, then tell: followers and sealing workers hear only of stored events."""
-    if not pending.runs and not pending.seals:
-        return
-    if not recorder.commit(pending, now_us()):
-        # A full disk. Followers hear nothing; a worker waiting on its ended stream hears
-        # where the stream was cut short.
-        pending.published = []
-        pending.seals = recorder.cut_short(pending.seals, now_us())
-    replies = _replies
-    for task, raw in pending.published:
-        feed.send_multipart([m.feed_topic(task), raw])
-    for peer, ref, sealed, spool in pending.seals:
-        if spool is not None:
-            spool.unlink(missing_ok=True)
-        feed.send_multipart([m.feed_topic(sealed.task), _feed_encode(sealed)])
-        if peer:
-            inbox.send_multipart([peer, ref, replies.encode(sealed)])

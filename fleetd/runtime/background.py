@@ -11,7 +11,19 @@ import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
+
+
+class Job(Protocol):
+    """One blocking call at a time off the loop (`BackgroundJob`; tests run calls inline)."""
+
+    @property
+    def fd(self) -> int: ...
+    @property
+    def busy(self) -> bool: ...
+    def submit(self, call: Callable[..., Any], *args: Any) -> None: ...
+    def take(self) -> Future[Any] | None: ...
+    def close(self) -> None: ...
 
 
 class BackgroundJob:

@@ -17,6 +17,7 @@ from typing import Any
 
 from loguru import logger
 
+from shared.config import FleetConfig
 from shared.models import ProcessView
 
 RESTART_BACKOFF_FIRST = 0.1
@@ -26,6 +27,20 @@ class CrashLoop(Exception):
     """A child died too often within the crash-loop window."""
 
 
+@dataclass(frozen=True)
+class Roles:
+    """The entry points of the processes the supervisor starts, given by fleetd's main, so
+    that the supervisor needs none of the other roles' code."""
+
+    broker: Callable[[FleetConfig, bool], None]  # (config, recover after a crash?)
+    recorder: Callable[[FleetConfig], None]
+    worker: Callable[[FleetConfig, str, str], None]  # (config, role, worker id)
+
+    def modules(self) -> list[str]:
+        """The modules holding them, for the fork server to import once."""
+        return sorted({entry.__module__ for entry in (self.broker, self.recorder, self.worker)})
+
+
 @dataclass
 class Child:
     """One supervised role and its current process."""
@@ -33,6 +48,7 @@ class Child:
     role: str
     target: Callable[..., None]
     args: Callable[[bool], tuple[Any, ...]]  # given "is this the first start?"
+    worker: str | None = None  # the worker id (`w3`) of a worker's role (`worker 3`)
     process: BaseProcess | None = None
     started: int = 0
     deaths: collections.deque[float] = field(default_factory=collections.deque)
@@ -61,9 +77,16 @@ class Children:
         self.crash_loop_window = crash_loop_window
         self.children: dict[str, Child] = {}
 
-    def preload(self, modules: list[str]) -> None:
-        """Modules the fork server imports once, so that every fork starts warm."""
-        self.context.set_forkserver_preload(modules)
+    def define(self, config: FleetConfig, roles: Roles) -> None:
+        """The broker, the recorder and `config.workers` workers; the fork server imports
+        their modules once, so that every fork starts warm."""
+        self.context.set_forkserver_preload(roles.modules())
+        self.add(Child("broker", roles.broker, lambda first: (config, first)))
+        self.add(Child("recorder", roles.recorder, lambda first: (config,)))
+        for index in range(1, config.workers + 1):
+            role, worker = f"worker {index}", f"w{index}"
+            args = (config, role, worker)
+            self.add(Child(role, roles.worker, lambda first, a=args: a, worker=worker))
 
     def add(self, child: Child) -> None:
         self.children[child.role] = child
@@ -122,10 +145,6 @@ class Children:
             if child.alive and child.deaths and now - child.deaths[-1] > self.crash_loop_window:
                 child.backoff = RESTART_BACKOFF_FIRST
 
-    def next_restart(self) -> float | None:
-        times = [c.restart_at for c in self.children.values() if c.restart_at is not None]
-        return min(times) if times else None
-
     def signal(self, roles: list[str], sig: int) -> None:
         for role in roles:
             child = self.children[role]
@@ -135,8 +154,17 @@ class Children:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.pid, sig)
 
-    def alive_roles(self, prefix: str = "") -> list[str]:
-        return [r for r, c in self.children.items() if r.startswith(prefix) and c.alive]
+    def alive_roles(self, roles: list[str] | None = None) -> list[str]:
+        """Those of `roles` (default: every child) whose process is alive."""
+        wanted = self.children if roles is None else roles
+        return [role for role in wanted if self.children[role].alive]
+
+    def worker_roles(self) -> list[str]:
+        return [role for role, child in self.children.items() if child.worker is not None]
+
+    def worker_of(self, role: str) -> str | None:
+        """The worker id of a worker's role; None for the broker and the recorder."""
+        return self.children[role].worker
 
     def views(self) -> list[ProcessView]:
         return [

@@ -1,26 +1,40 @@
 """Requests the supervisor forwards to the broker or the recorder, waiting for their answers.
 
-Each request carries a fresh reference frame; the answer comes back with it. An answer may be
-handed to a callback first (which may turn it into another reply, or answer later itself),
-and a request unanswered by its deadline gets an `unavailable` error, so that a client never
-waits on a restarting child.
+Socket-free: each request gets a fresh reference frame and is returned as an `Outgoing` to
+send; the answer comes back with that reference. An answer may be handed to a callback first
+(which may turn it into another reply, or answer later itself), and a request unanswered by
+its deadline gets an `unavailable` error, so that a client never waits on a restarting child.
 """
 
 from __future__ import annotations
 
-import time
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import zmq
 from loguru import logger
 
 from shared import messages as m
 
 FORWARD_TIMEOUT = 10.0
 
-Then = Callable[[m.Message], m.Message | None]
-Reply = Callable[[bytes, m.Message], None]
+# Given the answer and `now`: the reply for the client, or None (none, or not yet).
+Then = Callable[[m.Message, float], m.Message | None]
+
+
+class Peer(enum.Enum):
+    """Where an outgoing message of the supervisor goes."""
+
+    CLIENT = "client"  # a control client (fleetctl): `ident` is its ZeroMQ identity
+    BROKER = "broker"  # `ident` is the request's reference
+    RECORDER = "recorder"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    to: Peer
+    ident: bytes
+    message: m.Message
 
 
 @dataclass
@@ -40,53 +54,49 @@ def unavailable() -> m.ErrorReply:
 
 
 class Forwarder:
-    """Sends requests with a reference, matches answers to them, expires the late ones."""
+    """Gives requests a reference, matches answers to them, expires the late ones."""
 
-    def __init__(self, reply: Reply) -> None:
-        self.reply = reply  # sends a message to a control client
+    def __init__(self) -> None:
         self.pending: dict[bytes, Forward] = {}
         self.next_ref = 0
 
     def ask(
-        self,
-        sock: zmq.Socket,
-        codec: m.Codec,
-        request: m.Message,
-        client: bytes | None,
-        then: Then | None,
-    ) -> None:
+        self, to: Peer, request: m.Message, client: bytes | None, then: Then | None, now: float
+    ) -> Outgoing:
+        """The request to send; its answer goes to `then`, then to `client` (if any)."""
         self.next_ref += 1
         ref = self.next_ref.to_bytes(8, "little")
-        self.pending[ref] = Forward(client, time.monotonic() + FORWARD_TIMEOUT, then)
-        try:
-            sock.send_multipart([ref, codec.encode(request)], zmq.NOBLOCK)
-        except zmq.Again:
-            del self.pending[ref]
-            if client is not None:
-                self.reply(client, unavailable())
+        self.pending[ref] = Forward(client, now + FORWARD_TIMEOUT, then)
+        return Outgoing(to, ref, request)
 
-    def on_replies(self, sock: zmq.Socket, codec: m.Codec) -> None:
-        """Take the answers waiting on `sock` (a bounded number per call)."""
-        for _ in range(1000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            forward = self.pending.pop(frames[0], None) if len(frames) == 2 else None
-            if forward is None:
-                continue  # the answer came after we gave up on it
-            try:
-                answer: m.Message | None = codec.decode(frames[1])
-            except Exception:
-                logger.exception("undecodable internal reply")
-                answer = m.ErrorReply(code="internal", message="internal error; see fleetd log")
-            if forward.then is not None and answer is not None:
-                answer = forward.then(answer)
-            if forward.client is not None and answer is not None:
-                self.reply(forward.client, answer)
+    def answer(self, ref: bytes, answer: m.Message, now: float) -> list[Outgoing]:
+        """An answer came back (after the deadline, it is dropped)."""
+        forward = self.pending.pop(ref, None)
+        if forward is None:
+            return []
+        reply: m.Message | None = answer
+        if forward.then is not None:
+            reply = forward.then(answer, now)
+        if forward.client is None or reply is None:
+            return []
+        return [Outgoing(Peer.CLIENT, forward.client, reply)]
 
-    def expire(self, now: float) -> None:
+    def undecodable(self, ref: bytes, now: float) -> list[Outgoing]:
+        logger.error("undecodable internal reply")
+        error = m.ErrorReply(code="internal", message="internal error; see fleetd log")
+        return self.answer(ref, error, now)
+
+    def undeliverable(self, ref: bytes) -> list[Outgoing]:
+        """The request could not be sent (the child's queue is full): its client hears so."""
+        forward = self.pending.pop(ref, None)
+        if forward is None or forward.client is None:
+            return []
+        return [Outgoing(Peer.CLIENT, forward.client, unavailable())]
+
+    def expire(self, now: float) -> list[Outgoing]:
+        out = []
         for ref in [r for r, f in self.pending.items() if f.deadline < now]:
             forward = self.pending.pop(ref)
             if forward.client is not None:
-                self.reply(forward.client, unavailable())
+                out.append(Outgoing(Peer.CLIENT, forward.client, unavailable()))
+        return out

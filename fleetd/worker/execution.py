@@ -1,4 +1,7 @@
-"""One execution in progress inside a worker: the agent process, its output, its limits."""
+"""One execution in progress inside a worker: the agent process, its output, its limits.
+
+Socket-free and clock-free: the worker passes `now` (monotonic seconds) into every call.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -20,12 +22,22 @@ from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.agent_process import spawn
 from fleetd.worker.output import LineSplitter, Redactor, classify
 from shared import messages as m
-from shared.models import FLAG_REDACTED, EventRecord, RunResult, now_us
+from shared.models import (
+    FLAG_REDACTED,
+    EventRecord,
+    FinishedOutcome,
+    RunResult,
+    TimeoutKind,
+    now_us,
+)
 
 READ_CHUNK = 1 << 20
 STDERR_TAIL_LINES = 20
 # After the agent's leader exits, how long stray writers may keep its pipes open.
 DRAIN_SECONDS = 1.0
+
+# Why the worker ended an agent before it ended by itself; the execution's outcome is the same.
+EndReason = Literal["timed_out", "cancelled", "interrupted", "failed"]
 
 
 @dataclass
@@ -40,8 +52,8 @@ class Limits:
 
 
 @dataclass
-class Run:
-    """An agent run from spawn to the last line read; the worker drives it from its poll loop."""
+class Execution:
+    """One attempt's agent from spawn to the last line read; the worker drives it from its loop."""
 
     assign: m.Assign
     spool: SpoolWriter
@@ -55,13 +67,12 @@ class Run:
     seq: int = 0
     started_mono: float = 0.0
     started_at: int = 0
-    end_reason: str | None = None
-    timeout_kind: Literal["wall", "idle"] | None = None
+    end_reason: EndReason | None = None
+    timeout_kind: TimeoutKind | None = None
     error: str | None = None
     spool_failed: bool = False
     limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
     summary: RunSummary = field(default_factory=RunSummary)
-    codec: m.Codec = field(default_factory=m.recorder_request_codec)
 
     def __post_init__(self) -> None:
         self.out_lines = LineSplitter(self.max_line)
@@ -71,9 +82,9 @@ class Run:
 
     # --- life ------------------------------------------------------------------------------
 
-    def start(self, command: AgentCommand, timeout: float, idle_timeout: float) -> None:
-        """Spawn the agent; a failure to start ends the run at once with the reason."""
-        self.started_mono = time.monotonic()
+    def start(self, command: AgentCommand, timeout: float, idle_timeout: float, now: float) -> None:
+        """Spawn the agent; a failure to start ends the execution at once with the reason."""
+        self.started_mono = now
         self.started_at = now_us()
         self.limits.timeout_at = self.started_mono + timeout
         self.limits.idle_seconds = idle_timeout
@@ -102,7 +113,7 @@ class Run:
             fds.append(self.pidfd)
         return fds
 
-    def end(self, reason: str, now: float) -> None:
+    def end(self, reason: EndReason, now: float) -> None:
         """Begin ending the agent's group: SIGTERM now, SIGKILL after the grace period."""
         if self.end_reason is None:
             self.end_reason = reason
@@ -121,7 +132,7 @@ class Run:
         self.limits.last_output = now
         stdout = self.proc.stdout
         if stdout is not None and not stdout.closed and fd == stdout.fileno():
-            return self._read_stdout()
+            return self._read_stdout(now)
         self._read_stderr()
         return []
 
@@ -159,7 +170,7 @@ class Run:
 
     # --- output ----------------------------------------------------------------------------
 
-    def _read_stdout(self) -> list[bytes]:
+    def _read_stdout(self, now: float) -> list[bytes]:
         assert self.proc is not None and self.proc.stdout is not None
         try:
             data = os.read(self.proc.stdout.fileno(), READ_CHUNK)
@@ -167,10 +178,10 @@ class Run:
             return []
         if not data:
             self.proc.stdout.close()
-            return self.emit(self.out_lines.finish())
-        return self.emit(self.out_lines.feed(data))
+            return self.emit(self.out_lines.finish(), now)
+        return self.emit(self.out_lines.feed(data), now)
 
-    def emit(self, lines: list[tuple[bytes, int]]) -> list[bytes]:
+    def emit(self, lines: list[tuple[bytes, int]], now: float) -> list[bytes]:
         """Turn lines into one encoded batch: redacted, classified, numbered, spooled."""
         if not lines or self.spool_failed:
             return []
@@ -186,20 +197,20 @@ class Run:
             flags |= kind_flags | (FLAG_REDACTED if redacted else 0)
             events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
         batch = m.EventBatch(task=self.assign.task, execution=execution, events=events)
-        record = self.codec.encode(batch)
+        record = m.RECORDER_REQUESTS.encode(batch)
         try:
             self.spool.append(record)
         except OSError as exc:
             self.seq -= len(events)  # never kept: the stream ends before them
-            self._cannot_record(exc)
+            self._cannot_record(exc, now)
             return []
         return [record]
 
-    def _cannot_record(self, exc: OSError) -> None:
-        """Output that cannot be kept (a full disk) ends the run: the task fails, saying why."""
+    def _cannot_record(self, exc: OSError, now: float) -> None:
+        """Output that cannot be kept (a full disk) ends the agent: the task fails, saying why."""
         self.spool_failed = True
         self.error = f"cannot record the agent's output: {exc.strerror or exc} ({self.spool.path})"
-        self.end("failed", time.monotonic())
+        self.end("failed", now)
 
     def _read_stderr(self) -> None:
         assert self.proc is not None and self.proc.stderr is not None
@@ -240,11 +251,11 @@ class Run:
 
     # --- result ----------------------------------------------------------------------------
 
-    def finish(self) -> tuple[list[bytes], str, RunResult]:
+    def finish(self, now: float) -> tuple[list[bytes], FinishedOutcome, RunResult]:
         """Last batches, the outcome and the result, once `done`."""
-        batches = self.emit(self.out_lines.finish()) if self.proc is not None else []
+        batches = self.emit(self.out_lines.finish(), now) if self.proc is not None else []
         result = RunResult(
-            duration_s=round(time.monotonic() - self.started_mono, 6) if self.started else 0.0,
+            duration_s=round(now - self.started_mono, 6) if self.started else 0.0,
             events=self.seq,
         )
         self.summary.into(result)
@@ -258,7 +269,7 @@ class Run:
         self._cleanup()
         return batches, outcome, result
 
-    def _outcome(self, result: RunResult) -> str:
+    def _outcome(self, result: RunResult) -> FinishedOutcome:
         if self.error is not None:
             result.error = self.error
             if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full

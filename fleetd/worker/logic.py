@@ -1,165 +1,252 @@
-"""The worker: takes one task at a time from the broker, runs its agent, reports back.
+"""The worker's logic, socket-free: messages, agent output and `now` in, outgoing messages out.
 
-A run's life: Assign -> [a repository task's worktree prepared on a helper thread] -> agent
-running (events to the spool and the recorder) -> agent done -> [its work committed on the
-helper thread] -> StreamEnd, wait for StreamSealed (bounded) -> Finished, resent until
-FinishAck -> idle.
-A Finished that is acknowledged also tells the broker this worker is free.
+One execution at a time, through these phases:
+
+    IDLE --Assign--> PREPARING (a repository task's worktree, on the helper thread)
+         --> RUNNING (the agent; events to the spool, then the recorder)
+         --> COMMITTING (a repository task's work committed, on the helper thread)
+         --> SEALING (StreamEnd sent; wait, bounded, for the recorder's StreamSealed)
+         --> REPORTING (Finished sent, resent until the broker's FinishAck) --> IDLE
+
+PREPARING and COMMITTING happen only for tasks with a repository. An attempt that cannot
+start (no such directory, no agent binary, a failed hook) goes through RUNNING with no agent
+and fails with the reason. Its process module (`fleetd.worker.process`) owns the sockets.
 """
 
 from __future__ import annotations
 
-import contextlib
+import enum
 import os
-import time
 from collections.abc import Mapping
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import zmq
 from loguru import logger
 
-from fleetd.agents.base import Adapter
-from fleetd.agents.codex import CodexAdapter
-from fleetd.agents.codex_home import PrivateHomes, host_codex_home
-from fleetd.agents.command import CommandAdapter
+from fleetd.agents import adapters
 from fleetd.runtime.agent_registry import AgentRegistry
-from fleetd.runtime.background import BackgroundJob
+from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.execution import Run
+from fleetd.worker.attempt import cut_short, remove_empty_scratch, workdir_for
+from fleetd.worker.execution import EndReason, Execution
 from fleetd.worker.output import Redactor
-from fleetd.workspace.worktrees import HookRun, Prepared, WorkspaceError, Workspaces, commit_message
+from fleetd.workspace.errors import WorkspaceError
+from fleetd.workspace.hooks import HookRun
+from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
 from shared import messages as m
 from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
-from shared.models import RunResult, TaskSpec, WorkspaceResult
+from shared.models import FinishedOutcome, RunResult, WorkspaceResult
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
 
 
+class Phase(enum.Enum):
+    IDLE = "idle"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    COMMITTING = "committing"
+    SEALING = "sealing"
+    REPORTING = "reporting"
+
+
+@dataclass(frozen=True)
+class ToBroker:
+    message: m.Message
+
+
+@dataclass(frozen=True)
+class ToRecorder:
+    """An encoded recorder request; `seals` marks the StreamEnd the worker waits on."""
+
+    payload: bytes
+    seals: bool = False
+
+
+Outgoing = ToBroker | ToRecorder
+
+
 class Worker:
-    """The worker's state machine; the loop feeds it socket messages, fd events and time."""
+    """The worker's state machine; its process module feeds it and sends what it returns."""
 
     def __init__(
         self,
         config: FleetConfig,
         worker_id: str,
-        broker: zmq.Socket,
-        recorder: zmq.Socket,
         host_env: Mapping[str, str],
+        job: Job | None = None,
+        pid: int | None = None,
     ) -> None:
         self.config = config
         self.id = worker_id
-        self.pid = os.getpid()
+        self.pid = pid if pid is not None else os.getpid()
         self.paths = config.paths()
-        self.broker = broker
-        self.recorder = recorder
         self.env = agent_environment(config, host_env)
         secrets = [host_env[n] for n in config.worker.secret_env if host_env.get(n)]
         self.redactor = Redactor(secrets)
         self.registry = AgentRegistry(self.paths.agents_dir)
-        self.codex_homes = PrivateHomes(
-            self.paths.codex_homes_dir,
-            self.paths.sessions_dir,
-            host_codex_home(host_env),
-            lambda line: self.redactor.mask(line)[0],
-        )
-        self.adapters: dict[str, Adapter] = {
-            "codex": CodexAdapter(config.codex),
-            "command": CommandAdapter(),
-        }
+        self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
-        self.job = BackgroundJob(f"{worker_id}-workspace")
-        self.prepared: Prepared | None = None
-        self.task_lock: FileLock | None = None
-        self.unsealed: tuple[str, RunResult] | None = None  # outcome, result while collecting
-        self.broker_codec = m.BROKER_REQUESTS
-        self.run: Run | None = None
-        self.phase = "idle"  # idle | preparing | running | collecting | sealing | reporting
-        self.finished: m.Finished | None = None
+        self.job: Job = job or BackgroundJob(f"{worker_id}-workspace")
+        self.phase = Phase.IDLE
         self.phase_deadline = float("inf")
         self.next_heartbeat = 0.0
         self.stopping = False
+        self.execution: Execution | None = None
+        self.prepared: Prepared | None = None
+        self.task_lock: FileLock | None = None
+        self.ended: tuple[FinishedOutcome, RunResult] | None = None  # while committing
+        self.finished: m.Finished | None = None  # while sealing and reporting
 
-    # --- sending -----------------------------------------------------------------------------
+    # --- in ----------------------------------------------------------------------------------
 
-    def _to_broker(self, message: m.Message) -> None:
-        with contextlib.suppress(zmq.Again):
-            self.broker.send_multipart([b"", self.broker_codec.encode(message)], zmq.NOBLOCK)
+    def start(self, now: float) -> list[Outgoing]:
+        """Announce this worker: the broker forgets whatever it thought we held."""
+        return [ToBroker(m.Ready(worker=self.id, pid=self.pid))]
 
-    def _to_recorder(self, payload: bytes) -> bool:
-        """Best effort: the spool already holds the events, the recorder fills gaps from it."""
-        try:
-            self.recorder.send_multipart([b"", payload], zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
-
-    def announce(self) -> None:
-        self._to_broker(m.Ready(worker=self.id, pid=self.pid))
-
-    def heartbeat(self, now: float) -> None:
-        if now < self.next_heartbeat:
-            return
-        self.next_heartbeat = now + self.config.worker.heartbeat_seconds
-        execution = self.run.assign.execution if self.run is not None else None
-        self._to_broker(m.Heartbeat(worker=self.id, pid=self.pid, execution=execution))
-
-    # --- broker messages -------------------------------------------------------------------
-
-    def on_broker(self, message: m.Message, now: float) -> None:
+    def on_broker(self, message: m.Message, now: float) -> list[Outgoing]:
         match message:
             case m.Assign():
-                self._on_assign(message, now)
+                return self._on_assign(message, now)
             case m.CancelExecution(execution=execution):
-                if self.run is not None and self.run.assign.execution == execution:
-                    logger.info("cancelling execution {}", execution)
-                    self._end_run("cancelled", now)
+                if self.execution is not None and self.execution.assign.execution == execution:
+                    self._cancel(now)
             case m.FinishAck(execution=execution):
                 if self.finished is not None and self.finished.execution == execution:
                     self._become_idle()
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
+        return []
 
-    def _on_assign(self, assign: m.Assign, now: float) -> None:
-        if self.run is not None:
+    def on_recorder(self, message: m.Message, now: float) -> list[Outgoing]:
+        execution = self.execution
+        if (
+            isinstance(message, m.StreamSealed)
+            and self.phase is Phase.SEALING
+            and execution is not None
+            and message.execution == execution.assign.execution
+        ):
+            if message.last_seq < execution.seq and self.finished is not None:
+                self.finished = cut_short(self.finished, message.last_seq, execution.seq)
+            return self._report(now)
+        return []
+
+    def on_agent_fd(self, fd: int, now: float) -> list[Outgoing]:
+        """One of the agent's pipes (or its pidfd) is readable."""
+        if self.execution is None or self.phase is not Phase.RUNNING:
+            return []
+        return [ToRecorder(batch) for batch in self.execution.on_fd(fd, now)]
+
+    def on_job_done(self, now: float) -> list[Outgoing]:
+        """The helper thread finished preparing or committing a workspace."""
+        future = self.job.take()
+        if future is None or self.execution is None:
+            return []
+        if self.phase is Phase.PREPARING:
+            return self._on_prepared(future, now)
+        if self.phase is Phase.COMMITTING:
+            return self._on_committed(future, now)
+        return []
+
+    def tick(self, now: float) -> list[Outgoing]:
+        """Timers: heartbeats, the agent's limits, seal and resend deadlines; the agent's end."""
+        out = self._heartbeat(now)
+        execution = self.execution
+        if execution is None:
+            return out
+        if self.phase is Phase.RUNNING:
+            execution.on_timer(now)
+            if execution.done:
+                out += self._agent_done(execution, now)
+        elif now >= self.phase_deadline:
+            if self.phase is Phase.SEALING:
+                logger.warning(
+                    "recorder did not seal execution {} in time; it will ingest the spool later",
+                    execution.assign.execution,
+                )
+                out += self._report(now)
+            elif self.phase is Phase.REPORTING and self.finished is not None:
+                self.phase_deadline = now + RESEND_SECONDS
+                out.append(ToBroker(self.finished))
+        return out
+
+    def stop(self, now: float) -> list[Outgoing]:
+        """The fleet is stopping: end the agent (its task goes back to the queue), then exit."""
+        self.stopping = True
+        if self.execution is not None and self.phase in (Phase.PREPARING, Phase.RUNNING):
+            self._end("interrupted", now)
+        return []
+
+    def undeliverable(self, outgoing: Outgoing, now: float) -> list[Outgoing]:
+        """The recorder could not take `outgoing`. Event batches wait in the spool; a StreamEnd
+        that cannot be sent is not waited for: the run is reported (the sweep takes the spool)."""
+        if isinstance(outgoing, ToRecorder) and outgoing.seals and self.phase is Phase.SEALING:
+            return self._report(now)
+        return []
+
+    # --- what the loop asks ------------------------------------------------------------------
+
+    def fds(self) -> list[int]:
+        """The agent's fds to poll: only while it runs."""
+        if self.execution is None or self.phase is not Phase.RUNNING:
+            return []
+        return self.execution.fds()
+
+    def next_timeout(self, now: float) -> float:
+        """Seconds until the next timer is due."""
+        due = [self.next_heartbeat, self.phase_deadline]
+        if self.execution is not None and self.phase is Phase.RUNNING:
+            due.append(self.execution.next_deadline())
+        return max(0.0, min(due) - now)
+
+    @property
+    def can_exit(self) -> bool:
+        return self.stopping and self.phase is Phase.IDLE
+
+    def close(self) -> None:
+        self.job.close()
+
+    # --- the attempt -------------------------------------------------------------------------
+
+    def _on_assign(self, assign: m.Assign, now: float) -> list[Outgoing]:
+        if self.execution is not None:
             logger.error("assigned execution {} while busy; refusing", assign.execution)
             refusal = m.Finished(
                 execution=assign.execution,
                 outcome="interrupted",
                 result=RunResult(error="worker was busy"),
             )
-            self._to_broker(refusal)
-            return
-        spool = SpoolWriter(self.paths.spool_file(assign.execution))
-        run = Run(
+            return [ToBroker(refusal)]
+        worker = self.config.worker
+        execution = Execution(
             assign=assign,
-            spool=spool,
+            spool=SpoolWriter(self.paths.spool_file(assign.execution)),
             redactor=self.redactor,
-            max_line=self.config.worker.max_line_bytes,
-            grace=self.config.worker.grace_seconds,
+            max_line=worker.max_line_bytes,
+            grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
             registry=self.registry,
         )
-        self.run = run
-        self.phase = "running"
+        self.execution = execution
+        self.phase = Phase.RUNNING
         if self.stopping:
-            run.end("interrupted", now)
-            return
+            execution.end("interrupted", now)
+            return []
         if assign.spec.repo is not None:
-            self.phase = "preparing"
+            self.phase = Phase.PREPARING
             self.task_lock = FileLock(self.paths.task_lock_file(assign.task))
             self.job.submit(self._prepare_workspace, assign, self.task_lock)
-            return
+            return []
         try:
-            workdir = self._workdir(assign)
+            workdir = workdir_for(self.paths, assign)
         except FleetError as exc:
-            run.error = str(exc)
-            return
-        self._start_agent(run, workdir)
+            execution.error = str(exc)
+            return []
+        return self._start_agent(execution, workdir, now)
 
     def _prepare_workspace(self, assign: m.Assign, lock: FileLock) -> Prepared:
         """On the helper thread: wait out a gc of this worktree, then make it ready."""
@@ -169,146 +256,64 @@ class Worker:
         fresh = assign.resume is None
         return self.workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref, fresh)
 
-    def _on_prepared(self, prepared: Prepared | None, error: WorkspaceError | None) -> None:
-        run = self.run
-        assert run is not None
-        self.phase = "running"
-        self._record_hooks(run, prepared.hooks if prepared else error.hooks if error else [])
-        if prepared is None:
-            if run.end_reason is None:
-                run.error = str(error)
-            return  # no agent: the next tick seals the run
-        self.prepared = prepared
-        if run.end_reason is None:
-            self._start_agent(run, prepared.path)
-
-    def _record_hooks(self, run: Run, hooks: list[HookRun]) -> None:
-        for batch in run.emit([(hook.event_line(), 0) for hook in hooks]):
-            self._to_recorder(batch)
-
-    def _start_agent(self, run: Run, workdir: Path) -> None:
-        assign = run.assign
+    def _on_prepared(self, future: Future[Any], now: float) -> list[Outgoing]:
+        execution = self.execution
+        assert execution is not None
+        self.phase = Phase.RUNNING
         try:
-            resume_thread = assign.resume.thread_id if assign.resume else None
-            command = self.adapters[assign.spec.agent].command(
-                assign.spec, workdir, self._agent_env(assign), resume_thread
-            )
+            prepared: Prepared = future.result()
+        except Exception as exc:
+            if not isinstance(exc, WorkspaceError):  # a bug, or the OS: the attempt fails
+                logger.opt(exception=exc).error("preparing the workspace failed")
+                exc = WorkspaceError(f"cannot prepare the workspace: {exc}")
+            out = self._record_hooks(execution, exc.hooks, now)
+            if execution.end_reason is None:
+                execution.error = str(exc)
+            return out  # no agent: the next tick seals the execution
+        out = self._record_hooks(execution, prepared.hooks, now)
+        self.prepared = prepared
+        if execution.end_reason is None:
+            out += self._start_agent(execution, prepared.path, now)
+        return out
+
+    def _start_agent(self, execution: Execution, workdir: Path, now: float) -> list[Outgoing]:
+        assign = execution.assign
+        try:
+            command = self.adapters[assign.spec.agent].command(assign, workdir, dict(self.env))
         except (FleetError, OSError) as exc:
-            run.error = str(exc)
-            return
-        worker_config = self.config.worker
-        run.start(
-            command,
-            assign.spec.timeout or worker_config.timeout_seconds,
-            assign.spec.idle_timeout or worker_config.idle_timeout_seconds,
+            execution.error = str(exc)
+            return []
+        limits = self.config.worker
+        timeout = assign.spec.timeout or limits.timeout_seconds
+        idle_timeout = assign.spec.idle_timeout or limits.idle_timeout_seconds
+        execution.start(command, timeout, idle_timeout, now)
+        if execution.proc is None:
+            return []
+        logger.debug("execution {} started pid {}", assign.execution, execution.proc.pid)
+        started = m.AgentStarted(
+            execution=assign.execution, started_at=execution.started_at, pid=execution.proc.pid
         )
-        if run.proc is not None:
-            started = m.AgentStarted(
-                execution=assign.execution, started_at=run.started_at, pid=run.proc.pid
-            )
-            self._to_broker(started)
-            logger.debug("execution {} started pid {}", assign.execution, run.proc.pid)
+        return [ToBroker(started)]
 
-    def _end_run(self, reason: str, now: float) -> None:
-        """End the run's agent (or the workspace work in progress) for `reason`."""
-        assert self.run is not None
-        if self.phase == "preparing":
-            self.workspaces.abort()
-        self.run.end(reason, now)
+    def _agent_done(self, execution: Execution, now: float) -> list[Outgoing]:
+        """The agent ended: keep what a resume needs, commit its work (off the loop), seal."""
+        batches, outcome, result = execution.finish(now)
+        out: list[Outgoing] = [ToRecorder(batch) for batch in batches]
+        assign = execution.assign
+        self.adapters[assign.spec.agent].finish(assign, result)
+        if self.prepared is not None and execution.started:
+            message = commit_message(assign.task, assign.spec.prompt, result.final_message)
+            self.ended = (outcome, result)
+            self.phase = Phase.COMMITTING
+            self.job.submit(self._commit_work, assign.task, self.prepared, message)
+            return out
+        return out + self._seal(execution, outcome, result, now)
 
-    def _agent_env(self, assign: m.Assign) -> dict[str, str]:
-        env = dict(self.env)
-        if assign.spec.agent == "codex":
-            session = None
-            if assign.resume is not None:
-                session = assign.resume.session_file
-                if not session or not Path(session).is_file():
-                    raise FleetError(
-                        f"cannot resume: the Codex session of execution "
-                        f"{assign.resume.execution} is gone; `fleetctl retry "
-                        f"{assign.task}` (without --resume) starts over"
-                    )
-            env["CODEX_HOME"] = str(self.codex_homes.create(assign.execution, session))
-        return env
-
-    def _workdir(self, assign: m.Assign) -> Path:
-        spec: TaskSpec = assign.spec
-        if spec.cwd is not None:
-            path = Path(spec.cwd)
-            if not path.is_dir():
-                raise FleetError(f"working directory {spec.cwd} does not exist")
-            return path
-        if assign.resume is not None:
-            earlier = self.paths.scratch_dir / str(assign.resume.execution)
-            if earlier.is_dir():
-                return earlier  # the resumed thread's files are there
-        scratch = self.paths.scratch_dir / str(assign.execution)
-        scratch.mkdir(mode=0o700, exist_ok=True)
-        return scratch
-
-    # --- recorder messages -------------------------------------------------------------------
-
-    def on_recorder(self, message: m.Message) -> None:
-        if (
-            isinstance(message, m.StreamSealed)
-            and self.phase == "sealing"
-            and self.run is not None
-            and message.execution == self.run.assign.execution
-        ):
-            if message.last_seq < self.run.seq and self.finished is not None:
-                self.finished = _cut_short(self.finished, message.last_seq, self.run.seq)
-            self._report()
-
-    # --- the run -----------------------------------------------------------------------------
-
-    def on_run_fd(self, fd: int, now: float) -> None:
-        if self.run is None or self.phase != "running":
-            return
-        for batch in self.run.on_fd(fd, now):
-            self._to_recorder(batch)
-
-    def tick(self, now: float) -> None:
-        """Timers: heartbeats, run limits, seal and resend deadlines; end-of-run detection."""
-        self.heartbeat(now)
-        run = self.run
-        if run is None:
-            return
-        if self.phase == "running":
-            run.on_timer(now)
-            if run.done:
-                self._agent_done(run)
-        elif now >= self.phase_deadline:
-            if self.phase == "sealing":
-                logger.warning(
-                    "recorder did not seal execution {} in time; it will ingest the spool later",
-                    run.assign.execution,
-                )
-                self._report()
-            elif self.phase == "reporting" and self.finished is not None:
-                self._to_broker(self.finished)
-                self.phase_deadline = now + RESEND_SECONDS
-
-    def _agent_done(self, run: Run) -> None:
-        """The agent ended: keep its session, commit its work (in the background), then seal."""
-        batches, outcome, result = run.finish()
-        for batch in batches:
-            self._to_recorder(batch)
-        if run.assign.spec.agent == "codex":
-            result.session_file = self.codex_homes.finish(run.assign.execution, result.thread_id)
-        if self.prepared is not None and run.started:
-            spec = run.assign.spec
-            message = commit_message(run.assign.task, spec.prompt, result.final_message)
-            self.unsealed = (outcome, result)
-            self.phase = "collecting"
-            self.job.submit(self._collect_workspace, run.assign.task, self.prepared, message)
-            return
-        self._seal(run, outcome, result)
-
-    def _collect_workspace(
+    def _commit_work(
         self, task: int, prepared: Prepared, message: str
     ) -> tuple[WorkspaceResult, list[HookRun]]:
         """On the helper thread: commit the work; the kept patch gets its secrets masked."""
-        result, hooks = self.workspaces.collect(task, prepared, message)
+        result, hooks = self.workspaces.commit(task, prepared, message)
         if result.patch_file:
             patch = Path(result.patch_file)
             masked, changed = self.redactor.mask(patch.read_bytes())
@@ -316,11 +321,11 @@ class Worker:
                 patch.write_bytes(masked)
         return result, hooks
 
-    def _on_collected(self, future: Future[Any]) -> None:
-        run = self.run
-        assert run is not None and self.unsealed is not None
-        outcome, result = self.unsealed
-        self.unsealed = None
+    def _on_committed(self, future: Future[Any], now: float) -> list[Outgoing]:
+        execution = self.execution
+        assert execution is not None and self.ended is not None
+        outcome, result = self.ended
+        self.ended = None
         try:
             result.workspace, hooks = future.result()
         except Exception as exc:  # WorkspaceError, or a bug: the worker lives on either way
@@ -330,84 +335,72 @@ class Worker:
             # The agent's work is not on its branch: the attempt did not deliver.
             result.error = f"could not commit the task's work: {exc}"
             outcome = "failed" if outcome == "succeeded" else outcome
-        self._record_hooks(run, hooks)
-        self._seal(run, outcome, result)
+        out = self._record_hooks(execution, hooks, now)
+        return out + self._seal(execution, outcome, result, now)
 
-    def on_job_done(self) -> None:
-        """The helper thread finished preparing or collecting a workspace."""
-        future = self.job.take()
-        if future is None or self.run is None:
-            return
-        if self.phase == "preparing":
-            try:
-                self._on_prepared(future.result(), None)
-            except WorkspaceError as exc:
-                self._on_prepared(None, exc)
-            except Exception as exc:  # a bug, or the OS: the attempt fails, the worker lives
-                logger.exception("preparing the workspace failed")
-                self._on_prepared(None, WorkspaceError(f"cannot prepare the workspace: {exc}"))
-        elif self.phase == "collecting":
-            self._on_collected(future)
-
-    def _seal(self, run: Run, outcome: str, result: RunResult) -> None:
-        self.finished = m.Finished(execution=run.assign.execution, outcome=outcome, result=result)
+    def _seal(
+        self, execution: Execution, outcome: FinishedOutcome, result: RunResult, now: float
+    ) -> list[Outgoing]:
+        assign = execution.assign
+        self.finished = m.Finished(execution=assign.execution, outcome=outcome, result=result)
         end = m.StreamEnd(
-            task=run.assign.task,
-            execution=run.assign.execution,
-            last_seq=run.seq,
-            spool=str(run.spool.path),
+            task=assign.task,
+            execution=assign.execution,
+            last_seq=execution.seq,
+            spool=str(execution.spool.path),
         )
-        self._remove_empty_scratch(run)
-        self.phase = "sealing"
-        self.phase_deadline = time.monotonic() + SEAL_WAIT_SECONDS
-        if not self._to_recorder(m.RECORDER_REQUESTS.encode(end)):
-            self._report()
+        remove_empty_scratch(self.paths, assign)
+        self.phase = Phase.SEALING
+        self.phase_deadline = now + SEAL_WAIT_SECONDS
+        return [ToRecorder(m.RECORDER_REQUESTS.encode(end), seals=True)]
 
-    def _report(self) -> None:
-        assert self.run is not None and self.finished is not None
+    def _report(self, now: float) -> list[Outgoing]:
+        assert self.execution is not None and self.finished is not None
         # Closing the spool frees its lock: if the recorder missed the end, its sweep takes it.
-        self.run.close_spool()
-        self.phase = "reporting"
-        self.phase_deadline = time.monotonic() + RESEND_SECONDS
-        self._to_broker(self.finished)
+        self.execution.close_spool()
+        self.phase = Phase.REPORTING
+        self.phase_deadline = now + RESEND_SECONDS
+        return [ToBroker(self.finished)]
 
     def _become_idle(self) -> None:
         if self.task_lock is not None:
             self.task_lock.release()
             self.task_lock = None
         self.prepared = None
-        self.run = None
+        self.execution = None
         self.finished = None
-        self.phase = "idle"
+        self.phase = Phase.IDLE
         self.phase_deadline = float("inf")
 
-    def _remove_empty_scratch(self, run: Run) -> None:
-        if run.assign.spec.cwd is None:
-            with contextlib.suppress(OSError):
-                (self.paths.scratch_dir / str(run.assign.execution)).rmdir()
+    # --- helpers -----------------------------------------------------------------------------
 
-    def stop(self, now: float) -> None:
-        """The fleet is stopping: end the agent (its task goes back to the queue), then exit."""
-        self.stopping = True
-        if self.run is not None and self.phase in ("preparing", "running"):
-            self._end_run("interrupted", now)
+    def _heartbeat(self, now: float) -> list[Outgoing]:
+        if now < self.next_heartbeat:
+            return []
+        self.next_heartbeat = now + self.config.worker.heartbeat_seconds
+        execution = self.execution.assign.execution if self.execution is not None else None
+        return [ToBroker(m.Heartbeat(worker=self.id, pid=self.pid, execution=execution))]
 
-    def next_timeout(self, now: float) -> float:
-        """Seconds until the next timer is due."""
-        due = [self.next_heartbeat, self.phase_deadline]
-        if self.run is not None and self.phase == "running":
-            due.append(self.run.next_deadline())
-        return max(0.0, min(due) - now)
+    def _cancel(self, now: float) -> None:
+        """A cancel reaches the agent while it is being prepared or runs; after, it is late."""
+        assert self.execution is not None
+        if self.phase in (Phase.PREPARING, Phase.RUNNING):
+            logger.info("cancelling execution {}", self.execution.assign.execution)
+            self._end("cancelled", now)
+        else:
+            logger.info(
+                "execution {} already ended; too late to cancel", self.execution.assign.execution
+            )
 
-    @property
-    def can_exit(self) -> bool:
-        return self.stopping and self.phase == "idle"
+    def _end(self, reason: EndReason, now: float) -> None:
+        """End the agent (or the workspace step in progress) for `reason`."""
+        assert self.execution is not None
+        if self.phase is Phase.PREPARING:
+            self.workspaces.abort()
+        self.execution.end(reason, now)
 
-
-def _cut_short(finished: m.Finished, stored: int, printed: int) -> m.Finished:
-    """The recorder could not store the whole stream (a full disk): the run cannot succeed."""
-    result = finished.result
-    lost = f"events {stored + 1} to {printed} could not be stored (disk full)"
-    result.error = f"{result.error}; {lost}" if result.error else lost
-    outcome = "failed" if finished.outcome == "succeeded" else finished.outcome
-    return m.Finished(execution=finished.execution, outcome=outcome, result=result)
+    def _record_hooks(
+        self, execution: Execution, hooks: list[HookRun], now: float
+    ) -> list[Outgoing]:
+        lines = [(hook.event_line(), 0) for hook in hooks]
+        return [ToRecorder(batch) for batch in execution.emit(lines, now)]

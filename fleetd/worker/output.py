@@ -1,4 +1,4 @@
-"""Turning an agent's output bytes into lines, and lines into flagged, redacted events."""
+"""An agent's output: bytes into lines, lines into flagged, redacted, classified events."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import Iterable
 
 import msgspec
 
+from fleetd.agents.codex_events import AgentLine
 from shared.models import (
     FLAG_HUGE,
     FLAG_NO_NEWLINE,
     FLAG_NOT_JSON,
     FLAG_NOT_UTF8,
     FLAG_PARTIAL,
-    FLAG_REDACTED,
 )
 
 # Lines longer than this are stored whole but not parsed (parsing 50 MB of JSON for a type
@@ -91,40 +91,6 @@ class Redactor:
         masked = KEY_PATTERNS.sub(REDACTED, masked)
         return masked, masked is not line and masked != line
 
-    def mask_text(self, text: str) -> str:
-        return self.mask(text.encode())[0].decode(errors="replace")
-
-
-class LineItem(msgspec.Struct):
-    """The parts of a Codex `item` the summary reads; other fields are skipped unparsed."""
-
-    type: str = ""
-    text: str | None = None
-    exit_code: int | None = None
-    status: str | None = None
-
-
-class LineUsage(msgspec.Struct):
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_output_tokens: int = 0
-
-
-class LineError(msgspec.Struct):
-    message: str = ""
-
-
-class AgentLine(msgspec.Struct):
-    """A JSON Lines event, decoded only as far as the summary needs (Codex's event shape)."""
-
-    type: str = ""
-    thread_id: str | None = None
-    item: LineItem | None = None
-    usage: LineUsage | None = None
-    error: LineError | None = None
-    message: str | None = None
-
 
 _decode_line = msgspec.json.Decoder(AgentLine).decode
 _decode_any = msgspec.json.Decoder().decode
@@ -168,12 +134,3 @@ def _utf8_flags(line: bytes) -> int:
     except UnicodeDecodeError:
         return FLAG_NOT_UTF8
     return 0
-
-
-__all__ = [
-    "FLAG_REDACTED",
-    "AgentLine",
-    "LineSplitter",
-    "Redactor",
-    "classify",
-]

@@ -1,4 +1,4 @@
-"""The worker process: its sockets and its poll loop around the `Worker` state machine."""
+"""The worker process: its sockets and poll loop around the `Worker` state machine."""
 
 from __future__ import annotations
 
@@ -8,91 +8,94 @@ import time
 import zmq
 
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
-from fleetd.worker.logic import Worker
+from fleetd.runtime.sockets import new_socket, waiting
+from fleetd.worker.logic import Outgoing, ToBroker, Worker
 from shared import messages as m
 from shared.config import FleetConfig
 
+LINGER_MS = 2000  # a Finished or the last events still get out when the worker exits
+HWM = 100_000
+MAX_POLL_MS = 1000
 
-def run(config: FleetConfig, index: int) -> None:
-    """A worker process's entry point (started by the supervisor)."""
-    worker_id = f"w{index}"
-    shutdown = child_start(
-        f"worker {index}", f"fleetd: worker {index}", config.log_level, config.log_json
-    )
+
+def run(config: FleetConfig, role: str, worker_id: str) -> None:
+    """A worker process's entry point (started by the supervisor as `role`, e.g. `worker 3`)."""
+    shutdown = child_start(role, f"fleetd: {role}", config.log_level, config.log_json)
     paths = config.paths()
     context = zmq.Context()
-    broker = _dealer(context, worker_id, paths.broker_endpoint)
-    recorder = _dealer(context, worker_id, paths.recorder_endpoint)
-    worker = Worker(config, worker_id, broker, recorder, dict(os.environ))
+    broker = new_socket(
+        context, zmq.DEALER, linger_ms=LINGER_MS, hwm=HWM, identity=worker_id.encode()
+    )
+    broker.connect(paths.broker_endpoint)
+    recorder = new_socket(
+        context, zmq.DEALER, linger_ms=LINGER_MS, hwm=HWM, identity=worker_id.encode()
+    )
+    recorder.connect(paths.recorder_endpoint)
+    worker = Worker(config, worker_id, dict(os.environ))
     try:
-        _loop(worker, shutdown)
+        _loop(worker, broker, recorder, shutdown)
     finally:
-        worker.job.close()
+        worker.close()
         broker.close()
         recorder.close()
         context.term()
 
 
-def _dealer(context: zmq.Context, identity: str, endpoint: str) -> zmq.Socket:
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.IDENTITY, identity.encode())
-    sock.setsockopt(zmq.LINGER, 2000)
-    sock.setsockopt(zmq.SNDHWM, 100_000)
-    sock.setsockopt(zmq.RCVHWM, 100_000)
-    sock.connect(endpoint)
-    return sock
-
-
-def _loop(worker: Worker, shutdown: ShutdownSignal) -> None:
-    broker_codec = m.BROKER_REPLIES
-    recorder_codec = m.RECORDER_REPLIES
+def _loop(
+    worker: Worker, broker: zmq.Socket, recorder: zmq.Socket, shutdown: ShutdownSignal
+) -> None:
     poller = zmq.Poller()
-    poller.register(worker.broker, zmq.POLLIN)
-    poller.register(worker.recorder, zmq.POLLIN)
-    poller.register(shutdown.fd, zmq.POLLIN)
-    poller.register(worker.job.fd, zmq.POLLIN)
-    run_fds: set[int] = set()
-    worker.announce()
+    for fd in (broker, recorder, shutdown.fd, worker.job.fd):
+        poller.register(fd, zmq.POLLIN)
+    agent_fds: set[int] = set()
+    _send(worker, broker, recorder, worker.start(time.monotonic()))
     while not worker.can_exit:
-        run_fds = _sync_fds(poller, worker, run_fds)
+        agent_fds = _sync_fds(poller, set(worker.fds()), agent_fds)
         timeout_ms = worker.next_timeout(time.monotonic()) * 1000
-        events = dict(poller.poll(min(timeout_ms, 1000) + 0.5))
+        events = dict(poller.poll(min(timeout_ms, MAX_POLL_MS) + 0.5))
         now = time.monotonic()
+        out: list[Outgoing] = []
         if shutdown.fd in events:
             shutdown.drain()
-            worker.stop(now)
-        if worker.broker in events:
-            for frames in _drain(worker.broker):
-                worker.on_broker(_decode(broker_codec, frames), now)
-        if worker.recorder in events:
-            for frames in _drain(worker.recorder):
-                worker.on_recorder(_decode(recorder_codec, frames))
+            out += worker.stop(now)
+        if broker in events:
+            for frames in waiting(broker):
+                out += worker.on_broker(_decode(m.BROKER_REPLIES, frames), now)
+        if recorder in events:
+            for frames in waiting(recorder):
+                out += worker.on_recorder(_decode(m.RECORDER_REPLIES, frames), now)
         if worker.job.fd in events:
-            worker.on_job_done()
-        for fd in run_fds:
+            out += worker.on_job_done(now)
+        for fd in agent_fds:
             if fd in events:
-                worker.on_run_fd(fd, now)
-        worker.tick(time.monotonic())
+                out += worker.on_agent_fd(fd, now)
+        out += worker.tick(time.monotonic())
+        _send(worker, broker, recorder, out)
 
 
-def _sync_fds(poller: zmq.Poller, worker: Worker, registered: set[int]) -> set[int]:
-    wanted = (
-        set(worker.run.fds()) if worker.run is not None and worker.phase == "running" else set()
-    )
+def _send(worker: Worker, broker: zmq.Socket, recorder: zmq.Socket, out: list[Outgoing]) -> None:
+    """Send without blocking; what the recorder cannot take, the worker is told of (the spool
+    holds every event batch already). A full broker queue drops the message: heartbeats and
+    resends repeat what matters."""
+    pending = list(out)
+    while pending:
+        item = pending.pop(0)
+        try:
+            if isinstance(item, ToBroker):
+                broker.send_multipart([b"", m.BROKER_REQUESTS.encode(item.message)], zmq.NOBLOCK)
+            else:
+                recorder.send_multipart([b"", item.payload], zmq.NOBLOCK)
+        except zmq.Again:
+            if not isinstance(item, ToBroker):
+                pending += worker.undeliverable(item, time.monotonic())
+
+
+def _sync_fds(poller: zmq.Poller, wanted: set[int], registered: set[int]) -> set[int]:
     for fd in registered - wanted:
         poller.unregister(fd)
     for fd in wanted - registered:
         poller.register(fd, zmq.POLLIN)
     return wanted
-
-
-def _drain(sock: zmq.Socket) -> list[list[bytes]]:
-    out = []
-    while True:
-        try:
-            out.append(sock.recv_multipart(zmq.NOBLOCK))
-        except zmq.Again:
-            return out
 
 
 def _decode(codec: m.Codec, frames: list[bytes]) -> m.Message:

@@ -1,5 +1,5 @@
 """Commands run for workspaces (git, hooks): each the leader of its own process group, with a
-timeout and an abort; and the errors workspaces raise.
+timeout and an abort.
 
 Everything here blocks; the worker calls it from a helper thread. `GroupRunner.abort()` is the
 one thread-safe entry: it makes the command in progress end (TERM, grace, KILL of its group).
@@ -17,28 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from fleetd.runtime.processes import signal_group
-from shared.errors import FleetError
+from fleetd.workspace.errors import WorkspaceAborted, WorkspaceError
 
 KILL_GRACE = 2.0  # after TERM, how long a command's group leader has before the group is KILLed
 STDERR_KEPT = 8000  # bytes of a command's stderr kept for error messages
-
-
-class WorkspaceError(FleetError):
-    """A workspace cannot be made, committed or removed; the text says why and what to do.
-
-    `hooks` holds the hook runs made before the failure, so their output can still be recorded.
-    """
-
-    def __init__(self, message: str, hooks: Sequence[Any] = ()) -> None:
-        super().__init__(message)
-        self.hooks = list(hooks)
-
-
-class WorkspaceAborted(WorkspaceError):
-    """`abort()` ended the step in progress (the task was cancelled or the fleet is stopping)."""
 
 
 @dataclass(frozen=True)

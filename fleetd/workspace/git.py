@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from fleetd.runtime.locks import FileLock
-from fleetd.workspace.commands import Completed, GroupRunner, WorkspaceAborted, WorkspaceError
+from fleetd.workspace.commands import Completed, GroupRunner
+from fleetd.workspace.errors import WorkspaceAborted, WorkspaceError
 from shared.models import DiffSummary, FileChange
 
 GIT_TIMEOUT = 300.0  # local git commands (add, commit, worktree add on a big checkout)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import msgspec
 
-from fleetd.workspace.commands import GroupRunner, WorkspaceAborted, WorkspaceError
+from fleetd.workspace.commands import GroupRunner
+from fleetd.workspace.errors import WorkspaceAborted, WorkspaceError
 
 HOOK_NAMES = ("after_create", "before_run", "after_run", "before_remove")
 HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept

@@ -10,7 +10,7 @@ like the branch, when the worktree is removed.
 One attempt, from the worker's helper thread:
     prepared = workspaces.prepare(task, spec.repo, spec.ref, fresh=True)  # HookFailed: fail it
     ...run the agent with --cd prepared.path...
-    result, hooks = workspaces.collect(task, prepared, commit_message(task, prompt, final))
+    result, hooks = workspaces.commit(task, prepared, commit_message(task, prompt, final))
 Every HookRun (prepared.hooks, hooks, WorkspaceError.hooks) is for the worker to record.
 """
 
@@ -27,22 +27,13 @@ from pathlib import Path
 
 from loguru import logger
 
-from fleetd.workspace.commands import GroupRunner, WorkspaceAborted, WorkspaceError
+from fleetd.workspace.commands import GroupRunner
+from fleetd.workspace.errors import HookFailed, WorkspaceAborted, WorkspaceError
 from fleetd.workspace.git import Git, check_ref, clone_name, git_env, is_url, repo_lock
 from fleetd.workspace.hooks import HookRun, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
 from shared.paths import StatePaths
-
-__all__ = [
-    "HookFailed",
-    "HookRun",
-    "Prepared",
-    "WorkspaceAborted",
-    "WorkspaceError",
-    "Workspaces",
-    "commit_message",
-]
 
 
 @dataclass(frozen=True)
@@ -54,10 +45,6 @@ class Prepared:
     base: str  # the commit the branch started from
     created: bool  # the worktree is new, or was reset to base (after_create ran)
     hooks: list[HookRun] = field(default_factory=list)  # after_create, before_run, in order
-
-
-class HookFailed(WorkspaceError):
-    """A hook that must succeed (after_create, before_run) failed; `hooks` has every run so far."""
 
 
 @dataclass(frozen=True)
@@ -203,9 +190,9 @@ class Workspaces:
         done = self._git.run(path, "rev-parse", "--show-toplevel", check=False)
         return done.returncode == 0 and Path(done.stdout.decode().strip()) == path.resolve()
 
-    # -- collect ---------------------------------------------------------------------------
+    # -- commit ----------------------------------------------------------------------------
 
-    def collect(
+    def commit(
         self, task: int, prepared: Prepared, message: str
     ) -> tuple[WorkspaceResult, list[HookRun]]:
         """Commit whatever the agent changed on the task's branch, summarise the diff from the

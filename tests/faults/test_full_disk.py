@@ -20,7 +20,7 @@ from fleetd.recorder.eventlog import EventLog
 from fleetd.recorder.logic import Pending, Recorder
 from fleetd.runtime.db import immediate, open_database
 from fleetd.runtime.spool import SpoolWriter, read_records
-from fleetd.worker.logic import _cut_short
+from fleetd.worker.attempt import cut_short
 from shared import messages as m
 from shared.models import EventRecord, RunResult
 from shared.paths import StatePaths
@@ -161,11 +161,11 @@ def test_recorder_on_a_full_disk_seals_what_it_stored_and_frees_the_spool() -> N
 
 def test_a_stream_sealed_short_cannot_report_success() -> None:
     done = m.Finished(execution=5, outcome="succeeded", result=RunResult(exit_code=0))
-    cut = _cut_short(done, stored=10, printed=300)
+    cut = cut_short(done, stored=10, printed=300)
     assert cut.outcome == "failed"
     assert cut.result.error == "events 11 to 300 could not be stored (disk full)"
     failed = m.Finished(execution=5, outcome="failed", result=RunResult(error="agent said no"))
-    assert _cut_short(failed, 0, 1).result.error == (
+    assert cut_short(failed, 0, 1).result.error == (
         "agent said no; events 1 to 1 could not be stored (disk full)"
     )
 

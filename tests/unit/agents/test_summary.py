@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from fleetd.agents.base import RunSummary
-from fleetd.worker.output import AgentLine, classify
+from fleetd.agents.codex_events import AgentLine
+from fleetd.worker.output import classify
 from shared.models import RunResult, TokenUsage
 
 REFERENCE = Path(__file__).resolve().parents[2] / "data" / "codex"

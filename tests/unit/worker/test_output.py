@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.worker.output import PARSE_LIMIT, REDACTED, AgentLine, LineSplitter, Redactor, classify
+from fleetd.agents.codex_events import AgentLine
+from fleetd.worker.output import PARSE_LIMIT, REDACTED, LineSplitter, Redactor, classify
 from shared.models import FLAG_HUGE, FLAG_NO_NEWLINE, FLAG_NOT_JSON, FLAG_NOT_UTF8, FLAG_PARTIAL
 
 # --- LineSplitter ---------------------------------------------------------------------------
@@ -227,7 +228,3 @@ def test_short_key_like_strings_are_left_alone(text: str) -> None:
 def test_word_ending_in_sk_is_not_a_key() -> None:
     line = b"wrote /tmp/disk-usage-report-2024-01-01.txt"
     assert Redactor([]).mask(line) == (line, False)
-
-
-def test_mask_text_masks_str() -> None:
-    assert Redactor(["hunter2-secret"]).mask_text("pw=hunter2-secret") == "pw=[REDACTED]"

@@ -15,14 +15,9 @@ from typing import Any
 import pytest
 
 from fleetd.workspace.commands import Completed, GroupRunner
+from fleetd.workspace.errors import HookFailed, WorkspaceAborted, WorkspaceError
 from fleetd.workspace.git import clone_name, is_url, parse_numstat
-from fleetd.workspace.worktrees import (
-    HookFailed,
-    WorkspaceAborted,
-    WorkspaceError,
-    Workspaces,
-    commit_message,
-)
+from fleetd.workspace.worktrees import Workspaces, commit_message
 from shared.config import WorkspaceConfig
 from shared.models import FileChange
 from shared.paths import StatePaths
@@ -206,7 +201,7 @@ def test_collect_commits_changes_and_summarises_the_diff(repo: Path, make: Any) 
     (prepared.path / "new dir" / "n.txt").write_text("n\n")  # +1
     (prepared.path / "ignored").mkdir()
     (prepared.path / "ignored" / "junk").write_text("not committed\n")
-    result, hooks = ws.collect(1, prepared, commit_message(1, "Fix it\nplease", "Done."))
+    result, hooks = ws.commit(1, prepared, commit_message(1, "Fix it\nplease", "Done."))
 
     assert hooks == []
     assert result.commit == git(repo, "rev-parse", "fleet/1")
@@ -234,7 +229,7 @@ def test_the_patch_file_applies_to_the_base(repo: Path, make: Any, tmp_path: Pat
     (prepared.path / "a.txt").write_text("rewritten\n")
     (prepared.path / "gone.txt").unlink()
     (prepared.path / "logo.bin").write_bytes(BINARY)
-    result, _ = ws.collect(1, prepared, "change")
+    result, _ = ws.commit(1, prepared, "change")
     assert result.patch_file and Path(result.patch_file).parent == ws.paths.diffs_dir
 
     check = tmp_path / "check"
@@ -249,7 +244,7 @@ def test_nothing_changed_gives_no_commit(repo: Path, make: Any) -> None:
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "ignored").mkdir()
     (prepared.path / "ignored" / "junk").write_text("ignored files are not work\n")
-    result, _ = ws.collect(1, prepared, "nothing")
+    result, _ = ws.commit(1, prepared, "nothing")
     assert result.commit is None and result.patch_file is None
     assert result.diff.files == [] and (result.diff.insertions, result.diff.deletions) == (0, 0)
     assert git(repo, "rev-parse", "fleet/1") == prepared.base
@@ -260,7 +255,7 @@ def test_commits_the_agent_made_itself_count(repo: Path, make: Any) -> None:
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
     own = commit_all(prepared.path, "agent's own commit")
-    result, _ = ws.collect(1, prepared, "unused")
+    result, _ = ws.commit(1, prepared, "unused")
     assert result.commit == own
     assert result.diff.files == [FileChange(path="b.txt", insertions=1, deletions=0)]
 
@@ -270,7 +265,7 @@ def test_work_lands_on_the_task_branch_even_if_the_agent_switched(repo: Path, ma
     prepared = ws.prepare(1, str(repo), None)
     git(prepared.path, "checkout", "-q", "-b", "elsewhere")
     (prepared.path / "b.txt").write_text("b\n")
-    result, _ = ws.collect(1, prepared, "switched")
+    result, _ = ws.commit(1, prepared, "switched")
     assert result.commit == git(repo, "rev-parse", "fleet/1")
     assert git(repo, "show", "fleet/1:b.txt") == "b"
 
@@ -289,7 +284,7 @@ def test_no_repo_hook_signing_or_host_identity_is_used(
     ws = make()
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
-    result, _ = ws.collect(1, prepared, "no hooks")
+    result, _ = ws.commit(1, prepared, "no hooks")
     assert result.commit is not None
     assert git(repo, "log", "-1", "--format=%an|%cn", "fleet/1") == "agent-fleet|agent-fleet"
     assert not (tmp_path / "hook-ran").exists()
@@ -304,7 +299,7 @@ def test_retry_fresh_resets_to_the_base(repo: Path, make: Any, tmp_path: Path) -
     (first.path / "a.txt").write_text("half done\n")
     (first.path / "untracked.txt").write_text("u\n")
     (first.path / "ignored").mkdir()
-    ws.collect(1, first, "attempt 1")
+    ws.commit(1, first, "attempt 1")
     git(repo, "commit", "-q", "--allow-empty", "-m", "main moves on")
 
     again = ws.prepare(1, str(repo), None, fresh=True)
@@ -389,7 +384,7 @@ def test_failing_after_run_is_ignored_but_returned(repo: Path, make: Any) -> Non
     ws = make(after_run="echo cleanup failed; exit 9")
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
-    result, hooks = ws.collect(1, prepared, "work")
+    result, hooks = ws.commit(1, prepared, "work")
     assert result.commit is not None
     assert [(h.name, h.exit_code, h.output) for h in hooks] == [
         ("after_run", 9, b"cleanup failed\n")
@@ -481,7 +476,7 @@ def test_abort_during_after_run_keeps_the_result(repo: Path, make: Any, tmp_path
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
     done: list[Any] = []
-    thread = threading.Thread(target=lambda: done.append(ws.collect(1, prepared, "work")))
+    thread = threading.Thread(target=lambda: done.append(ws.commit(1, prepared, "work")))
     thread.start()
     wait_for((tmp_path / "hooks").exists, what="after_run to start")
     ws.abort()
@@ -511,7 +506,7 @@ def test_url_is_cloned_once_and_fetched_for_the_next_task(repo: Path, make: Any)
     assert git(repo, "branch", "--list", "fleet/*") == ""  # branches live in our clone
 
     (second.path / "d.txt").write_text("d\n")
-    result, _ = ws.collect(2, second, "in a clone")
+    result, _ = ws.commit(2, second, "in a clone")
     clone = ws.paths.repos_dir / clones[0]
     assert git(clone, "rev-parse", "fleet/2") == result.commit
 
@@ -563,7 +558,7 @@ def test_remove_keeps_the_branch(repo: Path, make: Any, tmp_path: Path) -> None:
     ws = make(before_remove='echo "bye $AGENT_FLEET_TASK" >> "$HOOK_LOG"; exit 1')
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
-    result, _ = ws.collect(1, prepared, "keep me")
+    result, _ = ws.commit(1, prepared, "keep me")
     hooks = ws.remove(1)
     assert [(h.name, h.exit_code) for h in hooks] == [("before_remove", 1)]
     assert hook_log(tmp_path) == ["bye", "1"]
@@ -577,7 +572,7 @@ def test_after_remove_a_new_attempt_finds_the_branch_again(repo: Path, make: Any
     ws = make()
     prepared = ws.prepare(1, str(repo), None)
     (prepared.path / "b.txt").write_text("b\n")
-    result, _ = ws.collect(1, prepared, "attempt 1")
+    result, _ = ws.commit(1, prepared, "attempt 1")
     ws.remove(1)
     kept = ws.prepare(1, str(repo), None, fresh=False)
     assert kept.created and git(kept.path, "rev-parse", "HEAD") == result.commit

@@ -1,0 +1,76 @@
+"""The recorder process: its ROUTER inbox, its PUB feed and poll loop around the `Recorder`."""
+
+from __future__ import annotations
+
+import zmq
+from loguru import logger
+
+from fleetd.recorder.eventlog import EventLog
+from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder, Reply
+from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.runtime.sockets import new_socket, waiting
+from shared import messages as m
+from shared.config import FleetConfig
+from shared.models import now_us
+
+POLL_MS = 500
+HWM = 100_000
+
+
+def run(config: FleetConfig) -> None:
+    """The recorder process's entry point (started by the supervisor)."""
+    shutdown = child_start("recorder", "fleetd: recorder", config.log_level, config.log_json)
+    paths = config.paths()
+    log = EventLog.open(paths.events_db)
+    recorder = Recorder(log, paths, config.recorder.batch_max)
+    context = zmq.Context()
+    inbox = new_socket(context, zmq.ROUTER, linger_ms=1000, hwm=HWM)
+    inbox.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its identity back
+    inbox.bind(paths.recorder_endpoint)
+    feed = new_socket(context, zmq.PUB, linger_ms=0, hwm=HWM)
+    feed.bind(paths.feed_endpoint)
+    logger.info("recorder ready on {}", paths.recorder_endpoint)
+    try:
+        _loop(recorder, inbox, feed, shutdown)
+    finally:
+        inbox.close()
+        feed.close()
+        context.term()
+        log.close()
+    logger.info("recorder stopped")
+
+
+def _loop(
+    recorder: Recorder, inbox: zmq.Socket, feed: zmq.Socket, shutdown: ShutdownSignal
+) -> None:
+    poller = zmq.Poller()
+    poller.register(inbox, zmq.POLLIN)
+    poller.register(shutdown.fd, zmq.POLLIN)
+    while recorder.phase is not Phase.STOPPED:
+        events = dict(poller.poll(POLL_MS if recorder.phase is Phase.RUNNING else 0))
+        if shutdown.fd in events:
+            shutdown.drain()
+            recorder.stop()
+        out: list[Outgoing] = []
+        for frames in waiting(inbox):
+            out += _serve(recorder, frames)
+            if recorder.full:
+                break
+        out += recorder.step(now_us())
+        for item in out:
+            if isinstance(item, Publish):
+                feed.send_multipart([m.feed_topic(item.task), item.payload])
+            else:
+                inbox.send_multipart([item.peer, item.ref, m.RECORDER_REPLIES.encode(item.message)])
+
+
+def _serve(recorder: Recorder, frames: list[bytes]) -> list[Outgoing]:
+    if len(frames) != 3:
+        logger.warning("dropping a malformed recorder message ({} frames)", len(frames))
+        return []
+    peer, ref, payload = frames
+    try:
+        request = m.RECORDER_REQUESTS.decode(payload)
+    except Exception as exc:  # a malformed message gets an error reply, never a crash
+        return [Reply(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
+    return recorder.handle(peer, ref, request, payload, now_us())

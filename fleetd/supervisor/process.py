@@ -1,0 +1,216 @@
+"""The supervisor process (`fleetd`): its start, its sockets and poll loop around the
+`Supervisor` state machine, and its end."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from itertools import islice
+from pathlib import Path
+
+import zmq
+from loguru import logger
+
+from fleetd.agents.codex_home import PrivateHomes
+from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.background import BackgroundJob
+from fleetd.runtime.lifecycle import ShutdownSignal, become_subreaper, set_title
+from fleetd.runtime.locks import FileLock
+from fleetd.runtime.sockets import new_socket, waiting
+from fleetd.supervisor.children import Children, Roles
+from fleetd.supervisor.control import open_control_socket
+from fleetd.supervisor.forwarding import Outgoing, Peer
+from fleetd.supervisor.logic import Supervisor
+from fleetd.supervisor.reaper import reap_orphans
+from fleetd.supervisor.systemd import Notifier
+from shared import messages as m
+from shared.config import FleetConfig
+from shared.errors import StateDirError
+from shared.paths import StatePaths
+
+TICK_MS = 200
+ORPHAN_SCAN_SECONDS = 1.0
+RECV_BATCH = 1000
+HWM = 10_000
+
+
+def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
+    """Run fleetd in the foreground until stopped; the process exit code."""
+    paths = config.paths()
+    paths.check_socket_paths()
+    paths.create()
+    state_lock = hold_state_dir(paths)
+    set_title("fleetd: supervisor")
+    become_subreaper()
+    ended = AgentRegistry(paths.agents_dir).end_leftovers()
+    if ended:
+        logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)
+    PrivateHomes.remove_all_under(paths.codex_homes_dir)
+    supervision = config.supervisor
+    children = Children(
+        supervision.restart_backoff_max,
+        supervision.crash_loop_restarts,
+        supervision.crash_loop_window,
+    )
+    children.define(config, roles)
+    # Children are forked before any socket or database exists in this process.
+    children.start_all()
+    notifier = Notifier(env)
+    gc_job = BackgroundJob("workspace-gc")
+    supervisor = Supervisor(config, env, children, notifier, gc_job)
+    sockets = Sockets(zmq.Context(), paths, env)
+    try:
+        logger.info(
+            "fleetd {} started: {} workers, state {}, control {}",
+            os.getpid(),
+            config.workers,
+            paths.root,
+            sockets.control_path,
+        )
+        _loop(supervisor, children, sockets, ShutdownSignal((signal.SIGTERM, signal.SIGINT)))
+        return supervisor.exit_code
+    finally:
+        supervisor.gc.abort()
+        gc_job.close()
+        children.stop_helpers()
+        reap_orphans(set())
+        sockets.close()
+        notifier.close()
+        state_lock.release()
+        logger.info("fleetd stopped")
+
+
+def hold_state_dir(paths: StatePaths) -> FileLock:
+    """Hold the state directory's lock for our lifetime, or say who holds it."""
+    lock = FileLock(paths.lock_file)
+    if not lock.acquire(wait=False):
+        holder = os.read(lock.fd, 64).decode(errors="replace").strip() or "unknown"
+        lock.release()
+        raise StateDirError(
+            f"another fleetd (pid {holder}) is already running on {paths.root}; "
+            "stop it with `fleetctl stop`, or give this one another --state-dir"
+        )
+    os.ftruncate(lock.fd, 0)
+    os.write(lock.fd, f"{os.getpid()}\n".encode())
+    return lock
+
+
+class Sockets:
+    """The control socket (clients) and the supervisor's two DEALERs (broker, recorder)."""
+
+    def __init__(self, context: zmq.Context, paths: StatePaths, env: Mapping[str, str]) -> None:
+        self.context = context
+        self.control, self.control_path, self.adopted = open_control_socket(
+            context, paths.control_socket, env
+        )
+        self.broker = self._dealer(paths.broker_endpoint)
+        self.recorder = self._dealer(paths.recorder_endpoint)
+
+    def _dealer(self, endpoint: str) -> zmq.Socket:
+        sock = new_socket(self.context, zmq.DEALER, linger_ms=0, hwm=HWM, identity=b"supervisor")
+        sock.connect(endpoint)
+        return sock
+
+    def send(self, supervisor: Supervisor, out: list[Outgoing]) -> None:
+        """Send without blocking; a request a child cannot take now fails its client at once."""
+        for item in out:
+            if item.to is Peer.CLIENT:
+                with contextlib.suppress(zmq.ZMQError):  # the client went away
+                    self.control.send_multipart(
+                        [item.ident, m.CONTROL_REPLIES.encode(item.message)], zmq.NOBLOCK
+                    )
+                continue
+            sock, codec = (
+                (self.broker, m.BROKER_REQUESTS)
+                if item.to is Peer.BROKER
+                else (self.recorder, m.RECORDER_REQUESTS)
+            )
+            try:
+                sock.send_multipart([item.ident, codec.encode(item.message)], zmq.NOBLOCK)
+            except zmq.Again:
+                self.send(supervisor, supervisor.undeliverable(item))
+
+    def close(self) -> None:
+        for sock in (self.control, self.broker, self.recorder):
+            sock.close(linger=0)
+        self.context.term()
+        if not self.adopted:
+            with contextlib.suppress(OSError):
+                Path(self.control_path).unlink()
+
+
+def _loop(
+    supervisor: Supervisor, children: Children, sockets: Sockets, shutdown: ShutdownSignal
+) -> None:
+    poller = zmq.Poller()
+    for sock in (sockets.control, sockets.broker, sockets.recorder):
+        poller.register(sock, zmq.POLLIN)
+    poller.register(shutdown.fd, zmq.POLLIN)
+    poller.register(supervisor.gc_job.fd, zmq.POLLIN)
+    sockets.send(supervisor, supervisor.start(time.monotonic()))
+    registered: set[int] = set()
+    next_orphan_scan = 0.0
+    while not supervisor.done:
+        sentinels = children.sentinels()
+        for fd in registered - sentinels.keys():
+            poller.unregister(fd)
+        for fd in sentinels.keys() - registered:
+            poller.register(fd, zmq.POLLIN)
+        registered = set(sentinels)
+        events = dict(poller.poll(TICK_MS))
+        now = time.monotonic()
+        out: list[Outgoing] = []
+        if shutdown.fd in events:
+            shutdown.drain()
+            out += supervisor.on_signal(str(shutdown.received), now)
+        for fd, child in sentinels.items():
+            if fd in events:
+                out += supervisor.on_child_exit(child, now)
+                reap_orphans(children.managed_pids())
+        if sockets.control in events:
+            out += _control_requests(supervisor, sockets.control, now)
+        if sockets.broker in events:
+            out += _answers(supervisor, sockets.broker, m.BROKER_REPLIES, now)
+        if sockets.recorder in events:
+            out += _answers(supervisor, sockets.recorder, m.RECORDER_REPLIES, now)
+        if supervisor.gc_job.fd in events:
+            out += supervisor.on_gc_done(now)
+        if now >= next_orphan_scan:
+            next_orphan_scan = now + ORPHAN_SCAN_SECONDS
+            reap_orphans(children.managed_pids())
+        out += supervisor.tick(now)
+        sockets.send(supervisor, out)
+
+
+def _control_requests(supervisor: Supervisor, control: zmq.Socket, now: float) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    for frames in islice(waiting(control), RECV_BATCH):
+        client = frames[0]
+        if len(frames) != 2:
+            out += supervisor.refuse(client, "expected 1 frame")
+            continue
+        try:
+            request = m.CONTROL_REQUESTS.decode(frames[1])
+        except Exception as exc:  # any undecodable input gets a typed error reply
+            out += supervisor.refuse(client, f"malformed request: {exc}"[:500])
+            continue
+        out += supervisor.on_request(client, request, now)
+    return out
+
+
+def _answers(
+    supervisor: Supervisor, sock: zmq.Socket, codec: m.Codec, now: float
+) -> list[Outgoing]:
+    out: list[Outgoing] = []
+    for frames in islice(waiting(sock), RECV_BATCH):
+        if len(frames) != 2:
+            continue
+        try:
+            answer: m.Message | None = codec.decode(frames[1])
+        except Exception:
+            answer = None
+        out += supervisor.on_answer(frames[0], answer, now)
+    return out

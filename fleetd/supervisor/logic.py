@@ -22,7 +22,6 @@ from fleetd.supervisor.children import Child, CrashLoop
 from fleetd.supervisor.diffs import diff_reply
 from fleetd.supervisor.forwarding import Forwarder, Outgoing, Peer, Then
 from fleetd.supervisor.shutdown import ChildSet, Phase, Shutdown
-from fleetd.supervisor.systemd import Notifier
 from fleetd.workspace.gc import WorkspaceCollector
 from shared import messages as m
 from shared.config import FleetConfig
@@ -41,6 +40,17 @@ class Children(ChildSet, Protocol):
     def views(self) -> list[ProcessView]: ...
 
 
+class Systemd(Protocol):
+    """What the supervisor tells systemd (`fleetd.supervisor.systemd.Notifier`)."""
+
+    watchdog_interval: float | None
+
+    def ready(self, status: str) -> None: ...
+    def status(self, status: str) -> None: ...
+    def stopping(self, status: str) -> None: ...
+    def watchdog(self) -> None: ...
+
+
 class Supervisor:
     """fleetd's main state machine; every input returns what is to be sent."""
 
@@ -49,7 +59,7 @@ class Supervisor:
         config: FleetConfig,
         env: Mapping[str, str],
         children: Children,
-        notifier: Notifier,
+        notifier: Systemd,
         gc_job: Job,
         pid: int | None = None,
     ) -> None:
@@ -96,9 +106,14 @@ class Supervisor:
                 not self.codex_credential()
             ):
                 self._reply(client, m.ErrorReply(code="unavailable", message=MISSING_CREDENTIAL))
-            case m.Enqueue() | m.ListTasks() | m.ShowTask() | m.CancelTask() | m.RetryTask():
-                self._ask_broker(request, client, None, now)
-            case m.ListWorkers():
+            case (
+                m.Enqueue()
+                | m.ListTasks()
+                | m.ShowTask()
+                | m.CancelTask()
+                | m.RetryTask()
+                | m.ListWorkers()
+            ):
                 self._ask_broker(request, client, None, now)
             case m.GetEvents():
                 self._out.append(self.forwards.ask(Peer.RECORDER, request, client, None, now))

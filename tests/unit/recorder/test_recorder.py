@@ -1,134 +1,29 @@
-"""The recorder's socket-free logic with a real EventLog and real spool files."""
+"""The recorder's mechanics with a real EventLog and real spool files: accept, fill gaps
+from the spool, seal, sweep; and the log's queries."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from fleetd.recorder.eventlog import MIGRATIONS, EventLog
 from fleetd.recorder.logic import UNBORN_GRACE_SECONDS, Pending, Recorder
-from fleetd.runtime.locks import FileLock
-from fleetd.runtime.spool import SpoolWriter, execution_of, read_records
+from fleetd.runtime.spool import SpoolWriter
 from shared import messages as m
-from shared.models import EventRecord
 from shared.paths import StatePaths
-
-TASK = 7
-EXECUTION = 3
-CODEC = m.RECORDER_REQUESTS
-FEED = m.FEED
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> StatePaths:
-    state = StatePaths(tmp_path / "state")
-    state.create()
-    return state
-
-
-@pytest.fixture
-def log(paths: StatePaths) -> Iterator[EventLog]:
-    opened = EventLog.open(paths.events_db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def recorder(log: EventLog, paths: StatePaths) -> Recorder:
-    return Recorder(log, paths)
-
-
-def event(seq: int, execution: int = EXECUTION) -> EventRecord:
-    return EventRecord(
-        execution=execution,
-        seq=seq,
-        ts=1000 + seq,
-        type="item.completed",
-        flags=0,
-        payload=b'{"seq":%d}' % seq,
-    )
-
-
-def batch(first: int, last: int, execution: int = EXECUTION, task: int = TASK) -> m.EventBatch:
-    events = [event(seq, execution) for seq in range(first, last + 1)]
-    return m.EventBatch(task=task, execution=execution, events=events)
-
-
-# Batches 1..3 of one execution: seqs 1-2, 3-4, 5-6.
-BATCHES = [batch(1, 2), batch(3, 4), batch(5, 6)]
-
-
-def write_spool(paths: StatePaths, batches: list[m.EventBatch], execution: int = EXECUTION) -> Path:
-    writer = SpoolWriter(paths.spool_file(execution))
-    for item in batches:
-        writer.append(CODEC.encode(item))
-    writer.close()
-    return paths.spool_file(execution)
-
-
-def stored_seqs(log: EventLog, task: int = TASK) -> list[tuple[int, int]]:
-    return [(e.execution, e.seq) for e in log.page(task, 0, 0, 1000)]
-
-
-def accept(recorder: Recorder, item: m.EventBatch, pending: Pending) -> None:
-    recorder.accept(item, CODEC.encode(item), pending)
-
-
-def sealed_at(log: EventLog, execution: int = EXECUTION) -> int | None:
-    row = log.conn.execute(
-        "SELECT sealed_at FROM streams WHERE execution_id = ?", (execution,)
-    ).fetchone()
-    return row[0] if row else None
-
-
-# --- spool files ----------------------------------------------------------------------------
-
-
-def test_spool_records_read_back_in_order(paths: StatePaths) -> None:
-    path = write_spool(paths, BATCHES)
-    assert [CODEC.decode(r) for r in read_records(path)] == BATCHES
-
-
-def test_torn_last_record_is_ignored(paths: StatePaths) -> None:
-    path = write_spool(paths, BATCHES)
-    size = path.stat().st_size
-    last = len(CODEC.encode(BATCHES[2])) + 4
-    with path.open("r+b") as handle:
-        handle.truncate(size - last // 2)
-    assert [CODEC.decode(r) for r in read_records(path)] == BATCHES[:2]
-
-
-def test_torn_length_header_is_ignored(paths: StatePaths) -> None:
-    path = write_spool(paths, BATCHES[:1])
-    with path.open("ab") as handle:
-        handle.write(b"\x05\x00")
-    assert [CODEC.decode(r) for r in read_records(path)] == BATCHES[:1]
-
-
-def test_open_writer_holds_the_lock_and_close_frees_it(paths: StatePaths) -> None:
-    writer = SpoolWriter(paths.spool_file(EXECUTION))
-    assert FileLock.try_existing(paths.spool_file(EXECUTION)) is None
-    writer.close()
-    lock = FileLock.try_existing(paths.spool_file(EXECUTION))
-    assert lock is not None
-    lock.release()
-
-
-def test_writer_leaves_no_temporary_file(paths: StatePaths) -> None:
-    write_spool(paths, BATCHES)
-    assert sorted(p.name for p in paths.spool_dir.iterdir()) == [f"{EXECUTION}.spool"]
-
-
-@pytest.mark.parametrize(
-    ("name", "expected"), [("12.spool", 12), ("12.new", None), ("x.spool", None), ("12", None)]
+from tests.unit.recorder.streams import (
+    BATCHES,
+    CODEC,
+    EXECUTION,
+    FEED,
+    TASK,
+    accept,
+    batch,
+    event,
+    sealed_at,
+    stored_seqs,
+    write_spool,
 )
-def test_execution_of_spool_names(name: str, expected: int | None) -> None:
-    assert execution_of(Path(name)) == expected
-
 
 # --- accept and commit ----------------------------------------------------------------------
 

@@ -6,9 +6,7 @@ import contextlib
 import math
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -18,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import psutil
 import zmq
 
-from fleetd.runtime.agent_registry import AgentRegistry
 from shared import messages as m
-from shared.client import ControlClient
-from shared.errors import FleetError
 from shared.models import TERMINAL_STATES, TaskSpec
-from tests.support.fleet import session_members
+from tests.support.fleet import Fleet
+from tests.support.procs import cpu_seconds
 
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
@@ -144,101 +141,28 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class BenchFleet:
-    """`python -m fleetd --foreground` in its own session and a short state dir under /tmp."""
+class BenchFleet(Fleet):
+    """The tests' `Fleet` with the benchmarks' set-up: a clean environment, a short state dir
+    under STATE_ROOT, the log in bench/out, and read-only views of its stores."""
 
     def __init__(self, workers: int, label: str) -> None:
         self.workers = workers
-        self.label = label
         self.root = Path(tempfile.mkdtemp(prefix="fb", dir=STATE_ROOT))
-        self.state_dir = self.root / "s"
-        self.env = clean_env()
-        self.proc: subprocess.Popen[bytes] | None = None
         OUT_DIR.mkdir(parents=True, exist_ok=True)
-        self.log_path = OUT_DIR / f"fleetd-{label}.log"
-        self._client: ControlClient | None = None
+        super().__init__(self.root / "s", clean_env(), OUT_DIR / f"fleetd-{label}.log")
+        self.log_path.write_bytes(b"")  # this run's log only
 
-    # life
-
-    def start(self, timeout: float = 30.0) -> BenchFleet:
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    PYTHON,
-                    "-m",
-                    "fleetd",
-                    "--foreground",
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--workers",
-                    str(self.workers),
-                ],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fleetd exited {self.proc.returncode}; see {self.log_path}")
-            with contextlib.suppress(FleetError, FileNotFoundError):
-                if self.state_dir.joinpath("fleetd.sock").exists():
-                    status = self.status()
-                    if sum(w.state == "idle" for w in status.workers) == self.workers:
-                        return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fleetd not ready after {timeout:g} s; see {self.log_path}")
-            time.sleep(0.05)
+    def start(self, *args: str, wait: bool = True) -> BenchFleet:
+        super().start("--workers", str(self.workers), *args, wait=False)
+        if wait:
+            self.wait_ready(timeout=30.0, idle=self.workers)
+        return self
 
     def close(self) -> None:
-        """SIGTERM fleetd; then SIGKILL whatever of its session and its agents is left."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.proc.wait(20)
-            for pid in session_members(self.proc.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
-        with contextlib.suppress(OSError):
-            AgentRegistry(self.state_dir / "agents").end_leftovers()
+        super().close()
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> BenchFleet:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    # control socket
-
-    @property
-    def socket_path(self) -> Path:
-        return self.state_dir / "fleetd.sock"
-
-    @property
-    def client(self) -> ControlClient:
-        if self._client is None:
-            self._client = ControlClient(self.socket_path, timeout=30.0)
-        return self._client
-
-    def request(self, message: m.Message) -> m.Message:
-        return self.client.request(message)
-
-    def status(self) -> m.Status:
-        reply = self.request(m.GetStatus())
-        assert isinstance(reply, m.Status)
-        return reply
-
-    def enqueue(self, specs: list[TaskSpec]) -> list[int]:
+    def enqueue_specs(self, specs: list[TaskSpec]) -> list[int]:
         reply = self.request(m.Enqueue(tasks=specs))
         assert isinstance(reply, m.Enqueued), reply
         return reply.ids
@@ -331,10 +255,9 @@ def proc_status(pid: int) -> dict[str, int]:
 
 
 def pss_kb(pid: int) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
+    """Proportional set size in kB (shared pages split between their users), or None."""
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).memory_full_info().pss // 1024
     return None
 
 
@@ -351,17 +274,6 @@ def load() -> str:
         some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
         text += f", CPU pressure {some[1]} {some[2]}"
     return text
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """utime + stime of one process so far, in seconds (0.0 if it is gone); with `children`,
-    that of its waited-for children instead (cutime + cstime: a worker's agents)."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        first = 13 if children else 11
-        return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
-    return 0.0
 
 
 def fleet_pids(status: m.Status) -> list[tuple[str, int]]:

@@ -110,7 +110,7 @@ def _sequence(
     for _ in range(count):
         sent.append(time.time_ns() // 1000)
         start = time.perf_counter()
-        (task,) = f.enqueue([spec])
+        (task,) = f.enqueue_specs([spec])
         waiter.wait_sealed(task, timeout=10.0)  # blocks without polling the daemon
         deadline = time.monotonic() + 30.0
         while True:

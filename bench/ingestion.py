@@ -84,7 +84,7 @@ def run(quick: bool, runs: int) -> Report:
 def run_once(f, count: int) -> tuple[float, float]:
     """Run the generator task on fleet `f`; (seconds to finished_at, seconds to sealed_at)."""
     spec = TaskSpec(prompt="", agent="command", argv=generator_argv(count))
-    (task,) = f.enqueue([spec])
+    (task,) = f.enqueue_specs([spec])
     state = f.wait_terminal(task, timeout=300, interval=0.1)
     if state != "succeeded":
         raise RuntimeError(f"ingestion task {task} ended {state}; see {f.log_path}")

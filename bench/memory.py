@@ -7,18 +7,17 @@ ingestion task through the same fleet (3 passes; 2 with --quick). Targets: every
 i.e. no growth > 2 MB from the end of the first pass to the end of the last (2 MB over 400,000
 events is 5 bytes an event). Growth from idle to the end of the first pass (a cache filling
 up to its bound, allocator arenas) is shown and flagged as warm-up. Baseline in the same
-run: a bare interpreter that imports what a worker imports (`fleetd.worker.logic`).
+run: a bare interpreter that imports what a worker imports (`fleetd.worker.process`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import time
-from pathlib import Path
 
 from bench import ingestion
 from bench.common import PYTHON, REPO, Report, clean_env, fleet, fmt, proc_status, pss_kb, say
+from tests.support.procs import children, command_line
 
 WORKERS = 8
 TARGET_WORKER_MB = 40.0
@@ -115,7 +114,7 @@ def run(quick: bool, runs: int) -> Report:
         digits=1,
     )
     report.check(
-        "baseline: python + import fleetd.worker.logic", floor / 1024, "MB", "", None, digits=1
+        "baseline: python + import fleetd.worker.process", floor / 1024, "MB", "", None, digits=1
     )
     report.extra_tables.append(
         (
@@ -163,19 +162,16 @@ def _helpers(supervisor: int, known: list[tuple[str, int]]) -> list[tuple[str, i
     """multiprocessing's fork server and resource tracker: children of the supervisor."""
     pids = {pid for _, pid in known}
     found = []
-    for task in Path(f"/proc/{supervisor}/task").iterdir():
-        with contextlib.suppress(OSError):
-            for child in (task / "children").read_text().split():
-                pid = int(child)
-                if pid in pids:
-                    continue
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-                name = (
-                    "forkserver"
-                    if b"forkserver" in cmdline
-                    else ("resource_tracker" if b"resource_tracker" in cmdline else "child")
-                )
-                found.append((name, pid))
+    for pid in children(supervisor):
+        if pid in pids:
+            continue
+        cmdline = command_line(pid)
+        name = (
+            "forkserver"
+            if "forkserver" in cmdline
+            else ("resource_tracker" if "resource_tracker" in cmdline else "child")
+        )
+        found.append((name, pid))
     return found
 
 
@@ -190,11 +186,8 @@ def _ran_on(f) -> set[str]:
 
 
 def _import_floor() -> int:
-    code = (
-        "import fleetd.worker.logic, pathlib;"
-        "print([l for l in pathlib.Path('/proc/self/status').read_text().splitlines()"
-        " if l.startswith('VmRSS')][0].split()[1])"
-    )
+    # The worker's own imports already hold psutil; its RSS is VmRSS (from statm).
+    code = "import fleetd.worker.process, psutil; print(psutil.Process().memory_info().rss // 1024)"
     out = subprocess.run(
         [PYTHON, "-c", code], env=clean_env(), cwd=REPO, capture_output=True, text=True, check=True
     )

@@ -86,7 +86,7 @@ def _fleet_run(f, total: int) -> float:
     start = time.time_ns() // 1000
     ids: list[int] = []
     for offset in range(0, total, BATCH):
-        ids += f.enqueue([spec] * min(BATCH, total - offset))
+        ids += f.enqueue_specs([spec] * min(BATCH, total - offset))
     deadline = time.monotonic() + 600
     while True:
         counts = f.status().counts

@@ -17,7 +17,7 @@ from shared import messages as m
 from shared.client import ControlClient
 from shared.config import load_config
 from shared.errors import DaemonUnavailable, FleetError, RequestFailed
-from shared.models import EventRecord, RunResult, TaskView, flag_names, rfc3339
+from shared.models import EventRecord, ExecutionResult, TaskView, flag_names, rfc3339
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -84,7 +84,7 @@ def print_json(value: Any) -> None:
     sys.stdout.write(_json.encode(value).decode() + "\n")
 
 
-def result_json(result: RunResult | None) -> dict[str, Any] | None:
+def result_json(result: ExecutionResult | None) -> dict[str, Any] | None:
     return msgspec.to_builtins(result) if result is not None else None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from pathlib import Path
 from typing import Annotated
 
 import msgspec
@@ -143,11 +142,12 @@ def _shutdown(
 
 def _alive(pid: int) -> bool:
     """Is the process still running? A zombie (exited, not yet reaped) is not."""
+    import psutil  # here, not at the top: only a waiting stop or drain needs it
+
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return not stat[stat.rindex(b")") + 2 :].startswith(b"Z")
 
 
 def _report(json_out: bool, pid: int, what: str, exited: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetctl.common import one_line, short_time
-from shared.models import ExecutionView, RunResult, TaskView, TokenUsage, WorkspaceResult
+from shared.models import ExecutionResult, ExecutionView, TaskView, TokenUsage, WorkspaceResult
 
 LABEL_WIDTH = 16
 MAX_FILES = 20
@@ -55,7 +55,7 @@ def execution_lines(view: TaskView) -> list[str]:
     return lines
 
 
-def outcome_words(outcome: str, result: RunResult | None, retry_at: int | None = None) -> str:
+def outcome_words(outcome: str, result: ExecutionResult | None, retry_at: int | None = None) -> str:
     """e.g. `failed (transient: HTTP 500 ... from the model provider; retrying at 20:31:05)`."""
     if result is None:
         return outcome
@@ -103,7 +103,7 @@ def _adds(error: str | None, reason: str | None) -> bool:
     return bool(error) and error not in (reason or "")
 
 
-def exit_words(result: RunResult) -> str | None:
+def exit_words(result: ExecutionResult) -> str | None:
     if result.signal is not None:
         return f"signal {result.signal}"
     if result.exit_code is not None:
@@ -111,7 +111,7 @@ def exit_words(result: RunResult) -> str | None:
     return None
 
 
-def _commands(result: RunResult) -> str | None:
+def _commands(result: ExecutionResult) -> str | None:
     if not result.commands:
         return None
     return f"{result.commands} run, {result.failed_commands} failed"

@@ -17,6 +17,7 @@ ENV_PREFIX = "FLEET_"
 # Variables that are not settings but are read by the tools themselves.
 ENV_NOT_SETTINGS = frozenset({"FLEET_CONFIG"})
 
+
 def _doc(default_type: Any, text: str, **limits: Any) -> Any:
     return Annotated[default_type, msgspec.Meta(description=text, **limits)]
 

@@ -17,10 +17,10 @@ import msgspec
 
 from shared.models import (
     EventRecord,
+    ExecutionResult,
     FinishedOutcome,
     ProcessView,
     ResumeFrom,
-    RunResult,
     TaskSpec,
     TaskState,
     TaskView,
@@ -279,7 +279,7 @@ class Finished(Message):
 
     execution: int
     outcome: FinishedOutcome
-    result: RunResult
+    result: ExecutionResult
 
 
 class FinishAck(Message):

@@ -17,7 +17,7 @@ TASK_STATES: tuple[TaskState, ...] = (
     "cancelled",
     "timed_out",
 )
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+TERMINAL_STATES: frozenset[TaskState] = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 
 # How one attempt ended. `lost`: its worker died or stopped answering; `interrupted`: the fleet
 # was stopped and the task went back to the queue without spending an attempt.
@@ -106,7 +106,7 @@ class WorkspaceResult(msgspec.Struct, kw_only=True):
     patch_file: str | None = None
 
 
-class RunResult(msgspec.Struct, kw_only=True):
+class ExecutionResult(msgspec.Struct, kw_only=True):
     """What one agent run produced, as the worker saw it."""
 
     exit_code: int | None = None
@@ -146,7 +146,7 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     claimed_at: int
     started_at: int | None = None
     finished_at: int | None = None
-    result: RunResult | None = None
+    result: ExecutionResult | None = None
 
 
 class TaskView(msgspec.Struct, kw_only=True):
@@ -159,7 +159,7 @@ class TaskView(msgspec.Struct, kw_only=True):
     enqueued_at: int
     started_at: int | None = None
     finished_at: int | None = None
-    result: RunResult | None = None
+    result: ExecutionResult | None = None
     executions: list[ExecutionView] = []
     not_before: int | None = None  # a queued task waiting to retry: not claimed before this
 

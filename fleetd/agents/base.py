@@ -9,7 +9,7 @@ from typing import Protocol
 
 from fleetd.agents.codex_events import AgentLine
 from shared.messages import Assign
-from shared.models import RunResult, TokenUsage
+from shared.models import ExecutionResult, TokenUsage
 
 # Bounds on the error messages a summary keeps for classifying a failure.
 MAX_ERRORS = 20
@@ -39,14 +39,14 @@ class Adapter(Protocol):
         FleetError (or OSError) with the reason when it cannot be started."""
         ...
 
-    def finish(self, assign: Assign, result: RunResult) -> None:
+    def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """After the agent ended (or failed to start): keep what a resumed attempt needs in
         `result`, and remove what the run was given."""
         ...
 
 
 @dataclass
-class RunSummary:
+class AgentSummary:
     """Folds a run's events (Codex's JSON Lines shape) into its result fields."""
 
     thread_id: str | None = None
@@ -100,7 +100,7 @@ class RunSummary:
         total.reasoning_output_tokens += usage.reasoning_output_tokens
         total.total_tokens = total.input_tokens + total.output_tokens
 
-    def into(self, result: RunResult) -> RunResult:
+    def into(self, result: ExecutionResult) -> ExecutionResult:
         """Fill a result's agent-derived fields."""
         result.thread_id = self.thread_id
         result.final_message = self.final_message

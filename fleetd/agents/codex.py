@@ -11,7 +11,7 @@ from fleetd.agents.codex_home import PrivateHomes
 from shared.config import CodexConfig
 from shared.errors import ConfigError, FleetError
 from shared.messages import Assign
-from shared.models import RunResult, TaskSpec
+from shared.models import ExecutionResult, TaskSpec
 
 # Where `make` installs the pinned Codex CLI: the native binary, which skips node's start-up
 # and one level of signal forwarding.
@@ -77,7 +77,7 @@ class CodexAdapter:
         home = self.homes.create(assign.execution, session)
         return AgentCommand(argv=argv, cwd=cwd, env={**env, "CODEX_HOME": str(home)}, stdin=None)
 
-    def finish(self, assign: Assign, result: RunResult) -> None:
+    def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Keep the run's session file (for `retry --resume`) and remove its private home."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from fleetd.agents.base import AgentCommand
 from shared.messages import Assign
-from shared.models import RunResult
+from shared.models import ExecutionResult
 
 
 class CommandAdapter:
@@ -16,5 +16,5 @@ class CommandAdapter:
         spec = assign.spec
         return AgentCommand(argv=list(spec.argv), cwd=cwd, env=env, stdin=spec.prompt.encode())
 
-    def finish(self, assign: Assign, result: RunResult) -> None:
+    def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Nothing to keep: a command agent has no thread to resume."""

@@ -17,8 +17,8 @@ import re
 import signal as signals
 from collections.abc import Iterable, Sequence
 
-from fleetd.agents.base import RunSummary
-from shared.models import FailureClass, RunResult
+from fleetd.agents.base import AgentSummary
+from shared.models import ExecutionResult, FailureClass
 
 Verdict = tuple[FailureClass, str]
 
@@ -138,8 +138,11 @@ def classify_failure(
 
 
 def classify_result(
-    result: RunResult, summary: RunSummary, stderr_tail: Iterable[str], start_error: str | None
-) -> RunResult:
+    result: ExecutionResult,
+    summary: AgentSummary,
+    stderr_tail: Iterable[str],
+    start_error: str | None,
+) -> ExecutionResult:
     """Set `failure_class` and `reason` of a failed run's result."""
     result.failure_class, result.reason = classify_failure(
         errors=summary.errors,

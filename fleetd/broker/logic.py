@@ -151,7 +151,7 @@ class Broker:
         if isinstance(outgoing.message, m.Assign):
             execution = outgoing.message.execution
             self.store.finish(
-                execution, "interrupted", m.RunResult(error="worker unreachable"), now
+                execution, "interrupted", m.ExecutionResult(error="worker unreachable"), now
             )
             self.workers.pop(outgoing.peer.decode(), None)
             self._news()

@@ -7,6 +7,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shared.models import ExecutionOutcome, TaskState
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -26,8 +28,12 @@ class Backoff:
 
 
 def task_state_after(
-    outcome: str, attempts: int, max_attempts: int, cancel_requested: bool, transient: bool
-) -> str:
+    outcome: ExecutionOutcome,
+    attempts: int,
+    max_attempts: int,
+    cancel_requested: bool,
+    transient: bool,
+) -> TaskState:
     """Where a task goes when one of its executions closes."""
     if outcome == "failed" and transient and not cancel_requested and attempts < max_attempts:
         return "queued"
@@ -41,7 +47,7 @@ def task_state_after(
     return "queued" if attempts < max_attempts else "failed"
 
 
-def retry_refusal(task: int, state: str) -> str:
+def retry_refusal(task: int, state: TaskState) -> str:
     """Why a task that has not ended cannot be retried, and what to do instead."""
     if state == "running":
         return (

@@ -17,10 +17,13 @@ from fleetd.broker.policy import Backoff, no_thread, not_resumable, retry_refusa
 from fleetd.runtime.db import immediate, open_database
 from shared.models import (
     TERMINAL_STATES,
+    ExecutionOutcome,
+    ExecutionResult,
     ExecutionView,
+    FinishedOutcome,
     ResumeFrom,
-    RunResult,
     TaskSpec,
+    TaskState,
     TaskView,
 )
 
@@ -67,7 +70,7 @@ MIGRATIONS = [
 
 _json_encode = msgspec.json.Encoder().encode
 _decode_spec = msgspec.json.Decoder(TaskSpec).decode
-_decode_result = msgspec.json.Decoder(RunResult).decode
+_decode_result = msgspec.json.Decoder(ExecutionResult).decode
 
 TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
 EXECUTION_COLUMNS = (
@@ -94,14 +97,14 @@ class Closed:
     task: int
     execution: int
     worker: str | None
-    task_state: str
+    task_state: TaskState | None  # None: it was closed already
 
 
 @dataclass(frozen=True)
 class Retried:
     """What `retry` did: the task queued again (and what it resumes), or why it refused."""
 
-    state: str | None = None
+    state: TaskState | None = None
     resume: ResumeFrom | None = None
     refused: str | None = None
 
@@ -209,12 +212,12 @@ class QueueStore:
     def finish(
         self,
         execution: int,
-        outcome: str,
-        result: RunResult,
+        outcome: FinishedOutcome,
+        result: ExecutionResult,
         now: int,
         claim_for: str | None = None,
         lease_us: int = 0,
-    ) -> tuple[str | None, Claim | None]:
+    ) -> tuple[TaskState | None, Claim | None]:
         """Close an execution with the worker's outcome; optionally claim the worker's next task.
 
         Returns the task's new state (None if the execution was already closed: a resent
@@ -231,8 +234,13 @@ class QueueStore:
         return state, claim
 
     def _close(
-        self, conn: apsw.Connection, execution: int, outcome: str, result: RunResult, now: int
-    ) -> str | None:
+        self,
+        conn: apsw.Connection,
+        execution: int,
+        outcome: ExecutionOutcome,
+        result: ExecutionResult,
+        now: int,
+    ) -> TaskState | None:
         row = conn.execute(
             "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested"
             " FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
@@ -292,12 +300,12 @@ class QueueStore:
                 f"SELECT id, task_id, worker FROM executions WHERE {where}", args
             ).fetchall()
             for execution, task_id, worker in rows:
-                result = RunResult(error="lost", reason=reason)
+                result = ExecutionResult(error="lost", reason=reason)
                 state = self._close(conn, execution, "lost", result, now)
-                closed.append(Closed(task_id, execution, worker, state or "unknown"))
+                closed.append(Closed(task_id, execution, worker, state))
         return closed
 
-    def cancel(self, task: int, now: int) -> tuple[str, int | None, str | None] | None:
+    def cancel(self, task: int, now: int) -> tuple[TaskState, int | None, str | None] | None:
         """Cancel a task: a queued one at once; a running one is marked, its execution returned.
 
         Returns (state, running execution, its worker), or None for an unknown task.
@@ -382,7 +390,7 @@ class QueueStore:
             _task_view(row), executions=[_execution_view(r) for r in rows]
         )
 
-    def list_tasks(self, state: str | None, limit: int) -> list[TaskView]:
+    def list_tasks(self, state: TaskState | None, limit: int) -> list[TaskView]:
         if state is None:
             rows = self.conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY id DESC LIMIT ?", (limit,)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fleetd.agents.base import AgentCommand, RunSummary
+from fleetd.agents.base import AgentCommand, AgentSummary
 from fleetd.agents.failures import classify_result
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.processes import signal_group
@@ -25,8 +25,8 @@ from shared import messages as m
 from shared.models import (
     FLAG_REDACTED,
     EventRecord,
+    ExecutionResult,
     FinishedOutcome,
-    RunResult,
     TimeoutKind,
     now_us,
 )
@@ -72,7 +72,7 @@ class Execution:
     error: str | None = None
     spool_failed: bool = False
     limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
-    summary: RunSummary = field(default_factory=RunSummary)
+    summary: AgentSummary = field(default_factory=AgentSummary)
 
     def __post_init__(self) -> None:
         self.out_lines = LineSplitter(self.max_line)
@@ -251,10 +251,10 @@ class Execution:
 
     # --- result ----------------------------------------------------------------------------
 
-    def finish(self, now: float) -> tuple[list[bytes], FinishedOutcome, RunResult]:
+    def finish(self, now: float) -> tuple[list[bytes], FinishedOutcome, ExecutionResult]:
         """Last batches, the outcome and the result, once `done`."""
         batches = self.emit(self.out_lines.finish(), now) if self.proc is not None else []
-        result = RunResult(
+        result = ExecutionResult(
             duration_s=round(now - self.started_mono, 6) if self.started else 0.0,
             events=self.seq,
         )
@@ -269,7 +269,7 @@ class Execution:
         self._cleanup()
         return batches, outcome, result
 
-    def _outcome(self, result: RunResult) -> FinishedOutcome:
+    def _outcome(self, result: ExecutionResult) -> FinishedOutcome:
         if self.error is not None:
             result.error = self.error
             if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full

@@ -34,12 +34,12 @@ from fleetd.worker.attempt import cut_short, remove_empty_scratch, workdir_for
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.worker.output import Redactor
 from fleetd.workspace.errors import WorkspaceError
-from fleetd.workspace.hooks import HookRun
+from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
 from shared import messages as m
 from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
-from shared.models import FinishedOutcome, RunResult, WorkspaceResult
+from shared.models import ExecutionResult, FinishedOutcome, WorkspaceResult
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
@@ -99,7 +99,7 @@ class Worker:
         self.execution: Execution | None = None
         self.prepared: Prepared | None = None
         self.task_lock: FileLock | None = None
-        self.ended: tuple[FinishedOutcome, RunResult] | None = None  # while committing
+        self.ended: tuple[FinishedOutcome, ExecutionResult] | None = None  # while committing
         self.finished: m.Finished | None = None  # while sealing and reporting
 
     # --- in ----------------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class Worker:
             refusal = m.Finished(
                 execution=assign.execution,
                 outcome="interrupted",
-                result=RunResult(error="worker was busy"),
+                result=ExecutionResult(error="worker was busy"),
             )
             return [ToBroker(refusal)]
         worker = self.config.worker
@@ -311,7 +311,7 @@ class Worker:
 
     def _commit_work(
         self, task: int, prepared: Prepared, message: str
-    ) -> tuple[WorkspaceResult, list[HookRun]]:
+    ) -> tuple[WorkspaceResult, list[HookResult]]:
         """On the helper thread: commit the work; the kept patch gets its secrets masked."""
         result, hooks = self.workspaces.commit(task, prepared, message)
         if result.patch_file:
@@ -339,7 +339,7 @@ class Worker:
         return out + self._seal(execution, outcome, result, now)
 
     def _seal(
-        self, execution: Execution, outcome: FinishedOutcome, result: RunResult, now: float
+        self, execution: Execution, outcome: FinishedOutcome, result: ExecutionResult, now: float
     ) -> list[Outgoing]:
         assign = execution.assign
         self.finished = m.Finished(execution=assign.execution, outcome=outcome, result=result)
@@ -400,7 +400,7 @@ class Worker:
         self.execution.end(reason, now)
 
     def _record_hooks(
-        self, execution: Execution, hooks: list[HookRun], now: float
+        self, execution: Execution, hooks: list[HookResult], now: float
     ) -> list[Outgoing]:
         lines = [(hook.event_line(), 0) for hook in hooks]
         return [ToRecorder(batch) for batch in execution.emit(lines, now)]

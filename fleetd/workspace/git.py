@@ -92,7 +92,7 @@ class Git:
         self.runner = runner
         self.env = dict(env)
 
-    def run(
+    def call(
         self,
         cwd: Path,
         *args: str,
@@ -124,14 +124,14 @@ class Git:
 
     def text(self, cwd: Path, *args: str) -> str:
         """stdout of a checked git command, stripped."""
-        return self.run(cwd, *args).stdout.decode("utf-8", "replace").strip()
+        return self.call(cwd, *args).stdout.decode("utf-8", "replace").strip()
 
     def ok(self, cwd: Path, *args: str) -> bool:
-        return self.run(cwd, *args, check=False).returncode == 0
+        return self.call(cwd, *args, check=False).returncode == 0
 
     def commit_of(self, cwd: Path, rev: str) -> str | None:
         """The commit `rev` names in the repository at `cwd`, or None."""
-        done = self.run(
+        done = self.call(
             cwd,
             "rev-parse",
             "--verify",
@@ -153,7 +153,7 @@ class Git:
             if fetch:
                 # --force --tags: a tag moved upstream is moved here too, not a fetch error.
                 fetch_args = ("fetch", "--quiet", "--prune", "--force", "--tags", "origin")
-                done = self.run(clone, *fetch_args, **NETWORK)
+                done = self.call(clone, *fetch_args, **NETWORK)
                 _check_network(done, f"cannot fetch {url} into {clone}")
             return
         shutil.rmtree(clone, ignore_errors=True)  # a clone interrupted earlier
@@ -161,7 +161,7 @@ class Git:
         partial = Path(tempfile.mkdtemp(prefix=".clone-", dir=clone.parent))
         try:
             args = ("clone", "--quiet", "--no-checkout", "--end-of-options", url, str(partial))
-            _check_network(self.run(clone.parent, *args, **NETWORK), f"cannot clone {url}")
+            _check_network(self.call(clone.parent, *args, **NETWORK), f"cannot clone {url}")
             partial.rename(clone)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
@@ -190,7 +190,7 @@ class Git:
         Plumbing rather than `git commit`: the work lands on the branch even if the agent
         switched branches, and no hook, signing or host identity is involved.
         """
-        self.run(path, "add", "-A")
+        self.call(path, "add", "-A")
         tree = self.text(path, "write-tree")
         tip = self.commit_of(path, f"refs/heads/{branch}") or base
         if tree != self.text(path, "rev-parse", f"{tip}^{{tree}}"):
@@ -200,12 +200,12 @@ class Git:
                 handle.write(message.replace("\0", ""))
                 handle.flush()
                 tip = self.text(path, "commit-tree", tree, "-p", tip, "-F", handle.name)
-            self.run(path, "update-ref", "-m", "agent-fleet: commit", f"refs/heads/{branch}", tip)
+            self.call(path, "update-ref", "-m", "agent-fleet: commit", f"refs/heads/{branch}", tip)
         return None if tip == base else tip
 
     def diff_summary(self, path: Path, base: str, commit: str) -> DiffSummary:
         """Files and line counts of base..commit (renames followed)."""
-        numstat = self.run(path, *DIFF_ARGS, "--numstat", "-z", base, commit)
+        numstat = self.call(path, *DIFF_ARGS, "--numstat", "-z", base, commit)
         files = parse_numstat(numstat.stdout)
         return DiffSummary(
             files=files,
@@ -218,7 +218,7 @@ class Git:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = target.with_suffix(".partial")
         prefixes = ("--binary", "--src-prefix=a/", "--dst-prefix=b/")
-        self.run(path, *DIFF_ARGS, *prefixes, base, commit, stdout_file=partial)
+        self.call(path, *DIFF_ARGS, *prefixes, base, commit, stdout_file=partial)
         partial.replace(target)
 
 

@@ -18,7 +18,7 @@ _encode_json = msgspec.json.Encoder().encode
 
 
 @dataclass(frozen=True)
-class HookRun:
+class HookResult:
     """One hook execution, for the worker to record as an event (secrets not yet masked)."""
 
     name: str  # after_create | before_run | after_run | before_remove
@@ -52,7 +52,7 @@ def run_hook(
     cwd: Path,
     env: Mapping[str, str],
     timeout: float,
-) -> HookRun:
+) -> HookResult:
     """Run `snippet` with /bin/sh in `cwd`, stdin /dev/null, ended with its group on timeout."""
     try:
         done = runner.run(
@@ -66,11 +66,11 @@ def run_hook(
     except WorkspaceAborted:
         raise
     except WorkspaceError as exc:  # it could not start: its "output" says why
-        return HookRun(name, None, False, str(exc).encode(), 0.0)
-    return HookRun(name, done.returncode, done.timed_out, done.stdout, done.duration_s)
+        return HookResult(name, None, False, str(exc).encode(), 0.0)
+    return HookResult(name, done.returncode, done.timed_out, done.stdout, done.duration_s)
 
 
-def failure_text(run: HookRun, timeout: float) -> str:
+def failure_text(run: HookResult, timeout: float) -> str:
     """Why a hook run is not ok, and what to do, in words for the user."""
     if run.timed_out:
         return (

@@ -11,7 +11,7 @@ One attempt, from the worker's helper thread:
     prepared = workspaces.prepare(task, spec.repo, spec.ref, fresh=True)  # HookFailed: fail it
     ...run the agent with --cd prepared.path...
     result, hooks = workspaces.commit(task, prepared, commit_message(task, prompt, final))
-Every HookRun (prepared.hooks, hooks, WorkspaceError.hooks) is for the worker to record.
+Every HookResult (prepared.hooks, hooks, WorkspaceError.hooks) is for the worker to record.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from loguru import logger
 from fleetd.workspace.commands import GroupRunner
 from fleetd.workspace.errors import HookFailed, WorkspaceAborted, WorkspaceError
 from fleetd.workspace.git import Git, check_ref, clone_name, git_env, is_url, repo_lock
-from fleetd.workspace.hooks import HookRun, failure_text, run_hook
+from fleetd.workspace.hooks import HookResult, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
 from shared.paths import StatePaths
@@ -44,7 +44,7 @@ class Prepared:
     branch: str
     base: str  # the commit the branch started from
     created: bool  # the worktree is new, or was reset to base (after_create ran)
-    hooks: list[HookRun] = field(default_factory=list)  # after_create, before_run, in order
+    hooks: list[HookResult] = field(default_factory=list)  # after_create, before_run, in order
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class Workspaces:
             raise WorkspaceError(f"repository path {repo!r} must be absolute")
         if not path.is_dir():
             raise WorkspaceError(f"repository {repo} does not exist or is not a directory")
-        done = self._git.run(
+        done = self._git.call(
             path, "rev-parse", "--path-format=absolute", "--git-common-dir", check=False
         )
         if done.returncode != 0:
@@ -171,30 +171,30 @@ class Workspaces:
             raise WorkspaceError(f"cannot remove the old worktree {path}: remove it by hand")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not fresh and self._git.has_branch(source, meta.branch):
-            self._git.run(source, "worktree", "add", str(path), meta.branch)
+            self._git.call(source, "worktree", "add", str(path), meta.branch)
         else:
-            self._git.run(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
+            self._git.call(source, "worktree", "add", "-B", meta.branch, str(path), meta.base)
         return True
 
     def _drop_worktree(self, source: Path, path: Path) -> None:
         """Remove the worktree at `path` from disk and from `source`'s list; keep the branch."""
         if path.exists():
             remove = ("worktree", "remove", "--force", "--force", str(path))
-            self._git.run(source, *remove, check=False)
+            self._git.call(source, *remove, check=False)
             _remove_tree(path)
-        self._git.run(source, "worktree", "prune", check=False)
+        self._git.call(source, "worktree", "prune", check=False)
 
     def _is_worktree(self, path: Path) -> bool:
         if not path.is_dir():
             return False
-        done = self._git.run(path, "rev-parse", "--show-toplevel", check=False)
+        done = self._git.call(path, "rev-parse", "--show-toplevel", check=False)
         return done.returncode == 0 and Path(done.stdout.decode().strip()) == path.resolve()
 
     # -- commit ----------------------------------------------------------------------------
 
     def commit(
         self, task: int, prepared: Prepared, message: str
-    ) -> tuple[WorkspaceResult, list[HookRun]]:
+    ) -> tuple[WorkspaceResult, list[HookResult]]:
         """Commit whatever the agent changed on the task's branch, summarise the diff from the
         base and save the patch; then run after_run (its failure or abort is logged and
         ignored: the result stands)."""
@@ -227,7 +227,7 @@ class Workspaces:
 
     # -- remove ----------------------------------------------------------------------------
 
-    def remove(self, task: int) -> list[HookRun]:
+    def remove(self, task: int) -> list[HookResult]:
         """Run before_remove (failure ignored), remove the worktree and prune; the branch stays.
 
         The caller makes sure no attempt of the task is running.
@@ -235,7 +235,7 @@ class Workspaces:
         self._runner.begin()
         path = self._worktree(task)
         meta = self._read_meta(task)
-        hooks: list[HookRun] = []
+        hooks: list[HookResult] = []
         if path.is_dir():
             base = meta.base if meta else ""
             hooks = self._run_optional(
@@ -255,8 +255,8 @@ class Workspaces:
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _run_required(self, names: list[str], task: int, prepared: Prepared) -> list[HookRun]:
-        runs: list[HookRun] = []
+    def _run_required(self, names: list[str], task: int, prepared: Prepared) -> list[HookResult]:
+        runs: list[HookResult] = []
         for name in names:
             run = self._hook(name, task, prepared)
             if run is None:
@@ -268,7 +268,7 @@ class Workspaces:
                 raise HookFailed(failure_text(run, self.config.hook_timeout_seconds), runs)
         return runs
 
-    def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookRun]:
+    def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookResult]:
         """Run a hook whose failure, or abort, is only logged (after_run, before_remove)."""
         run = self._hook(name, task, prepared)
         if run is None:
@@ -279,7 +279,7 @@ class Workspaces:
             )
         return [run]
 
-    def _hook(self, name: str, task: int, prepared: Prepared) -> HookRun | None:
+    def _hook(self, name: str, task: int, prepared: Prepared) -> HookResult | None:
         """Run the configured snippet `name` in the worktree, with the task in its env."""
         snippet = getattr(self.config, name)
         if not snippet:

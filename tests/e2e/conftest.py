@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import processes_under
 from tests.support.model_server import ModelServer
+from tests.support.procs import processes_under
 
 
 @pytest.fixture

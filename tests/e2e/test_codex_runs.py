@@ -17,9 +17,10 @@ from tests.support.codex_fleet import (
     fleet_env,
     workdir,
 )
-from tests.support.fleet import processes_under, running_fleet, wait_for
+from tests.support.fleet import running_fleet, wait_for
 from tests.support.gitrepo import new_repo, run_git
 from tests.support.model_server import ModelServer
+from tests.support.procs import processes_under
 
 pytestmark = [
     pytest.mark.e2e,

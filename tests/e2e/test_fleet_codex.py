@@ -36,8 +36,9 @@ from tests.support.codex_fleet import (
     fleet_env,
     workdir,
 )
-from tests.support.fleet import processes_under, running_fleet
+from tests.support.fleet import running_fleet
 from tests.support.model_server import ModelServer, Turn, function_call_outputs
+from tests.support.procs import processes_under
 
 pytestmark = [
     pytest.mark.e2e,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,7 +23,9 @@ from tests.support.codex_env import (
     run_codex,
     spawn_codex,
 )
+from tests.support.fleet import wait_for
 from tests.support.model_server import ModelServer, function_call_outputs
+from tests.support.procs import processes_naming
 
 pytestmark = [
     pytest.mark.e2e,
@@ -68,20 +69,6 @@ def assert_success(run: CodexRun, message: str) -> None:
     assert [m["text"] for m in run.completed_items("agent_message")] == [message]
     usage = run.events[-1]["usage"]
     assert (usage["input_tokens"], usage["output_tokens"]) == (40, 20), "sum of both replies"
-
-
-def sandbox_processes(marker: str) -> list[int]:
-    """Return pids of live processes whose command line contains `marker`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.mark.timeout(60)
@@ -175,7 +162,7 @@ def test_sigterm_ends_codex_and_its_command(tmp_path: Path, server: ModelServer)
         lines = [proc.stdout.readline()]
         while '"item.started"' not in lines[-1] and lines[-1]:
             lines.append(proc.stdout.readline())
-        assert sandbox_processes(marker), "the sleep command never started"
+        assert processes_naming(marker), "the sleep command never started"
         os.kill(proc.pid, signal.SIGTERM)
         rest, _ = proc.communicate(timeout=10)
     finally:
@@ -183,7 +170,4 @@ def test_sigterm_ends_codex_and_its_command(tmp_path: Path, server: ModelServer)
 
     assert proc.returncode == -signal.SIGTERM
     assert parse_events("".join(lines) + rest)[-1]["type"] == "item.started"
-    deadline = time.monotonic() + 5
-    while sandbox_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not sandbox_processes(marker)
+    wait_for(lambda: not processes_naming(marker), 5, what="the sleep command to end")

@@ -7,7 +7,8 @@ import shutil
 
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, short_tempdir
+from tests.support.fleet import Fleet, short_tempdir
+from tests.support.procs import processes_under
 
 pytestmark = pytest.mark.timeout(90)
 

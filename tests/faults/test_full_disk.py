@@ -22,9 +22,10 @@ from fleetd.runtime.db import immediate, open_database
 from fleetd.runtime.spool import SpoolWriter, read_records
 from fleetd.worker.attempt import cut_short
 from shared import messages as m
-from shared.models import EventRecord, RunResult
+from shared.models import EventRecord, ExecutionResult
 from shared.paths import StatePaths
-from tests.support.fleet import FLEETD, Fleet, processes_under, short_tempdir, wait_for
+from tests.support.fleet import FLEETD, Fleet, short_tempdir, wait_for
+from tests.support.procs import processes_under
 from tests.support.requires import needs_root, needs_tools
 
 pytestmark = [pytest.mark.timeout(120), needs_root(), needs_tools("mount", "umount")]
@@ -160,11 +161,13 @@ def test_recorder_on_a_full_disk_seals_what_it_stored_and_frees_the_spool() -> N
 
 
 def test_a_stream_sealed_short_cannot_report_success() -> None:
-    done = m.Finished(execution=5, outcome="succeeded", result=RunResult(exit_code=0))
+    done = m.Finished(execution=5, outcome="succeeded", result=ExecutionResult(exit_code=0))
     cut = cut_short(done, stored=10, printed=300)
     assert cut.outcome == "failed"
     assert cut.result.error == "events 11 to 300 could not be stored (disk full)"
-    failed = m.Finished(execution=5, outcome="failed", result=RunResult(error="agent said no"))
+    failed = m.Finished(
+        execution=5, outcome="failed", result=ExecutionResult(error="agent said no")
+    )
     assert cut_short(failed, 0, 1).result.error == (
         "agent said no; events 1 to 1 could not be stored (disk full)"
     )

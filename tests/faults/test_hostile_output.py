@@ -8,7 +8,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, wait_for
+from tests.support.fleet import Fleet, wait_for
+from tests.support.procs import processes_under
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, running_fleet, wait_for
+from tests.support.fleet import Fleet, running_fleet, wait_for
+from tests.support.procs import is_alive, processes_under
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,14 +22,6 @@ def _role_pid(fleet: Fleet, role: str) -> int:
 
 def _readonly(path: Path) -> apsw.Connection:
     return apsw.Connection(str(path), flags=apsw.SQLITE_OPEN_READONLY)
-
-
-def _agent_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return not stat[stat.rindex(b")") + 2 :].startswith(b"Z")
 
 
 def _counter_agent(copy: Path, lines: int, pause: float) -> list[str]:
@@ -66,7 +59,7 @@ def test_worker_killed_mid_task_loses_execution_and_retries(fleet: Fleet, tmp_pa
     assert "worker process died" in first["result"]["reason"]
     assert second["outcome"] == "succeeded" and second["attempt"] == 2
     assert shown["attempts"] == 2
-    wait_for(lambda: not _agent_alive(agent_pid), 5, what="the orphaned agent to be ended")
+    wait_for(lambda: not is_alive(agent_pid), 5, what="the orphaned agent to be ended")
     wait_for(
         lambda: any(
             p["role"] == worker_role and p["alive"] for p in fleet.json("status")["processes"]
@@ -130,10 +123,10 @@ def test_whole_daemon_killed_then_restarted_recovers(tmp_path: Path) -> None:
         wait_for(lambda: copy.exists() and len(copy.read_text().splitlines()) > 30, what="output")
         agent_pid = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
         fleet.kill_all()  # the supervisor and every child; the agent survives in its own session
-        assert _agent_alive(agent_pid)
+        assert is_alive(agent_pid)
         printed_before_crash = len(copy.read_text().splitlines())
         fleet.start()
-        wait_for(lambda: not _agent_alive(agent_pid), 10, what="the old agent to be ended")
+        wait_for(lambda: not is_alive(agent_pid), 10, what="the old agent to be ended")
         shown = wait_for(
             lambda: (s := fleet.show(task))["executions"][0]["outcome"] != "running" and s,
             what="the old execution to be closed",

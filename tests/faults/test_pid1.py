@@ -7,11 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.procs import children, is_alive, processes_under
 from tests.support.requires import needs_root, needs_tools
 
 pytestmark = [
@@ -19,21 +19,6 @@ pytestmark = [
     needs_root(),
     needs_tools("unshare"),
 ]
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(p) for p in (task / "children").read_text().split())
-    return found
-
-
-def _state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return stat[stat.rindex(b")") + 2 :].split()[0].decode()
 
 
 def test_pid1_reaps_orphans_and_stops_on_sigterm() -> None:
@@ -48,7 +33,7 @@ def test_pid1_reaps_orphans_and_stops_on_sigterm() -> None:
     try:
         fleet.wait_ready()
         assert fleet.json("status")["pid"] == 1
-        fleetd = wait_for(lambda: _children(outer.pid), what="unshare's child")[0]
+        fleetd = wait_for(lambda: children(outer.pid), what="unshare's child")[0]
         # Agents that leave descendants in sessions of their own: after the agent exits they
         # are orphans, and only PID 1 can reap them.
         script = "for i in 1 2 3; do setsid sh -c 'sleep 0.3' & done; echo '{\"spawned\":3}'"
@@ -57,7 +42,7 @@ def test_pid1_reaps_orphans_and_stops_on_sigterm() -> None:
             fleet.wait_state(task, "succeeded")
 
         def no_zombies() -> bool:
-            return all(_state(pid) != "Z" for pid in _children(fleetd))
+            return all(is_alive(pid) for pid in children(fleetd))
 
         wait_for(no_zombies, 10, what="fleetd to reap every orphan")
         # unshare does not forward SIGTERM, so it goes to fleetd itself.

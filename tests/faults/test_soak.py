@@ -25,7 +25,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, session_members, short_tempdir, wait_for
+from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.procs import processes_under, session_members, title
 
 TASKS = int(os.environ.get("AGENT_FLEET_SOAK_TASKS", "200"))
 SEED = int(os.environ.get("AGENT_FLEET_SOAK_SEED", str(random.randrange(1 << 30))))
@@ -81,10 +82,9 @@ class Chaos:
         """The fleet's children by role, from their process titles (works with no broker)."""
         found = {}
         for pid in session_members(self.fleet.pid):
-            with contextlib.suppress(OSError):
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-                if title.startswith("fleetd: ") and title != "fleetd: supervisor":
-                    found[title.removeprefix("fleetd: ")] = pid
+            name = title(pid) or ""
+            if name.startswith("fleetd: ") and name != "fleetd: supervisor":
+                found[name.removeprefix("fleetd: ")] = pid
         return found
 
     def strike(self) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import FLEETCTL, Fleet, processes_under, short_tempdir, wait_for
+from tests.support.fleet import FLEETCTL, Fleet, short_tempdir, wait_for
+from tests.support.procs import processes_under, title
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,8 +38,7 @@ def test_json_shapes_of_list_workers_status(fleet: Fleet) -> None:
 def test_process_titles_show_roles(fleet: Fleet) -> None:
     status = fleet.json("status")
     for process in status["processes"]:
-        title = Path(f"/proc/{process['pid']}/cmdline").read_bytes().split(b"\0")[0].decode()
-        assert title == f"fleetd: {process['role']}"
+        assert title(process["pid"]) == f"fleetd: {process['role']}"
 
 
 def test_enqueue_file_in_one_round_trip(fleet: Fleet, tmp_path: Path) -> None:

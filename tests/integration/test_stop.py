@@ -10,7 +10,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, running_fleet, wait_for
+from tests.support.fleet import Fleet, running_fleet, wait_for
+from tests.support.procs import processes_under
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, short_tempdir, wait_for
+from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.procs import processes_under
 from tests.support.requires import needs_tools
 
 pytestmark = pytest.mark.timeout(90)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import Fleet, processes_under, running_fleet, wait_for
+from tests.support.fleet import Fleet, running_fleet, wait_for
 from tests.support.gitrepo import commit_all, new_repo
 from tests.support.gitrepo import run_git as git
+from tests.support.procs import processes_under
 
 AGENT_MESSAGE = json.dumps(
     {"type": "item.completed", "item": {"type": "agent_message", "text": "done"}}

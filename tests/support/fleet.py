@@ -1,4 +1,7 @@
-"""A real fleetd in a temporary state directory, driven through the real fleetctl."""
+"""A real fleetd in a temporary state directory, driven through the real fleetctl.
+
+The benchmarks use the same harness (`bench.common.BenchFleet` builds on `Fleet`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from fleetd.runtime.agent_registry import AgentRegistry
+from shared import messages as m
+from shared.client import ControlClient
+from shared.errors import FleetError
+from tests.support.procs import processes_under, session_members
 
 FLEETD = [sys.executable, "-m", "fleetd"]
 FLEETCTL = [sys.executable, "-m", "fleetctl"]
@@ -43,13 +50,16 @@ def short_tempdir(prefix: str = "fl") -> Path:
 class Fleet:
     """One fleetd process (its own session) and helpers to drive and inspect it."""
 
-    def __init__(self, state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, env: Mapping[str, str] | None = None, log_path: Path | None = None
+    ) -> None:
         self.state_dir = state_dir
         self.env = dict(os.environ if env is None else env)
         self.env["FLEET_STATE_DIR"] = str(state_dir)
         self.env.setdefault("FLEET_WORKER_GRACE_SECONDS", "3")
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = state_dir.parent / (state_dir.name + ".log")
+        self.log_path = log_path or state_dir.parent / (state_dir.name + ".log")
+        self._client: ControlClient | None = None
 
     # --- life --------------------------------------------------------------------------------
 
@@ -68,15 +78,19 @@ class Fleet:
             self.wait_ready()
         return self
 
-    def wait_ready(self, timeout: float = 20.0) -> None:
+    def wait_ready(self, timeout: float = 20.0, idle: int | None = None) -> None:
+        """Until fleetd answers with a worker up (or, given `idle`, that many idle workers)."""
+
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"fleetd exited {self.proc.returncode}:\n{self.log()}")
-            result = self.ctl("status", "--json", check=False)
-            if result.returncode != 0:
+            try:
+                workers = self.status().workers
+            except FleetError:
                 return False
-            status = json.loads(result.stdout)
-            return len([w for w in status["workers"] if w["state"] in ("idle", "busy")]) > 0
+            if idle is not None:
+                return sum(w.state == "idle" for w in workers) == idle
+            return any(w.state in ("idle", "busy") for w in workers)
 
         wait_for(ready, timeout, what="fleetd to answer with workers ready")
 
@@ -111,6 +125,9 @@ class Fleet:
 
     def close(self) -> None:
         """Stop fleetd if still running; end anything left; never leave a process behind."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -121,10 +138,27 @@ class Fleet:
             for pid in session_members(self.pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        AgentRegistry(self.state_dir / "agents").end_leftovers()
+        with contextlib.suppress(OSError):
+            AgentRegistry(self.state_dir / "agents").end_leftovers()
         for pid in processes_under(self.state_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    # --- the control socket, from this process -------------------------------------------------
+
+    @property
+    def client(self) -> ControlClient:
+        if self._client is None:
+            self._client = ControlClient(self.state_dir / "fleetd.sock", timeout=30.0)
+        return self._client
+
+    def request(self, message: m.Message) -> m.Message:
+        return self.client.request(message)
+
+    def status(self) -> m.Status:
+        reply = self.request(m.GetStatus())
+        assert isinstance(reply, m.Status)
+        return reply
 
     # --- fleetctl ----------------------------------------------------------------------------
 
@@ -166,38 +200,6 @@ class Fleet:
     def events(self, task: int) -> list[dict[str, Any]]:
         out = self.ctl("events", str(task), "--json").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def session_members(sid: int) -> list[int]:
-    """Pids of processes in session `sid` (fleetd runs as a session leader in tests)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_bytes()
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            if int(fields[3]) == sid:
-                found.append(int(entry.name))
-    return found
-
-
-def processes_under(directory: Path) -> list[int]:
-    """Live processes whose cwd or command line mentions `directory` (agents, workers)."""
-    marker = str(directory)
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            state = (entry / "stat").read_bytes()
-            if state[state.rindex(b")") + 2 :].startswith(b"Z"):
-                continue
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            cwd = os.readlink(entry / "cwd")
-            if marker in cmdline or cwd.startswith(marker):
-                found.append(int(entry.name))
-    return found
 
 
 @contextlib.contextmanager

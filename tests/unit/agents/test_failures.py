@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.agents.base import MAX_ERRORS, RunSummary
+from fleetd.agents.base import MAX_ERRORS, AgentSummary
 from fleetd.agents.failures import classify_failure, classify_result
 from fleetd.worker.output import classify
-from shared.models import RunResult
+from shared.models import ExecutionResult
 
 # Copies of /work/shared/reference/*.jsonl: real output of codex-cli 0.169.0.
 SAMPLES = Path(__file__).resolve().parents[2] / "data" / "codex"
 
 
-def summarise(name: str) -> RunSummary:
-    summary = RunSummary()
+def summarise(name: str) -> AgentSummary:
+    summary = AgentSummary()
     for line in (SAMPLES / name).read_bytes().splitlines():
         _, _, parsed = classify(line)
         assert parsed is not None
@@ -24,9 +24,11 @@ def summarise(name: str) -> RunSummary:
     return summary
 
 
-def classified(name: str, exit_code: int | None, stderr: list[str] | None = None) -> RunResult:
+def classified(
+    name: str, exit_code: int | None, stderr: list[str] | None = None
+) -> ExecutionResult:
     summary = summarise(name)
-    result = summary.into(RunResult(exit_code=exit_code))
+    result = summary.into(ExecutionResult(exit_code=exit_code))
     return classify_result(result, summary, stderr or [], None)
 
 
@@ -73,7 +75,7 @@ def test_sigterm_sample_without_work_is_an_agent_failure_with_its_status() -> No
 
 
 def test_errors_are_bounded() -> None:
-    summary = RunSummary()
+    summary = AgentSummary()
     line = b'{"type":"error","message":"' + b"x" * 5000 + b'"}'
     for _ in range(MAX_ERRORS + 5):
         summary.observe(classify(line)[2])  # type: ignore[arg-type]

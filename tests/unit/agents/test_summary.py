@@ -1,4 +1,4 @@
-"""RunSummary over real `codex exec --json` output (tests/data/codex: copies of the reference)."""
+"""AgentSummary over real `codex exec --json` output (tests/data/codex: copies of the reference)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.agents.base import RunSummary
+from fleetd.agents.base import AgentSummary
 from fleetd.agents.codex_events import AgentLine
 from fleetd.worker.output import classify
-from shared.models import RunResult, TokenUsage
+from shared.models import ExecutionResult, TokenUsage
 
 REFERENCE = Path(__file__).resolve().parents[2] / "data" / "codex"
 HIGH_DEMAND = "We’re currently experiencing high demand, which may cause temporary errors."
@@ -18,9 +18,9 @@ UNAUTHORIZED = (
 )
 
 
-def summarise(name: str) -> RunSummary:
+def summarise(name: str) -> AgentSummary:
     path = REFERENCE / name
-    summary = RunSummary()
+    summary = AgentSummary()
     for line in path.read_bytes().splitlines():
         kind, flags, parsed = classify(line)
         assert flags == 0, f"{name}: {line!r} classified {kind} with flags {flags}"
@@ -75,8 +75,8 @@ def test_ok_sample_lines_have_codex_types() -> None:
     ]
 
 
-def observe_all(*lines: bytes) -> RunSummary:
-    summary = RunSummary()
+def observe_all(*lines: bytes) -> AgentSummary:
+    summary = AgentSummary()
     for line in lines:
         parsed = classify(line)[2]
         assert parsed is not None
@@ -117,7 +117,7 @@ def test_last_agent_message_is_the_final_one() -> None:
 
 
 def test_thread_started_without_id_keeps_the_known_one() -> None:
-    summary = RunSummary()
+    summary = AgentSummary()
     summary.observe(AgentLine(type="thread.started", thread_id="t-1"))
     summary.observe(AgentLine(type="thread.started"))
     assert summary.thread_id == "t-1"
@@ -126,7 +126,7 @@ def test_thread_started_without_id_keeps_the_known_one() -> None:
 def test_into_fills_result_and_keeps_an_earlier_error() -> None:
     summary = summarise("codex-exec-ok.jsonl")
     summary.error = "agent error"
-    result = summary.into(RunResult(exit_code=0, error="timed out"))
+    result = summary.into(ExecutionResult(exit_code=0, error="timed out"))
     assert result.final_message == "Done: created hello.txt"
     assert (result.commands, result.usage.total_tokens) == (1, 30)
     assert result.thread_id == "01a20f7c-d85a-7150-ad74-23f8956865c1"
@@ -135,4 +135,4 @@ def test_into_fills_result_and_keeps_an_earlier_error() -> None:
 
 def test_into_takes_the_agent_error_when_result_has_none() -> None:
     summary = summarise("codex-exec-http500-noretry.jsonl")
-    assert summary.into(RunResult(exit_code=1)).error == HIGH_DEMAND
+    assert summary.into(ExecutionResult(exit_code=1)).error == HIGH_DEMAND

@@ -10,7 +10,7 @@ from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
 from fleetd.broker.store import QueueStore
 from shared import messages as m
 from shared.config import load_config
-from shared.models import RunResult, TaskSpec
+from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 
 LEASE_US = 30_000_000  # the default lease_seconds
@@ -29,7 +29,7 @@ def enqueue(broker: Broker, *prompts: str, now: int = 1) -> list[Outgoing]:
 def finished(
     broker: Broker, execution: int, worker: str = "w1", outcome: str = "succeeded", now: int = 5
 ) -> list[Outgoing]:
-    message = m.Finished(execution=execution, outcome=outcome, result=RunResult(exit_code=0))
+    message = m.Finished(execution=execution, outcome=outcome, result=ExecutionResult(exit_code=0))
     return broker.handle(worker.encode(), b"", message, now)
 
 
@@ -240,7 +240,7 @@ def test_worker_gone_requeues_its_task(broker: Broker, store: QueueStore) -> Non
     assert out == [Outgoing(b"supervisor", b"r", m.Accepted())]
     view = store.get_task(1)
     assert view is not None and (view.state, view.attempts) == ("queued", 1)
-    assert view.executions[0].result == RunResult(error="lost", reason="killed")
+    assert view.executions[0].result == ExecutionResult(error="lost", reason="killed")
     assert workers(broker) == []
 
 

@@ -11,7 +11,7 @@ from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
 from fleetd.broker.policy import Backoff
 from fleetd.broker.store import QueueStore
 from shared import messages as m
-from shared.models import ResumeFrom, RunResult, TaskSpec
+from shared.models import ExecutionResult, ResumeFrom, TaskSpec
 
 SECOND = 1_000_000
 CLIENT = b"client"
@@ -32,7 +32,7 @@ def enqueue(broker: Broker, spec: TaskSpec, now: int = 1) -> list[Outgoing]:
     return broker.handle(CLIENT, b"ref", m.Enqueue(tasks=[spec]), now)
 
 
-def finished(broker: Broker, execution: int, result: RunResult, now: int) -> list[Outgoing]:
+def finished(broker: Broker, execution: int, result: ExecutionResult, now: int) -> list[Outgoing]:
     message = m.Finished(execution=execution, outcome="failed", result=result)
     return broker.handle(b"w1", b"", message, now)
 
@@ -47,7 +47,7 @@ def assigned(out: list[Outgoing]) -> list[m.Assign]:
 
 COMMAND = TaskSpec(prompt="p", agent="command", argv=["true"])
 CODEX = TaskSpec(prompt="p")
-TRANSIENT = RunResult(exit_code=1, failure_class="transient")
+TRANSIENT = ExecutionResult(exit_code=1, failure_class="transient")
 
 
 def test_transient_failure_is_assigned_again_when_its_backoff_ends(broker: Broker) -> None:
@@ -68,7 +68,7 @@ def test_transient_failure_is_assigned_again_when_its_backoff_ends(broker: Broke
 def test_permanent_failure_is_not_assigned_again(broker: Broker, store: QueueStore) -> None:
     ready(broker)
     [first] = assigned(enqueue(broker, COMMAND))
-    finished(broker, first.execution, RunResult(exit_code=1, failure_class="permanent"), 10)
+    finished(broker, first.execution, ExecutionResult(exit_code=1, failure_class="permanent"), 10)
     assert assigned(broker.step(10 * SECOND)) == []
     assert store.counts() == {"failed": 1}
 
@@ -76,7 +76,7 @@ def test_permanent_failure_is_not_assigned_again(broker: Broker, store: QueueSto
 def test_retry_task_queues_it_and_assigns_a_waiting_worker(broker: Broker) -> None:
     ready(broker)
     [first] = assigned(enqueue(broker, COMMAND))
-    finished(broker, first.execution, RunResult(exit_code=1, failure_class="agent"), 10)
+    finished(broker, first.execution, ExecutionResult(exit_code=1, failure_class="agent"), 10)
     out = retry(broker, first.task)
     assert out[0] == Outgoing(CLIENT, b"r", m.Retried(task=first.task, state="queued"))
     [again] = assigned(out)
@@ -101,7 +101,7 @@ def test_retry_of_an_unknown_task_is_not_found(broker: Broker) -> None:
 def test_retry_resume_sends_the_thread_in_the_assign(broker: Broker) -> None:
     ready(broker)
     [first] = assigned(enqueue(broker, CODEX))
-    result = RunResult(exit_code=1, thread_id="th-9", session_file="/c/s.jsonl")
+    result = ExecutionResult(exit_code=1, thread_id="th-9", session_file="/c/s.jsonl")
     finished(broker, first.execution, result, 10)
     out = retry(broker, first.task, resume=True)
     assert out[0].message == m.Retried(task=first.task, state="queued", resume=True)
@@ -114,7 +114,7 @@ def test_retry_resume_sends_the_thread_in_the_assign(broker: Broker) -> None:
 def test_retry_resume_without_a_thread_is_a_conflict(broker: Broker, store: QueueStore) -> None:
     ready(broker)
     [first] = assigned(enqueue(broker, CODEX))
-    finished(broker, first.execution, RunResult(exit_code=1), 10)
+    finished(broker, first.execution, ExecutionResult(exit_code=1), 10)
     [reply] = retry(broker, first.task, resume=True)
     assert isinstance(reply.message, m.ErrorReply) and reply.message.code == "conflict"
     assert reply.message.message.startswith("nothing to resume")

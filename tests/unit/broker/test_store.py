@@ -8,7 +8,7 @@ import apsw
 import pytest
 
 from fleetd.broker.store import MIGRATIONS, Claim, Closed, QueueStore
-from shared.models import RunResult, TaskSpec
+from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 
 LEASE = 1_000
@@ -88,7 +88,7 @@ def test_idempotency_key_within_one_batch(store: QueueStore) -> None:
 
 def test_idempotency_key_matches_a_finished_task(store: QueueStore) -> None:
     [(task, _)] = store.enqueue([spec("a", key="k")], 1)
-    store.finish(claim(store).execution, "succeeded", RunResult(), 20)
+    store.finish(claim(store).execution, "succeeded", ExecutionResult(), 20)
     assert store.enqueue([spec("a", key="k")], 30) == [(task, False)]
 
 
@@ -103,7 +103,7 @@ def test_tasks_without_key_are_never_merged(store: QueueStore) -> None:
 def test_finish_sets_the_task_state_and_finished_at(store: QueueStore, outcome: str) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
-    result = RunResult(exit_code=0, final_message="ok")
+    result = ExecutionResult(exit_code=0, final_message="ok")
     state, next_claim = store.finish(execution, outcome, result, 50)
     assert (state, next_claim) == (outcome, None)
     view = store.get_task(task)
@@ -114,7 +114,7 @@ def test_finish_sets_the_task_state_and_finished_at(store: QueueStore, outcome: 
 
 def test_failed_run_is_not_retried(store: QueueStore) -> None:
     [task] = add(store, "a")
-    store.finish(claim(store).execution, "failed", RunResult(exit_code=1), 50)
+    store.finish(claim(store).execution, "failed", ExecutionResult(exit_code=1), 50)
     assert store.claim("w1", 60, LEASE) is None
     view = store.get_task(task)
     assert view is not None and view.state == "failed"
@@ -123,7 +123,7 @@ def test_failed_run_is_not_retried(store: QueueStore) -> None:
 def test_interrupted_requeues_without_spending_an_attempt(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
-    state, _ = store.finish(execution, "interrupted", RunResult(), 50)
+    state, _ = store.finish(execution, "interrupted", ExecutionResult(), 50)
     assert state == "queued"
     view = store.get_task(task)
     assert view is not None
@@ -133,7 +133,7 @@ def test_interrupted_requeues_without_spending_an_attempt(store: QueueStore) -> 
 
 def test_interrupted_task_is_claimed_again_as_a_new_execution(store: QueueStore) -> None:
     [task] = add(store, "a")
-    store.finish(claim(store).execution, "interrupted", RunResult(), 50)
+    store.finish(claim(store).execution, "interrupted", ExecutionResult(), 50)
     again = claim(store, "w2", 60)
     assert (again.task, again.execution, again.attempt) == (task, 2, 2)
     view = store.get_task(task)
@@ -143,7 +143,7 @@ def test_interrupted_task_is_claimed_again_as_a_new_execution(store: QueueStore)
 def test_interrupts_never_exhaust_the_attempts(store: QueueStore) -> None:
     [task] = add(store, "a")
     for now in range(10, 60, 10):
-        store.finish(claim(store, now=now).execution, "interrupted", RunResult(), now + 1)
+        store.finish(claim(store, now=now).execution, "interrupted", ExecutionResult(), now + 1)
     view = store.get_task(task)
     assert view is not None and (view.state, view.attempts) == ("queued", 0)
 
@@ -151,22 +151,26 @@ def test_interrupts_never_exhaust_the_attempts(store: QueueStore) -> None:
 def test_resent_finish_returns_none_and_changes_nothing(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
-    store.finish(execution, "succeeded", RunResult(exit_code=0), 50)
-    assert store.finish(execution, "failed", RunResult(exit_code=1), 60) == (None, None)
+    store.finish(execution, "succeeded", ExecutionResult(exit_code=0), 50)
+    assert store.finish(execution, "failed", ExecutionResult(exit_code=1), 60) == (None, None)
     view = store.get_task(task)
     assert view is not None
-    assert (view.state, view.finished_at, view.result) == ("succeeded", 50, RunResult(exit_code=0))
+    assert (view.state, view.finished_at, view.result) == (
+        "succeeded",
+        50,
+        ExecutionResult(exit_code=0),
+    )
 
 
 def test_finish_of_unknown_execution_returns_none(store: QueueStore) -> None:
-    assert store.finish(99, "succeeded", RunResult(), 50) == (None, None)
+    assert store.finish(99, "succeeded", ExecutionResult(), 50) == (None, None)
 
 
 def test_finish_with_claim_for_claims_the_next_task(store: QueueStore) -> None:
     first, second = add(store, "a", "b")
     execution = claim(store).execution
     state, next_claim = store.finish(
-        execution, "succeeded", RunResult(), 50, claim_for="w1", lease_us=LEASE
+        execution, "succeeded", ExecutionResult(), 50, claim_for="w1", lease_us=LEASE
     )
     assert state == "succeeded"
     assert next_claim == Claim(
@@ -180,14 +184,14 @@ def test_finish_with_claim_for_claims_the_next_task(store: QueueStore) -> None:
 def test_finish_with_claim_for_on_empty_queue_claims_nothing(store: QueueStore) -> None:
     add(store, "a")
     execution = claim(store).execution
-    state, next_claim = store.finish(execution, "succeeded", RunResult(), 50, "w1", LEASE)
+    state, next_claim = store.finish(execution, "succeeded", ExecutionResult(), 50, "w1", LEASE)
     assert (state, next_claim) == ("succeeded", None)
 
 
 def test_interrupted_finish_with_claim_for_reclaims_the_same_task(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
-    state, next_claim = store.finish(execution, "interrupted", RunResult(), 50, "w2", LEASE)
+    state, next_claim = store.finish(execution, "interrupted", ExecutionResult(), 50, "w2", LEASE)
     assert state == "queued"
     assert next_claim is not None and (next_claim.task, next_claim.attempt) == (task, 2)
 
@@ -213,7 +217,7 @@ def test_renew_by_another_worker_fails_and_keeps_the_lease(store: QueueStore) ->
 def test_renew_of_a_finished_execution_fails(store: QueueStore) -> None:
     add(store, "a")
     execution = claim(store).execution
-    store.finish(execution, "succeeded", RunResult(), 50)
+    store.finish(execution, "succeeded", ExecutionResult(), 50)
     assert store.renew(execution, "w1", 60, LEASE) is False
 
 
@@ -233,7 +237,7 @@ def test_lost_execution_requeues_and_spends_an_attempt(store: QueueStore) -> Non
     assert (view.state, view.attempts, view.finished_at) == ("queued", 1, None)
     [lost] = view.executions
     assert (lost.outcome, lost.finished_at) == ("lost", 50)
-    assert lost.result == RunResult(error="lost", reason="worker died")
+    assert lost.result == ExecutionResult(error="lost", reason="worker died")
 
 
 def test_lose_worker_fails_the_task_at_max_attempts(store: QueueStore) -> None:
@@ -246,7 +250,7 @@ def test_lose_worker_fails_the_task_at_max_attempts(store: QueueStore) -> None:
     view = store.get_task(task)
     assert view is not None
     assert (view.state, view.attempts, view.finished_at) == ("failed", 3, 31)
-    assert view.result == RunResult(error="lost", reason="died")
+    assert view.result == ExecutionResult(error="lost", reason="died")
     assert store.claim("w1", 40, LEASE) is None
 
 
@@ -304,7 +308,7 @@ def test_finish_after_loss_is_ignored(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
     store.lose_worker("w1", "died", 50)
-    assert store.finish(execution, "succeeded", RunResult(), 60) == (None, None)
+    assert store.finish(execution, "succeeded", ExecutionResult(), 60) == (None, None)
     view = store.get_task(task)
     assert view is not None and (view.state, view.attempts) == ("queued", 1)
 
@@ -332,7 +336,7 @@ def test_cancelled_run_ends_the_task_cancelled(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
     store.cancel(task, 50)
-    assert store.finish(execution, "cancelled", RunResult(), 60) == ("cancelled", None)
+    assert store.finish(execution, "cancelled", ExecutionResult(), 60) == ("cancelled", None)
 
 
 def test_cancel_requested_task_is_not_requeued_when_lost(store: QueueStore) -> None:
@@ -347,12 +351,12 @@ def test_cancel_requested_task_is_not_requeued_when_interrupted(store: QueueStor
     [task] = add(store, "a")
     execution = claim(store).execution
     store.cancel(task, 50)
-    assert store.finish(execution, "interrupted", RunResult(), 60) == ("cancelled", None)
+    assert store.finish(execution, "interrupted", ExecutionResult(), 60) == ("cancelled", None)
 
 
 def test_cancel_finished_task_reports_its_state(store: QueueStore) -> None:
     [task] = add(store, "a")
-    store.finish(claim(store).execution, "succeeded", RunResult(), 50)
+    store.finish(claim(store).execution, "succeeded", ExecutionResult(), 50)
     assert store.cancel(task, 60) == ("succeeded", None, None)
     view = store.get_task(task)
     assert view is not None and (view.state, view.finished_at) == ("succeeded", 50)
@@ -368,7 +372,7 @@ def test_cancel_unknown_task_is_none(store: QueueStore) -> None:
 def test_counts_per_state(store: QueueStore) -> None:
     first, _, _, fourth = add(store, "a", "b", "c", "d")
     execution = claim(store).execution
-    store.finish(execution, "succeeded", RunResult(), 50)
+    store.finish(execution, "succeeded", ExecutionResult(), 50)
     claim(store, "w2")
     store.cancel(fourth, 60)
     assert store.counts() == {"succeeded": 1, "running": 1, "queued": 1, "cancelled": 1}
@@ -386,7 +390,7 @@ def test_get_task_lists_every_execution_in_order(store: QueueStore) -> None:
     store.lose_worker("w1", "died", 20)
     second = claim(store, "w2", 30).execution
     store.mark_started(second, 31, 4242)
-    store.finish(second, "succeeded", RunResult(exit_code=0, events=3), 40)
+    store.finish(second, "succeeded", ExecutionResult(exit_code=0, events=3), 40)
     view = store.get_task(task)
     assert view is not None
     summary = [
@@ -397,7 +401,7 @@ def test_get_task_lists_every_execution_in_order(store: QueueStore) -> None:
         (1, 1, "w1", "lost", 10, None, 20),
         (2, 2, "w2", "succeeded", 30, 31, 40),
     ]
-    assert view.executions[1].result == RunResult(exit_code=0, events=3)
+    assert view.executions[1].result == ExecutionResult(exit_code=0, events=3)
     assert (view.state, view.attempts, view.started_at, view.finished_at) == (
         "succeeded",
         2,
@@ -422,7 +426,7 @@ def test_list_tasks_newest_first_with_state_and_limit(store: QueueStore) -> None
 def test_mark_started_ignores_a_closed_execution(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution
-    store.finish(execution, "failed", RunResult(), 20)
+    store.finish(execution, "failed", ExecutionResult(), 20)
     store.mark_started(execution, 15, 99)
     view = store.get_task(task)
     assert view is not None and view.executions[0].started_at is None
@@ -435,7 +439,7 @@ def test_reopened_file_keeps_tasks_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     first = QueueStore.open(path, 3)
     first.enqueue([spec("a"), spec("b")], 1)
-    first.finish(claim(first).execution, "succeeded", RunResult(), 20)
+    first.finish(claim(first).execution, "succeeded", ExecutionResult(), 20)
     first.close()
     again = QueueStore.open(path, 3)
     try:

@@ -11,12 +11,12 @@ import pytest
 from fleetd.broker.policy import Backoff
 from fleetd.broker.store import MIGRATIONS, Claim, QueueStore
 from fleetd.runtime.db import open_database
-from shared.models import ResumeFrom, RunResult, TaskSpec, WorkspaceResult
+from shared.models import ExecutionResult, ResumeFrom, TaskSpec, WorkspaceResult
 from tests.unit.broker.queries import has_claimable
 
 LEASE = 1_000
 SECOND = 1_000_000
-TRANSIENT = RunResult(exit_code=1, failure_class="transient", reason="HTTP 500")
+TRANSIENT = ExecutionResult(exit_code=1, failure_class="transient", reason="HTTP 500")
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_transient_failure_at_max_attempts_fails(store: QueueStore) -> None:
 @pytest.mark.parametrize("failure_class", ["permanent", "agent", None])
 def test_other_failures_fail_at_once(store: QueueStore, failure_class) -> None:
     task = add(store)
-    result = RunResult(exit_code=1, failure_class=failure_class)
+    result = ExecutionResult(exit_code=1, failure_class=failure_class)
     state_after, _ = store.finish(claim(store, 5).execution, "failed", result, 10)
     assert state_after == "failed"
     assert state(store, task) == ("failed", 1, None)
@@ -142,7 +142,7 @@ def test_zero_backoff_lets_the_same_worker_retry_at_once(tmp_path: Path) -> None
 
 def test_lost_and_interrupted_runs_wait_no_backoff(store: QueueStore) -> None:
     task = add(store)
-    store.finish(claim(store, 5).execution, "interrupted", RunResult(), 10)
+    store.finish(claim(store, 5).execution, "interrupted", ExecutionResult(), 10)
     assert state(store, task) == ("queued", 0, None)
     claim(store, 11)
     store.lose_worker("w1", "gone", 12)
@@ -161,7 +161,7 @@ def test_next_claimable_at(store: QueueStore) -> None:
 
 def test_retry_of_a_failed_task_grants_one_more_attempt(store: QueueStore) -> None:
     task = add(store, max_attempts=1)
-    store.finish(claim(store, 5).execution, "failed", RunResult(exit_code=3), 10)
+    store.finish(claim(store, 5).execution, "failed", ExecutionResult(exit_code=3), 10)
     retried = store.retry(task, False, 20)
     assert retried is not None and (retried.state, retried.resume, retried.refused) == (
         "queued",
@@ -180,7 +180,7 @@ def test_retry_of_a_failed_task_grants_one_more_attempt(store: QueueStore) -> No
 @pytest.mark.parametrize("end", ["succeeded", "cancelled", "timed_out"])
 def test_retry_of_any_finished_task(store: QueueStore, end: str) -> None:
     task = add(store)
-    store.finish(claim(store, 5).execution, end, RunResult(), 10)
+    store.finish(claim(store, 5).execution, end, ExecutionResult(), 10)
     assert store.retry(task, False, 20).state == "queued"  # type: ignore[union-attr]
     assert claim(store, 30).task == task
 
@@ -189,7 +189,7 @@ def test_retry_clears_a_cancel_request(store: QueueStore) -> None:
     task = add(store)
     execution = claim(store, 5).execution
     store.cancel(task, 6)
-    store.finish(execution, "cancelled", RunResult(), 10)
+    store.finish(execution, "cancelled", ExecutionResult(), 10)
     store.retry(task, False, 20)
     execution = claim(store, 30).execution
     assert store.lose_execution(execution, "gone", 40)[0].task_state == "queued"
@@ -216,7 +216,7 @@ def test_retry_of_an_unknown_task_is_none(store: QueueStore) -> None:
 
 def codex_failed(store: QueueStore, now: int, **result) -> tuple[int, int]:
     claimed = claim(store, now)
-    store.finish(claimed.execution, "failed", RunResult(exit_code=1, **result), now + 1)
+    store.finish(claimed.execution, "failed", ExecutionResult(exit_code=1, **result), now + 1)
     return claimed.task, claimed.execution
 
 
@@ -245,7 +245,7 @@ def test_resume_takes_the_latest_attempt_that_started_a_thread(store: QueueStore
     resumed = store.retry(task, True, 30)
     assert resumed is not None and resumed.resume is not None
     assert (resumed.resume.execution, resumed.resume.thread_id) == (first, "th-1")
-    store.finish(claim(store, 40).execution, "failed", RunResult(thread_id="th-3"), 41)
+    store.finish(claim(store, 40).execution, "failed", ExecutionResult(thread_id="th-3"), 41)
     latest = store.retry(task, True, 50)
     assert latest is not None and latest.resume is not None
     assert latest.resume.thread_id == "th-3"
@@ -259,7 +259,7 @@ def test_resume_survives_an_automatic_retry_and_plain_retry_clears_it(store: Que
     store.finish(first.execution, "failed", TRANSIENT, 21)  # attempt 2: waits 10 s
     second = claim(store, 21 + 10 * SECOND)
     assert first.resume is not None and second.resume == first.resume
-    store.finish(second.execution, "failed", RunResult(exit_code=1), 22 + 10 * SECOND)
+    store.finish(second.execution, "failed", ExecutionResult(exit_code=1), 22 + 10 * SECOND)
     store.retry(task, False, 30 * SECOND)
     assert claim(store, 31 * SECOND).resume is None
 

@@ -7,9 +7,9 @@ import datetime as dt
 from fleetctl import show
 from shared.models import (
     DiffSummary,
+    ExecutionResult,
     ExecutionView,
     FileChange,
-    RunResult,
     TaskSpec,
     TaskView,
     TokenUsage,
@@ -18,7 +18,7 @@ from shared.models import (
 
 # 2026-11-25 20:31:05 UTC in microseconds.
 AT = int(dt.datetime(2026, 11, 25, 20, 31, 5, tzinfo=dt.UTC).timestamp()) * 1_000_000
-TRANSIENT = RunResult(
+TRANSIENT = ExecutionResult(
     exit_code=1,
     failure_class="transient",
     reason="HTTP 500 Internal Server Error from the model provider",
@@ -27,7 +27,7 @@ TRANSIENT = RunResult(
 )
 
 
-def execution(id: int, outcome: str, result: RunResult | None) -> ExecutionView:
+def execution(id: int, outcome: str, result: ExecutionResult | None) -> ExecutionView:
     return ExecutionView(
         id=id, attempt=id, worker="w1", outcome=outcome, claimed_at=AT, result=result
     )  # type: ignore[arg-type]
@@ -58,7 +58,9 @@ def test_waiting_retry_is_shown_on_the_task_and_its_last_execution() -> None:
 
 
 def test_failed_task_says_its_class_and_reason() -> None:
-    result = RunResult(exit_code=1, failure_class="permanent", reason="HTTP 401: check the key")
+    result = ExecutionResult(
+        exit_code=1, failure_class="permanent", reason="HTTP 401: check the key"
+    )
     view = task("failed", execution(1, "failed", result), result=result)
     assert show.task_state_words(view) == "failed (permanent: HTTP 401: check the key)"
     assert "retrying" not in "\n".join(show.execution_lines(view))
@@ -82,7 +84,7 @@ def test_earlier_executions_are_not_marked_as_retrying() -> None:
 
 
 def test_timeout_kind_and_signal() -> None:
-    result = RunResult(signal=15, timeout_kind="idle", reason="no output for 900 s")
+    result = ExecutionResult(signal=15, timeout_kind="idle", reason="no output for 900 s")
     lines = show.execution_lines(task("timed_out", execution(1, "timed_out", result)))
     assert lines[1].endswith("timed out (no output for 900 s)")
     assert "  exit:           signal 15" in lines
@@ -90,7 +92,7 @@ def test_timeout_kind_and_signal() -> None:
 
 
 def test_run_summary_lines() -> None:
-    result = RunResult(
+    result = ExecutionResult(
         exit_code=0,
         final_message="Done: created hello.txt",
         usage=TokenUsage(
@@ -126,7 +128,7 @@ def test_workspace_branch_commit_and_files() -> None:
             deletions=1,
         ),
     )
-    result = RunResult(exit_code=0, workspace=workspace)
+    result = ExecutionResult(exit_code=0, workspace=workspace)
     lines = show.execution_lines(task("succeeded", execution(1, "succeeded", result)))
     assert lines[-5:] == [
         "  branch:         fleet/task-3 at abcdef0123",

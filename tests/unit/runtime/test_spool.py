@@ -52,5 +52,3 @@ def test_writer_leaves_no_temporary_file(paths: StatePaths) -> None:
 )
 def test_execution_of_spool_names(name: str, expected: int | None) -> None:
     assert execution_of(Path(name)) == expected
-
-

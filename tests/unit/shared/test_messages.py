@@ -11,10 +11,10 @@ import pytest
 from shared import messages as m
 from shared.models import (
     EventRecord,
+    ExecutionResult,
     ExecutionView,
     ProcessView,
     ResumeFrom,
-    RunResult,
     TaskSpec,
     TaskView,
     TokenUsage,
@@ -35,7 +35,7 @@ SPEC = TaskSpec(
     reasoning_effort="high",
     codex_config=["model_verbosity=low"],
 )
-RESULT = RunResult(
+RESULT = ExecutionResult(
     exit_code=1,
     signal=15,
     final_message="done",

@@ -11,8 +11,8 @@ import pytest
 
 from fleetd.worker.logic import Worker
 from shared.config import FleetConfig, load_config
-from tests.support.fleet import processes_under
 from tests.support.inline_job import InlineJob
+from tests.support.procs import processes_under
 
 
 @pytest.fixture

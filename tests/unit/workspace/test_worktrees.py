@@ -21,8 +21,9 @@ from fleetd.workspace.worktrees import Workspaces, commit_message
 from shared.config import WorkspaceConfig
 from shared.models import FileChange
 from shared.paths import StatePaths
-from tests.support.fleet import processes_under, wait_for
+from tests.support.fleet import wait_for
 from tests.support.gitrepo import commit_all, run_git
+from tests.support.procs import processes_under
 
 pytestmark = pytest.mark.timeout(60)
 

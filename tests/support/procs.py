@@ -1,0 +1,101 @@
+"""Process facts the tests and benchmarks read, through psutil: the one place they look.
+
+No `/proc/<pid>/stat` parsing here: psutil knows a zombie from a live process, and a command
+name with spaces or parentheses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import psutil
+
+
+def is_alive(pid: int) -> bool:
+    """Running, and not a zombie (exited, not yet reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def state(pid: int) -> str | None:
+    """psutil's status of a process (`zombie`, `sleeping`, ...), or None if it is gone."""
+    try:
+        return psutil.Process(pid).status()
+    except psutil.NoSuchProcess:
+        return None
+
+
+def children(pid: int) -> list[int]:
+    """Pids whose parent is `pid`."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def title(pid: int) -> str | None:
+    """A process's title (`fleetd: worker 3`): the first word of its command line."""
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return None
+    return cmdline[0] if cmdline else None
+
+
+def command_line(pid: int) -> str:
+    """A process's command line, its words joined by spaces ('' if it is gone)."""
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+        return ""
+
+
+def session_members(sid: int) -> list[int]:
+    """Pids of processes in session `sid` (fleetd runs as a session leader in tests)."""
+    found = []
+    for pid in psutil.pids():
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getsid(pid) == sid:
+                found.append(pid)
+    return found
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Live processes whose cwd or command line mentions `directory` (agents, workers)."""
+    marker = str(directory)
+    return [
+        proc.pid
+        for proc in _live_except_us()
+        if marker in " ".join(proc.info["cmdline"] or ())
+        or (proc.info["cwd"] or "").startswith(marker)
+    ]
+
+
+def processes_naming(marker: str) -> list[int]:
+    """Live processes whose command line contains `marker`."""
+    return [
+        proc.pid for proc in _live_except_us() if marker in " ".join(proc.info["cmdline"] or ())
+    ]
+
+
+def _live_except_us() -> list[psutil.Process]:
+    me = os.getpid()
+    return [
+        proc
+        for proc in psutil.process_iter(["cmdline", "cwd", "status"])
+        if proc.pid != me and proc.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU seconds of a process so far (0.0 if it is gone); with `children`,
+    that of its waited-for children instead (a worker's agents)."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.children_user + times.children_system if children else times.user + times.system

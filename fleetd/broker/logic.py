@@ -10,12 +10,12 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import apsw
 from loguru import logger
 
 from fleetd.broker.store import Claim, Closed, QueueStore
+from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, spec_problem
@@ -30,15 +30,6 @@ class Claims(enum.Enum):
     TRY = "try"  # something may be claimable: try at the next chance
     NONE_DUE = "none due"  # nothing claimable until `wake_at` (a retry's backoff) or news
     DISK_FULL = "disk full"  # the queue cannot take a write: try again at `wake_at`
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """A message to send: to which peer, echoing which request reference."""
-
-    peer: bytes
-    ref: bytes
-    message: m.Message
 
 
 class Broker:
@@ -61,7 +52,7 @@ class Broker:
 
     # --- timers --------------------------------------------------------------------------
 
-    def step(self, now: int) -> list[Outgoing]:
+    def step(self, now: int) -> list[ToPeer]:
         """Expire leases when due, then hand out what can be handed out."""
         if now >= self.next_lease_check:
             self.next_lease_check = now + LEASE_CHECK_INTERVAL_US
@@ -74,8 +65,8 @@ class Broker:
             self._news()
         return self.dispatch(now)
 
-    def dispatch(self, now: int) -> list[Outgoing]:
-        out: list[Outgoing] = []
+    def dispatch(self, now: int) -> list[ToPeer]:
+        out: list[ToPeer] = []
         while self.dispatching and self.waiting and self._may_claim(now):
             worker = next(iter(self.waiting))
             try:
@@ -106,7 +97,7 @@ class Broker:
         if self.claims is Claims.NONE_DUE:
             self.claims, self.wake_at = Claims.TRY, float("inf")
 
-    def _assign(self, worker: str, claim: Claim, now: int) -> Outgoing:
+    def _assign(self, worker: str, claim: Claim, now: int) -> ToPeer:
         self.workers[worker] = WorkerView(
             id=worker,
             pid=self.workers[worker].pid if worker in self.workers else None,
@@ -123,7 +114,7 @@ class Broker:
             lease_expires_at=claim.lease_expires_at,
             resume=claim.resume,
         )
-        return Outgoing(worker.encode(), b"", message)
+        return ToPeer(worker.encode(), b"", message)
 
     def _disk_full(self, now: int) -> None:
         """The queue cannot take a write: claim nothing for a while rather than crash.
@@ -146,7 +137,7 @@ class Broker:
         due = self.store.next_claimable_at()
         self.wake_at = float("inf") if due is None else due
 
-    def undeliverable(self, outgoing: Outgoing, now: int) -> None:
+    def undeliverable(self, outgoing: ToPeer, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
         if isinstance(outgoing.message, m.Assign):
             execution = outgoing.message.execution
@@ -174,17 +165,17 @@ class Broker:
 
     # --- requests --------------------------------------------------------------------------
 
-    def handle(self, peer: bytes, ref: bytes, request: m.Message, now: int) -> list[Outgoing]:
+    def handle(self, peer: bytes, ref: bytes, request: m.Message, now: int) -> list[ToPeer]:
         """Serve one request; returns replies and any messages it causes to other peers."""
         handler = self._handlers().get(type(request))
         if handler is None:
             reply: m.Message = m.ErrorReply(
                 code="bad_request", message=f"the broker does not serve {type(request).__name__}"
             )
-            return [Outgoing(peer, ref, reply)]
+            return [ToPeer(peer, ref, reply)]
         return handler(peer, ref, request, now)
 
-    def _handlers(self) -> dict[type, Callable[..., list[Outgoing]]]:
+    def _handlers(self) -> dict[type, Callable[..., list[ToPeer]]]:
         return {
             m.Ready: self._on_ready,
             m.Heartbeat: self._on_heartbeat,
@@ -201,13 +192,13 @@ class Broker:
             m.GetCounts: self._on_counts,
         }
 
-    def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[Outgoing]:
+    def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
         # A worker announcing itself holds nothing: whatever we think it holds was lost.
         self._log_closed(self.store.lose_worker(msg.worker, "worker restarted", now))
         self._set_idle(msg.worker, msg.pid, now)
         return self.dispatch(now)
 
-    def _on_heartbeat(self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int) -> list[Outgoing]:
+    def _on_heartbeat(self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int) -> list[ToPeer]:
         view = self.workers.get(msg.worker)
         if msg.execution is not None:
             if self.store.renew(msg.execution, msg.worker, now, self.lease_us):
@@ -216,7 +207,7 @@ class Broker:
                 return []
             # The lease was lost (e.g. the broker was down too long): the task may run
             # elsewhere now, so this copy must stop.
-            return [Outgoing(peer, b"", m.CancelExecution(execution=msg.execution))]
+            return [ToPeer(peer, b"", m.CancelExecution(execution=msg.execution))]
         stale = [
             execution
             for execution, _, claimed_at in self.store.running_of(msg.worker)
@@ -234,11 +225,11 @@ class Broker:
 
     def _on_agent_started(
         self, peer: bytes, ref: bytes, msg: m.AgentStarted, now: int
-    ) -> list[Outgoing]:
+    ) -> list[ToPeer]:
         self.store.mark_started(msg.execution, msg.started_at, msg.pid)
         return []
 
-    def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[Outgoing]:
+    def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[ToPeer]:
         worker = peer.decode()
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
         wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
@@ -246,7 +237,7 @@ class Broker:
         state, claim = self.store.finish(
             msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
         )
-        out = [Outgoing(peer, ref, m.FinishAck(execution=msg.execution))]
+        out = [ToPeer(peer, ref, m.FinishAck(execution=msg.execution))]
         if state is None:
             return out  # a resent result, already recorded
         if state == "queued":
@@ -261,75 +252,73 @@ class Broker:
             out.extend(self.dispatch(now))
         return out
 
-    def _on_enqueue(self, peer: bytes, ref: bytes, msg: m.Enqueue, now: int) -> list[Outgoing]:
+    def _on_enqueue(self, peer: bytes, ref: bytes, msg: m.Enqueue, now: int) -> list[ToPeer]:
         for index, spec in enumerate(msg.tasks):
             problem = spec_problem(spec)
             if problem is not None:
                 where = f"task {index + 1}: " if len(msg.tasks) > 1 else ""
                 reply = m.ErrorReply(code="bad_request", message=where + problem)
-                return [Outgoing(peer, ref, reply)]
+                return [ToPeer(peer, ref, reply)]
         created = self.store.enqueue(msg.tasks, now)
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
-        return [Outgoing(peer, ref, reply), *self.dispatch(now)]
+        return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
-    def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[Outgoing]:
+    def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
         tasks = self.store.list_tasks(msg.state, max(1, min(msg.limit, 10_000)))
-        return [Outgoing(peer, ref, m.TaskList(tasks=tasks))]
+        return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
 
-    def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[Outgoing]:
+    def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
         task = self.store.get_task(msg.task)
         if task is None:
-            return [Outgoing(peer, ref, _no_such_task(msg.task))]
-        return [Outgoing(peer, ref, m.TaskDetail(task=task))]
+            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+        return [ToPeer(peer, ref, m.TaskDetail(task=task))]
 
-    def _on_cancel(self, peer: bytes, ref: bytes, msg: m.CancelTask, now: int) -> list[Outgoing]:
+    def _on_cancel(self, peer: bytes, ref: bytes, msg: m.CancelTask, now: int) -> list[ToPeer]:
         outcome = self.store.cancel(msg.task, now)
         if outcome is None:
-            return [Outgoing(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, _no_such_task(msg.task))]
         state, execution, worker = outcome
         reply = m.Cancelled(task=msg.task, state=state, pending=execution is not None)
-        out = [Outgoing(peer, ref, reply)]
+        out = [ToPeer(peer, ref, reply)]
         if execution is not None and worker is not None:
-            out.append(Outgoing(worker.encode(), b"", m.CancelExecution(execution=execution)))
+            out.append(ToPeer(worker.encode(), b"", m.CancelExecution(execution=execution)))
         return out
 
-    def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[Outgoing]:
+    def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[ToPeer]:
         retried = self.store.retry(msg.task, msg.resume, now)
         if retried is None:
-            return [Outgoing(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, _no_such_task(msg.task))]
         if retried.refused is not None:
-            return [Outgoing(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
+            return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
         self._news()
         reply = m.Retried(task=msg.task, state="queued", resume=retried.resume is not None)
-        return [Outgoing(peer, ref, reply), *self.dispatch(now)]
+        return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
-    def _on_workers(self, peer: bytes, ref: bytes, msg: m.ListWorkers, now: int) -> list[Outgoing]:
-        return [Outgoing(peer, ref, m.WorkerList(workers=self._worker_list()))]
+    def _on_workers(self, peer: bytes, ref: bytes, msg: m.ListWorkers, now: int) -> list[ToPeer]:
+        return [ToPeer(peer, ref, m.WorkerList(workers=self._worker_list()))]
 
     def _worker_list(self) -> list[WorkerView]:
         return sorted(self.workers.values(), key=lambda w: (len(w.id), w.id))
 
-    def _on_worker_gone(
-        self, peer: bytes, ref: bytes, msg: m.WorkerGone, now: int
-    ) -> list[Outgoing]:
+    def _on_worker_gone(self, peer: bytes, ref: bytes, msg: m.WorkerGone, now: int) -> list[ToPeer]:
         self._log_closed(self.store.lose_worker(msg.worker, msg.reason, now))
         self.waiting.pop(msg.worker, None)
         self.workers.pop(msg.worker, None)
-        return [Outgoing(peer, ref, m.Accepted()), *self.dispatch(now)]
+        return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]
 
     def _on_set_dispatch(
         self, peer: bytes, ref: bytes, msg: m.SetDispatch, now: int
-    ) -> list[Outgoing]:
+    ) -> list[ToPeer]:
         self.dispatching = msg.dispatching
-        out = [Outgoing(peer, ref, m.Accepted())]
+        out = [ToPeer(peer, ref, m.Accepted())]
         return out + self.dispatch(now) if msg.dispatching else out
 
-    def _on_counts(self, peer: bytes, ref: bytes, msg: m.GetCounts, now: int) -> list[Outgoing]:
+    def _on_counts(self, peer: bytes, ref: bytes, msg: m.GetCounts, now: int) -> list[ToPeer]:
         reply = m.QueueCounts(
             counts=self.store.counts(), workers=self._worker_list(), dispatching=self.dispatching
         )
-        return [Outgoing(peer, ref, reply)]
+        return [ToPeer(peer, ref, reply)]
 
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:

@@ -7,10 +7,11 @@ from itertools import islice
 import zmq
 from loguru import logger
 
-from fleetd.broker.logic import Broker, Outgoing
+from fleetd.broker.logic import Broker
 from fleetd.broker.policy import Backoff
 from fleetd.broker.store import QueueStore
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
 from shared import messages as m
 from shared.config import FleetConfig
@@ -39,8 +40,7 @@ def run(config: FleetConfig, recover: bool) -> None:
     try:
         _loop(broker, sock, shutdown)
     finally:
-        sock.close()
-        context.term()
+        context.destroy()  # each socket closes with its own linger
         store.close()
     logger.info("broker stopped")
 
@@ -53,7 +53,7 @@ def _loop(broker: Broker, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
         events = dict(poller.poll(POLL_MS))
         if shutdown.fd in events:
             shutdown.drain()
-        out: list[Outgoing] = []
+        out: list[ToPeer] = []
         for frames in islice(waiting(sock), RECV_BATCH):
             out.extend(_serve(broker, frames))
         out.extend(broker.step(now_us()))
@@ -61,24 +61,19 @@ def _loop(broker: Broker, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
             _send(broker, sock, outgoing)
 
 
-def _serve(broker: Broker, frames: list[bytes]) -> list[Outgoing]:
-    if len(frames) != 3:
-        logger.warning("dropping a malformed broker message ({} frames)", len(frames))
-        return []
-    peer, ref, payload = frames
+def _serve(broker: Broker, frames: list[bytes]) -> list[ToPeer]:
+    request = read_request(frames, m.BROKER_REQUESTS, "broker")
+    if not isinstance(request, Request):
+        return [request] if request is not None else []
     try:
-        request = m.BROKER_REQUESTS.decode(payload)
-    except Exception as exc:  # a malformed message gets an error reply, never a crash
-        return [Outgoing(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
-    try:
-        return broker.handle(peer, ref, request, now_us())
+        return broker.handle(request.peer, request.ref, request.message, now_us())
     except Exception:
-        logger.exception("broker failed serving {}", type(request).__name__)
+        logger.exception("broker failed serving {}", type(request.message).__name__)
         reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
-        return [Outgoing(peer, ref, reply)]
+        return [ToPeer(request.peer, request.ref, reply)]
 
 
-def _send(broker: Broker, sock: zmq.Socket, outgoing: Outgoing) -> None:
+def _send(broker: Broker, sock: zmq.Socket, outgoing: ToPeer) -> None:
     try:
         sock.send_multipart(
             [outgoing.peer, outgoing.ref, m.BROKER_REPLIES.encode(outgoing.message)]

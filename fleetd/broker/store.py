@@ -13,13 +13,22 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from fleetd.broker.policy import Backoff, no_thread, not_resumable, retry_refusal, task_state_after
+from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
+from fleetd.broker.rows import (
+    EXECUTION_COLUMNS,
+    TASK_COLUMNS,
+    decode_spec,
+    execution_view,
+    resume_of,
+    resume_source,
+    task_view,
+)
+from fleetd.broker.schema import MIGRATIONS
 from fleetd.runtime.db import immediate, open_database
 from shared.models import (
     TERMINAL_STATES,
     ExecutionOutcome,
     ExecutionResult,
-    ExecutionView,
     FinishedOutcome,
     ResumeFrom,
     TaskSpec,
@@ -27,55 +36,7 @@ from shared.models import (
     TaskView,
 )
 
-MIGRATIONS = [
-    """
-    CREATE TABLE tasks (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        spec TEXT NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        max_attempts INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        executions INTEGER NOT NULL DEFAULT 0,
-        not_before INTEGER NOT NULL DEFAULT 0,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        enqueued_at INTEGER NOT NULL,
-        started_at INTEGER,
-        finished_at INTEGER,
-        result TEXT
-    );
-    CREATE INDEX tasks_claim ON tasks (state, priority DESC, id);
-    CREATE TABLE executions (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        task_id INTEGER NOT NULL REFERENCES tasks (id),
-        attempt INTEGER NOT NULL,
-        worker TEXT,
-        outcome TEXT NOT NULL,
-        claimed_at INTEGER NOT NULL,
-        lease_expires_at INTEGER,
-        started_at INTEGER,
-        agent_pid INTEGER,
-        finished_at INTEGER,
-        result TEXT
-    );
-    CREATE INDEX executions_task ON executions (task_id, id);
-    CREATE INDEX executions_outcome ON executions (outcome, lease_expires_at);
-    """,
-    # v2: `fleetctl retry --resume` names the execution whose Codex thread the next runs continue.
-    """
-    ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
-    """,
-]
-
 _json_encode = msgspec.json.Encoder().encode
-_decode_spec = msgspec.json.Decoder(TaskSpec).decode
-_decode_result = msgspec.json.Decoder(ExecutionResult).decode
-
-TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
-EXECUTION_COLUMNS = (
-    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
-)
 
 
 @dataclass(frozen=True)
@@ -186,9 +147,9 @@ class QueueStore:
             task=task_id,
             execution=conn.last_insert_rowid(),
             attempt=attempt,
-            spec=_decode_spec(spec_json),
+            spec=decode_spec(spec_json),
             lease_expires_at=now + lease_us,
-            resume=_resume_of(conn, resume_from) if resume_from is not None else None,
+            resume=resume_of(conn, resume_from) if resume_from is not None else None,
         )
 
     def renew(self, execution: int, worker: str, now: int, lease_us: int) -> bool:
@@ -345,7 +306,7 @@ class QueueStore:
                 return Retried(refused=retry_refusal(task, state))
             source = None
             if resume:
-                source, problem = _resume_source(conn, task, _decode_spec(spec_json))
+                source, problem = resume_source(conn, task, decode_spec(spec_json))
                 if problem is not None:
                     return Retried(refused=problem)
             conn.execute(
@@ -386,9 +347,7 @@ class QueueStore:
         rows = self.conn.execute(
             f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE task_id = ? ORDER BY id", (task,)
         ).fetchall()
-        return msgspec.structs.replace(
-            _task_view(row), executions=[_execution_view(r) for r in rows]
-        )
+        return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
 
     def list_tasks(self, state: TaskState | None, limit: int) -> list[TaskView]:
         if state is None:
@@ -400,64 +359,4 @@ class QueueStore:
                 f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = ? ORDER BY id DESC LIMIT ?",
                 (state, limit),
             ).fetchall()
-        return [_task_view(row) for row in rows]
-
-
-def _resume_source(
-    conn: apsw.Connection, task: int, spec: TaskSpec
-) -> tuple[ResumeFrom | None, str | None]:
-    """The latest execution of a task that started a Codex thread, or why there is none."""
-    if spec.agent != "codex":
-        return None, not_resumable(task, spec.agent)
-    rows = conn.execute(
-        "SELECT id FROM executions WHERE task_id = ? AND result IS NOT NULL ORDER BY id DESC",
-        (task,),
-    ).fetchall()
-    for (execution,) in rows:
-        source = _resume_of(conn, execution)
-        if source is not None:
-            return source, None
-    return None, no_thread(task)
-
-
-def _resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
-    """What continuing an execution's Codex thread needs, or None if it started no thread."""
-    row = conn.execute("SELECT result FROM executions WHERE id = ?", (execution,)).fetchone()
-    result = _decode_result(row[0]) if row and row[0] else None
-    if result is None or result.thread_id is None:
-        return None
-    return ResumeFrom(
-        execution=execution,
-        thread_id=result.thread_id,
-        workspace=result.workspace.path if result.workspace else None,
-        session_file=result.session_file,
-    )
-
-
-def _task_view(row: tuple) -> TaskView:
-    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before = row
-    return TaskView(
-        id=task_id,
-        state=state,
-        spec=_decode_spec(spec),
-        attempts=attempts,
-        enqueued_at=enqueued_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        result=_decode_result(result) if result else None,
-        not_before=not_before if state == "queued" and not_before else None,
-    )
-
-
-def _execution_view(row: tuple) -> ExecutionView:
-    execution, attempt, worker, outcome, claimed, started, finished, result, _ = row
-    return ExecutionView(
-        id=execution,
-        attempt=attempt,
-        worker=worker,
-        outcome=outcome,
-        claimed_at=claimed,
-        started_at=started,
-        finished_at=finished,
-        result=_decode_result(result) if result else None,
-    )
+        return [task_view(row) for row in rows]

@@ -21,6 +21,7 @@ from loguru import logger
 
 from fleetd.recorder.eventlog import EventLog
 from fleetd.runtime.locks import FileLock
+from fleetd.runtime.routing import ToPeer
 from fleetd.runtime.spool import execution_of, read_records
 from shared import messages as m
 from shared.models import EventRecord
@@ -38,15 +39,6 @@ class Phase(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Reply:
-    """An answer to a worker or the supervisor, echoing its request's reference."""
-
-    peer: bytes
-    ref: bytes
-    message: m.Message
-
-
-@dataclass(frozen=True)
 class Publish:
     """Stored events or a seal, for the feed's followers (already encoded)."""
 
@@ -54,7 +46,7 @@ class Publish:
     payload: bytes
 
 
-Outgoing = Reply | Publish
+Outgoing = ToPeer | Publish
 
 
 @dataclass
@@ -98,10 +90,10 @@ class Recorder:
             case m.StreamEnd():
                 self.seal(request, peer, ref, self.pending)
             case m.GetEvents():
-                return [Reply(peer, ref, self._page(request))]
+                return [ToPeer(peer, ref, self._page(request))]
             case _:
                 text = f"the recorder does not serve {type(request).__name__}"
-                return [Reply(peer, ref, m.ErrorReply(code="bad_request", message=text))]
+                return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=text))]
         return []
 
     @property
@@ -300,7 +292,7 @@ class Recorder:
                 spool.unlink(missing_ok=True)
             out.append(Publish(sealed.task, m.FEED.encode(sealed)))
             if peer:
-                out.append(Reply(peer, ref, sealed))
+                out.append(ToPeer(peer, ref, sealed))
         return out
 
 

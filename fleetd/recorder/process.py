@@ -6,8 +6,9 @@ import zmq
 from loguru import logger
 
 from fleetd.recorder.eventlog import EventLog
-from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder, Reply
+from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.runtime.routing import Request, read_request
 from fleetd.runtime.sockets import new_socket, waiting
 from shared import messages as m
 from shared.config import FleetConfig
@@ -33,9 +34,7 @@ def run(config: FleetConfig) -> None:
     try:
         _loop(recorder, inbox, feed, shutdown)
     finally:
-        inbox.close()
-        feed.close()
-        context.term()
+        context.destroy()  # each socket closes with its own linger
         log.close()
     logger.info("recorder stopped")
 
@@ -65,12 +64,7 @@ def _loop(
 
 
 def _serve(recorder: Recorder, frames: list[bytes]) -> list[Outgoing]:
-    if len(frames) != 3:
-        logger.warning("dropping a malformed recorder message ({} frames)", len(frames))
-        return []
-    peer, ref, payload = frames
-    try:
-        request = m.RECORDER_REQUESTS.decode(payload)
-    except Exception as exc:  # a malformed message gets an error reply, never a crash
-        return [Reply(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
-    return recorder.handle(peer, ref, request, payload, now_us())
+    request = read_request(frames, m.RECORDER_REQUESTS, "recorder")
+    if not isinstance(request, Request):
+        return [request] if request is not None else []
+    return recorder.handle(request.peer, request.ref, request.message, request.raw, now_us())

@@ -134,9 +134,7 @@ class Sockets:
                 self.send(supervisor, supervisor.undeliverable(item))
 
     def close(self) -> None:
-        for sock in (self.control, self.broker, self.recorder):
-            sock.close(linger=0)
-        self.context.term()
+        self.context.destroy(linger=0)
         if not self.adopted:
             with contextlib.suppress(OSError):
                 Path(self.control_path).unlink()

@@ -1,12 +1,18 @@
-"""What an attempt needs around its agent: a working directory, and its report cut short."""
+"""What an attempt needs around its agent: a working directory or a worktree (prepared and
+committed on the worker's helper thread), and its report when a full disk cut it short."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
+from fleetd.runtime.locks import FileLock
+from fleetd.worker.output import Redactor
+from fleetd.workspace.hooks import HookResult
+from fleetd.workspace.worktrees import Prepared, Workspaces
 from shared import messages as m
 from shared.errors import FleetError
+from shared.models import WorkspaceResult
 from shared.paths import StatePaths
 
 
@@ -41,3 +47,25 @@ def cut_short(finished: m.Finished, stored: int, printed: int) -> m.Finished:
     result.error = f"{result.error}; {lost}" if result.error else lost
     outcome = "failed" if finished.outcome == "succeeded" else finished.outcome
     return m.Finished(execution=finished.execution, outcome=outcome, result=result)
+
+
+def prepare_workspace(workspaces: Workspaces, assign: m.Assign, lock: FileLock) -> Prepared:
+    """On the helper thread: wait out a gc of this worktree, then make it ready."""
+    lock.acquire()
+    assert assign.spec.repo is not None
+    # A resumed thread continues in the worktree as the last attempt left it.
+    fresh = assign.resume is None
+    return workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref, fresh)
+
+
+def commit_work(
+    workspaces: Workspaces, redactor: Redactor, task: int, prepared: Prepared, message: str
+) -> tuple[WorkspaceResult, list[HookResult]]:
+    """On the helper thread: commit the agent's work; the kept patch gets its secrets masked."""
+    result, hooks = workspaces.commit(task, prepared, message)
+    if result.patch_file:
+        patch = Path(result.patch_file)
+        masked, changed = redactor.mask(patch.read_bytes())
+        if changed:
+            patch.write_bytes(masked)
+    return result, hooks

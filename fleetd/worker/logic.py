@@ -30,7 +30,13 @@ from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.attempt import cut_short, remove_empty_scratch, workdir_for
+from fleetd.worker.attempt import (
+    commit_work,
+    cut_short,
+    prepare_workspace,
+    remove_empty_scratch,
+    workdir_for,
+)
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.worker.output import Redactor
 from fleetd.workspace.errors import WorkspaceError
@@ -39,7 +45,7 @@ from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
 from shared import messages as m
 from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
-from shared.models import ExecutionResult, FinishedOutcome, WorkspaceResult
+from shared.models import ExecutionResult, FinishedOutcome
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
@@ -239,7 +245,7 @@ class Worker:
         if assign.spec.repo is not None:
             self.phase = Phase.PREPARING
             self.task_lock = FileLock(self.paths.task_lock_file(assign.task))
-            self.job.submit(self._prepare_workspace, assign, self.task_lock)
+            self.job.submit(prepare_workspace, self.workspaces, assign, self.task_lock)
             return []
         try:
             workdir = workdir_for(self.paths, assign)
@@ -247,14 +253,6 @@ class Worker:
             execution.error = str(exc)
             return []
         return self._start_agent(execution, workdir, now)
-
-    def _prepare_workspace(self, assign: m.Assign, lock: FileLock) -> Prepared:
-        """On the helper thread: wait out a gc of this worktree, then make it ready."""
-        lock.acquire()
-        assert assign.spec.repo is not None
-        # A resumed thread continues in the worktree as the last attempt left it.
-        fresh = assign.resume is None
-        return self.workspaces.prepare(assign.task, assign.spec.repo, assign.spec.ref, fresh)
 
     def _on_prepared(self, future: Future[Any], now: float) -> list[Outgoing]:
         execution = self.execution
@@ -305,21 +303,10 @@ class Worker:
             message = commit_message(assign.task, assign.spec.prompt, result.final_message)
             self.ended = (outcome, result)
             self.phase = Phase.COMMITTING
-            self.job.submit(self._commit_work, assign.task, self.prepared, message)
+            work = (self.workspaces, self.redactor, assign.task, self.prepared, message)
+            self.job.submit(commit_work, *work)
             return out
         return out + self._seal(execution, outcome, result, now)
-
-    def _commit_work(
-        self, task: int, prepared: Prepared, message: str
-    ) -> tuple[WorkspaceResult, list[HookResult]]:
-        """On the helper thread: commit the work; the kept patch gets its secrets masked."""
-        result, hooks = self.workspaces.commit(task, prepared, message)
-        if result.patch_file:
-            patch = Path(result.patch_file)
-            masked, changed = self.redactor.mask(patch.read_bytes())
-            if changed:
-                patch.write_bytes(masked)
-        return result, hooks
 
     def _on_committed(self, future: Future[Any], now: float) -> list[Outgoing]:
         execution = self.execution

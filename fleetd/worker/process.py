@@ -36,9 +36,7 @@ def run(config: FleetConfig, role: str, worker_id: str) -> None:
         _loop(worker, broker, recorder, shutdown)
     finally:
         worker.close()
-        broker.close()
-        recorder.close()
-        context.term()
+        context.destroy()  # each socket closes with its own linger
 
 
 def _loop(

@@ -218,12 +218,6 @@ class Container:
 
 
 @pytest.fixture
-def server() -> Iterator[ModelServer]:
-    with ModelServer() as model_server:
-        yield model_server
-
-
-@pytest.fixture
 def volume() -> Iterator[str]:
     """A named volume for the state directory, removed afterwards."""
     name = unique_name()

@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.model_server import ModelServer
 from tests.support.procs import processes_under
-
-
-@pytest.fixture
-def server() -> Iterator[ModelServer]:
-    """A started model server, stopped after the test."""
-    with ModelServer() as model_server:
-        yield model_server
 
 
 @pytest.fixture(autouse=True)

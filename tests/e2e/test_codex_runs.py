@@ -21,11 +21,9 @@ from tests.support.fleet import running_fleet, wait_for
 from tests.support.gitrepo import new_repo, run_git
 from tests.support.model_server import ModelServer
 from tests.support.procs import processes_under
+from tests.support.requires import needs_codex
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(not codex_binary().is_file(), reason=f"no codex at {codex_binary()}"),
-]
+pytestmark = needs_codex()
 
 
 @pytest.mark.timeout(120)

@@ -39,15 +39,9 @@ from tests.support.codex_fleet import (
 from tests.support.fleet import running_fleet
 from tests.support.model_server import ModelServer, Turn, function_call_outputs
 from tests.support.procs import processes_under
+from tests.support.requires import needs_codex
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not codex_binary().is_file(),
-        reason=f"codex binary missing at {codex_binary()} (npm install into .tools/codex "
-        "or set FLEET_CODEX_BIN)",
-    ),
-]
+pytestmark = needs_codex()
 
 # Fields that legitimately differ between two runs of the same scripted conversation.
 VOLATILE_KEYS = frozenset({"thread_id"})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import pytest
 from tests.support.codex_env import (
     CodexRun,
     codex_argv,
-    codex_binary,
     codex_env,
     config_overrides,
     kill_group,
@@ -26,22 +24,9 @@ from tests.support.codex_env import (
 from tests.support.fleet import wait_for
 from tests.support.model_server import ModelServer, function_call_outputs
 from tests.support.procs import processes_naming
+from tests.support.requires import needs_codex
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(
-        not codex_binary().is_file(),
-        reason=f"codex binary missing at {codex_binary()} (npm install into .tools/codex "
-        "or set FLEET_CODEX_BIN)",
-    ),
-]
-
-
-@pytest.fixture
-def server() -> Iterator[ModelServer]:
-    """A started model server, stopped after the test."""
-    with ModelServer() as model_server:
-        yield model_server
+pytestmark = needs_codex()
 
 
 def workspace(tmp_path: Path, server: ModelServer, name: str = "run") -> tuple[Path, Path]:

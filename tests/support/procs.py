@@ -1,7 +1,8 @@
-"""Process facts the tests and benchmarks read, through psutil: the one place they look.
+"""Process facts the tests and benchmarks read: the one place they look.
 
-No `/proc/<pid>/stat` parsing here: psutil knows a zombie from a live process, and a command
-name with spaces or parentheses.
+Through psutil and fleetd's own `fleetd.runtime.processes`, never by parsing
+`/proc/<pid>/stat`: psutil knows a zombie from a live process, and a command name with
+spaces or parentheses.
 """
 
 from __future__ import annotations
@@ -12,29 +13,11 @@ from pathlib import Path
 
 import psutil
 
+from fleetd.runtime import processes
 
-def is_alive(pid: int) -> bool:
-    """Running, and not a zombie (exited, not yet reaped)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def state(pid: int) -> str | None:
-    """psutil's status of a process (`zombie`, `sleeping`, ...), or None if it is gone."""
-    try:
-        return psutil.Process(pid).status()
-    except psutil.NoSuchProcess:
-        return None
-
-
-def children(pid: int) -> list[int]:
-    """Pids whose parent is `pid`."""
-    try:
-        return [child.pid for child in psutil.Process(pid).children()]
-    except psutil.NoSuchProcess:
-        return []
+# A live process (not a zombie), and a process's direct children.
+is_alive = processes.is_running
+children = processes.direct_children
 
 
 def title(pid: int) -> str | None:

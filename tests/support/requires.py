@@ -25,3 +25,16 @@ def needs_tools(*names: str) -> pytest.MarkDecorator:
 def needs_root() -> pytest.MarkDecorator:
     """Skip (outside CI) unless running as root; CI runs as root."""
     return pytest.mark.skipif(os.geteuid() != 0 and not IN_CI, reason="needs root")
+
+
+def needs_codex() -> list[pytest.MarkDecorator]:
+    """The marks of a test that runs the real Codex CLI: `e2e`, and a skip (outside CI) when
+    the pinned binary is not installed (`make setup` installs it under .tools/codex)."""
+    from tests.support.codex_env import codex_binary
+
+    binary = codex_binary()
+    skip = pytest.mark.skipif(
+        not binary.is_file() and not IN_CI,
+        reason=f"no codex binary at {binary}: run `make setup`, or set FLEET_CODEX_BIN",
+    )
+    return [pytest.mark.e2e, skip]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.broker.logic import Broker
+from fleetd.broker.policy import Backoff
 from fleetd.broker.store import QueueStore
 from shared.config import load_config
 
@@ -19,6 +20,14 @@ from shared.config import load_config
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[QueueStore]:
     opened = QueueStore.open(tmp_path / "q.db", 3)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def exact_backoff_store(tmp_path: Path) -> Iterator[QueueStore]:
+    """A queue whose retry waits are exact: the jitter (rng 1.0) adds the whole random half."""
+    opened = QueueStore.open(tmp_path / "q.db", 3, Backoff(5.0, 300.0, rng=lambda: 1.0))
     yield opened
     opened.close()
 

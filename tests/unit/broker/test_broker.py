@@ -1,4 +1,4 @@
-"""The broker's socket-free logic: requests in, Outgoing messages out, time passed explicitly."""
+"""The broker's socket-free logic: requests in, ToPeer messages out, time passed explicitly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from pathlib import Path
 
 import apsw
 
-from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
+from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker
 from fleetd.broker.store import QueueStore
+from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import load_config
 from shared.models import ExecutionResult, TaskSpec
@@ -17,18 +18,18 @@ LEASE_US = 30_000_000  # the default lease_seconds
 CLIENT = b"client"
 
 
-def ready(broker: Broker, worker: str = "w1", now: int = 0) -> list[Outgoing]:
+def ready(broker: Broker, worker: str = "w1", now: int = 0) -> list[ToPeer]:
     return broker.handle(worker.encode(), b"", m.Ready(worker=worker, pid=100), now)
 
 
-def enqueue(broker: Broker, *prompts: str, now: int = 1) -> list[Outgoing]:
+def enqueue(broker: Broker, *prompts: str, now: int = 1) -> list[ToPeer]:
     request = m.Enqueue(tasks=[TaskSpec(prompt=p) for p in prompts])
     return broker.handle(CLIENT, b"ref", request, now)
 
 
 def finished(
     broker: Broker, execution: int, worker: str = "w1", outcome: str = "succeeded", now: int = 5
-) -> list[Outgoing]:
+) -> list[ToPeer]:
     message = m.Finished(execution=execution, outcome=outcome, result=ExecutionResult(exit_code=0))
     return broker.handle(worker.encode(), b"", message, now)
 
@@ -40,7 +41,7 @@ def workers(broker: Broker) -> list[tuple[str, str]]:
     return [(w.id, w.state) for w in reply.message.workers]
 
 
-def assigns(out: list[Outgoing]) -> list[tuple[bytes, int, int]]:
+def assigns(out: list[ToPeer]) -> list[tuple[bytes, int, int]]:
     """(worker, task, execution) of every Assign in `out`."""
     return [
         (o.peer, o.message.task, o.message.execution)
@@ -58,8 +59,8 @@ def test_enqueue_to_a_ready_worker_assigns_it(broker: Broker, store: QueueStore)
     ready(broker)
     out = enqueue(broker, "a")
     assert out == [
-        Outgoing(CLIENT, b"ref", m.Enqueued(ids=[1], created=[True])),
-        Outgoing(
+        ToPeer(CLIENT, b"ref", m.Enqueued(ids=[1], created=[True])),
+        ToPeer(
             b"w1",
             b"",
             m.Assign(
@@ -81,7 +82,7 @@ def test_ready_after_enqueue_assigns_at_once(broker: Broker) -> None:
 
 def test_enqueue_without_workers_only_replies(broker: Broker, store: QueueStore) -> None:
     out = enqueue(broker, "a", "b")
-    assert out == [Outgoing(CLIENT, b"ref", m.Enqueued(ids=[1, 2], created=[True, True]))]
+    assert out == [ToPeer(CLIENT, b"ref", m.Enqueued(ids=[1, 2], created=[True, True]))]
     assert store.counts() == {"queued": 2}
 
 
@@ -95,7 +96,7 @@ def test_idempotent_enqueue_reports_the_existing_task(broker: Broker) -> None:
     spec = TaskSpec(prompt="a", key="k")
     broker.handle(CLIENT, b"r1", m.Enqueue(tasks=[spec]), 1)
     out = broker.handle(CLIENT, b"r2", m.Enqueue(tasks=[spec]), 2)
-    assert out == [Outgoing(CLIENT, b"r2", m.Enqueued(ids=[1], created=[False]))]
+    assert out == [ToPeer(CLIENT, b"r2", m.Enqueued(ids=[1], created=[False]))]
 
 
 def test_invalid_spec_is_refused_and_nothing_is_enqueued(broker: Broker, store: QueueStore) -> None:
@@ -114,7 +115,7 @@ def test_invalid_spec_is_refused_and_nothing_is_enqueued(broker: Broker, store: 
 def test_single_invalid_spec_message_has_no_task_number(broker: Broker) -> None:
     out = broker.handle(CLIENT, b"ref", m.Enqueue(tasks=[TaskSpec(prompt=" ")]), 1)
     assert out == [
-        Outgoing(
+        ToPeer(
             CLIENT, b"ref", m.ErrorReply(code="bad_request", message="a codex task needs a prompt")
         )
     ]
@@ -124,7 +125,7 @@ def test_finished_acks_and_assigns_the_next_task(broker: Broker, store: QueueSto
     ready(broker)
     enqueue(broker, "a", "b")
     out = finished(broker, 1)
-    assert out[0] == Outgoing(b"w1", b"", m.FinishAck(execution=1))
+    assert out[0] == ToPeer(b"w1", b"", m.FinishAck(execution=1))
     assert assigns(out[1:]) == [(b"w1", 2, 2)]
     assert len(out) == 2
     assert store.counts() == {"succeeded": 1, "running": 1}
@@ -133,7 +134,7 @@ def test_finished_acks_and_assigns_the_next_task(broker: Broker, store: QueueSto
 def test_finished_with_empty_queue_leaves_the_worker_waiting(broker: Broker) -> None:
     ready(broker)
     enqueue(broker, "a")
-    assert finished(broker, 1) == [Outgoing(b"w1", b"", m.FinishAck(execution=1))]
+    assert finished(broker, 1) == [ToPeer(b"w1", b"", m.FinishAck(execution=1))]
     assert assigns(enqueue(broker, "b", now=6)) == [(b"w1", 2, 2)]
 
 
@@ -141,7 +142,7 @@ def test_resent_finished_is_only_acked(broker: Broker, store: QueueStore) -> Non
     ready(broker)
     enqueue(broker, "a")
     finished(broker, 1)
-    assert finished(broker, 1, now=6) == [Outgoing(b"w1", b"", m.FinishAck(execution=1))]
+    assert finished(broker, 1, now=6) == [ToPeer(b"w1", b"", m.FinishAck(execution=1))]
     assert store.counts() == {"succeeded": 1}
 
 
@@ -152,7 +153,7 @@ def test_resent_finished_claims_no_task_it_does_not_assign(
     enqueue(broker, "a", "b", "c")
     assert assigns(finished(broker, 1)) == [(b"w1", 2, 2)]
     resent = finished(broker, 1, now=6)
-    assert resent == [Outgoing(b"w1", b"", m.FinishAck(execution=1))]
+    assert resent == [ToPeer(b"w1", b"", m.FinishAck(execution=1))]
     # Task 3 was never handed out, so it must still be queued.
     assert store.counts() == {"succeeded": 1, "running": 1, "queued": 1}
 
@@ -184,7 +185,7 @@ def test_heartbeat_for_an_execution_no_longer_held_cancels_it(
     assert execution_holder(store, 1) == ("lost", "w1")
     heartbeat = m.Heartbeat(worker="w1", pid=100, execution=1)
     out = broker.handle(b"w1", b"", heartbeat, LEASE_US + 2)
-    assert out == [Outgoing(b"w1", b"", m.CancelExecution(execution=1))]
+    assert out == [ToPeer(b"w1", b"", m.CancelExecution(execution=1))]
 
 
 def test_heartbeat_for_another_workers_execution_cancels_it(broker: Broker) -> None:
@@ -192,7 +193,7 @@ def test_heartbeat_for_another_workers_execution_cancels_it(broker: Broker) -> N
     enqueue(broker, "a")
     heartbeat = m.Heartbeat(worker="w2", pid=200, execution=1)
     out = broker.handle(b"w2", b"", heartbeat, 2)
-    assert out == [Outgoing(b"w2", b"", m.CancelExecution(execution=1))]
+    assert out == [ToPeer(b"w2", b"", m.CancelExecution(execution=1))]
 
 
 def test_idle_heartbeat_reannounces_a_forgotten_worker(broker: Broker) -> None:
@@ -237,7 +238,7 @@ def test_worker_gone_requeues_its_task(broker: Broker, store: QueueStore) -> Non
     ready(broker)
     enqueue(broker, "a")
     out = broker.handle(b"supervisor", b"r", m.WorkerGone(worker="w1", reason="killed"), 3)
-    assert out == [Outgoing(b"supervisor", b"r", m.Accepted())]
+    assert out == [ToPeer(b"supervisor", b"r", m.Accepted())]
     view = store.get_task(1)
     assert view is not None and (view.state, view.attempts) == ("queued", 1)
     assert view.executions[0].result == ExecutionResult(error="lost", reason="killed")
@@ -267,8 +268,8 @@ def test_cancel_running_task_asks_its_worker_to_end_it(broker: Broker) -> None:
     enqueue(broker, "a")
     out = broker.handle(CLIENT, b"c", m.CancelTask(task=1), 3)
     assert out == [
-        Outgoing(CLIENT, b"c", m.Cancelled(task=1, state="running", pending=True)),
-        Outgoing(b"w1", b"", m.CancelExecution(execution=1)),
+        ToPeer(CLIENT, b"c", m.Cancelled(task=1, state="running", pending=True)),
+        ToPeer(b"w1", b"", m.CancelExecution(execution=1)),
     ]
 
 
@@ -283,7 +284,7 @@ def test_cancelled_run_finishes_the_task_cancelled(broker: Broker, store: QueueS
 def test_cancel_queued_task(broker: Broker, store: QueueStore) -> None:
     enqueue(broker, "a")
     out = broker.handle(CLIENT, b"c", m.CancelTask(task=1), 3)
-    assert out == [Outgoing(CLIENT, b"c", m.Cancelled(task=1, state="cancelled", pending=False))]
+    assert out == [ToPeer(CLIENT, b"c", m.Cancelled(task=1, state="cancelled", pending=False))]
     assert assigns(ready(broker, now=4)) == []
 
 
@@ -296,7 +297,7 @@ def test_cancel_unknown_task_is_not_found(broker: Broker) -> None:
 
 def test_set_dispatch_false_stops_assignments(broker: Broker, store: QueueStore) -> None:
     out = broker.handle(b"supervisor", b"s", m.SetDispatch(dispatching=False), 0)
-    assert out == [Outgoing(b"supervisor", b"s", m.Accepted())]
+    assert out == [ToPeer(b"supervisor", b"s", m.Accepted())]
     assert ready(broker, now=1) == []
     assert assigns(enqueue(broker, "a", now=2)) == []
     assert assigns(broker.step(3)) == []
@@ -308,7 +309,7 @@ def test_set_dispatch_true_resumes_assignments(broker: Broker) -> None:
     ready(broker, now=1)
     enqueue(broker, "a", now=2)
     out = broker.handle(b"supervisor", b"s", m.SetDispatch(dispatching=True), 3)
-    assert out[0] == Outgoing(b"supervisor", b"s", m.Accepted())
+    assert out[0] == ToPeer(b"supervisor", b"s", m.Accepted())
     assert assigns(out) == [(b"w1", 1, 1)]
 
 
@@ -316,7 +317,7 @@ def test_finished_while_not_dispatching_assigns_nothing(broker: Broker, store: Q
     ready(broker)
     enqueue(broker, "a", "b")
     broker.handle(b"supervisor", b"s", m.SetDispatch(dispatching=False), 2)
-    assert finished(broker, 1) == [Outgoing(b"w1", b"", m.FinishAck(execution=1))]
+    assert finished(broker, 1) == [ToPeer(b"w1", b"", m.FinishAck(execution=1))]
     assert store.counts() == {"succeeded": 1, "queued": 1}
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Outgoing
-from fleetd.broker.policy import Backoff
+from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker
 from fleetd.broker.store import QueueStore
+from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.models import ExecutionResult, ResumeFrom, TaskSpec
 
@@ -18,30 +15,28 @@ CLIENT = b"client"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[QueueStore]:
-    opened = QueueStore.open(tmp_path / "q.db", 3, Backoff(5.0, 300.0, rng=lambda: 1.0))
-    yield opened
-    opened.close()
+def store(exact_backoff_store: QueueStore) -> QueueStore:
+    return exact_backoff_store
 
 
-def ready(broker: Broker, now: int = 0) -> list[Outgoing]:
+def ready(broker: Broker, now: int = 0) -> list[ToPeer]:
     return broker.handle(b"w1", b"", m.Ready(worker="w1", pid=100), now)
 
 
-def enqueue(broker: Broker, spec: TaskSpec, now: int = 1) -> list[Outgoing]:
+def enqueue(broker: Broker, spec: TaskSpec, now: int = 1) -> list[ToPeer]:
     return broker.handle(CLIENT, b"ref", m.Enqueue(tasks=[spec]), now)
 
 
-def finished(broker: Broker, execution: int, result: ExecutionResult, now: int) -> list[Outgoing]:
+def finished(broker: Broker, execution: int, result: ExecutionResult, now: int) -> list[ToPeer]:
     message = m.Finished(execution=execution, outcome="failed", result=result)
     return broker.handle(b"w1", b"", message, now)
 
 
-def retry(broker: Broker, task: int, resume: bool = False, now: int = 50) -> list[Outgoing]:
+def retry(broker: Broker, task: int, resume: bool = False, now: int = 50) -> list[ToPeer]:
     return broker.handle(CLIENT, b"r", m.RetryTask(task=task, resume=resume), now)
 
 
-def assigned(out: list[Outgoing]) -> list[m.Assign]:
+def assigned(out: list[ToPeer]) -> list[m.Assign]:
     return [o.message for o in out if isinstance(o.message, m.Assign)]
 
 
@@ -78,7 +73,7 @@ def test_retry_task_queues_it_and_assigns_a_waiting_worker(broker: Broker) -> No
     [first] = assigned(enqueue(broker, COMMAND))
     finished(broker, first.execution, ExecutionResult(exit_code=1, failure_class="agent"), 10)
     out = retry(broker, first.task)
-    assert out[0] == Outgoing(CLIENT, b"r", m.Retried(task=first.task, state="queued"))
+    assert out[0] == ToPeer(CLIENT, b"r", m.Retried(task=first.task, state="queued"))
     [again] = assigned(out)
     assert (again.task, again.attempt, again.resume) == (first.task, 2, None)
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import apsw
 import pytest
 
-from fleetd.broker.store import MIGRATIONS, Claim, Closed, QueueStore
+from fleetd.broker.schema import MIGRATIONS
+from fleetd.broker.store import Claim, Closed, QueueStore
 from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import apsw
 import pytest
 
 from fleetd.broker.policy import Backoff
-from fleetd.broker.store import MIGRATIONS, Claim, QueueStore
+from fleetd.broker.schema import MIGRATIONS
+from fleetd.broker.store import Claim, QueueStore
 from fleetd.runtime.db import open_database
 from shared.models import ExecutionResult, ResumeFrom, TaskSpec, WorkspaceResult
 from tests.unit.broker.queries import has_claimable
@@ -20,11 +20,8 @@ TRANSIENT = ExecutionResult(exit_code=1, failure_class="transient", reason="HTTP
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[QueueStore]:
-    # rng 1.0: the jitter adds the whole random half, so waits are exact.
-    opened = QueueStore.open(tmp_path / "q.db", 3, Backoff(5.0, 300.0, rng=lambda: 1.0))
-    yield opened
-    opened.close()
+def store(exact_backoff_store: QueueStore) -> QueueStore:
+    return exact_backoff_store
 
 
 def add(store: QueueStore, agent: str = "command", **fields) -> int:

@@ -4,7 +4,8 @@ timer; and its stop (store what is queued, sweep once more, stop)."""
 from __future__ import annotations
 
 from fleetd.recorder.eventlog import EventLog
-from fleetd.recorder.logic import SWEEP_INTERVAL_US, Phase, Publish, Recorder, Reply
+from fleetd.recorder.logic import SWEEP_INTERVAL_US, Phase, Publish, Recorder
+from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.paths import StatePaths
 from tests.unit.recorder.streams import (
@@ -30,8 +31,8 @@ def published(out: list) -> list[m.Message]:
     return [FEED.decode(o.payload) for o in out if isinstance(o, Publish)]
 
 
-def replies(out: list) -> list[Reply]:
-    return [o for o in out if isinstance(o, Reply)]
+def replies(out: list) -> list[ToPeer]:
+    return [o for o in out if isinstance(o, ToPeer)]
 
 
 def test_a_batch_is_stored_and_published_at_the_next_step(
@@ -55,7 +56,7 @@ def test_a_stream_end_is_sealed_and_the_worker_told_after_storing(
     assert send(recorder, end, ref=b"end") == []
     out = recorder.step(1)
     sealed = m.StreamSealed(task=TASK, execution=EXECUTION, last_seq=2)
-    assert replies(out) == [Reply(WORKER, b"end", sealed)]
+    assert replies(out) == [ToPeer(WORKER, b"end", sealed)]
     assert published(out) == [BATCHES[0], sealed]
     assert sealed_at(log) == 1
     assert not spool.exists()  # every event is in the log now

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +11,6 @@ import pytest
 from fleetd.worker.logic import Worker
 from shared.config import FleetConfig, load_config
 from tests.support.inline_job import InlineJob
-from tests.support.procs import processes_under
 
 
 @pytest.fixture
@@ -34,13 +32,3 @@ def worker(config: FleetConfig, job: InlineJob, tmp_path: Path) -> Iterator[Work
     made = Worker(config, "w1", env, job=job, pid=4242)
     yield made
     made.close()
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(tmp_path: Path) -> Iterator[None]:
-    """Every agent a test started is gone when it ends (a failing test kills what is left)."""
-    yield
-    left = processes_under(tmp_path)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left running: {left}"

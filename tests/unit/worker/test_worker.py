@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fleetd.worker.logic import RESEND_SECONDS, SEAL_WAIT_SECONDS, Phase, ToRecorder, Worker
 from shared import messages as m
 from shared.config import FleetConfig
@@ -18,6 +20,8 @@ from tests.unit.worker.drive import (
     to_broker,
     to_recorder,
 )
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 TWO_EVENTS = 'echo \'{"type":"one"}\'; echo \'{"type":"two"}\''
 

@@ -27,6 +27,8 @@ from tests.unit.worker.drive import (
     to_broker,
 )
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
 SLEEPER = "sleep 30"
 
 
@@ -204,13 +206,13 @@ def test_a_repository_task_is_prepared_run_committed_then_sealed(
 ) -> None:
     out = worker.on_broker(assign(repo_task(repo, "echo two >> a.txt")), NOW)
     assert worker.phase is Phase.PREPARING
-    assert out == [] and job.calls == ["_prepare_workspace"]
+    assert out == [] and job.calls == ["prepare_workspace"]
     out = worker.on_job_done(NOW)
     assert worker.phase is Phase.RUNNING
     assert to_broker(out, m.AgentStarted)
     out = run_agent(worker)
     assert worker.phase is Phase.COMMITTING
-    assert job.calls[-1] == "_commit_work"
+    assert job.calls[-1] == "commit_work"
     out = worker.on_job_done(NOW)
     assert worker.phase is Phase.SEALING
     report = finished(seal(worker, out))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.support.fleet import wait_for
 from tests.support.gitrepo import commit_all, run_git
 from tests.support.procs import processes_under
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_leftovers")]
 
 BINARY = bytes(range(256)) * 4
 ROOT = Path(__file__).resolve().parents[3]
@@ -46,16 +45,6 @@ def permissions_apply() -> bool:
         finally:
             os.chmod(scratch, 0o700)
         return False
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(tmp_path: Path) -> Iterator[None]:
-    """Every test ends with no process running in or naming its temporary directory."""
-    yield
-    left = processes_under(tmp_path)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left behind: {left}"
 
 
 @pytest.fixture

@@ -1,0 +1,78 @@
+"""Rows of `queue.db` read back as the shared views, and a resumable attempt found in them."""
+
+from __future__ import annotations
+
+import apsw
+import msgspec
+
+from fleetd.broker.policy import no_thread, not_resumable
+from shared.models import ExecutionResult, ExecutionView, ResumeFrom, TaskSpec, TaskView
+
+TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
+EXECUTION_COLUMNS = (
+    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
+)
+
+
+decode_spec = msgspec.json.Decoder(TaskSpec).decode
+decode_result = msgspec.json.Decoder(ExecutionResult).decode
+
+
+def resume_source(
+    conn: apsw.Connection, task: int, spec: TaskSpec
+) -> tuple[ResumeFrom | None, str | None]:
+    """The latest execution of a task that started a Codex thread, or why there is none."""
+    if spec.agent != "codex":
+        return None, not_resumable(task, spec.agent)
+    rows = conn.execute(
+        "SELECT id FROM executions WHERE task_id = ? AND result IS NOT NULL ORDER BY id DESC",
+        (task,),
+    ).fetchall()
+    for (execution,) in rows:
+        source = resume_of(conn, execution)
+        if source is not None:
+            return source, None
+    return None, no_thread(task)
+
+
+def resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
+    """What continuing an execution's Codex thread needs, or None if it started no thread."""
+    row = conn.execute("SELECT result FROM executions WHERE id = ?", (execution,)).fetchone()
+    result = decode_result(row[0]) if row and row[0] else None
+    if result is None or result.thread_id is None:
+        return None
+    return ResumeFrom(
+        execution=execution,
+        thread_id=result.thread_id,
+        workspace=result.workspace.path if result.workspace else None,
+        session_file=result.session_file,
+    )
+
+
+def task_view(row: tuple) -> TaskView:
+    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before = row
+    return TaskView(
+        id=task_id,
+        state=state,
+        spec=decode_spec(spec),
+        attempts=attempts,
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        result=decode_result(result) if result else None,
+        not_before=not_before if state == "queued" and not_before else None,
+    )
+
+
+def execution_view(row: tuple) -> ExecutionView:
+    execution, attempt, worker, outcome, claimed, started, finished, result, _ = row
+    return ExecutionView(
+        id=execution,
+        attempt=attempt,
+        worker=worker,
+        outcome=outcome,
+        claimed_at=claimed,
+        started_at=started,
+        finished_at=finished,
+        result=decode_result(result) if result else None,
+    )

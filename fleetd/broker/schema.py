@@ -1,0 +1,44 @@
+"""The queue's tables (`queue.db`), as forward migrations counted by `PRAGMA user_version`."""
+
+from __future__ import annotations
+
+MIGRATIONS = [
+    """
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        spec TEXT NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        max_attempts INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        executions INTEGER NOT NULL DEFAULT 0,
+        not_before INTEGER NOT NULL DEFAULT 0,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        enqueued_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        result TEXT
+    );
+    CREATE INDEX tasks_claim ON tasks (state, priority DESC, id);
+    CREATE TABLE executions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task_id INTEGER NOT NULL REFERENCES tasks (id),
+        attempt INTEGER NOT NULL,
+        worker TEXT,
+        outcome TEXT NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        lease_expires_at INTEGER,
+        started_at INTEGER,
+        agent_pid INTEGER,
+        finished_at INTEGER,
+        result TEXT
+    );
+    CREATE INDEX executions_task ON executions (task_id, id);
+    CREATE INDEX executions_outcome ON executions (outcome, lease_expires_at);
+    """,
+    # v2: `fleetctl retry --resume` names the execution whose Codex thread the next runs continue.
+    """
+    ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
+    """,
+]

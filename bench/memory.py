@@ -179,10 +179,10 @@ def _ran_on(f) -> set[str]:
     """Roles of the workers that ran the ingestion tasks."""
     conn = f.queue_db()
     try:
-        rows = conn.execute("SELECT DISTINCT worker FROM executions").fetchall()
+        workers = {w for (w,) in conn.execute("SELECT DISTINCT worker FROM executions") if w}
     finally:
         conn.close()
-    return {f"worker {w[1:]}" for (w,) in rows if w}
+    return {p.role for p in f.status().processes if p.worker in workers}
 
 
 def _import_floor() -> int:

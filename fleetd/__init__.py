@@ -1,0 +1,30 @@
+"""fleetd, the agent-fleet daemon: one OS process per role, each role a folder.
+
+Every role has the same shape: `logic.py` is a socket-free state machine (messages, file
+descriptor events and `now` in; outgoing messages out; its phases an Enum), unit-tested
+without sockets or sleeps, and `process.py` owns the ZeroMQ sockets and the poll loop and
+has the entry point `run()`.
+
+    cli.py          `fleetd`: starts the supervisor (attached, or detached) with the roles'
+                    entry points
+    supervisor/     the main process: children (fork server, restarts, crash loops), the
+                    control socket, requests forwarded to the broker and recorder, stop and
+                    drain (shutdown.py), orphan reaping, systemd notify and socket activation
+    broker/         the queue: tasks and executions in queue.db (store.py, schema.py,
+                    rows.py; where a task goes when an attempt ends in policy.py), claims,
+                    leases, dispatch to idle workers
+    recorder/       the event log: every agent line in events.db (eventlog.py), batches
+                    filled from the spools, the live feed, sealed streams
+    worker/         one attempt at a time: the agent process (execution.py,
+                    agent_process.py), its output turned into events (output.py), its
+                    directory or worktree (attempt.py)
+    workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
+                    a helper thread
+    agents/         adapters, one module per agent kind (codex, command); Codex's event
+                    schema, its private CODEX_HOME, failure classes
+    runtime/        what every process shares, each written once: sockets, ROUTER
+                    requests, process facts (psutil), file locks, SQLite, background jobs,
+                    spool files, the agent registry, process start-up
+
+The roles never import each other; they meet in `shared.messages`. See docs/ARCHITECTURE.md.
+"""

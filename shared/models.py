@@ -182,6 +182,7 @@ class ProcessView(msgspec.Struct, kw_only=True):
     pid: int | None
     alive: bool
     restarts: int = 0
+    worker: str | None = None  # a worker's id (`w3`, as in `fleetctl workers`)
 
 
 class EventRecord(msgspec.Struct, array_like=True):

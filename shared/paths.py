@@ -121,10 +121,6 @@ class StatePaths:
     def feed_endpoint(self) -> str:
         return "ipc://" + str(self.run_dir / "feed.sock")
 
-    @property
-    def control_endpoint(self) -> str:
-        return "ipc://" + str(self.control_socket)
-
     def spool_file(self, execution: int) -> Path:
         return self.spool_dir / f"{execution}.spool"
 

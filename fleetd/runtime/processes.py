@@ -24,14 +24,6 @@ def start_time(pid: int) -> float | None:
         return None
 
 
-def is_running(pid: int) -> bool:
-    """Whether a process exists and has not exited (a zombie, exited but not reaped, has)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def direct_children(pid: int | None = None) -> list[int]:
     """Pids whose parent is `pid` (default: this process).
 

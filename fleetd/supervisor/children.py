@@ -168,7 +168,13 @@ class Children:
 
     def views(self) -> list[ProcessView]:
         return [
-            ProcessView(role=c.role, pid=c.pid, alive=c.alive, restarts=max(0, c.started - 1))
+            ProcessView(
+                role=c.role,
+                pid=c.pid,
+                alive=c.alive,
+                restarts=max(0, c.started - 1),
+                worker=c.worker,
+            )
             for c in self.children.values()
         ]
 

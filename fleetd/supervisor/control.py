@@ -15,6 +15,7 @@ from pathlib import Path
 import zmq
 from loguru import logger
 
+from fleetd.runtime.sockets import new_socket
 from fleetd.supervisor.systemd import listen_fds
 from shared.errors import StateDirError
 
@@ -25,14 +26,11 @@ def open_control_socket(
     context: zmq.Context, path: Path, env: Mapping[str, str]
 ) -> tuple[zmq.Socket, Path, bool]:
     """Bind (or adopt) the control socket; returns it, its path, and whether it was adopted."""
-    sock = context.socket(zmq.ROUTER)
-    sock.setsockopt(zmq.LINGER, 0)
+    sock = new_socket(context, zmq.ROUTER, linger_ms=0, hwm=10_000)
     sock.setsockopt(zmq.IPC_FILTER_UID, os.getuid())
     # A peer sending more than this is disconnected by libzmq before we see the message.
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-    sock.setsockopt(zmq.SNDHWM, 10_000)
-    sock.setsockopt(zmq.RCVHWM, 10_000)
-    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a client that went away is not an error
     fds = listen_fds(env)
     if fds:
         adopted = _adopted_path(fds[0])

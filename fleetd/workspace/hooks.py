@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
 from fleetd.workspace.commands import GroupRunner
 from fleetd.workspace.errors import WorkspaceAborted, WorkspaceError
 
-HOOK_NAMES = ("after_create", "before_run", "after_run", "before_remove")
+# The configured hooks, in the order an attempt runs them (before_remove: at removal).
+HookName = Literal["after_create", "before_run", "after_run", "before_remove"]
 HOOK_OUTPUT_CAP = 1 << 20  # the last MiB of a hook's output is kept
 
 _encode_json = msgspec.json.Encoder().encode
@@ -21,7 +23,7 @@ _encode_json = msgspec.json.Encoder().encode
 class HookResult:
     """One hook execution, for the worker to record as an event (secrets not yet masked)."""
 
-    name: str  # after_create | before_run | after_run | before_remove
+    name: HookName
     exit_code: int | None  # None if ended by its timeout or an abort, or if it could not start
     timed_out: bool
     output: bytes  # stdout and stderr interleaved, the last HOOK_OUTPUT_CAP bytes
@@ -47,7 +49,7 @@ class HookResult:
 
 def run_hook(
     runner: GroupRunner,
-    name: str,
+    name: HookName,
     snippet: str,
     cwd: Path,
     env: Mapping[str, str],

@@ -30,7 +30,7 @@ from loguru import logger
 from fleetd.workspace.commands import GroupRunner
 from fleetd.workspace.errors import HookFailed, WorkspaceAborted, WorkspaceError
 from fleetd.workspace.git import Git, check_ref, clone_name, git_env, is_url, repo_lock
-from fleetd.workspace.hooks import HookResult, failure_text, run_hook
+from fleetd.workspace.hooks import HookName, HookResult, failure_text, run_hook
 from shared.config import WorkspaceConfig
 from shared.models import DiffSummary, WorkspaceResult
 from shared.paths import StatePaths
@@ -255,7 +255,9 @@ class Workspaces:
 
     # -- hooks -----------------------------------------------------------------------------
 
-    def _run_required(self, names: list[str], task: int, prepared: Prepared) -> list[HookResult]:
+    def _run_required(
+        self, names: list[HookName], task: int, prepared: Prepared
+    ) -> list[HookResult]:
         runs: list[HookResult] = []
         for name in names:
             run = self._hook(name, task, prepared)
@@ -268,7 +270,7 @@ class Workspaces:
                 raise HookFailed(failure_text(run, self.config.hook_timeout_seconds), runs)
         return runs
 
-    def _run_optional(self, name: str, task: int, prepared: Prepared) -> list[HookResult]:
+    def _run_optional(self, name: HookName, task: int, prepared: Prepared) -> list[HookResult]:
         """Run a hook whose failure, or abort, is only logged (after_run, before_remove)."""
         run = self._hook(name, task, prepared)
         if run is None:
@@ -279,7 +281,7 @@ class Workspaces:
             )
         return [run]
 
-    def _hook(self, name: str, task: int, prepared: Prepared) -> HookResult | None:
+    def _hook(self, name: HookName, task: int, prepared: Prepared) -> HookResult | None:
         """Run the configured snippet `name` in the worktree, with the task in its env."""
         snippet = getattr(self.config, name)
         if not snippet:

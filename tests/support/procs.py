@@ -15,9 +15,16 @@ import psutil
 
 from fleetd.runtime import processes
 
-# A live process (not a zombie), and a process's direct children.
-is_alive = processes.is_running
+# A process's direct children, read as fleetd's supervisor reads them.
 children = processes.direct_children
+
+
+def is_alive(pid: int) -> bool:
+    """Running, and not a zombie (exited, not yet reaped)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def title(pid: int) -> str | None:

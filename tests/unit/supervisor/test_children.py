@@ -68,3 +68,27 @@ def test_a_child_that_stays_up_gets_its_short_backoff_back() -> None:
     assert child.backoff > RESTART_BACKOFF_FIRST
     children.calm(7.5)
     assert child.backoff == RESTART_BACKOFF_FIRST
+
+
+def test_define_names_each_worker_by_role_and_by_id(tmp_path) -> None:
+    from fleetd.supervisor.children import Roles
+    from shared.config import load_config
+
+    config = load_config({"HOME": str(tmp_path)}, None, {"workers": 3})
+
+    def entry(*args: object) -> None:
+        pass
+
+    children = Children(backoff_max=1.0, crash_loop_restarts=5, crash_loop_window=60)
+    children.define(config, Roles(broker=entry, recorder=entry, worker=entry))
+    views = {v.role: v.worker for v in children.views()}
+    assert views == {
+        "broker": None,
+        "recorder": None,
+        "worker 1": "w1",
+        "worker 2": "w2",
+        "worker 3": "w3",
+    }
+    assert children.worker_roles() == ["worker 1", "worker 2", "worker 3"]
+    assert children.children["worker 2"].args(True) == (config, "worker 2", "w2")
+    assert children.children["broker"].args(False) == (config, False)

@@ -43,7 +43,7 @@ def test_datagrams_carry_newline_separated_fields(tmp_path: Path) -> None:
 
 def test_no_notify_socket_means_silence() -> None:
     notifier = Notifier({})
-    assert not notifier.enabled
+    assert notifier.sock is None
     notifier.ready("ignored")  # must not raise
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import apsw
+import psutil
 import pytest
 
 from tests.support.fleet import (
@@ -98,7 +99,7 @@ def test_detached_start_returns_when_the_socket_answers() -> None:
         fleet = Fleet(state)
         status = fleet.json("status")
         assert sorted(p["role"] for p in status["processes"]) == ["broker", "recorder", "worker 1"]
-        assert Path(f"/proc/{status['pid']}").exists()
+        assert psutil.pid_exists(status["pid"])
         again = _fleetd("--state-dir", str(state), "--workers", "1")
         assert again.returncode == 1 and "already running" in again.stderr
         stopped = fleet.ctl("stop")

@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from fleetctl.common import one_line, short_time
-from shared.models import ExecutionResult, ExecutionView, TaskView, TokenUsage, WorkspaceResult
+from shared.models import (
+    ExecutionOutcome,
+    ExecutionResult,
+    ExecutionView,
+    TaskState,
+    TaskView,
+    TokenUsage,
+    WorkspaceResult,
+)
 
 LABEL_WIDTH = 16
 MAX_FILES = 20
@@ -55,20 +63,25 @@ def execution_lines(view: TaskView) -> list[str]:
     return lines
 
 
-def outcome_words(outcome: str, result: ExecutionResult | None, retry_at: int | None = None) -> str:
+def outcome_words(
+    outcome: ExecutionOutcome | TaskState,
+    result: ExecutionResult | None,
+    retry_at: int | None = None,
+) -> str:
     """e.g. `failed (transient: HTTP 500 ... from the model provider; retrying at 20:31:05)`."""
     if result is None:
         return outcome
+    shown: str = outcome
     if outcome == "timed_out":
         why = result.reason or TIMEOUT_KINDS.get(result.timeout_kind or "")
-        outcome = "timed out"
+        shown = "timed out"
     elif outcome == "failed" and result.failure_class is not None:
         why = f"{result.failure_class}: {result.reason or result.error}"
     else:
         why = result.reason or (result.error if outcome != "succeeded" else None)
     if retry_at is not None:
         why = f"{why}; retrying at {clock(retry_at)}" if why else f"retrying at {clock(retry_at)}"
-    return f"{outcome} ({why})" if why else outcome
+    return f"{shown} ({why})" if why else shown
 
 
 def _execution_block(execution: ExecutionView, retry_at: int | None) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +23,7 @@ from fleetctl.common import (
     task_json,
 )
 from shared import messages as m
-from shared.models import TASK_STATES, TaskSpec, spec_problem
+from shared.models import TASK_STATES, AgentKind, SandboxMode, TaskSpec, spec_problem
 
 app = typer.Typer()
 
@@ -132,18 +133,27 @@ def _repo(repo: str | None) -> str | None:
     return str(Path(repo).expanduser().resolve())
 
 
+AGENT_KINDS: tuple[str, ...] = typing.get_args(AgentKind)
+SANDBOX_MODES: tuple[str, ...] = typing.get_args(SandboxMode)
+
+
 def _agent(agent: str | None, argv: list[str] | None) -> Any:
     if agent is None:
         return "command" if argv else "codex"
-    if agent not in ("codex", "command"):
-        fail(f"unknown agent {agent!r}: use codex or command", EXIT_USAGE)
+    if agent not in AGENT_KINDS:
+        fail(f"unknown agent {agent!r}: use {_either(AGENT_KINDS)}", EXIT_USAGE)
     return agent
 
 
 def _sandbox(value: str | None) -> Any:
-    if value is not None and value not in ("read-only", "workspace-write", "danger-full-access"):
-        fail(f"unknown sandbox {value!r}: read-only, workspace-write or danger-full-access", 2)
+    if value is not None and value not in SANDBOX_MODES:
+        fail(f"unknown sandbox {value!r}: {_either(SANDBOX_MODES)}", EXIT_USAGE)
     return value
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """`a, b or c`."""
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
 
 
 def _label(item: str) -> tuple[str, str]:

@@ -191,7 +191,7 @@ class Supervisor:
         self.gc_client = None
         return self._take()
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def step(self, now: float) -> list[Outgoing]:
         """Timers: restarts, late answers, retention gc, the watchdog, drain polls, stop."""
         if self.shutdown.phase in (Phase.RUNNING, Phase.DRAINING):
             for child in self.children.restart_due(now):

@@ -179,7 +179,7 @@ def _loop(
         if now >= next_orphan_scan:
             next_orphan_scan = now + ORPHAN_SCAN_SECONDS
             reap_orphans(children.managed_pids())
-        out += supervisor.tick(now)
+        out += supervisor.step(now)
         sockets.send(supervisor, out)
 
 

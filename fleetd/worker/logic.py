@@ -158,7 +158,7 @@ class Worker:
             return self._on_committed(future, now)
         return []
 
-    def tick(self, now: float) -> list[Outgoing]:
+    def step(self, now: float) -> list[Outgoing]:
         """Timers: heartbeats, the agent's limits, seal and resend deadlines; the agent's end."""
         out = self._heartbeat(now)
         execution = self.execution
@@ -267,7 +267,7 @@ class Worker:
             out = self._record_hooks(execution, exc.hooks, now)
             if execution.end_reason is None:
                 execution.error = str(exc)
-            return out  # no agent: the next tick seals the execution
+            return out  # no agent: the next step seals the execution
         out = self._record_hooks(execution, prepared.hooks, now)
         self.prepared = prepared
         if execution.end_reason is None:

@@ -67,7 +67,7 @@ def _loop(
         for fd in agent_fds:
             if fd in events:
                 out += worker.on_agent_fd(fd, now)
-        out += worker.tick(time.monotonic())
+        out += worker.step(time.monotonic())
         _send(worker, broker, recorder, out)
 
 

@@ -140,8 +140,8 @@ def test_an_undecodable_answer_is_an_internal_error(supervisor: Supervisor) -> N
 
 def test_an_unanswered_request_fails_its_client_at_the_deadline(supervisor: Supervisor) -> None:
     out = supervisor.on_request(CLIENT, m.ListTasks(), NOW)
-    assert to(supervisor.tick(NOW + FORWARD_TIMEOUT), Peer.CLIENT) == []
-    [late] = to(supervisor.tick(NOW + FORWARD_TIMEOUT + 0.01), Peer.CLIENT)
+    assert to(supervisor.step(NOW + FORWARD_TIMEOUT), Peer.CLIENT) == []
+    [late] = to(supervisor.step(NOW + FORWARD_TIMEOUT + 0.01), Peer.CLIENT)
     assert isinstance(late, m.ErrorReply) and late.code == "unavailable"
     assert answer(supervisor, out, m.TaskList(tasks=[])) == []  # too late: dropped
 
@@ -176,11 +176,11 @@ def test_stop_is_accepted_and_pauses_dispatch(supervisor: Supervisor) -> None:
 def test_drain_is_accepted_then_polls_until_nothing_runs(supervisor: Supervisor) -> None:
     out = supervisor.on_request(CLIENT, m.Drain(), NOW)
     assert to(out, Peer.CLIENT) == [m.Accepted(detail="draining; pid 7")]
-    poll = supervisor.tick(NOW + 0.2)
+    poll = supervisor.step(NOW + 0.2)
     assert to(poll, Peer.BROKER) == [m.GetCounts()]
     assert answer(supervisor, poll, counts(running=1)) == []
     assert supervisor.shutdown.phase is Phase.DRAINING
-    poll = supervisor.tick(NOW + 0.4)
+    poll = supervisor.step(NOW + 0.4)
     assert to(answer(supervisor, poll, counts()), Peer.BROKER) == [m.SetDispatch(dispatching=False)]
     assert supervisor.shutdown.phase is Phase.STOPPING
 
@@ -198,9 +198,9 @@ def test_the_supervisor_is_done_when_shutdown_is(supervisor: Supervisor) -> None
     assert isinstance(children, FakeChildren)
     supervisor.on_signal("15", NOW)
     children.exit("worker 1", "worker 2")
-    supervisor.tick(NOW + 0.1)
+    supervisor.step(NOW + 0.1)
     children.exit("broker", "recorder")
-    supervisor.tick(NOW + 0.2)
+    supervisor.step(NOW + 0.2)
     assert supervisor.done and supervisor.exit_code == 0
 
 
@@ -240,7 +240,7 @@ def test_children_are_calmed_once_a_second(supervisor: Supervisor) -> None:
     children = supervisor.children
     assert isinstance(children, FakeChildren)
     for now in (NOW, NOW + 0.5, NOW + 1.0, NOW + 1.2, NOW + 2.0):
-        supervisor.tick(now)
+        supervisor.step(now)
     assert children.calmed == [NOW, NOW + 1.0, NOW + 2.0]
 
 
@@ -269,11 +269,11 @@ def test_a_second_gc_while_one_runs_is_a_conflict(supervisor: Supervisor) -> Non
 
 
 def test_retention_gc_runs_every_ten_minutes_while_running(supervisor: Supervisor) -> None:
-    assert to(supervisor.tick(NOW + RETENTION_CHECK_SECONDS - 1), Peer.BROKER) == []
-    [listing] = to(supervisor.tick(NOW + RETENTION_CHECK_SECONDS), Peer.BROKER)
+    assert to(supervisor.step(NOW + RETENTION_CHECK_SECONDS - 1), Peer.BROKER) == []
+    [listing] = to(supervisor.step(NOW + RETENTION_CHECK_SECONDS), Peer.BROKER)
     assert isinstance(listing, m.ListTasks)
     supervisor.on_signal("15", NOW)
-    later = to(supervisor.tick(NOW + 3 * RETENTION_CHECK_SECONDS), Peer.BROKER)
+    later = to(supervisor.step(NOW + 3 * RETENTION_CHECK_SECONDS), Peer.BROKER)
     assert [r for r in later if isinstance(r, m.ListTasks)] == []
 
 
@@ -283,5 +283,5 @@ def test_the_watchdog_is_fed_at_its_interval(tmp_path: Path) -> None:
     assert isinstance(notifier, FakeNotifier)
     notifier.watchdog_interval = 5.0
     for now in (NOW, NOW + 2.0, NOW + 5.0, NOW + 7.0, NOW + 10.0):
-        supervisor.tick(now)
+        supervisor.step(now)
     assert notifier.sent.count("WATCHDOG") == 3

@@ -82,7 +82,7 @@ def run_agent(worker: Worker, now: float = NOW) -> list[Outgoing]:
             ready, _, _ = select.select(fds, [], [], 0.2)
             for fd in ready:
                 out += worker.on_agent_fd(fd, now)
-        out += worker.tick(now)
+        out += worker.step(now)
     return out
 
 

@@ -74,10 +74,10 @@ def test_heartbeats_carry_the_execution_and_keep_their_interval(
     worker: Worker, config: FleetConfig
 ) -> None:
     interval = config.worker.heartbeat_seconds
-    assert to_broker(worker.tick(NOW)) == [m.Heartbeat(worker="w1", pid=4242)]
-    assert worker.tick(NOW + interval / 2) == []
+    assert to_broker(worker.step(NOW)) == [m.Heartbeat(worker="w1", pid=4242)]
+    assert worker.step(NOW + interval / 2) == []
     worker.on_broker(assign(shell("sleep 30")), NOW)
-    beat = to_broker(worker.tick(NOW + interval), m.Heartbeat)
+    beat = to_broker(worker.step(NOW + interval), m.Heartbeat)
     assert beat == [m.Heartbeat(worker="w1", pid=4242, execution=1)]
     worker.on_broker(m.CancelExecution(execution=1), NOW + interval)
     run_agent(worker, NOW + interval)
@@ -86,23 +86,23 @@ def test_heartbeats_carry_the_execution_and_keep_their_interval(
 def test_a_finished_is_resent_until_acknowledged(worker: Worker) -> None:
     worker.on_broker(assign(shell("true")), NOW)
     report = finished(seal(worker, run_agent(worker)))
-    assert to_broker(worker.tick(NOW + RESEND_SECONDS / 2), m.Finished) == []
-    assert to_broker(worker.tick(NOW + RESEND_SECONDS), m.Finished) == [report]
-    assert to_broker(worker.tick(NOW + RESEND_SECONDS * 1.5), m.Finished) == []
-    assert to_broker(worker.tick(NOW + RESEND_SECONDS * 2), m.Finished) == [report]
+    assert to_broker(worker.step(NOW + RESEND_SECONDS / 2), m.Finished) == []
+    assert to_broker(worker.step(NOW + RESEND_SECONDS), m.Finished) == [report]
+    assert to_broker(worker.step(NOW + RESEND_SECONDS * 1.5), m.Finished) == []
+    assert to_broker(worker.step(NOW + RESEND_SECONDS * 2), m.Finished) == [report]
     worker.on_broker(m.FinishAck(execution=99), NOW)  # another execution's: ignored
     assert worker.phase is Phase.REPORTING
     worker.on_broker(m.FinishAck(execution=1), NOW)
     assert worker.phase is Phase.IDLE
-    assert to_broker(worker.tick(NOW + RESEND_SECONDS * 9), m.Finished) == []
+    assert to_broker(worker.step(NOW + RESEND_SECONDS * 9), m.Finished) == []
 
 
 def test_a_seal_that_never_comes_is_waited_for_bounded(worker: Worker) -> None:
     worker.on_broker(assign(shell("true")), NOW)
     run_agent(worker)
-    assert to_broker(worker.tick(NOW + SEAL_WAIT_SECONDS - 0.1), m.Finished) == []
+    assert to_broker(worker.step(NOW + SEAL_WAIT_SECONDS - 0.1), m.Finished) == []
     assert worker.phase is Phase.SEALING
-    report = finished(worker.tick(NOW + SEAL_WAIT_SECONDS))
+    report = finished(worker.step(NOW + SEAL_WAIT_SECONDS))
     assert worker.phase is Phase.REPORTING
     assert report.outcome == "succeeded"  # the recorder's sweep will take the spool
 

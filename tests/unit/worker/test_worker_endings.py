@@ -43,7 +43,7 @@ def ended(worker: Worker, now: float = NOW) -> m.Finished:
 def test_the_wall_clock_limit_ends_the_agent_as_timed_out(worker: Worker) -> None:
     worker.on_broker(assign(shell(SLEEPER, timeout=5.0)), NOW)
     assert worker.next_timeout(NOW) <= 5.0
-    worker.tick(NOW + 4.9)
+    worker.step(NOW + 4.9)
     assert worker.execution is not None and worker.execution.end_reason is None
     report = ended(worker, NOW + 5.0)
     assert report.outcome == "timed_out"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import time
 from typing import Annotated
 
@@ -141,13 +143,17 @@ def _shutdown(
 
 
 def _alive(pid: int) -> bool:
-    """Is the process still running? A zombie (exited, not yet reaped) is not."""
-    import psutil  # here, not at the top: only a waiting stop or drain needs it
-
+    """Is the process still running? One that exited, even if not yet reaped, is not: its
+    pidfd becomes readable when it exits."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return False
+    try:
+        readable, _, _ = select.select([fd], [], [], 0)
+    finally:
+        os.close(fd)
+    return not readable
 
 
 def _report(json_out: bool, pid: int, what: str, exited: bool) -> None:

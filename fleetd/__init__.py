@@ -23,8 +23,8 @@ has the entry point `run()`.
     agents/         adapters, one module per agent kind (codex, command); Codex's event
                     schema, its private CODEX_HOME, failure classes
     runtime/        what every process shares, each written once: sockets, ROUTER
-                    requests, process facts (psutil), file locks, SQLite, background jobs,
-                    spool files, the agent registry, process start-up
+                    requests, process facts (the one reader of /proc), file locks,
+                    SQLite, background jobs, spool files, the agent registry, start-up
 
 The roles never import each other; they meet in `shared.messages`. See docs/ARCHITECTURE.md.
 """

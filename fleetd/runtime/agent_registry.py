@@ -8,16 +8,10 @@ worker that starts the agent; read by the supervisor at start and when a stop ti
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from pathlib import Path
 
-import psutil
-
 from fleetd.runtime.processes import signal_group, start_time
-
-# Start times are compared to the millisecond: psutil derives them from clock ticks (10 ms).
-SAME_START = 1e-3
 
 
 class AgentRegistry:
@@ -31,18 +25,18 @@ class AgentRegistry:
 
     def record(self, execution: int, pid: int) -> None:
         started = start_time(pid)
-        self._file(execution).write_text(f"{pid} {started if started is not None else 0!r}\n")
+        self._file(execution).write_text(f"{pid} {started if started is not None else 0}\n")
 
     def forget(self, execution: int) -> None:
         self._file(execution).unlink(missing_ok=True)
 
-    def leftovers(self) -> list[tuple[Path, int, float]]:
+    def leftovers(self) -> list[tuple[Path, int, int]]:
         """(file, pid, start time) of every agent recorded and not forgotten."""
         found = []
         for path in self.directory.glob("*.pid"):
             with contextlib.suppress(ValueError, OSError):
                 pid_text, start_text = path.read_text().split()
-                found.append((path, int(pid_text), _start_from_text(start_text)))
+                found.append((path, int(pid_text), int(start_text)))
         return found
 
     def end_leftovers(self) -> int:
@@ -57,15 +51,7 @@ class AgentRegistry:
         ended = 0
         for path, pid, started in self.leftovers():
             current = start_time(pid)
-            same = current is None or abs(current - started) < SAME_START
-            if same and signal_group(pid, signal.SIGKILL):
+            if (current is None or current == started) and signal_group(pid, signal.SIGKILL):
                 ended += 1
             path.unlink(missing_ok=True)
         return ended
-
-
-def _start_from_text(text: str) -> float:
-    """A recorded start time; fleetd before psutil wrote clock ticks since boot (an integer)."""
-    if "." in text or "e" in text:
-        return float(text)
-    return psutil.boot_time() + int(text) / os.sysconf("SC_CLK_TCK")

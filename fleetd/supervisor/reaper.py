@@ -11,10 +11,9 @@ import contextlib
 import os
 import signal
 
-import psutil
 from loguru import logger
 
-from fleetd.runtime.processes import direct_children, session_of, signal_group, status
+from fleetd.runtime.processes import direct_children, has_exited, session_of, signal_group
 
 
 def reap_orphans(keep: set[int]) -> list[int]:
@@ -24,10 +23,7 @@ def reap_orphans(keep: set[int]) -> list[int]:
     for pid in direct_children():
         if pid in keep:
             continue
-        state = status(pid)
-        if state is None:
-            continue
-        if state != psutil.STATUS_ZOMBIE:
+        if not has_exited(pid):
             session = session_of(pid)
             if session is None or session == own_session:
                 continue  # gone, or one of multiprocessing's helpers: it looks after itself

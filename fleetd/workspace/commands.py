@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from fleetd.runtime.processes import signal_group
+from fleetd.runtime.processes import has_exited, signal_group
 from fleetd.workspace.errors import WorkspaceAborted, WorkspaceError
 
 KILL_GRACE = 2.0  # after TERM, how long a command's group leader has before the group is KILLed
@@ -110,7 +110,7 @@ class GroupRunner:
         while its pid (the group id) cannot have been reused."""
         timed_out = aborted = False
         delay = 0.001
-        while not _exited(proc.pid):
+        while not has_exited(proc.pid):
             if self.aborted or time.monotonic() >= deadline:
                 aborted = self.aborted
                 timed_out = not aborted
@@ -144,19 +144,11 @@ def _spawn(
         raise WorkspaceError(f"cannot run {argv[0]} in {cwd}: {exc.strerror or exc}") from exc
 
 
-def _exited(pid: int) -> bool:
-    """Whether the process has ended, without reaping it (its pid stays its group's id)."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:  # reaped elsewhere: it has ended either way
-        return True
-
-
 def _end_group(pgid: int) -> None:
     """TERM the whole group, give the leader a grace period, then KILL the group."""
     signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE
-    while not _exited(pgid) and time.monotonic() < deadline:
+    while not has_exited(pgid) and time.monotonic() < deadline:
         time.sleep(0.02)
     signal_group(pgid, signal.SIGKILL)
 

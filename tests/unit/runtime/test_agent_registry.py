@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.processes import start_time
 from tests.support.fleet import wait_for
 from tests.support.procs import is_alive
 
@@ -60,21 +61,29 @@ def test_a_forgotten_agent_is_left_alone(
 def test_a_pid_reused_by_another_process_is_left_alone(
     registry: AgentRegistry, agent: subprocess.Popen[bytes]
 ) -> None:
-    started = psutil.Process(agent.pid).create_time()
-    (registry.directory / "7.pid").write_text(f"{agent.pid} {started - 3600!r}\n")
+    started = start_time(agent.pid)
+    assert started is not None
+    (registry.directory / "7.pid").write_text(f"{agent.pid} {started - 100}\n")
     assert registry.end_leftovers() == 0
     assert is_alive(agent.pid)
     assert registry.leftovers() == []  # the stale record is dropped
 
 
-def test_a_record_in_clock_ticks_from_an_older_fleetd_is_understood(
-    registry: AgentRegistry, agent: subprocess.Popen[bytes]
+def test_the_start_time_is_the_kernels_clock_ticks_since_boot(
+    agent: subprocess.Popen[bytes],
 ) -> None:
-    started = psutil.Process(agent.pid).create_time()
-    ticks = round((started - psutil.boot_time()) * os.sysconf("SC_CLK_TCK"))
-    (registry.directory / "7.pid").write_text(f"{agent.pid} {ticks}\n")
-    assert registry.end_leftovers() == 1
-    wait_for(lambda: ended(agent), 5, what="the agent to be killed")
+    """The same value psutil derives its create_time from (boot time + ticks / CLK_TCK)."""
+    ticks = start_time(agent.pid)
+    assert ticks is not None
+    derived = psutil.boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    assert abs(derived - psutil.Process(agent.pid).create_time()) < 0.02
+    assert start_time(agent.pid) == ticks  # the same process, the same value
+
+
+def test_a_gone_process_has_no_start_time() -> None:
+    proc = subprocess.Popen(["true"])
+    proc.wait(5)
+    assert start_time(proc.pid) is None
 
 
 def test_an_unreadable_record_is_skipped(registry: AgentRegistry) -> None:

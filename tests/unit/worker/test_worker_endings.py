@@ -4,6 +4,7 @@ start, and a repository task's worktree (prepared and committed off the loop) or
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -92,17 +93,23 @@ def test_cancel_while_idle_is_ignored(worker: Worker) -> None:
     assert worker.phase is Phase.IDLE
 
 
-@pytest.mark.parametrize("phase", [Phase.SEALING, Phase.REPORTING])
-def test_cancel_after_the_agent_ended_is_too_late(worker: Worker, phase: Phase) -> None:
+def report_after(worker: Worker, phase: Phase, request: Callable[[], object]) -> m.Finished:
+    """Run an attempt to `phase` (SEALING or REPORTING), make `request` there, then report."""
     worker.on_broker(assign(shell("true")), NOW)
     out = run_agent(worker)
     if phase is Phase.REPORTING:
         out = seal(worker, out)
-    worker.on_broker(m.CancelExecution(execution=1), NOW)
+    request()
     assert worker.phase is phase
     if phase is Phase.SEALING:
         out = seal(worker, out)
-    assert finished(out).outcome == "succeeded"
+    return finished(out)
+
+
+@pytest.mark.parametrize("phase", [Phase.SEALING, Phase.REPORTING])
+def test_cancel_after_the_agent_ended_is_too_late(worker: Worker, phase: Phase) -> None:
+    cancel = lambda: worker.on_broker(m.CancelExecution(execution=1), NOW)  # noqa: E731
+    assert report_after(worker, phase, cancel).outcome == "succeeded"
 
 
 # --- stop, in each phase -------------------------------------------------------------------
@@ -129,14 +136,7 @@ def test_stop_while_running_interrupts_the_agent_then_exits_once_acknowledged(
 
 @pytest.mark.parametrize("phase", [Phase.SEALING, Phase.REPORTING])
 def test_stop_after_the_agent_ended_keeps_its_outcome(worker: Worker, phase: Phase) -> None:
-    worker.on_broker(assign(shell("true")), NOW)
-    out = run_agent(worker)
-    if phase is Phase.REPORTING:
-        out = seal(worker, out)
-    worker.stop(NOW)
-    if phase is Phase.SEALING:
-        out = seal(worker, out)
-    assert finished(out).outcome == "succeeded"
+    assert report_after(worker, phase, lambda: worker.stop(NOW)).outcome == "succeeded"
     worker.on_broker(m.FinishAck(execution=1), NOW)
     assert worker.can_exit
 

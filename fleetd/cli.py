@@ -19,6 +19,9 @@ from shared.config import FleetConfig, iter_settings, load_config
 from shared.errors import DaemonUnavailable, FleetError
 
 DETACH_WAIT_SECONDS = 30.0
+# Everything fleetd makes (databases, their -wal/-shm, agent records, sockets, logs) is the
+# owner's alone, even in a state directory someone loosened; every process inherits this.
+PRIVATE_UMASK = 0o077
 
 
 def _settings_help() -> str:
@@ -55,6 +58,7 @@ def fleetd(
     ] = None,
 ) -> None:
     """Run the agent-fleet daemon: a supervisor, a broker, a recorder and N workers."""
+    os.umask(PRIVATE_UMASK)
     flags = {
         "workers": workers,
         "state_dir": str(state_dir) if state_dir else None,

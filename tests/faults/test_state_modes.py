@@ -1,0 +1,37 @@
+"""Defence in depth: every file and socket fleetd makes under its state directory is the
+owner's alone, so a state directory loosened by hand does not expose prompts and events."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import Fleet, wait_for
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _modes(root: Path) -> dict[str, int]:
+    """Every entry under `root` (not following links) and its permission bits."""
+    found = {}
+    for path in [root, *root.rglob("*")]:
+        if path.is_symlink():
+            continue
+        found[str(path.relative_to(root))] = stat.S_IMODE(path.lstat().st_mode)
+    return found
+
+
+def test_every_file_and_socket_is_owner_only(fleet: Fleet) -> None:
+    done = fleet.enqueue("prints", "--", "sh", "-c", "echo '{\"n\":1}'")
+    fleet.wait_state(done, "succeeded")
+    fleet.enqueue("runs on", "--", "sleep", "300")
+    agents = fleet.state_dir / "agents"
+    wait_for(lambda: list(agents.glob("*.pid")), what="the agent to be recorded")
+    modes = _modes(fleet.state_dir)
+    for name in ("queue.db", "queue.db-wal", "queue.db-shm", "events.db", "events.db-wal"):
+        assert name in modes, f"{name} not made: {sorted(modes)}"
+    assert any(name.startswith("run/") for name in modes)
+    loose = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    assert not loose, f"readable by group or others: {loose}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,10 +155,11 @@ class StatePaths:
             self.sessions_dir,
             self.codex_homes_dir,
         )
+        self._check_owner_may_write()
         try:
             for directory in dirs:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self.root.chmod(0o700)
+            self.root.chmod(0o700)  # group and others lose access; the owner's is whole
             probe = self.root / ".write-probe"
             probe.write_bytes(b"")
             probe.unlink()
@@ -166,3 +168,16 @@ class StatePaths:
                 f"cannot use state directory {self.root}: {exc.strerror or exc}; "
                 "pick a writable directory with --state-dir or FLEET_STATE_DIR"
             ) from exc
+
+    def _check_owner_may_write(self) -> None:
+        """Refuse an existing state directory its owner made read-only (e.g. 0500), rather
+        than give back the write permission someone took away."""
+        try:
+            mode = stat.S_IMODE(self.root.stat().st_mode)
+        except OSError:
+            return  # not there yet (or not a directory): `create` names the problem
+        if mode & 0o700 != 0o700:
+            raise StateDirError(
+                f"state directory {self.root} is mode {mode:04o}: fleetd needs to read, write "
+                f"and enter it; `chmod u+rwx {self.root}`, or pick another --state-dir"
+            )

@@ -145,6 +145,17 @@ def test_unwritable_state_dir_is_named(tmp_path: Path) -> None:
     assert "cannot use state directory" in result.stderr
 
 
+def test_read_only_state_dir_is_refused_not_loosened(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    state.mkdir(mode=0o500)
+    state.chmod(0o500)  # mkdir's mode is filtered by the umask
+    result = _fleetd("--foreground", "--state-dir", str(state))
+    assert result.returncode == 1
+    assert "0500" in result.stderr and "chmod u+rwx" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (state.stat().st_mode & 0o777) == 0o500  # left as its owner made it
+
+
 def test_help_documents_every_setting() -> None:
     result = _fleetd("--help")
     assert result.returncode == 0

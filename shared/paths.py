@@ -44,6 +44,16 @@ class StatePaths:
         return self.root / "fleetd.lock"
 
     @property
+    def generation_lock(self) -> Path:
+        """Held (shared) by every child of the running fleetd, however its supervisor ended."""
+        return self.root / "generation.lock"
+
+    @property
+    def generation_file(self) -> Path:
+        """The running fleetd's helpers and children, each a pid and its start time."""
+        return self.root / "generation.pids"
+
+    @property
     def run_dir(self) -> Path:
         """Internal sockets between fleetd's own processes."""
         return self.root / "run"

@@ -1,19 +1,32 @@
-"""What every fleetd process does at start: its title, its logging, its signals."""
+"""What every fleetd process does at start: its title, its logging, its signals, and (for
+the supervisor's children) how each ends when the supervisor dies without ending it."""
 
 from __future__ import annotations
 
 import ctypes
+import enum
+import multiprocessing
 import os
+import select
 import signal
 import socket
 import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import setproctitle
 from loguru import logger
 
+from fleetd.runtime.locks import FileLock
+from fleetd.runtime.processes import end_children
+
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+ORPHAN_GRACE_SECONDS = 10.0  # the longest an orphaned child's orderly stop may take
 
 
 def _prctl(option: int, value: int) -> None:
@@ -93,3 +106,53 @@ def child_start(role: str, title: str, log_level: str, log_json: bool) -> Shutdo
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(signal.SIGTERM)
     return ShutdownSignal((signal.SIGTERM,))
+
+
+class WhenOrphaned(enum.Enum):
+    """What a child of the supervisor does when the supervisor dies without ending it."""
+
+    # Its own orderly stop (SIGTERM to itself), exiting at the latest ORPHAN_GRACE_SECONDS on.
+    STOP = "stop"
+    # A worker: kill its agents' process groups and exit at once, reporting nothing, so that
+    # its task comes back `lost` (as a dead worker's does), never as the agent's failure.
+    END_AGENTS = "end-agents"
+
+
+def run_as_child(
+    target: Callable[..., None], args: tuple[Any, ...], when: WhenOrphaned, generation_lock: Path
+) -> None:
+    """The entry of every process the supervisor starts: hold the generation's lock, watch the
+    supervisor, then be the role.
+
+    The shared lock is held by every child of one fleetd, so a new fleetd knows (from the
+    kernel, whatever the pids) whether any is still running. The supervisor is watched through
+    multiprocessing's parent sentinel, a pipe whose write end only the supervisor holds: it
+    reads end-of-file when the supervisor dies, however it dies. (`PR_SET_PDEATHSIG` would not
+    do: the children's parent is the fork server, which lives on as long as they do.)
+    """
+    lock = FileLock(generation_lock)
+    lock.acquire(shared=True)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_when_parent_gone, args=(parent.sentinel, when), name="orphan", daemon=True
+        ).start()
+    try:
+        target(*args)
+    finally:
+        lock.release()
+
+
+def _when_parent_gone(sentinel: int, when: WhenOrphaned) -> None:
+    poller = select.poll()
+    poller.register(sentinel, select.POLLIN)
+    while not poller.poll():
+        pass
+    logger.warning("the supervisor died without ending this process: ending it")
+    if when is WhenOrphaned.END_AGENTS:
+        end_children(signal.SIGKILL)
+        os._exit(1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(ORPHAN_GRACE_SECONDS)
+    logger.error("still running {:g} s after the supervisor died; exiting", ORPHAN_GRACE_SECONDS)
+    os._exit(1)

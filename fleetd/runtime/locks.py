@@ -38,10 +38,14 @@ class FileLock:
         lock.release()
         return None
 
-    def acquire(self, wait: bool = True) -> bool:
-        """Take the lock, waiting for it or not; False if it is held elsewhere (no wait)."""
+    def acquire(self, wait: bool = True, shared: bool = False) -> bool:
+        """Take the lock, waiting for it or not; False if it is held elsewhere (no wait).
+
+        A shared lock may be held by many at once, and keeps the exclusive one from anybody.
+        """
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(self.fd, mode | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             return False
         return True

@@ -1,6 +1,6 @@
 """Facts about processes, and ending process groups: the one place fleetd reads `/proc`.
 
-Two reads of `/proc`, each one file: a process's start time (`/proc/<pid>/stat` field 22)
+Two reads of `/proc`, each one file: a process's start time and state (`/proc/<pid>/stat`)
 and a process's children (`/proc/<pid>/task/*/children`). Everything else is a system call
 (waitid, getsid, killpg). psutil does both reads, but measured here it costs what fleetd
 cannot spend on every task: `Process(pid).create_time()` reads the stat file and `/proc/stat`
@@ -14,20 +14,34 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from pathlib import Path
+
+
+def _stat_fields(pid: int) -> list[bytes] | None:
+    """`/proc/<pid>/stat` from field 3 (the state) on, or None if the process is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may hold spaces and parentheses: fields resume after the last
+    # ')', with field 3 (the state) first.
+    return stat[stat.rindex(b")") + 2 :].split()
 
 
 def start_time(pid: int) -> int | None:
     """When a process started, in clock ticks since boot (`/proc/<pid>/stat` field 22), or
     None if it is gone. The same process always gives the same value; a pid reused by
     another process gives another."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: fields resume after the last
-    # ')', with field 3 (the state) first, so field 22 is the 20th from there.
-    return int(stat[stat.rindex(b")") + 2 :].split()[19])
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
+
+
+def still_running(pid: int, started: int) -> bool:
+    """Whether the process that started at `started` (ticks) still runs: not gone, not a
+    zombie, and its pid not reused by another process since."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X") and int(fields[19]) == started
 
 
 def direct_children(pid: int | None = None) -> list[int]:
@@ -64,3 +78,14 @@ def signal_group(pgid: int, sig: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+def end_children(sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to each of our direct children, and to the whole group of any that leads a
+    session of its own (an agent): what a worker does when nobody supervises it any more."""
+    own_session = os.getsid(0)
+    for pid in direct_children():
+        if session_of(pid) not in (None, own_session):
+            signal_group(pid, sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)

@@ -17,6 +17,8 @@ from typing import Any
 
 from loguru import logger
 
+from fleetd.runtime.lifecycle import WhenOrphaned, run_as_child
+from fleetd.supervisor.generation import Generation
 from shared.config import FleetConfig
 from shared.models import ProcessView
 
@@ -55,6 +57,7 @@ class Child:
     restart_at: float | None = None
     backoff: float = RESTART_BACKOFF_FIRST
     restartable: bool = True
+    when_orphaned: WhenOrphaned = WhenOrphaned.STOP
 
     @property
     def alive(self) -> bool:
@@ -76,30 +79,69 @@ class Children:
         self.crash_loop_restarts = crash_loop_restarts
         self.crash_loop_window = crash_loop_window
         self.children: dict[str, Child] = {}
+        self.generation: Generation | None = None
 
     def define(self, config: FleetConfig, roles: Roles) -> None:
         """The broker, the recorder and `config.workers` workers; the fork server imports
         their modules once, so that every fork starts warm."""
         self.context.set_forkserver_preload(roles.modules())
+        self.generation = Generation(config.paths())
         self.add(Child("broker", roles.broker, lambda first: (config, first)))
         self.add(Child("recorder", roles.recorder, lambda first: (config,)))
         for index in range(1, config.workers + 1):
             role, worker = f"worker {index}", f"w{index}"
             args = (config, role, worker)
-            self.add(Child(role, roles.worker, lambda first, a=args: a, worker=worker))
+            self.add(
+                Child(
+                    role,
+                    roles.worker,
+                    lambda first, a=args: a,
+                    worker=worker,
+                    when_orphaned=WhenOrphaned.END_AGENTS,
+                )
+            )
 
     def add(self, child: Child) -> None:
         self.children[child.role] = child
 
     def start(self, child: Child) -> None:
+        assert self.generation is not None, "define() first"
+        entry = (child.target, child.args(child.started == 0))
         process = self.context.Process(
-            target=child.target, args=child.args(child.started == 0), name=child.role, daemon=False
+            target=run_as_child,
+            args=(*entry, child.when_orphaned, self.generation.lock_path),
+            name=child.role,
+            daemon=False,
         )
         process.start()
         child.process = process
         child.started += 1
         child.restart_at = None
         logger.debug("started {} (pid {})", child.role, process.pid)
+        self.generation.record(self._generation_pids())
+
+    def _generation_pids(self) -> dict[str, int]:
+        """Every process of this fleetd but the supervisor, by role."""
+        pids = {role: c.pid for role, c in self.children.items() if c.alive and c.pid}
+        fork_server, tracker = self._helpers()
+        for role, helper, attribute in (
+            ("fork server", fork_server, "_forkserver_pid"),
+            ("resource tracker", tracker, "_pid"),
+        ):
+            pid = getattr(helper, attribute, None)
+            if pid:
+                pids[role] = pid
+        return pids
+
+    @staticmethod
+    def _helpers() -> tuple[Any, Any]:
+        """multiprocessing's fork server and resource tracker (None before they start)."""
+        from multiprocessing import forkserver, resource_tracker
+
+        return (
+            getattr(forkserver, "_forkserver", None),
+            getattr(resource_tracker, "_resource_tracker", None),
+        )
 
     def start_all(self) -> None:
         for child in self.children.values():
@@ -180,12 +222,8 @@ class Children:
 
     def managed_pids(self) -> set[int]:
         """Pids multiprocessing itself looks after (its fork server and resource tracker)."""
-        from multiprocessing import forkserver, resource_tracker
-
-        pids = {
-            getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None),
-            getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
-        }
+        fork_server, tracker = self._helpers()
+        pids = {getattr(fork_server, "_forkserver_pid", None), getattr(tracker, "_pid", None)}
         return {pid for pid in pids if pid}
 
     def stop_helpers(self) -> None:

@@ -23,6 +23,7 @@ from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.supervisor.children import Children, Roles
 from fleetd.supervisor.control import open_control_socket
 from fleetd.supervisor.forwarding import Outgoing, Peer
+from fleetd.supervisor.generation import Generation
 from fleetd.supervisor.logic import Supervisor
 from fleetd.supervisor.reaper import reap_orphans
 from fleetd.supervisor.systemd import Notifier
@@ -45,6 +46,9 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     state_lock = hold_state_dir(paths)
     set_title("fleetd: supervisor")
     become_subreaper()
+    # Before the agents: an earlier fleetd's worker must not outlive its agent and report the
+    # agent's death as the task's failure.
+    Generation(paths).end_leftovers()
     ended = AgentRegistry(paths.agents_dir).end_leftovers()
     if ended:
         logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)

@@ -76,10 +76,20 @@ class Forwarder:
             return []
         reply: m.Message | None = answer
         if forward.then is not None:
-            reply = forward.then(answer, now)
+            reply = self._then(forward.then, answer, now)
         if forward.client is None or reply is None:
             return []
         return [Outgoing(Peer.CLIENT, forward.client, reply)]
+
+    @staticmethod
+    def _then(then: Then, answer: m.Message, now: float) -> m.Message | None:
+        """Run a continuation (a gc choosing worktrees, a diff read from disk): whatever it
+        raises is logged and becomes its client's typed error, never the supervisor's end."""
+        try:
+            return then(answer, now)
+        except Exception:
+            logger.exception("the supervisor failed handling an answer")
+            return m.ErrorReply(code="internal", message="fleetd failed; see the fleetd log")
 
     def undecodable(self, ref: bytes, now: float) -> list[Outgoing]:
         logger.error("undecodable internal reply")

@@ -262,10 +262,9 @@ class Supervisor:
             # Checked here, not before asking: two requests may both be waiting on the broker.
             if self.gc_job.busy:
                 return m.ErrorReply(code="conflict", message="a gc is running; try again shortly")
+            eligible = self.gc.eligible(reply.tasks, request.older_than_hours)
+            self.gc_job.submit(self.gc.remove, eligible)
             self.gc_client = client
-            self.gc_job.submit(
-                self.gc.remove, self.gc.eligible(reply.tasks, request.older_than_hours)
-            )
             return None  # answered when the removal ends
 
         self._ask_broker(m.ListTasks(limit=self.gc.TASK_LIMIT), client, remove_finished, now)

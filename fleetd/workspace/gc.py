@@ -30,7 +30,13 @@ class WorkspaceCollector:
 
     def eligible(self, tasks: list[TaskView], older_than_hours: float | None) -> list[int]:
         """Finished tasks with a worktree on disk, finished at least that long ago."""
-        cutoff = now_us() - int((older_than_hours or 0) * 3600 * 1_000_000)
+        age_us = (older_than_hours or 0.0) * 3600 * 1_000_000
+        if not age_us >= 0:  # NaN too
+            raise ValueError(f"older_than_hours must be 0 or more, not {older_than_hours}")
+        now = now_us()
+        if age_us > now:
+            return []  # nothing finished that long ago (also inf and 1e300)
+        cutoff = now - int(age_us)
         on_disk = set(self.workspaces.existing())
         return sorted(
             t.id

@@ -285,3 +285,41 @@ def test_the_watchdog_is_fed_at_its_interval(tmp_path: Path) -> None:
     for now in (NOW, NOW + 2.0, NOW + 5.0, NOW + 7.0, NOW + 10.0):
         supervisor.step(now)
     assert notifier.sent.count("WATCHDOG") == 3
+
+
+def test_a_gc_that_fails_choosing_is_a_typed_error_and_the_supervisor_goes_on(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(*_: object) -> list[int]:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    monkeypatch.setattr(supervisor.gc, "eligible", fails)
+    out = supervisor.on_request(CLIENT, m.CollectWorkspaces(older_than_hours=1.0), NOW)
+    [error] = to(answer(supervisor, out, m.TaskList(tasks=[])), Peer.CLIENT)
+    assert isinstance(error, m.ErrorReply) and error.code == "internal"
+    assert not supervisor.gc_job.busy and supervisor.gc_client is None
+    later = supervisor.on_request(CLIENT, m.GetStatus(), NOW)
+    assert isinstance(to(later, Peer.BROKER)[0], m.GetCounts)  # still serving
+
+
+def test_a_gc_that_fails_removing_is_a_typed_error(
+    supervisor: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fails(_: list[int]) -> m.Message:
+        raise OSError("Input/output error")
+
+    monkeypatch.setattr(supervisor.gc, "remove", fails)
+    out = supervisor.on_request(CLIENT, m.CollectWorkspaces(), NOW)
+    answer(supervisor, out, m.TaskList(tasks=[]))
+    [error] = to(supervisor.on_gc_done(NOW), Peer.CLIENT)
+    assert isinstance(error, m.ErrorReply) and error.code == "internal"
+
+
+@pytest.mark.parametrize("hours", [float("nan"), float("inf"), 1e300, -1.0])
+def test_gc_ages_no_validation_caught_never_escape(supervisor: Supervisor, hours: float) -> None:
+    """Built directly, a request skips decoding's checks: whatever the age, a typed reply."""
+    out = supervisor.on_request(CLIENT, m.CollectWorkspaces(older_than_hours=hours), NOW)
+    replies = to(answer(supervisor, out, m.TaskList(tasks=[])), Peer.CLIENT)
+    replies += to(supervisor.on_gc_done(NOW), Peer.CLIENT)
+    [reply] = replies
+    assert isinstance(reply, m.WorkspacesCollected | m.ErrorReply)

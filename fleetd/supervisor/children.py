@@ -10,6 +10,9 @@ import collections
 import contextlib
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
@@ -23,6 +26,9 @@ from shared.config import FleetConfig
 from shared.models import ProcessView
 
 RESTART_BACKOFF_FIRST = 0.1
+END_POLL_SECONDS = 0.05
+KILLED_JOIN_SECONDS = 5.0
+HELPER_STOP_SECONDS = 5.0
 
 
 class CrashLoop(Exception):
@@ -226,19 +232,59 @@ class Children:
         pids = {getattr(fork_server, "_forkserver_pid", None), getattr(tracker, "_pid", None)}
         return {pid for pid in pids if pid}
 
-    def stop_helpers(self) -> None:
+    def end_all(self, timeout: float) -> list[str]:
+        """The last word of a supervisor whose loop failed (after a stop, nothing is left):
+        the workers first (they end their agents and report to the broker), then the rest,
+        each SIGTERMed and SIGKILLed past its share of `timeout`. Returns the roles killed."""
+        workers = self.alive_roles(self.worker_roles())
+        if workers:
+            logger.warning("ending {} before fleetd exits", workers)
+        killed = self._end(workers, max(timeout * 0.8, timeout - 2.0))
+        rest = self.alive_roles()
+        if rest:
+            logger.warning("ending {} before fleetd exits", rest)
+        return killed + self._end(rest, min(timeout * 0.2, 2.0))
+
+    def _end(self, roles: list[str], timeout: float) -> list[str]:
+        self.signal(roles, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.alive_roles(roles) and time.monotonic() < deadline:
+            time.sleep(END_POLL_SECONDS)
+        left = self.alive_roles(roles)
+        self.signal(left, signal.SIGKILL)
+        for role in left:
+            process = self.children[role].process
+            if process is not None:
+                process.join(KILLED_JOIN_SECONDS)
+        return left
+
+    def stop_helpers(self, timeout: float = HELPER_STOP_SECONDS) -> None:
         """End multiprocessing's fork server and resource tracker before fleetd exits.
 
         They would exit on their own once they notice we are gone, but a moment later;
-        ending them here means nothing of fleetd outlives its main process.
+        ending them here means nothing of fleetd outlives its main process. Their `_stop`
+        closes our end of their pipe and waits for them without a bound (the fork server
+        lives on while any child holds that pipe), so one that has not exited within
+        `timeout` is killed: fleetd's exit never waits forever.
         """
-        from multiprocessing import forkserver, resource_tracker
-
-        for helper in (
-            getattr(forkserver, "_forkserver", None),
-            getattr(resource_tracker, "_resource_tracker", None),
+        fork_server, tracker = self._helpers()
+        for helper, pid in (
+            (fork_server, getattr(fork_server, "_forkserver_pid", None)),
+            (tracker, getattr(tracker, "_pid", None)),
         ):
             stop = getattr(helper, "_stop", None)
-            if stop is not None:
+            if stop is None or not pid:
+                continue
+            killer = threading.Timer(timeout, _kill_helper, (pid,))
+            killer.start()
+            try:
                 with contextlib.suppress(OSError, ChildProcessError):
                     stop()
+            finally:
+                killer.cancel()
+
+
+def _kill_helper(pid: int) -> None:
+    logger.warning("multiprocessing helper (pid {}) did not exit in time; killing it", pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)

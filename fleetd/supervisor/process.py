@@ -76,7 +76,12 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
         )
         _loop(supervisor, children, sockets, ShutdownSignal((signal.SIGTERM, signal.SIGINT)))
         return supervisor.exit_code
+    except Exception:
+        logger.exception("the supervisor's loop failed; ending every process of the fleet")
+        return 1
     finally:
+        # Bounded, each of them: after a failed loop too, fleetd exits and nothing outlives it.
+        children.end_all(supervision.stop_timeout)
         supervisor.gc.abort()
         gc_job.close()
         children.stop_helpers()

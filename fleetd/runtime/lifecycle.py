@@ -3,6 +3,7 @@ the supervisor's children) how each ends when the supervisor dies without ending
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import enum
 import multiprocessing
@@ -39,6 +40,18 @@ def _prctl(option: int, value: int) -> None:
 def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send `sig` when our parent exits, so no child outlives fleetd."""
     _prctl(PR_SET_PDEATHSIG, sig)
+
+
+def give_back_free_memory() -> None:
+    """Return the heap's free pages to the kernel (glibc `malloc_trim`), a few microseconds.
+
+    A storm of control connections makes libzmq allocate buffers on its I/O thread; freed,
+    they stay in glibc's arenas as fragments the next storm cannot reuse, and the
+    supervisor's RSS climbs storm after storm (35 to 240 MB over 6 rounds of 6,000) unless
+    they are given back.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def become_subreaper() -> None:

@@ -17,7 +17,12 @@ from loguru import logger
 from fleetd.agents.codex_home import PrivateHomes
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob
-from fleetd.runtime.lifecycle import ShutdownSignal, become_subreaper, set_title
+from fleetd.runtime.lifecycle import (
+    ShutdownSignal,
+    become_subreaper,
+    give_back_free_memory,
+    set_title,
+)
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.supervisor.children import Children, Roles
@@ -188,6 +193,7 @@ def _loop(
         if now >= next_orphan_scan:
             next_orphan_scan = now + ORPHAN_SCAN_SECONDS
             reap_orphans(children.managed_pids())
+            give_back_free_memory()
         out += supervisor.step(now)
         sockets.send(supervisor, out)
 

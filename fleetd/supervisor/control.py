@@ -20,13 +20,19 @@ from fleetd.supervisor.systemd import listen_fds
 from shared.errors import StateDirError
 
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Replies queued for one client that does not read them; past this they are dropped (a
+# fleetctl has one request in flight), so such a client holds a few MB of fleetd, not the
+# 10,000 replies (gigabytes of task listings) of the socket's default high-water mark.
+REPLIES_QUEUED_PER_CLIENT = 8
+REQUESTS_QUEUED_PER_CLIENT = 1000
 
 
 def open_control_socket(
     context: zmq.Context, path: Path, env: Mapping[str, str]
 ) -> tuple[zmq.Socket, Path, bool]:
     """Bind (or adopt) the control socket; returns it, its path, and whether it was adopted."""
-    sock = new_socket(context, zmq.ROUTER, linger_ms=0, hwm=10_000)
+    sock = new_socket(context, zmq.ROUTER, linger_ms=0, hwm=REQUESTS_QUEUED_PER_CLIENT)
+    sock.setsockopt(zmq.SNDHWM, REPLIES_QUEUED_PER_CLIENT)
     sock.setsockopt(zmq.IPC_FILTER_UID, os.getuid())
     # A peer sending more than this is disconnected by libzmq before we see the message.
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)

@@ -64,3 +64,33 @@ def test_rss_is_flat_after_the_second_round_of_connections(one_worker_fleet: Fle
                 f"{[r // MB for r in rss]} MB, now {supervisor.memory_info().rss // MB} MB)",
             )
         )
+
+
+def test_a_client_that_never_reads_cannot_queue_unbounded_replies(
+    one_worker_fleet: Fleet,
+) -> None:
+    fleet = one_worker_fleet
+    prompt = "p" * 20_000
+    tasks = [m.TaskSpec(prompt=prompt, agent="command", argv=["true"]) for _ in range(100)]
+    assert isinstance(fleet.request(m.Enqueue(tasks=tasks)), m.Enqueued)
+    listing = m.CONTROL_REQUESTS.encode(m.ListTasks(limit=100))  # a 2 MB reply
+    supervisor = psutil.Process(fleet.pid)
+    context = zmq.Context()
+    hostile = context.socket(zmq.DEALER)
+    hostile.setsockopt(zmq.LINGER, 0)
+    hostile.setsockopt(zmq.RCVHWM, 1)  # it holds nothing itself: the queue is fleetd's
+    hostile.setsockopt(zmq.RCVBUF, 4096)
+    hostile.connect(f"ipc://{fleet.state_dir / 'fleetd.sock'}")
+    try:
+        for _ in range(3):
+            fleet.status()
+        before = supervisor.memory_info().rss
+        for _ in range(150):
+            hostile.send(listing)
+        for _ in range(3):  # answered in turn after the hostile requests were read
+            fleet.status()
+        grown = (supervisor.memory_info().rss - before) // MB
+        assert grown < 60, f"the supervisor grew {grown} MB for replies nobody reads"
+    finally:
+        hostile.close()
+        context.term()

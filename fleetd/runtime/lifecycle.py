@@ -60,16 +60,21 @@ def become_subreaper() -> None:
 
 
 def configure_logging(role: str, level: str, json_lines: bool) -> None:
-    """Loguru to stderr, each line tagged with the process role."""
+    """Loguru to stderr, each line tagged with the process role.
+
+    Tracebacks are plain: loguru's default `diagnose` prints every local variable's value
+    beside each frame, which would put API keys, prompts and environments in the log.
+    """
     logger.remove()
     logger.configure(extra={"role": role})
     if json_lines:
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, level=level, serialize=True, diagnose=False)
     else:
         logger.add(
             sys.stderr,
             level=level,
             format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level: <7} {extra[role]}: {message}",
+            diagnose=False,
         )
 
 

@@ -170,6 +170,7 @@ class StatePaths:
             for directory in dirs:
                 directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self.root.chmod(0o700)  # group and others lose access; the owner's is whole
+            self._tighten(dirs)
             probe = self.root / ".write-probe"
             probe.write_bytes(b"")
             probe.unlink()
@@ -191,3 +192,18 @@ class StatePaths:
                 f"state directory {self.root} is mode {mode:04o}: fleetd needs to read, write "
                 f"and enter it; `chmod u+rwx {self.root}`, or pick another --state-dir"
             )
+
+    def _tighten(self, dirs: tuple[Path, ...]) -> None:
+        """Take group and other access from what an older fleetd (umask 022) left: its
+        directories, and the files of those that are fleetd's own (databases, whose -wal and
+        -shm SQLite makes with the database's mode; agent records, spools, logs, diffs).
+        What tasks and clones hold is theirs: left as it is."""
+        own_files = (self.root, self.run_dir, self.spool_dir, self.agents_dir, self.logs_dir)
+        own_files += (self.diffs_dir, self.sessions_dir, self.task_locks_dir)
+        entries = [*dirs, *(path for d in own_files for path in d.iterdir())]
+        for path in entries:
+            if path.is_symlink():
+                continue
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if mode & 0o077:
+                path.chmod(mode & 0o700)

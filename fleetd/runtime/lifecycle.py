@@ -122,6 +122,8 @@ def child_start(role: str, title: str, log_level: str, log_json: bool) -> Shutdo
     configure_logging(role, log_level, log_json)
     # Ctrl-C in a terminal reaches the whole process group; the supervisor alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Our parent is multiprocessing's fork server: this covers its death alone. The
+    # supervisor's death is watched by `run_as_child`.
     die_with_parent(signal.SIGTERM)
     return ShutdownSignal((signal.SIGTERM,))
 

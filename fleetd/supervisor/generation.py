@@ -31,9 +31,16 @@ POLL_SECONDS = 0.05
 class Generation:
     """Records this fleetd's processes; ends the leftovers of an earlier one."""
 
-    def __init__(self, paths: StatePaths) -> None:
+    def __init__(
+        self,
+        paths: StatePaths,
+        orphans_end: float = ORPHANS_END_SECONDS,
+        killed_end: float = KILLED_END_SECONDS,
+    ) -> None:
         self.lock_path = paths.generation_lock
         self.file = paths.generation_file
+        self.orphans_end = orphans_end
+        self.killed_end = killed_end
 
     def record(self, pids: dict[str, int]) -> None:
         """Replace the record with these processes (by role), each with its start time."""
@@ -67,15 +74,15 @@ class Generation:
                 "processes of an earlier fleetd are still running: {}; waiting up to {:g} s "
                 "for them to end",
                 ", ".join(left),
-                ORPHANS_END_SECONDS,
+                self.orphans_end,
             )
-            if self._gone(lock, ORPHANS_END_SECONDS):
+            if self._gone(lock, self.orphans_end):
                 return
             for pid, _, role in self._running():
                 logger.warning("killing {} (pid {}) of an earlier fleetd", role, pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            if not self._gone(lock, KILLED_END_SECONDS):
+            if not self._gone(lock, self.killed_end):
                 raise StateDirError(
                     f"processes of an earlier fleetd still hold {self.lock_path} and are not "
                     "in its record; end them (`fuser -v` names them), then start fleetd again"

@@ -58,7 +58,12 @@ def test_stop_timeout_bounds_the_shutdown_when_an_agent_ignores_sigterm() -> Non
         agent = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
         # fleetctl fails (exit 1) if fleetd is still running 5 s after the bound.
         result = fleet.ctl("stop", "--timeout", "4", "--json", timeout=60)
-        assert json.loads(result.stdout) == {"pid": fleet.pid, "state": "stopped", "exited": True}
+        assert json.loads(result.stdout) == {
+            "pid": fleet.pid,
+            "state": "stopped",
+            "exited": True,
+            "socket_activated": False,
+        }
         assert fleet.wait_exit(10) == 0
         assert not psutil.pid_exists(agent)
         assert not processes_under(fleet.state_dir)

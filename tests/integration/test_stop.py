@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import apsw
 import psutil
 import pytest
 
-from tests.support.fleet import Fleet, running_fleet, wait_for
+from tests.support.fleet import FLEETD, Fleet, running_fleet, short_tempdir, wait_for
 from tests.support.procs import processes_under
+from tests.support.requires import needs_root, needs_tools
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -93,3 +96,41 @@ def test_second_stop_while_stopping_is_harmless() -> None:
         assert first["outcome"] == "interrupted"
         assert first["result"]["signal"] == signal.SIGKILL
         fleet.ctl("cancel", str(task))
+
+
+@needs_root()
+@needs_tools("unshare")
+def test_a_fleetd_in_another_pid_namespace_is_not_claimed_stopped(tmp_path: Path) -> None:
+    """fleetd in a pid namespace of its own (as in a container), fleetctl outside: the pid
+    fleetd reports names nothing (or another process) here, so fleetctl does not wait on it
+    and says so, rather than waiting forever or claiming it stopped."""
+    root = short_tempdir()
+    fleet = Fleet(root / "s")
+    log = fleet.log_path.open("ab")
+    # --fork: fleetd is pid 1 of the new namespace; --kill-child: it dies with unshare.
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *FLEETD]
+    fleet.proc = subprocess.Popen(
+        [*argv, "--foreground", "--workers", "1"],
+        env=fleet.env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        fleet.wait_ready()
+        assert fleet.status().pid == 1
+        result = fleet.ctl("stop", "--json", timeout=30)
+        assert json.loads(result.stdout) == {
+            "pid": 1,
+            "state": "stopping",
+            "exited": False,
+            "socket_activated": False,
+        }
+        assert fleet.wait_exit(20) == 0
+    finally:
+        fleet.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left

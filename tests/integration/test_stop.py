@@ -134,3 +134,18 @@ def test_a_fleetd_in_another_pid_namespace_is_not_claimed_stopped(tmp_path: Path
         left = processes_under(root)
         shutil.rmtree(root, ignore_errors=True)
     assert not left
+
+
+def test_show_tells_runs_from_attempts_after_a_stop(fleet: Fleet) -> None:
+    """A stop refunds the interrupted run's attempt: `show` numbers executions as runs, and its
+    attempts line says how many runs it does not count."""
+    task = fleet.enqueue("runs until stopped", "--", "sh", "-c", "cat >/dev/null; sleep 300")
+    fleet.wait_state(task, "running")
+    fleet.ctl("stop")
+    fleet.start()
+    fleet.wait_state(task, "running")
+    said = fleet.ctl("show", str(task)).stdout
+    table = [line.split() for line in said.splitlines() if line.startswith("EXECUTION")]
+    assert table == [["EXECUTION", "RUN", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"]]
+    assert "attempts:       1 (and 1 run(s) interrupted by a stop, not counted)" in said
+    assert "(run 1 on w" in said and "(run 2 on w" in said

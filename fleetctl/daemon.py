@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
-import time
 from typing import Annotated
 
 import msgspec
@@ -22,9 +20,8 @@ from fleetctl.common import (
     short_time,
 )
 from shared import messages as m
-from shared.client import probe
-from shared.errors import DaemonUnavailable
 from shared.models import TASK_STATES, WorkerView, rfc3339
+from shared.namespaces import pid_namespace
 
 app = typer.Typer()
 
@@ -60,7 +57,8 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
         print_json(out)
         return
     phase = reply.stopping or ("running" if reply.dispatching else "paused")
-    typer.echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}")
+    started_by = ", started by systemd socket activation" if reply.socket_activated else ""
+    typer.echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}{started_by}")
     typer.echo(f"state directory: {reply.state_dir}")
     typer.echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for warning in reply.warnings:
@@ -118,46 +116,55 @@ def _shutdown(
 ) -> None:
     before = state.ask(m.GetStatus())
     assert isinstance(before, m.Status)
-    state.ask(request)
-    verb = "draining" if isinstance(request, m.Drain) else "stopping"
-    if not wait:
-        _report(json_out, before.pid, verb, exited=False)
-        return
-    if not json_out:
-        typer.echo(f"fleetd (pid {before.pid}) is {verb}…")
-    deadline = None if bound is None else time.monotonic() + bound + 5.0
-    socket_path = state.control_socket()
-    while deadline is None or time.monotonic() < deadline:
-        if not _alive(before.pid):
-            break
-        with contextlib.suppress(DaemonUnavailable):
-            probe(socket_path)
-            time.sleep(0.05)
-            continue
-        if not _alive(before.pid):
-            break
-        time.sleep(0.05)
-    else:
-        fail(f"fleetd (pid {before.pid}) is still running after {bound:g} s", EXIT_FAILURE)
-    _report(json_out, before.pid, "stopped", exited=True)
-
-
-def _alive(pid: int) -> bool:
-    """Is the process still running? One that exited, even if not yet reaped, is not: its
-    pidfd becomes readable when it exits."""
+    # Opened before the request, so the pid cannot pass to another process while we wait.
+    watch = _pidfd(before) if wait else None
     try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return False
-    try:
-        readable, _, _ = select.select([fd], [], [], 0)
+        state.ask(request)
+        verb = "draining" if isinstance(request, m.Drain) else "stopping"
+        if watch is None:
+            _report(json_out, before, verb, exited=False, unseen=wait)
+            return
+        if not json_out:
+            typer.echo(f"fleetd (pid {before.pid}) is {verb}…")
+        # No new connection while waiting, not even a probe: under socket activation systemd
+        # owns the control socket and would start fleetd again for it the moment it exits.
+        timeout = None if bound is None else bound + 5.0
+        readable, _, _ = select.select([watch], [], [], timeout)
+        if not readable:
+            fail(f"fleetd (pid {before.pid}) is still running after {bound:g} s", EXIT_FAILURE)
     finally:
-        os.close(fd)
-    return not readable
+        if watch is not None:
+            os.close(watch)
+    _report(json_out, before, "stopped", exited=True)
 
 
-def _report(json_out: bool, pid: int, what: str, exited: bool) -> None:
+def _pidfd(status: m.Status) -> int | None:
+    """A pidfd for fleetd, which becomes readable when it exits; None when its pid means
+    nothing here (fleetd in another pid namespace, as in a container)."""
+    theirs, ours = status.pid_namespace, pid_namespace()
+    if theirs and ours and theirs != ours:
+        return None
+    try:
+        return os.pidfd_open(status.pid)
+    except ProcessLookupError:
+        return None
+
+
+def _report(
+    json_out: bool, status: m.Status, what: str, exited: bool, unseen: bool = False
+) -> None:
+    pid, activated = status.pid, status.socket_activated
     if json_out:
-        print_json({"pid": pid, "state": what, "exited": exited})
-    else:
-        typer.echo(f"fleetd (pid {pid}) {what}")
+        print_json({"pid": pid, "state": what, "exited": exited, "socket_activated": activated})
+        return
+    typer.echo(f"fleetd (pid {pid}) {what}")
+    if unseen:
+        typer.echo(
+            f"fleetctl cannot wait for it: pid {pid} is in another pid namespace (fleetd runs"
+            " in a container?); watch it from there, e.g. `docker wait`"
+        )
+    if activated:
+        typer.echo(
+            "note: fleetd is socket-activated: the next fleetctl request starts it again;"
+            " `systemctl stop fleetd.socket fleetd.service` keeps it down"
+        )

@@ -33,11 +33,19 @@ def task_fields(view: TaskView) -> list[tuple[str, Any]]:
         ("repo", f"{spec.repo} ({spec.ref})" if spec.repo and spec.ref else spec.repo),
         ("model", spec.model),
         ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items()) or None),
-        ("attempts", view.attempts),
+        ("attempts", _attempts_words(view)),
         ("enqueued", short_time(view.enqueued_at)),
         ("started", short_time(view.started_at)),
         ("finished", short_time(view.finished_at)),
     ]
+
+
+def _attempts_words(view: TaskView) -> str:
+    """Attempts spent; runs a stop interrupted are not among them, and are said apart."""
+    interrupted = sum(e.outcome == "interrupted" for e in view.executions)
+    if not interrupted:
+        return str(view.attempts)
+    return f"{view.attempts} (and {interrupted} run(s) interrupted by a stop, not counted)"
 
 
 def task_state_words(view: TaskView) -> str:
@@ -85,7 +93,9 @@ def outcome_words(
 
 
 def _execution_block(execution: ExecutionView, retry_at: int | None) -> list[str]:
-    who = f"attempt {execution.attempt}" + (f" on {execution.worker}" if execution.worker else "")
+    # `attempt` numbers the task's runs; a run a stop interrupted spends no attempt (the task's
+    # `attempts`), so the two differ after one: "run", not "attempt", here.
+    who = f"run {execution.attempt}" + (f" on {execution.worker}" if execution.worker else "")
     words = outcome_words(execution.outcome, execution.result, retry_at)
     if execution.outcome == "running":
         words = f"running since {short_time(execution.started_at or execution.claimed_at)}"

@@ -263,7 +263,7 @@ def show(
             )
             for e in view.executions
         ]
-        print_table(("EXECUTION", "ATTEMPT", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"), rows)
+        print_table(("EXECUTION", "RUN", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"), rows)
         for line in render.execution_lines(view):
             typer.echo(line)
 

@@ -204,6 +204,12 @@ class Status(Message):
     workers: list[WorkerView]
     feed: str
     warnings: list[str] = []
+    # fleetd serves a listening socket systemd handed it (LISTEN_FDS): systemd, not fleetd,
+    # owns the control socket, and any connection after fleetd exits starts it again.
+    socket_activated: bool = False
+    # fleetd's pid namespace (the inode of /proc/self/ns/pid, 0 if unknown): `pid` names a
+    # process for a client only in the same namespace.
+    pid_namespace: int = 0
 
 
 class Accepted(Message):

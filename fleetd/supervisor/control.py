@@ -34,6 +34,10 @@ def open_control_socket(
     sock = new_socket(context, zmq.ROUTER, linger_ms=0, hwm=REQUESTS_QUEUED_PER_CLIENT)
     sock.setsockopt(zmq.SNDHWM, REPLIES_QUEUED_PER_CLIENT)
     sock.setsockopt(zmq.IPC_FILTER_UID, os.getuid())
+    if os.getuid() != 0:
+        # root may control a fleetd that runs as a user of its own (the systemd unit's): it
+        # could read and signal everything fleetd has anyway.
+        sock.setsockopt(zmq.IPC_FILTER_UID, 0)
     # A peer sending more than this is disconnected by libzmq before we see the message.
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a client that went away is not an error

@@ -26,6 +26,7 @@ from fleetd.workspace.gc import WorkspaceCollector
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import ProcessView
+from shared.namespaces import pid_namespace
 
 RETENTION_CHECK_SECONDS = 600.0
 CALM_CHECK_SECONDS = 1.0
@@ -62,6 +63,7 @@ class Supervisor:
         notifier: Systemd,
         gc_job: Job,
         pid: int | None = None,
+        socket_activated: bool = False,
     ) -> None:
         self.config = config
         self.env = env
@@ -72,6 +74,7 @@ class Supervisor:
         self.gc_job = gc_job
         self.gc_client: bytes | None = None
         self.pid = pid if pid is not None else os.getpid()
+        self.socket_activated = socket_activated
         registry = AgentRegistry(self.paths.agents_dir)
         self.shutdown = Shutdown(
             config.supervisor.stop_timeout, children, notifier, registry.end_leftovers
@@ -240,6 +243,8 @@ class Supervisor:
             workers=reply.workers,
             feed=self.paths.feed_endpoint,
             warnings=list(self.warnings),
+            socket_activated=self.socket_activated,
+            pid_namespace=pid_namespace(),
         )
 
     def _on_first_counts(self, reply: m.Message, now: float) -> None:

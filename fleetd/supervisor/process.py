@@ -69,8 +69,10 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     children.start_all()
     notifier = Notifier(env)
     gc_job = BackgroundJob("workspace-gc")
-    supervisor = Supervisor(config, env, children, notifier, gc_job)
     sockets = Sockets(zmq.Context(), paths, env)
+    supervisor = Supervisor(
+        config, env, children, notifier, gc_job, socket_activated=sockets.adopted
+    )
     try:
         logger.info(
             "fleetd {} started: {} workers, state {}, control {}",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
 from pathlib import Path
 
 import apsw
 import psutil
 import pytest
 
-from tests.support.fleet import Fleet, running_fleet, wait_for
+from tests.support.fleet import FLEETD, Fleet, running_fleet, short_tempdir, wait_for
 from tests.support.procs import processes_under
+from tests.support.requires import needs_root, needs_tools
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -58,7 +61,12 @@ def test_stop_timeout_bounds_the_shutdown_when_an_agent_ignores_sigterm() -> Non
         agent = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
         # fleetctl fails (exit 1) if fleetd is still running 5 s after the bound.
         result = fleet.ctl("stop", "--timeout", "4", "--json", timeout=60)
-        assert json.loads(result.stdout) == {"pid": fleet.pid, "state": "stopped", "exited": True}
+        assert json.loads(result.stdout) == {
+            "pid": fleet.pid,
+            "state": "stopped",
+            "exited": True,
+            "socket_activated": False,
+        }
         assert fleet.wait_exit(10) == 0
         assert not psutil.pid_exists(agent)
         assert not processes_under(fleet.state_dir)
@@ -88,3 +96,56 @@ def test_second_stop_while_stopping_is_harmless() -> None:
         assert first["outcome"] == "interrupted"
         assert first["result"]["signal"] == signal.SIGKILL
         fleet.ctl("cancel", str(task))
+
+
+@needs_root()
+@needs_tools("unshare")
+def test_a_fleetd_in_another_pid_namespace_is_not_claimed_stopped(tmp_path: Path) -> None:
+    """fleetd in a pid namespace of its own (as in a container), fleetctl outside: the pid
+    fleetd reports names nothing (or another process) here, so fleetctl does not wait on it
+    and says so, rather than waiting forever or claiming it stopped."""
+    root = short_tempdir()
+    fleet = Fleet(root / "s")
+    log = fleet.log_path.open("ab")
+    # --fork: fleetd is pid 1 of the new namespace; --kill-child: it dies with unshare.
+    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *FLEETD]
+    fleet.proc = subprocess.Popen(
+        [*argv, "--foreground", "--workers", "1"],
+        env=fleet.env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    log.close()
+    try:
+        fleet.wait_ready()
+        assert fleet.status().pid == 1
+        result = fleet.ctl("stop", "--json", timeout=30)
+        assert json.loads(result.stdout) == {
+            "pid": 1,
+            "state": "stopping",
+            "exited": False,
+            "socket_activated": False,
+        }
+        assert fleet.wait_exit(20) == 0
+    finally:
+        fleet.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left
+
+
+def test_show_tells_runs_from_attempts_after_a_stop(fleet: Fleet) -> None:
+    """A stop refunds the interrupted run's attempt: `show` numbers executions as runs, and its
+    attempts line says how many runs it does not count."""
+    task = fleet.enqueue("runs until stopped", "--", "sh", "-c", "cat >/dev/null; sleep 300")
+    fleet.wait_state(task, "running")
+    fleet.ctl("stop")
+    fleet.start()
+    fleet.wait_state(task, "running")
+    said = fleet.ctl("show", str(task)).stdout
+    table = [line.split() for line in said.splitlines() if line.startswith("EXECUTION")]
+    assert table == [["EXECUTION", "RUN", "WORKER", "OUTCOME", "STARTED", "EXIT", "NOTE"]]
+    assert "attempts:       1 (and 1 run(s) interrupted by a stop, not counted)" in said
+    assert "(run 1 on w" in said and "(run 2 on w" in said

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
+import select
 import shutil
 import socket
 import statistics
@@ -145,6 +148,95 @@ def test_socket_activation_adopts_the_listening_socket() -> None:
     assert not left
 
 
+# fleetd exec'd with a listening socket as fd 3 and LISTEN_PID set to its own pid, as systemd
+# starts a socket-activated service.
+ACTIVATED_EXEC = """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, "-m", "fleetd", "--foreground", *sys.argv[2:]])
+"""
+
+
+class ActivatedFleet(Fleet):
+    """fleetd started the way systemd starts it for a socket unit: the test holds the listening
+    socket, as systemd does, and can see whether a connection waits on it after fleetd exits,
+    which is what makes systemd start fleetd again."""
+
+    listener: socket.socket | None = None
+
+    def start(self, *args: str, wait: bool = True) -> Fleet:
+        if self.listener is None:  # systemd's, for the life of the socket unit
+            self.state_dir.mkdir(mode=0o700, exist_ok=True)
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.listener.bind(str(self.state_dir / "fleetd.sock"))
+            self.listener.listen(64)
+        log = self.log_path.open("ab")
+        fd = self.listener.fileno()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ACTIVATED_EXEC, str(fd), *args],
+            env=self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            pass_fds=(fd,),
+            start_new_session=True,
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        # The harness's own ZeroMQ client would reconnect by itself once fleetd is gone.
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        return self
+
+    def connection_waiting(self) -> bool:
+        assert self.listener is not None
+        readable, _, _ = select.select([self.listener], [], [], 0)
+        return bool(readable)
+
+    def close(self) -> None:
+        super().close()
+        if self.listener is not None:
+            self.listener.close()
+
+
+@pytest.mark.parametrize("command", ["stop", "drain"])
+def test_a_waiting_stop_or_drain_leaves_a_socket_activated_fleetd_stopped(command: str) -> None:
+    """While it waits for fleetd to exit, fleetctl makes no connection: under socket
+    activation any connection left on the listening socket starts fleetd again. The reply
+    says that the next request will too, and how to keep fleetd down."""
+    root = short_tempdir()
+    fleet = ActivatedFleet(root / "s", {**os.environ, "FLEET_WORKER_GRACE_SECONDS": "3"})
+    try:
+        fleet.start("--workers", "1")
+        assert fleet.json("status")["socket_activated"] is True
+        assert "started by systemd socket activation" in fleet.ctl("status").stdout
+        # A running task keeps fleetd busy stopping (or draining) while fleetctl waits.
+        task = fleet.enqueue("a while", "--", "sh", "-c", "cat >/dev/null; sleep 2")
+        fleet.wait_state(task, "running")
+        result = fleet.ctl(command, "--json", timeout=60)
+        assert fleet.proc is not None and fleet.proc.poll() is not None, "fleetd still runs"
+        assert not fleet.connection_waiting(), "a connection after fleetd exited restarts it"
+        assert json.loads(result.stdout) == {
+            "pid": fleet.pid,
+            "state": "stopped",
+            "exited": True,
+            "socket_activated": True,
+        }
+        fleet.start("--workers", "1")  # as systemd would, for the next request
+        said = fleet.ctl(command).stdout
+        assert "the next fleetctl request starts it again" in said
+        assert "systemctl stop fleetd.socket fleetd.service" in said
+        assert not fleet.connection_waiting()
+    finally:
+        fleet.close()
+        left = processes_under(root)
+        shutil.rmtree(root, ignore_errors=True)
+    assert not left
+
+
 @needs_tools("systemd-analyze")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     fleetd = shutil.which("fleetd") or str(Path(sys.executable).parent / "fleetd")
@@ -162,3 +254,21 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
+
+
+@needs_tools("systemd-analyze")
+def test_the_service_is_hardened_to_an_exposure_of_5_or_less(tmp_path: Path) -> None:
+    """`systemd-analyze security` on the shipped unit (offline: nothing is loaded or started);
+    tests/systemd checks the same under a real systemd, with agents working inside it."""
+    shutil.copy(UNITS / "fleetd.service", tmp_path / "fleetd.service")
+    shutil.copy(UNITS / "fleetd.socket", tmp_path / "fleetd.socket")
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", "fleetd.service"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    found = re.search(r"Overall exposure level for fleetd\.service: ([0-9.]+)", result.stdout)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 5.0, result.stdout

@@ -50,7 +50,7 @@ def test_waiting_retry_is_shown_on_the_task_and_its_last_execution() -> None:
     assert show.task_state_words(view) == "queued (retry at 20:31:05 UTC)"
     lines = show.execution_lines(view)
     assert lines[1] == (
-        "execution 1 (attempt 1 on w1): failed (transient: HTTP 500 Internal Server Error"
+        "execution 1 (run 1 on w1): failed (transient: HTTP 500 Internal Server Error"
         " from the model provider; retrying at 20:31:05 UTC)"
     )
     assert "  exit:           status 1" in lines
@@ -80,7 +80,7 @@ def test_earlier_executions_are_not_marked_as_retrying() -> None:
     )
     first, second = (line for line in show.execution_lines(view) if line.startswith("execution"))
     assert "retrying" not in first
-    assert second == "execution 2 (attempt 2 on w1): lost"
+    assert second == "execution 2 (run 2 on w1): lost"
 
 
 def test_timeout_kind_and_signal() -> None:
@@ -103,7 +103,7 @@ def test_run_summary_lines() -> None:
         failed_commands=1,
     )
     lines = show.execution_lines(task("succeeded", execution(1, "succeeded", result)))
-    assert lines[1] == "execution 1 (attempt 1 on w1): succeeded"
+    assert lines[1] == "execution 1 (run 1 on w1): succeeded"
     assert lines[2:] == [
         "  exit:           status 0",
         "  duration:       1.500 s",
@@ -137,3 +137,27 @@ def test_workspace_branch_commit_and_files() -> None:
         "                  logo.png (binary)",
         "                  2 files changed, +3 -1",
     ]
+
+
+def test_runs_interrupted_by_a_stop_are_runs_not_attempts() -> None:
+    """An execution's number counts runs; a run a stop interrupted spends no attempt, so
+    `show` calls the one a run and says how many runs the attempts leave out."""
+    interrupted = ExecutionView(id=4, attempt=1, worker="w1", outcome="interrupted", claimed_at=AT)
+    failed = ExecutionView(
+        id=5, attempt=2, worker="w2", outcome="failed", claimed_at=AT, result=TRANSIENT
+    )
+    view = TaskView(
+        id=3,
+        state="failed",
+        spec=TaskSpec(prompt="fix it"),
+        attempts=1,
+        enqueued_at=AT,
+        executions=[interrupted, failed],
+        result=TRANSIENT,
+    )
+    assert dict(show.task_fields(view))["attempts"] == (
+        "1 (and 1 run(s) interrupted by a stop, not counted)"
+    )
+    heads = [line for line in show.execution_lines(view) if line.startswith("execution")]
+    assert heads[0] == "execution 4 (run 1 on w1): interrupted"
+    assert heads[1].startswith("execution 5 (run 2 on w2): failed")

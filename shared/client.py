@@ -58,6 +58,10 @@ class ControlClient:
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
+            try:
+                str(self.path).encode()  # ZeroMQ takes endpoints as UTF-8 text
+            except UnicodeEncodeError:
+                raise DaemonUnavailable(f"{str(self.path)!r} is not a UTF-8 path") from None
             probe(self.path)
             self.context = zmq.Context()
             self.sock = self.context.socket(zmq.DEALER)

@@ -170,11 +170,11 @@ def test_a_key_reused_with_another_spec_is_a_conflict(shared_fleet: Fleet) -> No
 # --- databases checked at start ---------------------------------------------------------------
 
 
-def start_refused(state: Path) -> str:
+def start_refused(state: Path, *args: str) -> str:
     """fleetd on `state` exits 1 at once, saying why; its output."""
     env = dict(os.environ, FLEET_STATE_DIR=str(state))
     done = subprocess.run(
-        [*FLEETD, "--foreground", "--workers", "1"],
+        [*FLEETD, "--workers", "1", *args],
         env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
@@ -188,7 +188,7 @@ def test_a_corrupt_queue_says_not_a_database_at_start() -> None:
     state.mkdir(mode=0o700)
     (state / "queue.db").write_bytes(os.urandom(8192))
     try:
-        assert "queue.db is not a database" in start_refused(state)
+        assert "queue.db is not a database" in start_refused(state, "--foreground")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -200,6 +200,18 @@ def test_a_read_only_queue_is_refused_at_start() -> None:
         fleet.wait_exit()
         db.chmod(0o400)
         try:
-            assert "queue.db is not writable (mode 0400)" in start_refused(fleet.state_dir)
+            words = "queue.db is not writable (mode 0400)"
+            assert words in start_refused(fleet.state_dir, "--foreground")
         finally:
             db.chmod(0o600)
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_fleetd_refuses_a_state_dir_that_is_not_utf8(detached: bool) -> None:
+    root = short_tempdir()
+    try:
+        state = root / "not-utf8-\udcff"
+        words = start_refused(state, *([] if detached else ["--foreground"]))
+        assert "is not a UTF-8 path" in words
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

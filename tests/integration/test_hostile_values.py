@@ -38,6 +38,15 @@ def refused(fleet: Fleet, *args: str, code: int = 2, words: str = "") -> str:
     return result.stderr
 
 
+def send_raw(fleet: Fleet, request: m.Message) -> m.Message:
+    """Send `request` as is, past the client's own check, as any program on the socket could."""
+    client = fleet.client
+    client.sock = client._socket()
+    client.sock.send(m.CONTROL_REQUESTS.encode(request))
+    assert client.sock.poll(20_000), "no reply"
+    return m.CONTROL_REPLIES.decode(client.sock.recv())
+
+
 def assert_unharmed(fleet: Fleet) -> None:
     status = fleet.status()
     assert status.pid == fleet.pid
@@ -70,21 +79,22 @@ def test_gc_refuses_hours_that_are_no_number_of_hours(shared_fleet: Fleet, hours
 def test_a_hand_made_request_out_of_bounds_gets_a_typed_bad_request(
     shared_fleet: Fleet, request_: m.Message
 ) -> None:
-    # Sent as is, past the client's own check, as any program on the socket could.
-    client = shared_fleet.client
-    client.sock = client._socket()
-    client.sock.send(m.CONTROL_REQUESTS.encode(request_))
-    assert client.sock.poll(20_000)
-    reply = m.CONTROL_REPLIES.decode(client.sock.recv())
+    reply = send_raw(shared_fleet, request_)
     assert isinstance(reply, m.ErrorReply) and reply.code == "bad_request", reply
     assert_unharmed(shared_fleet)
 
 
 def test_six_hostile_event_queries_do_not_stop_the_fleet(shared_fleet: Fleet) -> None:
     for _ in range(7):
-        with pytest.raises(RequestFailed):
-            shared_fleet.request(m.GetEvents(task=1, after_seq=2**63))
+        reply = send_raw(shared_fleet, m.GetEvents(task=1, after_seq=2**63))
+        assert isinstance(reply, m.ErrorReply) and reply.code == "bad_request", reply
     assert_unharmed(shared_fleet)
+
+
+def test_the_client_refuses_what_the_daemon_would(shared_fleet: Fleet) -> None:
+    with pytest.raises(RequestFailed) as refused_here:
+        shared_fleet.request(m.GetEvents(task=1, after_seq=2**63))
+    assert refused_here.value.code == "bad_request"
 
 
 @pytest.mark.parametrize(

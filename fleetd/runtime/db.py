@@ -21,7 +21,7 @@ def _check_writable(path: Path) -> None:
     whoever made it so meant it)."""
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
+    except OSError:  # absent, or the state directory is unusable: `StatePaths.create` says why
         return
     if not (mode & stat.S_IWUSR) or not os.access(path, os.R_OK | os.W_OK):
         raise StateDirError(
@@ -40,11 +40,11 @@ def check_database_files(paths: Iterable[Path]) -> None:
     for path in paths:
         for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
             _check_writable(part)
+        if not path.is_file():
+            continue  # absent (created at start), or something SQLite itself will refuse
         try:
             with path.open("rb") as handle:
                 header = handle.read(len(SQLITE_HEADER))
-        except FileNotFoundError:
-            continue
         except OSError as exc:
             raise StateDirError(f"cannot read {path}: {exc.strerror}") from exc
         if header and header != SQLITE_HEADER:

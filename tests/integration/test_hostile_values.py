@@ -118,6 +118,8 @@ def test_the_client_refuses_what_the_daemon_would(shared_fleet: Fleet) -> None:
         ("enqueue", "x", "--cwd", "/etc/hostname", "--", "true"),
         ("enqueue", "x", "--cwd", "/nonexistent/dir", "--", "true"),
         ("enqueue", "x", "--repo", "/nonexistent/repo"),
+        ("--request-timeout", "nan", "status"),
+        ("--request-timeout", "inf", "status"),
         ("stop", "--timeout", "nan"),
         ("stop", "--timeout", "inf"),
     ],

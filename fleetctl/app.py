@@ -11,7 +11,10 @@ from typing import Annotated
 import typer
 
 from fleetctl import daemon, events, tasks, workspaces
-from fleetctl.common import Session
+from fleetctl.common import EXIT_USAGE, Session, fail
+from shared.models import MAX_SECONDS
+
+MIN_REQUEST_TIMEOUT = 0.1
 
 app = typer.Typer(
     add_completion=False,
@@ -34,10 +37,16 @@ def root(
         typer.Option("--state-dir", envvar="FLEET_STATE_DIR", help="fleetd's state directory"),
     ] = None,
     request_timeout: Annotated[
-        float, typer.Option("--request-timeout", min=0.1, help="seconds to wait for each answer")
+        float, typer.Option("--request-timeout", help="seconds to wait for each answer")
     ] = 10.0,
 ) -> None:
     """Options shared by every command."""
+    # Written so that NaN fails it too (typer's min= lets NaN through).
+    if not MIN_REQUEST_TIMEOUT <= request_timeout <= MAX_SECONDS:
+        fail(
+            f"--request-timeout takes seconds from {MIN_REQUEST_TIMEOUT:g} to {MAX_SECONDS:.0f}",
+            EXIT_USAGE,
+        )
     ctx.obj = Session(state_dir=state_dir, timeout=request_timeout)
 
 

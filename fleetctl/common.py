@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,12 @@ class Session:
             config = load_config(os.environ, None, flags)
         except FleetError as exc:
             fail(str(exc), EXIT_USAGE)
-        return config.paths().control_socket
+        path = config.paths().control_socket
+        try:
+            str(path).encode()  # ZeroMQ takes endpoints as UTF-8
+        except UnicodeEncodeError:
+            fail(f"the state directory {str(path.parent)!r} is not a UTF-8 path", EXIT_USAGE)
+        return path
 
     @contextlib.contextmanager
     def client(self) -> Iterator[ControlClient]:
@@ -65,9 +71,28 @@ def daemon_errors() -> Iterator[None]:
     except DaemonUnavailable as exc:
         fail(str(exc), EXIT_NOT_RUNNING)
     except RequestFailed as exc:
-        fail(str(exc), EXIT_USAGE if exc.code == "bad_request" else EXIT_FAILURE)
+        if exc.code == "bad_request":
+            fail(_with_flag(str(exc)), EXIT_USAGE)
+        fail(str(exc), EXIT_FAILURE)
     except FleetError as exc:
         fail(str(exc), EXIT_FAILURE)
+
+
+# A decoder's "- at `$.tasks[0].idle_timeout`": the flag that set that field.
+_FIELD_AT = re.compile(r" - at `\$(?:\.tasks\[(\d+)\])?\.(\w+)[^`]*`$")
+_POSITIONAL = {"task": "TASK", "prompt": "PROMPT", "argv": "ARGV"}
+
+
+def _with_flag(message: str) -> str:
+    """A validation error named by its flag (`--idle-timeout`), not its wire field."""
+    found = _FIELD_AT.search(message)
+    if found is None:
+        return message
+    index, name = found.groups()
+    flag = _POSITIONAL.get(name) or "--" + name.replace("_", "-").replace("-hours", "")
+    where = f" (task {int(index) + 1})" if index is not None and index != "0" else ""
+    detail = message[: found.start()].removeprefix("invalid request: ")
+    return f"invalid {flag}{where}: {detail}"
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:

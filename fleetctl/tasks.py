@@ -99,7 +99,7 @@ def enqueue(
             prompt=prompt,
             agent=_agent(agent, argv),
             argv=list(argv or []),
-            cwd=str(cwd.resolve()) if cwd else None,
+            cwd=_directory(cwd, "--cwd") if cwd else None,
             repo=_repo(repo),
             ref=ref,
             model=model,
@@ -130,7 +130,21 @@ def _repo(repo: str | None) -> str | None:
     """A local repository as an absolute path (the daemon may run elsewhere); URLs as given."""
     if repo is None or "://" in repo or (":" in repo and not Path(repo).exists()):
         return repo
-    return str(Path(repo).expanduser().resolve())
+    return _directory(Path(repo).expanduser(), "--repo")
+
+
+def _directory(path: Path, flag: str) -> str:
+    """An existing directory as an absolute path; anything else is a usage error, now rather
+    than at the task's first attempt."""
+    try:
+        resolved = path.resolve()
+        if resolved.is_dir():
+            return str(resolved)
+        what = "is not a directory" if resolved.exists() else "does not exist"
+    except (OSError, ValueError) as exc:  # a loop of links, a NUL byte
+        what = f"cannot be used ({exc})"
+    fail(f"{flag} {path} {what}", EXIT_USAGE)
+    raise AssertionError("unreachable")
 
 
 AGENT_KINDS: tuple[str, ...] = typing.get_args(AgentKind)
@@ -168,6 +182,8 @@ def _read_task_file(path: Path) -> list[TaskSpec]:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}", EXIT_USAGE)
+    except UnicodeDecodeError as exc:
+        fail(f"{path} is not UTF-8 text (byte {exc.start}): tasks are JSON Lines", EXIT_USAGE)
     specs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -190,14 +206,14 @@ def _task_line(line: str, number: int) -> TaskSpec:
         fail(f"line {number}: unknown key(s) {', '.join(unknown)}", EXIT_USAGE)
     if "agent" not in raw:
         raw["agent"] = "command" if raw.get("argv") else "codex"
-    if raw.get("cwd"):
-        raw["cwd"] = str(Path(raw["cwd"]).resolve())
+    if isinstance(raw.get("cwd"), str) and raw["cwd"]:
+        raw["cwd"] = _directory(Path(raw["cwd"]), f"line {number}: cwd")
     if isinstance(raw.get("repo"), str):
         raw["repo"] = _repo(raw["repo"])
     try:
         return msgspec.convert(raw, TaskSpec)
     except msgspec.ValidationError as exc:
-        fail(f"line {number}: {exc}", EXIT_USAGE)
+        fail(f"line {number}: {m.plain_words(str(exc))}", EXIT_USAGE)
     raise AssertionError("unreachable")
 
 
@@ -207,7 +223,9 @@ def list_tasks(
     state: Annotated[
         str | None, typer.Option(help="only tasks in this state: " + ", ".join(TASK_STATES))
     ] = None,
-    limit: Annotated[int, typer.Option(min=1, help="at most this many, newest first")] = 50,
+    limit: Annotated[
+        int, typer.Option(min=1, max=m.LIST_LIMIT_MAX, help="at most this many, newest first")
+    ] = 50,
     json_out: JsonOption = False,
 ) -> None:
     """List tasks, newest first."""

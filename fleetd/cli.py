@@ -78,6 +78,7 @@ def _foreground(config: FleetConfig) -> int:
     # Imported here: the detaching parent never needs them.
     from fleetd.broker import process as broker
     from fleetd.recorder import process as recorder
+    from fleetd.runtime.db import check_database_files
     from fleetd.supervisor import process as supervisor
     from fleetd.supervisor.children import Roles
     from fleetd.worker import process as worker
@@ -85,6 +86,8 @@ def _foreground(config: FleetConfig) -> int:
     configure_logging("supervisor", config.log_level, config.log_json)
     roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run)
     try:
+        paths = config.paths()
+        check_database_files([paths.queue_db, paths.events_db])
         return supervisor.run(config, dict(os.environ), roles)
     except FleetError as exc:
         logger.error("{}", exc)

@@ -7,6 +7,7 @@ import errno
 import socket
 from pathlib import Path
 
+import msgspec
 import zmq
 
 from shared import messages as m
@@ -57,6 +58,10 @@ class ControlClient:
 
     def _socket(self) -> zmq.Socket:
         if self.sock is None:
+            try:
+                str(self.path).encode()  # ZeroMQ takes endpoints as UTF-8 text
+            except UnicodeEncodeError:
+                raise DaemonUnavailable(f"{str(self.path)!r} is not a UTF-8 path") from None
             probe(self.path)
             self.context = zmq.Context()
             self.sock = self.context.socket(zmq.DEALER)
@@ -66,8 +71,9 @@ class ControlClient:
 
     def request(self, message: m.Message) -> m.Message:
         """Send one request and return its reply; an error reply raises RequestFailed."""
+        data = self._checked(message)
         sock = self._socket()
-        sock.send(self.requests.encode(message))
+        sock.send(data)
         if not sock.poll(int(self.timeout * 1000), zmq.POLLIN):
             # A late reply must not be taken for the next request's: start a new socket.
             self.close()
@@ -79,6 +85,20 @@ class ControlClient:
         if isinstance(reply, m.ErrorReply):
             raise RequestFailed(reply.code, reply.message)
         return reply
+
+    def _checked(self, message: m.Message) -> bytes:
+        """The request encoded, or the `bad_request` the daemon would answer, without asking."""
+        try:
+            data = self.requests.checked(message)
+        except msgspec.ValidationError as exc:
+            raise RequestFailed("bad_request", f"invalid request: {exc}") from None
+        if len(data) > m.MAX_CONTROL_REQUEST_BYTES:
+            raise RequestFailed(
+                "bad_request",
+                f"the request is {len(data) / 2**20:.1f} MiB, over fleetd's limit of "
+                f"{m.MAX_CONTROL_REQUEST_BYTES // 2**20} MiB: send fewer or smaller tasks at once",
+            )
+        return data
 
     def close(self) -> None:
         if self.sock is not None:

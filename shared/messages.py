@@ -11,21 +11,30 @@ New fields always get defaults, so an older peer's message still decodes.
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
 
 from shared.models import (
+    MAX_HOURS,
     EventRecord,
     ExecutionResult,
     FinishedOutcome,
+    Id,
     ProcessView,
     ResumeFrom,
+    Seconds,
     TaskSpec,
     TaskState,
     TaskView,
     WorkerView,
 )
+
+# A control request larger than this is refused: libzmq drops the connection of a peer that
+# sends more, so `ControlClient` checks before sending and says so.
+MAX_CONTROL_REQUEST_BYTES = 16 * 1024 * 1024
+LIST_LIMIT_MAX = 10_000  # tasks in one TaskList
+PAGE_LIMIT_MAX = 10_000  # events in one EventPage
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="msg"):
@@ -45,25 +54,25 @@ class ListTasks(Message):
     """Tasks, newest first, optionally in one state."""
 
     state: TaskState | None = None
-    limit: int = 50
+    limit: Annotated[int, msgspec.Meta(ge=1, le=LIST_LIMIT_MAX)] = 50
 
 
 class ShowTask(Message):
     """One task with its executions."""
 
-    task: int
+    task: Id
 
 
 class CancelTask(Message):
     """Cancel a queued task, or end a running one's agent."""
 
-    task: int
+    task: Id
 
 
 class RetryTask(Message):
     """Queue a finished task again with one more attempt; `resume` continues its Codex thread."""
 
-    task: int
+    task: Id
     resume: bool = False
 
 
@@ -74,23 +83,23 @@ class ListWorkers(Message):
 class GetEvents(Message):
     """A page of a task's stored events, after the given position."""
 
-    task: int
-    after_execution: int = 0
-    after_seq: int = 0
-    limit: int = 2000
+    task: Id
+    after_execution: Id = 0
+    after_seq: Id = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=PAGE_LIMIT_MAX)] = 2000
 
 
 class GetDiff(Message):
     """The patch an execution of a repository task committed (default: the latest one)."""
 
-    task: int
-    execution: int | None = None
+    task: Id
+    execution: Id | None = None
 
 
 class CollectWorkspaces(Message):
     """Remove worktrees of finished tasks (all, or those finished this long ago); branches stay."""
 
-    older_than_hours: float | None = None
+    older_than_hours: Annotated[float, msgspec.Meta(ge=0, le=MAX_HOURS)] | None = None
 
 
 class GetStatus(Message):
@@ -104,7 +113,7 @@ class Drain(Message):
 class Stop(Message):
     """Stop dispatching, end running agents, put their tasks back, exit."""
 
-    timeout: float | None = None
+    timeout: Seconds | None = None
 
 
 ControlRequest = (
@@ -396,13 +405,33 @@ class Codec(Generic[T]):
     def encode(self, message: Message) -> bytes:
         return self._encoder.encode(message)
 
+    def checked(self, message: Message) -> bytes:
+        """`message` encoded, after the checks its receiver's decoder makes (bounds, UTF-8):
+        a client refuses locally, with the words the daemon would use, what it would refuse."""
+        try:
+            data = self._encoder.encode(message)
+        except UnicodeEncodeError as exc:
+            raise msgspec.ValidationError("a text value is not valid UTF-8") from exc
+        except OverflowError as exc:
+            raise msgspec.ValidationError("a number is out of range (64 bits)") from exc
+        self.decode(data)
+        return data
+
     def decode(self, data: bytes | memoryview) -> T:
         """Decode one message; raises msgspec.DecodeError (a ValidationError too) if malformed."""
         try:
             return self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise msgspec.ValidationError(plain_words(str(exc))) from None
         except (UnicodeDecodeError, RecursionError) as exc:
             # msgspec lets these through for a non-UTF-8 str or absurdly deep nesting.
             raise msgspec.DecodeError(f"malformed message: {exc}") from exc
+
+
+def plain_words(error: str) -> str:
+    """A decoder's error with its bound patterns in words (the NUL check is a regex)."""
+    words = error.replace("matching regex '^[^\\\\x00]*$'", "without a NUL byte")
+    return words.replace("Expected `float`", "Expected a finite number")
 
 
 # One codec per channel, built on first use and kept: building one costs about 0.25 ms, and a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -33,6 +33,22 @@ SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 TimeoutKind = Literal["wall", "idle"]
 
 
+# --- value bounds, checked by every decoder (the daemon's and fleetctl's) --------------------
+# A value out of bounds gets the typed `bad_request` reply at decode, never an exception deep
+# inside (SQLite takes signed 64-bit integers; a NUL byte cannot be in an argv or a path; a
+# NaN or infinite number of seconds is no limit at all).
+
+INT64_MAX = 2**63 - 1
+MAX_SECONDS = 366 * 24 * 3600.0  # a year: longer limits are surely a typo
+MAX_HOURS = 100 * 366 * 24.0  # a century of worktree age
+MAX_ATTEMPTS = 1000
+
+Id = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # a task, an execution, a position
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
+Attempts = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
+Text = Annotated[str, msgspec.Meta(pattern="^[^\\x00]*$")]  # no NUL byte
+
+
 def now_us() -> int:
     """Wall-clock time in integer microseconds since the Unix epoch (the stored time unit)."""
     return time.time_ns() // 1000
@@ -47,23 +63,26 @@ def rfc3339(us: int | None) -> str | None:
 
 
 class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """What a user asked for: everything needed to run the task, nothing about its progress."""
+    """What a user asked for: everything needed to run the task, nothing about its progress.
 
-    prompt: str
+    Its bounds are checked wherever it is decoded (`validated` for one built in Python).
+    """
+
+    prompt: Text
     agent: AgentKind = "codex"
-    argv: list[str] = []
-    cwd: str | None = None
-    model: str | None = None
-    timeout: float | None = None
-    max_attempts: int | None = None
-    key: str | None = None
-    labels: dict[str, str] = {}
+    argv: list[Text] = []
+    cwd: Text | None = None
+    model: Text | None = None
+    timeout: Seconds | None = None
+    max_attempts: Attempts | None = None
+    key: Text | None = None
+    labels: dict[Text, Text] = {}
     sandbox: SandboxMode | None = None
-    reasoning_effort: str | None = None
-    codex_config: list[str] = []  # `-c KEY=VALUE` overrides for this task's Codex run
-    repo: str | None = None  # a git repository (path or URL): the task runs in its own worktree
-    ref: str | None = None  # where the task's branch starts (default: the repository's HEAD)
-    idle_timeout: float | None = None  # seconds without output before the run is ended
+    reasoning_effort: Text | None = None
+    codex_config: list[Text] = []  # `-c KEY=VALUE` overrides for this task's Codex run
+    repo: Text | None = None  # a git repository (path or URL): the task runs in its own worktree
+    ref: Text | None = None  # where the task's branch starts (default: the repository's HEAD)
+    idle_timeout: Seconds | None = None  # seconds without output before the run is ended
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):

@@ -143,6 +143,13 @@ class StatePaths:
         longest = max(
             (self.run_dir / "recorder.sock", self.control_socket), key=lambda p: len(str(p))
         )
+        try:
+            str(self.root).encode()  # ZeroMQ takes endpoints as UTF-8 text
+        except UnicodeEncodeError:
+            raise StateDirError(
+                f"state directory {str(self.root)!r} is not a UTF-8 path; "
+                "choose another --state-dir"
+            ) from None
         if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
             raise StateDirError(
                 f"state directory {self.root} is too deep: socket path {longest} is longer "

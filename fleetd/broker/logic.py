@@ -14,7 +14,7 @@ from collections.abc import Callable
 import apsw
 from loguru import logger
 
-from fleetd.broker.store import Claim, Closed, QueueStore
+from fleetd.broker.store import Claim, Closed, KeyConflict, QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import FleetConfig
@@ -259,13 +259,16 @@ class Broker:
                 where = f"task {index + 1}: " if len(msg.tasks) > 1 else ""
                 reply = m.ErrorReply(code="bad_request", message=where + problem)
                 return [ToPeer(peer, ref, reply)]
-        created = self.store.enqueue(msg.tasks, now)
+        try:
+            created = self.store.enqueue(msg.tasks, now)
+        except KeyConflict as exc:
+            return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=str(exc)))]
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
-        tasks = self.store.list_tasks(msg.state, max(1, min(msg.limit, 10_000)))
+        tasks = self.store.list_tasks(msg.state, msg.limit)
         return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
 
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:

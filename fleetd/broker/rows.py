@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import apsw
 import msgspec
+from loguru import logger
 
 from fleetd.broker.policy import no_thread, not_resumable
 from shared.models import ExecutionResult, ExecutionView, ResumeFrom, TaskSpec, TaskView
@@ -14,7 +15,20 @@ EXECUTION_COLUMNS = (
 )
 
 
-decode_spec = msgspec.json.Decoder(TaskSpec).decode
+_decode_spec = msgspec.json.Decoder(TaskSpec).decode
+UNREADABLE_SPEC = "the stored spec of this task is no longer valid"
+
+
+def decode_spec(spec_json: str | bytes) -> TaskSpec:
+    """A stored spec; one stored before its values were bounded (a NUL byte in its argv, say)
+    reads as a command task that cannot run, so that listing or claiming it never fails."""
+    try:
+        return _decode_spec(spec_json)
+    except msgspec.ValidationError as exc:
+        logger.warning("{}: {}", UNREADABLE_SPEC, exc)
+        return TaskSpec(prompt=f"({UNREADABLE_SPEC}: {exc})", agent="command")
+
+
 decode_result = msgspec.json.Decoder(ExecutionResult).decode
 
 

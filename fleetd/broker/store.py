@@ -25,6 +25,7 @@ from fleetd.broker.rows import (
 )
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.runtime.db import immediate, open_database
+from shared.errors import FleetError
 from shared.models import (
     TERMINAL_STATES,
     ExecutionOutcome,
@@ -37,6 +38,10 @@ from shared.models import (
 )
 
 _json_encode = msgspec.json.Encoder().encode
+
+
+class KeyConflict(FleetError):
+    """An idempotency key already names a task with another spec."""
 
 
 @dataclass(frozen=True)
@@ -92,14 +97,23 @@ class QueueStore:
     # --- writes ------------------------------------------------------------------------------
 
     def enqueue(self, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]:
-        """Insert tasks in order; a known idempotency key returns its task, uncreated."""
+        """Insert tasks in order; a known idempotency key returns its task, uncreated.
+
+        A known key with another spec raises KeyConflict, and none of `specs` is stored.
+        """
         out: list[tuple[int, bool]] = []
         with immediate(self.conn) as conn:
             for spec in specs:
                 if spec.key is not None:
                     row = conn.execute(
-                        "SELECT id FROM tasks WHERE idempotency_key = ?", (spec.key,)
+                        "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
                     ).fetchone()
+                    if row is not None and decode_spec(row[1]) != spec:
+                        raise KeyConflict(
+                            f"key {spec.key!r} is task {row[0]}, enqueued with another spec: "
+                            "give this task another key (`fleetctl show "
+                            f"{row[0]}` shows that one)"
+                        )
                     if row is not None:
                         out.append((row[0], False))
                         continue

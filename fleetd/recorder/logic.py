@@ -29,7 +29,6 @@ from shared.paths import StatePaths
 
 SWEEP_INTERVAL_US = 2_000_000
 UNBORN_GRACE_SECONDS = 60.0
-PAGE_LIMIT_MAX = 10_000
 
 
 class Phase(enum.Enum):
@@ -273,7 +272,7 @@ class Recorder:
             lock.release()
 
     def _page(self, request: m.GetEvents) -> m.EventPage:
-        limit = max(1, min(request.limit, PAGE_LIMIT_MAX))
+        limit = request.limit  # bounded at decode (1 to m.PAGE_LIMIT_MAX)
         events = self.log.page(request.task, request.after_execution, request.after_seq, limit)
         return m.EventPage(events=events, more=len(events) == limit)
 

@@ -8,7 +8,7 @@ from loguru import logger
 from fleetd.recorder.eventlog import EventLog
 from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
-from fleetd.runtime.routing import Request, read_request
+from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
 from shared import messages as m
 from shared.config import FleetConfig
@@ -67,4 +67,9 @@ def _serve(recorder: Recorder, frames: list[bytes]) -> list[Outgoing]:
     request = read_request(frames, m.RECORDER_REQUESTS, "recorder")
     if not isinstance(request, Request):
         return [request] if request is not None else []
-    return recorder.handle(request.peer, request.ref, request.message, request.raw, now_us())
+    try:
+        return recorder.handle(request.peer, request.ref, request.message, request.raw, now_us())
+    except Exception:  # one request must not end the recorder: its sender hears of it
+        logger.exception("recorder failed serving {}", type(request.message).__name__)
+        reply = m.ErrorReply(code="internal", message="the recorder failed; see the fleetd log")
+        return [ToPeer(request.peer, request.ref, reply)]

@@ -3,12 +3,55 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import os
+import stat
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import apsw
 
+from shared.errors import StateDirError
+
 BUSY_TIMEOUT_MS = 5000
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_writable(path: Path) -> None:
+    """Readable and writable by us, and not marked read-only (root may write a 0400 file, but
+    whoever made it so meant it)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # absent, or the state directory is unusable: `StatePaths.create` says why
+        return
+    if not (mode & stat.S_IWUSR) or not os.access(path, os.R_OK | os.W_OK):
+        raise StateDirError(
+            f"{path} is not writable (mode {stat.S_IMODE(mode):04o}): fleetd must write it; "
+            "fix its mode or owner"
+        )
+
+
+def check_database_files(paths: Iterable[Path]) -> None:
+    """At start, before any child: each database is absent, or an SQLite file we may write.
+
+    Opened by its process, a corrupt or read-only database would crash it at each restart (or
+    at its first write) until the crash-loop limit; this says why at once. It reads the header
+    without SQLite, so the supervisor still forks before any connection exists.
+    """
+    for path in paths:
+        for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            _check_writable(part)
+        if not path.is_file():
+            continue  # absent (created at start), or something SQLite itself will refuse
+        try:
+            with path.open("rb") as handle:
+                header = handle.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise StateDirError(f"cannot read {path}: {exc.strerror}") from exc
+        if header and header != SQLITE_HEADER:
+            raise StateDirError(
+                f"{path} is not a database (corrupt or overwritten): move it aside to start "
+                "with an empty one, or restore it from a backup"
+            )
 
 
 def open_database(path: Path, migrations: Sequence[str]) -> apsw.Connection:

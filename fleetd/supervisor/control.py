@@ -17,9 +17,10 @@ from loguru import logger
 
 from fleetd.runtime.sockets import new_socket
 from fleetd.supervisor.systemd import listen_fds
+from shared import messages as m
 from shared.errors import StateDirError
 
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
+MAX_REQUEST_BYTES = m.MAX_CONTROL_REQUEST_BYTES
 # Replies queued for one client that does not read them; past this they are dropped (a
 # fleetctl has one request in flight), so such a client holds a few MB of fleetd, not the
 # 10,000 replies (gigabytes of task listings) of the socket's default high-water mark.

@@ -22,7 +22,8 @@ def workdir_for(paths: StatePaths, assign: m.Assign) -> Path:
     if spec.cwd is not None:
         path = Path(spec.cwd)
         if not path.is_dir():
-            raise FleetError(f"working directory {spec.cwd} does not exist")
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise FleetError(f"working directory {spec.cwd} {what}")
         return path
     if assign.resume is not None:
         earlier = paths.scratch_dir / str(assign.resume.execution)

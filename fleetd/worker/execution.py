@@ -91,8 +91,10 @@ class Execution:
         self.limits.last_output = self.started_mono
         try:
             self.proc = spawn(command)
-        except OSError as exc:
-            self.error = f"cannot start agent {command.argv[0]!r}: {exc.strerror or exc}"
+        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            # The task's content (a NUL byte, a bad path) fails this attempt, never the worker.
+            program = command.argv[0] if command.argv else ""
+            self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"
             return
         self.registry.record(self.assign.execution, self.proc.pid)
         assert self.proc.stdout is not None and self.proc.stderr is not None

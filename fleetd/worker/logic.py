@@ -278,7 +278,7 @@ class Worker:
         assign = execution.assign
         try:
             command = self.adapters[assign.spec.agent].command(assign, workdir, dict(self.env))
-        except (FleetError, OSError) as exc:
+        except (FleetError, OSError, ValueError) as exc:
             execution.error = str(exc)
             return []
         limits = self.config.worker

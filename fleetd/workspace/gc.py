@@ -20,7 +20,7 @@ from shared.models import TERMINAL_STATES, TaskView, now_us
 class WorkspaceCollector:
     """Chooses and removes the worktrees of finished tasks (blocking: call off the loop)."""
 
-    TASK_LIMIT = 100_000
+    TASK_LIMIT = m.LIST_LIMIT_MAX  # the most one ListTasks may ask for
 
     def __init__(self, config: FleetConfig, host_env: Mapping[str, str]) -> None:
         self.paths = config.paths()

@@ -71,8 +71,10 @@ def test_enqueue_file_errors_name_the_line(fleet: Fleet, tmp_path: Path) -> None
 
 def test_idempotency_key_gives_the_same_task(fleet: Fleet) -> None:
     first = fleet.enqueue("once", "--key", "k-1", "--", "true")
-    second = fleet.enqueue("once again", "--key", "k-1", "--", "true")
+    second = fleet.enqueue("once", "--key", "k-1", "--", "true")
     assert first == second
+    other = fleet.ctl("enqueue", "once again", "--key", "k-1", "--", "true", check=False)
+    assert other.returncode == 1 and f"key 'k-1' is task {first}" in other.stderr
     assert len(fleet.json("list")) == 1
 
 

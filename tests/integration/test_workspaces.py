@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from shared import messages as m
+from shared.models import TaskSpec
 from tests.support.fleet import Fleet, running_fleet, wait_for
 from tests.support.gitrepo import commit_all, new_repo
 from tests.support.gitrepo import run_git as git
@@ -97,7 +99,13 @@ def test_tasks_on_one_repo_get_their_own_worktrees_and_branches(fleet: Fleet, re
 
 def test_unknown_ref_and_missing_repo_fail_with_the_reason(fleet: Fleet, repo: Path) -> None:
     bad_ref = fleet.enqueue("x", "--repo", str(repo), "--ref", "no-such-ref", *edit("true"))
-    missing = fleet.enqueue("x", "--repo", str(repo / "nope"), *edit("true"))
+    refused = fleet.ctl("enqueue", "x", "--repo", str(repo / "nope"), *edit("true"), check=False)
+    assert refused.returncode == 2 and "does not exist" in refused.stderr  # checked at enqueue
+    # A repository gone between enqueue and run (sent past fleetctl's check) fails the attempt.
+    spec = TaskSpec(prompt="x", agent="command", argv=["true"], repo=str(repo / "nope"))
+    reply = fleet.request(m.Enqueue(tasks=[spec]))
+    assert isinstance(reply, m.Enqueued)
+    [missing] = reply.ids
     for task, words in ((bad_ref, "no-such-ref"), (missing, "does not exist")):
         shown = fleet.wait_state(task, "failed", "succeeded")
         assert shown["state"] == "failed"

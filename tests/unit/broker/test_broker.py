@@ -99,6 +99,15 @@ def test_idempotent_enqueue_reports_the_existing_task(broker: Broker) -> None:
     assert out == [ToPeer(CLIENT, b"r2", m.Enqueued(ids=[1], created=[False]))]
 
 
+def test_key_reused_with_another_spec_is_a_conflict(broker: Broker, store: QueueStore) -> None:
+    broker.handle(CLIENT, b"r1", m.Enqueue(tasks=[TaskSpec(prompt="a", key="k")]), 1)
+    out = broker.handle(CLIENT, b"r2", m.Enqueue(tasks=[TaskSpec(prompt="b", key="k")]), 2)
+    [reply] = [o.message for o in out]
+    assert isinstance(reply, m.ErrorReply) and reply.code == "conflict"
+    assert "key 'k' is task 1" in reply.message
+    assert store.counts() == {"queued": 1}
+
+
 def test_invalid_spec_is_refused_and_nothing_is_enqueued(broker: Broker, store: QueueStore) -> None:
     ready(broker)
     request = m.Enqueue(tasks=[TaskSpec(prompt="ok"), TaskSpec(prompt="x", agent="command")])

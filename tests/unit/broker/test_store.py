@@ -8,7 +8,7 @@ import apsw
 import pytest
 
 from fleetd.broker.schema import MIGRATIONS
-from fleetd.broker.store import Claim, Closed, QueueStore
+from fleetd.broker.store import Claim, Closed, KeyConflict, QueueStore
 from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 
@@ -75,16 +75,37 @@ def test_claim_takes_a_lease_and_starts_the_task(store: QueueStore) -> None:
 def test_idempotency_key_returns_the_same_task(store: QueueStore) -> None:
     [(first, created)] = store.enqueue([spec("a", key="k")], 1)
     assert created is True
-    assert store.enqueue([spec("changed", key="k")], 2) == [(first, False)]
-    view = store.get_task(first)
-    assert view is not None and view.spec.prompt == "a"
+    assert store.enqueue([spec("a", key="k")], 2) == [(first, False)]
     assert store.counts() == {"queued": 1}
 
 
+def test_idempotency_key_with_another_spec_is_a_conflict_and_stores_nothing(
+    store: QueueStore,
+) -> None:
+    [(first, _)] = store.enqueue([spec("a", key="k")], 1)
+    with pytest.raises(KeyConflict, match=f"task {first}"):
+        store.enqueue([spec("b"), spec("changed", key="k")], 2)
+    view = store.get_task(first)
+    assert view is not None and view.spec.prompt == "a"
+    assert store.counts() == {"queued": 1}  # not "b" either: the batch is all or nothing
+
+
 def test_idempotency_key_within_one_batch(store: QueueStore) -> None:
-    result = store.enqueue([spec("a", key="k"), spec("b"), spec("c", key="k")], 1)
+    result = store.enqueue([spec("a", key="k"), spec("b"), spec("a", key="k")], 1)
     assert result == [(1, True), (2, True), (1, False)]
     assert store.counts() == {"queued": 2}
+
+
+def test_a_stored_spec_out_of_todays_bounds_still_reads(store: QueueStore) -> None:
+    store.conn.execute(
+        "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES ('queued', ?, 3, 1)",
+        ('{"prompt":"nul","agent":"command","argv":["echo","a\\u0000b"]}',),
+    )
+    [view] = store.list_tasks(None, 10)
+    assert view.spec.agent == "command" and view.spec.argv == []
+    assert "no longer valid" in view.spec.prompt
+    found = claim(store)
+    assert found.spec.argv == []  # the worker fails this attempt: "needs its argv"
 
 
 def test_idempotency_key_matches_a_finished_task(store: QueueStore) -> None:

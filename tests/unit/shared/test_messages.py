@@ -318,3 +318,64 @@ def test_feed_topics_of_distinct_tasks_are_never_prefixes() -> None:
 def test_messages_are_frozen() -> None:
     with pytest.raises(AttributeError):
         m.ShowTask(task=1).task = 2  # type: ignore[misc]
+
+
+# --- value bounds: out-of-range values are refused at decode, by every decoder ---------------
+
+NAN, INF = float("nan"), float("inf")
+OUT_OF_BOUNDS = [
+    m.GetEvents(task=1, after_seq=2**63),
+    m.GetEvents(task=2**63),
+    m.GetEvents(task=1, limit=m.PAGE_LIMIT_MAX + 1),
+    m.ShowTask(task=2**63),
+    m.CancelTask(task=-1),
+    m.RetryTask(task=2**63),
+    m.GetDiff(task=1, execution=2**63),
+    m.ListTasks(limit=m.LIST_LIMIT_MAX + 1),
+    m.ListTasks(limit=0),
+    m.CollectWorkspaces(older_than_hours=NAN),
+    m.CollectWorkspaces(older_than_hours=INF),
+    m.CollectWorkspaces(older_than_hours=1e300),
+    m.Stop(timeout=NAN),
+    m.Stop(timeout=INF),
+    m.Enqueue(tasks=[TaskSpec(prompt="p", timeout=NAN)]),
+    m.Enqueue(tasks=[TaskSpec(prompt="p", idle_timeout=INF)]),
+    m.Enqueue(tasks=[TaskSpec(prompt="p", max_attempts=2**63)]),
+    m.Enqueue(tasks=[TaskSpec(prompt="nul", agent="command", argv=["echo", "a\x00b"])]),
+    m.Enqueue(tasks=[TaskSpec(prompt="p\x00")]),
+    m.Enqueue(tasks=[TaskSpec(prompt="p", labels={"k\x00": "v"})]),
+]
+
+
+@pytest.mark.parametrize("request_", OUT_OF_BOUNDS, ids=repr)
+def test_values_out_of_bounds_are_a_validation_error_at_decode(request_: m.Message) -> None:
+    data = m.CONTROL_REQUESTS.encode(request_)  # encoding checks nothing: any peer may send it
+    with pytest.raises(msgspec.ValidationError):
+        m.CONTROL_REQUESTS.decode(data)
+    if not isinstance(request_, m.GetEvents | m.GetDiff | m.CollectWorkspaces | m.Stop):
+        with pytest.raises(msgspec.ValidationError):
+            m.BROKER_REQUESTS.decode(data)
+
+
+def test_a_nul_byte_is_named_in_words() -> None:
+    request = m.Enqueue(tasks=[TaskSpec(prompt="p", agent="command", argv=["a\x00"])])
+    with pytest.raises(msgspec.ValidationError, match=r"without a NUL byte - at `\$.tasks\[0\]"):
+        m.CONTROL_REQUESTS.decode(m.CONTROL_REQUESTS.encode(request))
+
+
+@pytest.mark.parametrize(
+    "request_, words",
+    [
+        (m.ShowTask(task=2**64), "out of range"),
+        (m.Enqueue(tasks=[TaskSpec(prompt="\udcff")]), "not valid UTF-8"),
+        (m.Stop(timeout=NAN), "finite number"),
+    ],
+)
+def test_checked_refuses_what_the_receiver_would(request_: m.Message, words: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=words):
+        m.CONTROL_REQUESTS.checked(request_)
+
+
+def test_checked_passes_a_valid_request_encoded() -> None:
+    request = m.Enqueue(tasks=[SPEC])
+    assert m.CONTROL_REQUESTS.decode(m.CONTROL_REQUESTS.checked(request)) == request

@@ -170,6 +170,28 @@ def test_a_working_directory_that_does_not_exist_fails_the_attempt(worker: Worke
     assert report.result.error == "working directory /nonexistent/dir does not exist"
 
 
+@pytest.mark.parametrize("argv", [["echo", "a\x00b"], ["ec\x00ho"]])
+def test_a_task_the_agent_cannot_start_with_fails_the_attempt_not_the_worker(
+    worker: Worker, argv: list[str]
+) -> None:
+    # What the wire refuses now (a NUL byte), had it got past: this attempt fails, that's all.
+    worker.on_broker(assign(TaskSpec(prompt="p", agent="command", argv=argv)), NOW)
+    report = ended(worker)
+    assert report.outcome == "failed"
+    assert "cannot start agent" in (report.result.error or "")
+    assert "embedded null byte" in (report.result.error or "")
+    worker.on_broker(m.FinishAck(execution=1), NOW)
+    complete(worker, shell("true"), execution=2)  # and the next task runs
+
+
+def test_a_working_directory_that_is_a_file_says_so(worker: Worker, tmp_path: Path) -> None:
+    file = tmp_path / "a-file"
+    file.write_text("")
+    worker.on_broker(assign(shell("true", cwd=str(file))), NOW)
+    report = ended(worker)
+    assert report.result.error == f"working directory {file} is not a directory"
+
+
 def test_a_resume_without_its_codex_session_fails_saying_what_to_do(worker: Worker) -> None:
     resume = m.ResumeFrom(execution=1, thread_id="t-1", session_file="/gone/rollout.jsonl")
     spec = TaskSpec(prompt="fix it")

@@ -74,7 +74,16 @@ class WorkerConfig(Section):
     )
     secret_env: _doc(
         list[str], "allowed variables whose values are masked in every stored or printed event"
-    ) = msgspec.field(default_factory=lambda: ["OPENAI_API_KEY", "CODEX_API_KEY"])
+    ) = msgspec.field(
+        default_factory=lambda: [
+            "OPENAI_API_KEY",
+            "CODEX_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "GITHUB_TOKEN",
+            "GH_TOKEN",
+        ]
+    )
 
 
 class CodexConfig(Section):

@@ -19,6 +19,7 @@ from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob
 from fleetd.runtime.lifecycle import ShutdownSignal, become_subreaper, set_title
 from fleetd.runtime.locks import FileLock
+from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.supervisor.children import Children, Roles
 from fleetd.supervisor.control import open_control_socket
@@ -61,7 +62,8 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     notifier = Notifier(env)
     gc_job = BackgroundJob("workspace-gc")
     supervisor = Supervisor(config, env, children, notifier, gc_job)
-    sockets = Sockets(zmq.Context(), paths, env)
+    secrets = [env[name] for name in config.worker.secret_env if env.get(name)]
+    sockets = Sockets(zmq.Context(), paths, env, Redactor(secrets))
     try:
         logger.info(
             "fleetd {} started: {} workers, state {}, control {}",
@@ -101,8 +103,12 @@ def hold_state_dir(paths: StatePaths) -> FileLock:
 class Sockets:
     """The control socket (clients) and the supervisor's two DEALERs (broker, recorder)."""
 
-    def __init__(self, context: zmq.Context, paths: StatePaths, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, context: zmq.Context, paths: StatePaths, env: Mapping[str, str], redactor: Redactor
+    ) -> None:
         self.context = context
+        # Replies carry task specs and errors built from them: masked like agent output.
+        self.redactor = redactor
         self.control, self.control_path, self.adopted = open_control_socket(
             context, paths.control_socket, env
         )
@@ -120,7 +126,7 @@ class Sockets:
             if item.to is Peer.CLIENT:
                 with contextlib.suppress(zmq.ZMQError):  # the client went away
                     self.control.send_multipart(
-                        [item.ident, m.CONTROL_REPLIES.encode(item.message)], zmq.NOBLOCK
+                        [item.ident, self._encode_reply(item.message)], zmq.NOBLOCK
                     )
                 continue
             sock, codec = (
@@ -132,6 +138,9 @@ class Sockets:
                 sock.send_multipart([item.ident, codec.encode(item.message)], zmq.NOBLOCK)
             except zmq.Again:
                 self.send(supervisor, supervisor.undeliverable(item))
+
+    def _encode_reply(self, message: m.Message) -> bytes:
+        return m.CONTROL_REPLIES.encode(mask_message(message, self.redactor))
 
     def close(self) -> None:
         self.context.destroy(linger=0)

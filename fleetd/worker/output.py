@@ -67,11 +67,11 @@ class LineSplitter:
         return self.cut_before(data, self.max_line)
 
     def _cut(self, line: bytes) -> list[tuple[bytes, int]]:
-        pieces = []
-        while line:
-            cut = self._cut_point(line[: self.max_line + self.lookahead])
-            pieces.append((line[:cut], FLAG_PARTIAL))
-            line = line[cut:]
+        pieces, start = [], 0
+        while start < len(line):
+            end = start + self._cut_point(line[start : start + self.max_line + self.lookahead])
+            pieces.append((line[start:end], FLAG_PARTIAL))
+            start = end
         return pieces
 
     def finish(self) -> list[tuple[bytes, int]]:

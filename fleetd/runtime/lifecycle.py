@@ -37,13 +37,15 @@ def configure_logging(role: str, level: str, json_lines: bool) -> None:
     """Loguru to stderr, each line tagged with the process role."""
     logger.remove()
     logger.configure(extra={"role": role})
+    # diagnose=False: a traceback must not print local variables (task specs, secrets).
     if json_lines:
-        logger.add(sys.stderr, level=level, serialize=True)
+        logger.add(sys.stderr, level=level, serialize=True, diagnose=False)
     else:
         logger.add(
             sys.stderr,
             level=level,
             format="{time:YYYY-MM-DDTHH:mm:ss.SSS!UTC}Z {level: <7} {extra[role]}: {message}",
+            diagnose=False,
         )
 
 

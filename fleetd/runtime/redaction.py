@@ -6,6 +6,7 @@ before it is spooled, and the supervisor masks every reply to a control client.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -15,6 +16,8 @@ import msgspec
 # Lines longer than this are masked as bytes only, not decoded as JSON.
 DECODE_LIMIT = 1 << 20
 REDACTED = b"[REDACTED]"
+# Secrets at least this long are also masked in base64 (shorter ones would match by chance).
+BASE64_MIN = 16
 
 # Well-known credential shapes, masked even when their variable was not allow-listed.
 KEY_SHAPES = (
@@ -50,8 +53,9 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is masked whole.
         values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        self.texts = values
-        self.secrets = [s.encode() for s in values]
+        encoded = [f for s in values if len(s) >= BASE64_MIN for f in _base64_forms(s.encode())]
+        self.secrets = sorted({s.encode() for s in values} | set(encoded), key=len, reverse=True)
+        self.texts = [s.decode() for s in self.secrets]
         self.spellings = (
             re.compile(b"|".join(_json_spelling(s) for s in values)) if values else None
         )
@@ -79,13 +83,18 @@ class Redactor:
 
     def cut_before(self, data: bytes, limit: int) -> int:
         """Where to cut `data` near `limit` so that no secret or key is split: its start."""
+        starts = [limit]
+        for secret in self.secrets:  # as is, and its base64 forms
+            start = data.find(secret, max(1, limit - len(secret) + 1))
+            if 0 < start < limit:
+                starts.append(start)
         for pattern in (self.spellings, KEY_PATTERNS):
             if pattern is None:
                 continue
             for match in pattern.finditer(data, max(0, limit - self.window)):
-                if match.start() < limit < match.end() and match.start() > 0:
-                    return match.start()
-        return limit
+                if 0 < match.start() < limit < match.end():
+                    starts.append(match.start())
+        return min(starts)
 
     def _mask_decoded(self, line: bytes) -> bytes:
         """A JSON line whose decoded strings hold a secret, re-encoded with them masked."""
@@ -108,6 +117,17 @@ def _mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, dict):
         return {mask(k): _mask_strings(v, mask) for k, v in value.items()}
     return value
+
+
+def _base64_forms(secret: bytes) -> list[bytes]:
+    """The base64 characters (standard and URL-safe) that `secret` alone determines, at each
+    of the three alignments it can have inside a longer encoded text."""
+    forms = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + secret)
+        core = encoded[-(-8 * shift // 6) : 8 * (shift + len(secret)) // 6]
+        forms += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
+    return forms
 
 
 def _json_spelling(secret: str) -> bytes:

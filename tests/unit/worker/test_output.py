@@ -308,3 +308,26 @@ def test_escaped_secret_across_the_cut_at_stream_end_is_masked_whole() -> None:
     assert pieces[-1][1] & FLAG_NO_NEWLINE
     assert all(redactor.mask(p)[0].endswith(REDACTED) or b"\\u" not in p for p, _ in pieces)
     assert REDACTED in b"".join(redactor.mask(p)[0] for p, _ in pieces)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"u", b"us", b"user:"])
+def test_secret_in_base64_is_masked_at_every_alignment(prefix: bytes) -> None:
+    import base64
+
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        line = b"Authorization: Basic " + encode(prefix + KNOWN.encode() + b"!")
+        masked, changed = Redactor([KNOWN]).mask(line)
+        assert changed and REDACTED in masked
+        # What is left of the encoding is a few characters either side: not the secret.
+        left = masked.replace(b"Authorization: Basic ", b"").split(REDACTED)
+        assert all(len(part) <= 8 for part in left)
+
+
+def test_base64_secret_across_the_cut_is_masked_whole() -> None:
+    import base64
+
+    redactor = Redactor([KNOWN])
+    encoded = base64.b64encode(KNOWN.encode())
+    splitter = LineSplitter(1024, redactor.cut_before, redactor.window)
+    pieces = splitter.feed(b"x" * 1010 + encoded + b"y" * 3000 + b"\n")
+    assert sum(REDACTED in redactor.mask(p)[0] for p, _ in pieces) == 1

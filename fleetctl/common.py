@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import msgspec
 import typer
 
+from fleetctl.display import visible, visible_line
 from shared import messages as m
 from shared.client import ControlClient
 from shared.config import load_config
@@ -96,7 +97,7 @@ def _with_flag(message: str) -> str:
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
-    typer.echo(f"fleetctl: {message}", err=True)
+    typer.echo(f"fleetctl: {visible(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -167,7 +168,8 @@ def event_json(event: EventRecord) -> dict[str, Any]:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in r] for r in rows]
+    cells = [[str(h) for h in headers]]
+    cells += [["-" if v is None else visible_line(str(v)) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
         typer.echo(
@@ -183,5 +185,5 @@ def short_time(us: int | None) -> str | None:
 def one_line(text: str | None, width: int = 60) -> str | None:
     if text is None:
         return None
-    flat = " ".join(text.split())
+    flat = visible(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"

@@ -16,6 +16,7 @@ from fleetctl.common import (
     session,
     short_time,
 )
+from fleetctl.display import visible_line
 from shared import messages as m
 from shared.client import ControlClient
 from shared.models import TERMINAL_STATES, EventRecord, flag_names
@@ -52,12 +53,13 @@ class Printer:
 
 
 def _human(event: EventRecord) -> str:
-    text = event.payload[:PREVIEW_BYTES].decode("utf-8", errors="backslashreplace")
+    text = visible_line(event.payload[:PREVIEW_BYTES].decode("utf-8", errors="backslashreplace"))
     if len(event.payload) > PREVIEW_BYTES:
         text += f"… ({len(event.payload)} bytes)"
     flags = flag_names(event.flags)
     mark = f" [{','.join(flags)}]" if flags else ""
-    return f"{event.execution}:{event.seq}  {short_time(event.ts)}  {event.type}{mark}  {text}"
+    kind = visible_line(event.type)
+    return f"{event.execution}:{event.seq}  {short_time(event.ts)}  {kind}{mark}  {text}"
 
 
 def _catch_up(client: ControlClient, task: int, printer: Printer) -> None:

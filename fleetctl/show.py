@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetctl.common import one_line, short_time
+from fleetctl.display import visible_line
 from shared.models import (
     ExecutionOutcome,
     ExecutionResult,
@@ -173,7 +174,7 @@ def workspace_lines(workspace: WorkspaceResult) -> list[str]:
     lines = field_lines(fields, indent=2)
     for index, text in enumerate(files):
         label = "files:" if index == 0 else ""
-        lines.append(f"  {label:<{LABEL_WIDTH}}{text}")
+        lines.append(f"  {label:<{LABEL_WIDTH}}{visible_line(text)}")
     return lines
 
 
@@ -187,7 +188,9 @@ def field_lines(fields: list[tuple[str, Any]], indent: int = 0) -> list[str]:
     """`label:  value` lines, aligned; fields whose value is None are left out."""
     pad = " " * indent
     return [
-        f"{pad}{name + ':':<{LABEL_WIDTH}}{value}" for name, value in fields if value is not None
+        f"{pad}{name + ':':<{LABEL_WIDTH}}{visible_line(str(value))}"
+        for name, value in fields
+        if value is not None
     ]
 
 

@@ -74,7 +74,20 @@ class WorkerConfig(Section):
     )
     secret_env: _doc(
         list[str], "allowed variables whose values are masked in every stored or printed event"
-    ) = msgspec.field(default_factory=lambda: ["OPENAI_API_KEY", "CODEX_API_KEY"])
+    ) = msgspec.field(
+        default_factory=lambda: [
+            "OPENAI_API_KEY",
+            "CODEX_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "GITHUB_TOKEN",
+            "GH_TOKEN",
+        ]
+    )
+
+    def secret_values(self, env: Mapping[str, str]) -> list[str]:
+        """The values of the `secret_env` variables set in `env`: what every output masks."""
+        return [env[name] for name in self.secret_env if env.get(name)]
 
 
 class CodexConfig(Section):

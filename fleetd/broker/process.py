@@ -81,5 +81,7 @@ def _send(broker: Broker, sock: zmq.Socket, outgoing: ToPeer) -> None:
     except zmq.ZMQError as exc:
         if exc.errno != zmq.EHOSTUNREACH:
             raise
-        logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, outgoing.message)
+        # The message's name only: its fields may hold a task's prompt.
+        kind = type(outgoing.message).__name__
+        logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, kind)
         broker.undeliverable(outgoing, now_us())

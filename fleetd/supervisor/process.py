@@ -24,6 +24,7 @@ from fleetd.runtime.lifecycle import (
     set_title,
 )
 from fleetd.runtime.locks import FileLock
+from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.supervisor.children import Children, Roles
 from fleetd.supervisor.control import open_control_socket
@@ -69,7 +70,7 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     children.start_all()
     notifier = Notifier(env)
     gc_job = BackgroundJob("workspace-gc")
-    sockets = Sockets(zmq.Context(), paths, env)
+    sockets = Sockets(zmq.Context(), paths, env, Redactor(config.worker.secret_values(env)))
     supervisor = Supervisor(
         config, env, children, notifier, gc_job, socket_activated=sockets.adopted
     )
@@ -117,8 +118,12 @@ def hold_state_dir(paths: StatePaths) -> FileLock:
 class Sockets:
     """The control socket (clients) and the supervisor's two DEALERs (broker, recorder)."""
 
-    def __init__(self, context: zmq.Context, paths: StatePaths, env: Mapping[str, str]) -> None:
+    def __init__(
+        self, context: zmq.Context, paths: StatePaths, env: Mapping[str, str], redactor: Redactor
+    ) -> None:
         self.context = context
+        # Replies carry task specs and errors built from them: masked like agent output.
+        self.redactor = redactor
         self.control, self.control_path, self.adopted = open_control_socket(
             context, paths.control_socket, env
         )
@@ -136,7 +141,7 @@ class Sockets:
             if item.to is Peer.CLIENT:
                 with contextlib.suppress(zmq.ZMQError):  # the client went away
                     self.control.send_multipart(
-                        [item.ident, m.CONTROL_REPLIES.encode(item.message)], zmq.NOBLOCK
+                        [item.ident, self._encode_reply(item.message)], zmq.NOBLOCK
                     )
                 continue
             sock, codec = (
@@ -148,6 +153,9 @@ class Sockets:
                 sock.send_multipart([item.ident, codec.encode(item.message)], zmq.NOBLOCK)
             except zmq.Again:
                 self.send(supervisor, supervisor.undeliverable(item))
+
+    def _encode_reply(self, message: m.Message) -> bytes:
+        return m.CONTROL_REPLIES.encode(mask_message(message, self.redactor))
 
     def close(self) -> None:
         self.context.destroy(linger=0)

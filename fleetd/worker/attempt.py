@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 
 from fleetd.runtime.locks import FileLock
-from fleetd.worker.output import Redactor
+from fleetd.runtime.redaction import Redactor
 from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces
 from shared import messages as m

@@ -18,9 +18,10 @@ from fleetd.agents.base import AgentCommand, AgentSummary
 from fleetd.agents.failures import classify_result
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.processes import signal_group
+from fleetd.runtime.redaction import Redactor
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.agent_process import spawn
-from fleetd.worker.output import LineSplitter, Redactor, classify
+from fleetd.worker.output import LineSplitter, classify
 from shared import messages as m
 from shared.models import (
     FLAG_REDACTED,
@@ -75,8 +76,9 @@ class Execution:
     summary: AgentSummary = field(default_factory=AgentSummary)
 
     def __post_init__(self) -> None:
-        self.out_lines = LineSplitter(self.max_line)
-        self.err_lines = LineSplitter(self.max_line)
+        cut, window = self.redactor.cut_before, self.redactor.window
+        self.out_lines = LineSplitter(self.max_line, cut, window)
+        self.err_lines = LineSplitter(self.max_line, cut, window)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stderr_file: int = -1
 

@@ -29,6 +29,7 @@ from fleetd.agents import adapters
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
+from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.attempt import (
     commit_work,
@@ -38,7 +39,6 @@ from fleetd.worker.attempt import (
     workdir_for,
 )
 from fleetd.worker.execution import EndReason, Execution
-from fleetd.worker.output import Redactor
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
@@ -92,8 +92,7 @@ class Worker:
         self.pid = pid if pid is not None else os.getpid()
         self.paths = config.paths()
         self.env = agent_environment(config, host_env)
-        secrets = [host_env[n] for n in config.worker.secret_env if host_env.get(n)]
-        self.redactor = Redactor(secrets)
+        self.redactor = Redactor(config.worker.secret_values(host_env))
         self.registry = AgentRegistry(self.paths.agents_dir)
         self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
@@ -329,6 +328,8 @@ class Worker:
         self, execution: Execution, outcome: FinishedOutcome, result: ExecutionResult, now: float
     ) -> list[Outgoing]:
         assign = execution.assign
+        # Errors may quote the spec (argv, cwd), which may hold a secret: stored masked.
+        result = mask_message(result, self.redactor)
         self.finished = m.Finished(execution=assign.execution, outcome=outcome, result=result)
         end = m.StreamEnd(
             task=assign.task,

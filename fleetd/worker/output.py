@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from collections.abc import Callable
 
 import msgspec
 
@@ -19,25 +18,24 @@ from shared.models import (
 # Lines longer than this are stored whole but not parsed (parsing 50 MB of JSON for a type
 # field would stall the worker).
 PARSE_LIMIT = 1 << 20
-REDACTED = b"[REDACTED]"
-
-# Well-known credential shapes, masked even when their variable was not allow-listed.
-KEY_PATTERNS = re.compile(
-    rb"(?<![A-Za-z0-9])(?:"
-    rb"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
-    rb"|gh[pousr]_[A-Za-z0-9]{36,}"
-    rb"|github_pat_[A-Za-z0-9_]{40,}"
-    rb"|xox[abprs]-[A-Za-z0-9\-]{10,}"
-    rb"|AKIA[0-9A-Z]{16}"
-    rb")"
-)
 
 
 class LineSplitter:
-    """Splits a byte stream on newlines; a line over `max_line` bytes is cut into pieces."""
+    """Splits a byte stream on newlines; a line over `max_line` bytes is cut into pieces.
 
-    def __init__(self, max_line: int) -> None:
+    With a `cut_before` (the Redactor's), a cut never falls inside a secret: the piece ends
+    where the secret begins, and `lookahead` bytes past the limit are awaited before cutting.
+    """
+
+    def __init__(
+        self,
+        max_line: int,
+        cut_before: Callable[[bytes, int], int] | None = None,
+        lookahead: int = 0,
+    ) -> None:
         self.max_line = max_line
+        self.cut_before = cut_before
+        self.lookahead = lookahead if cut_before is not None else 0
         self.buffer = bytearray()
         self.continuing = False  # the next piece belongs to a line already cut
 
@@ -56,40 +54,36 @@ class LineSplitter:
                 self.continuing = False
         else:
             self.buffer += data
-        while len(self.buffer) > self.max_line:
-            out.append((bytes(self.buffer[: self.max_line]), FLAG_PARTIAL))
-            del self.buffer[: self.max_line]
+        while len(self.buffer) > self.max_line + self.lookahead:
+            cut = self._cut_point(bytes(self.buffer[: self.max_line + self.lookahead]))
+            out.append((bytes(self.buffer[:cut]), FLAG_PARTIAL))
+            del self.buffer[:cut]
             self.continuing = True
         return out
 
+    def _cut_point(self, data: bytes) -> int:
+        if self.cut_before is None or len(data) <= self.max_line:
+            return min(len(data), self.max_line)
+        return self.cut_before(data, self.max_line)
+
     def _cut(self, line: bytes) -> list[tuple[bytes, int]]:
-        step = self.max_line
-        return [(line[i : i + step], FLAG_PARTIAL) for i in range(0, len(line), step)]
+        pieces, start = [], 0
+        while start < len(line):
+            end = start + self._cut_point(line[start : start + self.max_line + self.lookahead])
+            pieces.append((line[start:end], FLAG_PARTIAL))
+            start = end
+        return pieces
 
     def finish(self) -> list[tuple[bytes, int]]:
         """What is left when the stream closes: a last line without its newline."""
         if not self.buffer:
             return []
-        flags = FLAG_NO_NEWLINE | (FLAG_PARTIAL if self.continuing else 0)
-        line, self.buffer = bytes(self.buffer), bytearray()
-        return [(line, flags)]
-
-
-class Redactor:
-    """Masks secret values (from the allow-listed secret variables) and key-shaped strings."""
-
-    def __init__(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a secret that contains another is masked whole.
-        values = {s.encode() for s in secrets if len(s) >= 4}
-        self.secrets = sorted(values, key=len, reverse=True)
-
-    def mask(self, line: bytes) -> tuple[bytes, bool]:
-        masked = line
-        for secret in self.secrets:
-            if secret in masked:
-                masked = masked.replace(secret, REDACTED)
-        masked = KEY_PATTERNS.sub(REDACTED, masked)
-        return masked, masked is not line and masked != line
+        rest, self.buffer = bytes(self.buffer), bytearray()
+        if len(rest) <= self.max_line:
+            return [(rest, FLAG_NO_NEWLINE | (FLAG_PARTIAL if self.continuing else 0))]
+        pieces = self._cut(rest)  # held back for the lookahead: every piece is partial
+        pieces[-1] = (pieces[-1][0], FLAG_PARTIAL | FLAG_NO_NEWLINE)
+        return pieces
 
 
 _decode_line = msgspec.json.Decoder(AgentLine).decode

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleetd.agents.codex_home import PrivateHomes, find_credential, host_codex_home
-from fleetd.worker.output import Redactor
+from fleetd.runtime.redaction import Redactor
 
 SECRET = "sk-test-codexhome-0123456789abcdef"
 

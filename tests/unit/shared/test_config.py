@@ -36,7 +36,14 @@ def test_defaults_without_file_env_or_flags(home: Path) -> None:
     assert config.queue.lease_seconds == 30.0
     assert config.worker.heartbeat_seconds == 1.0
     assert config.worker.max_line_bytes == 64 * 1024 * 1024
-    assert config.worker.secret_env == ["OPENAI_API_KEY", "CODEX_API_KEY"]
+    assert config.worker.secret_env == [
+        "OPENAI_API_KEY",
+        "CODEX_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "GITHUB_TOKEN",
+        "GH_TOKEN",
+    ]
     assert config.codex.sandbox == "workspace-write"
     assert config.codex.config == []
     assert config.recorder.batch_max == 20000
@@ -255,7 +262,14 @@ def test_iter_settings_env_names_and_defaults() -> None:
     assert settings["queue.lease_seconds"] == ("FLEET_QUEUE_LEASE_SECONDS", 30.0)
     assert settings["worker.secret_env"] == (
         "FLEET_WORKER_SECRET_ENV",
-        ["OPENAI_API_KEY", "CODEX_API_KEY"],
+        [
+            "OPENAI_API_KEY",
+            "CODEX_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "GITHUB_TOKEN",
+            "GH_TOKEN",
+        ],
     )
     assert settings["codex.bin"] == ("FLEET_CODEX_BIN", None)
 

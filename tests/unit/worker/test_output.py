@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from fleetd.agents.codex_events import AgentLine
-from fleetd.worker.output import PARSE_LIMIT, REDACTED, LineSplitter, Redactor, classify
+from fleetd.runtime.redaction import REDACTED, Redactor
+from fleetd.worker.output import PARSE_LIMIT, LineSplitter, classify
 from shared.models import FLAG_HUGE, FLAG_NO_NEWLINE, FLAG_NOT_JSON, FLAG_NOT_UTF8, FLAG_PARTIAL
 
 # --- LineSplitter ---------------------------------------------------------------------------
@@ -228,3 +230,104 @@ def test_short_key_like_strings_are_left_alone(text: str) -> None:
 def test_word_ending_in_sk_is_not_a_key() -> None:
     line = b"wrote /tmp/disk-usage-report-2024-01-01.txt"
     assert Redactor([]).mask(line) == (line, False)
+
+
+# --- every undoable spelling of a secret -----------------------------------------------------
+
+KNOWN = "sk-fleet-Known/Secret-0123456789abcdef"
+
+
+def _escape_char(text: str, index: int) -> str:
+    return text[:index] + f"\\u{ord(text[index]):04X}" + text[index + 1 :]
+
+
+@pytest.mark.parametrize("index", [0, 5, 8, len(KNOWN) - 1])
+def test_secret_with_a_char_written_as_u_escape_is_masked(index: int) -> None:
+    line = (
+        '{"type":"item.completed","item":{"type":"agent_message","text":"key '
+        + _escape_char(KNOWN, index)
+        + '"}}'
+    ).encode()
+    masked, changed = Redactor([KNOWN]).mask(line)
+    assert changed
+    assert KNOWN not in msgspec.json.decode(masked)["item"]["text"]
+    assert REDACTED in masked
+
+
+def test_secret_with_escaped_slash_and_every_char_escaped_is_masked() -> None:
+    slashed = KNOWN.replace("/", "\\/")
+    all_escaped = "".join(f"\\u{ord(c):04x}" for c in KNOWN)
+    for spelling in (slashed, all_escaped):
+        masked, changed = Redactor([KNOWN]).mask(f'["{spelling}"]'.encode())
+        assert changed and KNOWN not in msgspec.json.decode(masked)[0]
+
+
+def test_escaped_secret_is_masked_in_text_that_is_not_json() -> None:
+    masked, changed = Redactor([KNOWN]).mask(("not json " + _escape_char(KNOWN, 3)).encode())
+    assert (masked, changed) == (b"not json " + REDACTED, True)
+
+
+def test_key_shape_written_with_an_escape_is_masked_once_decoded() -> None:
+    key = "gh\\u0070_" + "A" * 30
+    masked, changed = Redactor([]).mask(f'{{"text":"{key}"}}'.encode())
+    assert changed and msgspec.json.decode(masked) == {"text": REDACTED.decode()}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "ghp_" + "a" * 27,
+        "gho_" + "b" * 27,
+        "ghs_" + "c" * 27,
+        "ghu_" + "d" * 27,
+        "github_pat_" + "E" * 22,
+        "sk-ant-api03-" + "F" * 20,
+    ],
+)
+def test_short_github_and_anthropic_tokens_are_masked(key: str) -> None:
+    assert Redactor([]).mask(key.encode()) == (REDACTED, True)
+
+
+def test_secret_across_the_line_cut_is_masked_whole() -> None:
+    redactor = Redactor([KNOWN])
+    splitter = LineSplitter(1024, redactor.cut_before, redactor.window)
+    line = b"x" * 1000 + KNOWN.encode() + b"y" * 3000 + b"\n"
+    pieces = [piece for chunk in (line[:1010], line[1010:]) for piece in splitter.feed(chunk)]
+    assert b"".join(p for p, _ in pieces) == line[:-1]
+    assert all(len(p) <= 1024 and flags & FLAG_PARTIAL for p, flags in pieces)
+    masked = [redactor.mask(p)[0] for p, _ in pieces]
+    assert not any(KNOWN[:4].encode() in m and KNOWN.encode() not in m for m in masked)
+    assert all(KNOWN.encode() not in m for m in masked) and REDACTED in b"".join(masked)
+
+
+def test_escaped_secret_across_the_cut_at_stream_end_is_masked_whole() -> None:
+    redactor = Redactor([KNOWN])
+    splitter = LineSplitter(1024, redactor.cut_before, redactor.window)
+    escaped = _escape_char(KNOWN, 10).encode()
+    pieces = splitter.feed(b"x" * 1020 + escaped) + splitter.finish()
+    assert pieces[-1][1] & FLAG_NO_NEWLINE
+    assert all(redactor.mask(p)[0].endswith(REDACTED) or b"\\u" not in p for p, _ in pieces)
+    assert REDACTED in b"".join(redactor.mask(p)[0] for p, _ in pieces)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"u", b"us", b"user:"])
+def test_secret_in_base64_is_masked_at_every_alignment(prefix: bytes) -> None:
+    import base64
+
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        line = b"Authorization: Basic " + encode(prefix + KNOWN.encode() + b"!")
+        masked, changed = Redactor([KNOWN]).mask(line)
+        assert changed and REDACTED in masked
+        # What is left of the encoding is a few characters either side: not the secret.
+        left = masked.replace(b"Authorization: Basic ", b"").split(REDACTED)
+        assert all(len(part) <= 8 for part in left)
+
+
+def test_base64_secret_across_the_cut_is_masked_whole() -> None:
+    import base64
+
+    redactor = Redactor([KNOWN])
+    encoded = base64.b64encode(KNOWN.encode())
+    splitter = LineSplitter(1024, redactor.cut_before, redactor.window)
+    pieces = splitter.feed(b"x" * 1010 + encoded + b"y" * 3000 + b"\n")
+    assert sum(REDACTED in redactor.mask(p)[0] for p, _ in pieces) == 1

@@ -1,0 +1,178 @@
+"""Masking secrets: the allow-listed secret values and key-shaped strings, however spelled.
+
+Written once for every process that stores or sends text: the worker masks agent output
+before it is spooled, and the supervisor masks every reply to a control client.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+# Lines longer than this are masked as bytes only, not decoded as JSON.
+DECODE_LIMIT = 1 << 20
+REDACTED = b"[REDACTED]"
+# Secrets at least this long are also masked in base64 (shorter ones would match by chance).
+BASE64_MIN = 16
+
+# Well-known credential shapes, masked even when their variable was not allow-listed.
+KEY_SHAPES = (
+    r"(?<![A-Za-z0-9])(?:"
+    r"sk-ant-[A-Za-z0-9_\-]{16,}"
+    r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}"
+    r"|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|github_pat_[A-Za-z0-9_]{20,}"
+    r"|xox[abprs]-[A-Za-z0-9\-]{10,}"
+    r"|AKIA[0-9A-Z]{16}"
+    r")"
+)
+KEY_PATTERNS = re.compile(KEY_SHAPES.encode())
+KEY_PATTERNS_TEXT = re.compile(KEY_SHAPES)
+# JSON's two-character escapes, by the character they stand for.
+SHORT_ESCAPES = {"/": "/", '"': '"', "\\": "\\"} | {
+    "\b": "b",
+    "\f": "f",
+    "\n": "n",
+    "\r": "r",
+    "\t": "t",
+}
+
+
+class Redactor:
+    """Masks secret values (from the allow-listed secret variables) and key-shaped strings.
+
+    A secret is masked however JSON may spell it (any character as a `\\u` escape, `\\/`):
+    in the raw line, and in every string of a JSON line once decoded (which also catches
+    key shapes written with escapes), so that no reader that decodes JSON finds it.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        # Longest first, so a secret that contains another is masked whole.
+        values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        encoded = [f for s in values if len(s) >= BASE64_MIN for f in _base64_forms(s.encode())]
+        self.secrets = sorted({s.encode() for s in values} | set(encoded), key=len, reverse=True)
+        self.texts = [s.decode() for s in self.secrets]
+        self.spellings = (
+            re.compile(b"|".join(_json_spelling(s) for s in values)) if values else None
+        )
+        # A cut waits for this many bytes past the limit: the longest escaped secret.
+        self.window = max(1024, 12 * max((len(s) for s in self.secrets), default=0))
+
+    def mask(self, line: bytes) -> tuple[bytes, bool]:
+        masked = line
+        for secret in self.secrets:
+            if secret in masked:
+                masked = masked.replace(secret, REDACTED)
+        if b"\\" in masked and self.spellings is not None:
+            masked = self.spellings.sub(REDACTED, masked)
+        masked = KEY_PATTERNS.sub(REDACTED, masked)
+        if b"\\" in masked and len(masked) <= DECODE_LIMIT:
+            masked = self._mask_decoded(masked)
+        return masked, masked is not line and masked != line
+
+    def mask_text(self, text: str) -> str:
+        """`text` (already decoded) with every secret and key shape masked."""
+        for secret in self.texts:
+            if secret in text:
+                text = text.replace(secret, REDACTED.decode())
+        return KEY_PATTERNS_TEXT.sub(REDACTED.decode(), text)
+
+    def cut_before(self, data: bytes, limit: int) -> int:
+        """Where to cut `data` near `limit` so that no secret or key is split: its start."""
+        starts = [limit]
+        for secret in self.secrets:  # as is, and its base64 forms
+            start = data.find(secret, max(1, limit - len(secret) + 1))
+            if 0 < start < limit:
+                starts.append(start)
+        for pattern in (self.spellings, KEY_PATTERNS):
+            if pattern is None:
+                continue
+            for match in pattern.finditer(data, max(0, limit - self.window)):
+                if 0 < match.start() < limit < match.end():
+                    starts.append(match.start())
+        return min(starts)
+
+    def _mask_decoded(self, line: bytes) -> bytes:
+        """A JSON line whose decoded strings hold a secret, re-encoded with them masked."""
+        try:
+            value = _decode_any(line)
+        except (msgspec.DecodeError, RecursionError):
+            return line
+        try:
+            masked = _mask_strings(value, self.mask_text)
+        except RecursionError:
+            return line
+        return msgspec.json.encode(masked) if masked != value else line
+
+
+def _mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, list):
+        return [_mask_strings(v, mask) for v in value]
+    if isinstance(value, dict):
+        return {mask(k): _mask_strings(v, mask) for k, v in value.items()}
+    return value
+
+
+def _base64_forms(secret: bytes) -> list[bytes]:
+    """The base64 characters (standard and URL-safe) that `secret` alone determines, at each
+    of the three alignments it can have inside a longer encoded text."""
+    forms = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + secret)
+        core = encoded[-(-8 * shift // 6) : 8 * (shift + len(secret)) // 6]
+        forms += [core, core.replace(b"+", b"-").replace(b"/", b"_")]
+    return forms
+
+
+def _json_spelling(secret: str) -> bytes:
+    """A pattern for every way JSON may write `secret`: each character as itself or escaped."""
+    parts = []
+    for char in secret:
+        ways = [re.escape(char.encode())]
+        code = ord(char)
+        units = [code] if code < 0x10000 else _surrogates(code)
+        ways.append(b"".join(b"\\\\u" + _hex_pattern(unit) for unit in units))
+        if char in SHORT_ESCAPES:
+            ways.append(re.escape(b"\\" + SHORT_ESCAPES[char].encode()))
+        parts.append(b"(?:" + b"|".join(ways) + b")")
+    return b"".join(parts)
+
+
+def _surrogates(code: int) -> list[int]:
+    code -= 0x10000
+    return [0xD800 + (code >> 10), 0xDC00 + (code & 0x3FF)]
+
+
+def _hex_pattern(unit: int) -> bytes:
+    digits = f"{unit:04x}"
+    return b"".join(f"[{d}{d.upper()}]".encode() if d.isalpha() else d.encode() for d in digits)
+
+
+_decode_any = msgspec.json.Decoder().decode
+
+
+def mask_message(message: Any, redactor: Redactor) -> Any:
+    """A wire struct with every string (and bytes) field masked; itself when nothing changed."""
+    plain = msgspec.to_builtins(message, builtin_types=(bytes,))
+    masked = _mask_values(plain, redactor)
+    if masked == plain:
+        return message
+    return msgspec.convert(masked, type(message), builtin_types=(bytes,))
+
+
+def _mask_values(value: Any, redactor: Redactor) -> Any:
+    if isinstance(value, bytes):
+        return redactor.mask(value)[0]
+    if isinstance(value, str):
+        return redactor.mask_text(value)
+    if isinstance(value, list):
+        return [_mask_values(v, redactor) for v in value]
+    if isinstance(value, dict):
+        return {k: _mask_values(v, redactor) for k, v in value.items()}
+    return value

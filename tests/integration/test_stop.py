@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from pathlib import Path
 
 import apsw
 import psutil
 import pytest
 
-from tests.support.fleet import FLEETD, Fleet, running_fleet, short_tempdir, wait_for
+from tests.support.fleet import Fleet, running_fleet, short_tempdir, wait_for
 from tests.support.procs import processes_under
 from tests.support.requires import needs_root, needs_tools
 
@@ -106,18 +105,9 @@ def test_a_fleetd_in_another_pid_namespace_is_not_claimed_stopped(tmp_path: Path
     and says so, rather than waiting forever or claiming it stopped."""
     root = short_tempdir()
     fleet = Fleet(root / "s")
-    log = fleet.log_path.open("ab")
     # --fork: fleetd is pid 1 of the new namespace; --kill-child: it dies with unshare.
-    argv = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", *FLEETD]
-    fleet.proc = subprocess.Popen(
-        [*argv, "--foreground", "--workers", "1"],
-        env=fleet.env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    log.close()
+    launcher = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    fleet.start("--workers", "1", wait=False, launcher=launcher)
     try:
         fleet.wait_ready()
         assert fleet.status().pid == 1

@@ -237,6 +237,13 @@ def test_a_waiting_stop_or_drain_leaves_a_socket_activated_fleetd_stopped(comman
     assert not left
 
 
+def _systemd_analyze(units: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze ARGS` on the unit files in `units` (nothing is loaded or started)."""
+    return subprocess.run(
+        ["systemd-analyze", *args], cwd=units, capture_output=True, text=True, timeout=60
+    )
+
+
 @needs_tools("systemd-analyze")
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     fleetd = shutil.which("fleetd") or str(Path(sys.executable).parent / "fleetd")
@@ -246,13 +253,7 @@ def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     # The shipped path is where a system-wide install puts fleetd; verify with ours.
     (tmp_path / "fleetd.service").write_text(service.replace("/usr/local/bin/fleetd", fleetd))
     shutil.copy(UNITS / "fleetd.socket", tmp_path / "fleetd.socket")
-    result = subprocess.run(
-        ["systemd-analyze", "verify", "fleetd.service", "fleetd.socket"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _systemd_analyze(tmp_path, "verify", "fleetd.service", "fleetd.socket")
     assert result.returncode == 0, result.stderr
 
 
@@ -262,13 +263,7 @@ def test_the_service_is_hardened_to_an_exposure_of_5_or_less(tmp_path: Path) -> 
     tests/systemd checks the same under a real systemd, with agents working inside it."""
     shutil.copy(UNITS / "fleetd.service", tmp_path / "fleetd.service")
     shutil.copy(UNITS / "fleetd.socket", tmp_path / "fleetd.socket")
-    result = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", "fleetd.service"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = _systemd_analyze(tmp_path, "security", "--offline=true", "fleetd.service")
     found = re.search(r"Overall exposure level for fleetd\.service: ([0-9.]+)", result.stdout)
     assert found, result.stdout + result.stderr
     assert float(found.group(1)) <= 5.0, result.stdout

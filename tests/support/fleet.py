@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +63,11 @@ class Fleet:
 
     # --- life --------------------------------------------------------------------------------
 
-    def start(self, *args: str, wait: bool = True) -> Fleet:
+    def start(self, *args: str, wait: bool = True, launcher: Sequence[str] = ()) -> Fleet:
+        """Start fleetd in the foreground, through `launcher` (e.g. `unshare ...`) if given."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*FLEETD, "--foreground", *args],
+            [*launcher, *FLEETD, "--foreground", *args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

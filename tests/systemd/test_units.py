@@ -11,18 +11,16 @@ even when the cgroup is empty. The shipped unit keeps its own values.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.container.test_image import IMAGE, RUNTIME_ARGS, podman, unique_name
+from tests.container.test_image import IMAGE, RUNTIME_ARGS, Container, podman, unique_name
 from tests.support.codex_env import API_KEY_ENV, config_toml
 from tests.support.fleet import wait_for
 from tests.support.model_server import ModelServer
@@ -74,11 +72,9 @@ def image() -> str:
     return SYSTEMD_IMAGE
 
 
-class Machine:
-    """One container with systemd as PID 1, driven through `podman exec`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
+class Machine(Container):
+    """One container with systemd as PID 1, driven through `podman exec`; fleetctl names the
+    system unit's state directory."""
 
     def sh(self, script: str, check: bool = True, timeout: float = 60) -> str:
         return podman("exec", self.name, "sh", "-c", script, check=check, timeout=timeout).stdout
@@ -86,19 +82,6 @@ class Machine:
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = ["exec", self.name, "fleetctl", "--state-dir", "/var/lib/agent-fleet", *args]
         return podman(*argv, check=check, timeout=90)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ctl(*args, "--json").stdout)
-
-    def enqueue(self, *args: str) -> int:
-        return int(self.ctl("enqueue", *args).stdout.strip())
-
-    def wait_state(self, task: int, *states: str, timeout: float = 60) -> dict[str, Any]:
-        def reached() -> dict[str, Any] | None:
-            shown = self.json("show", str(task))
-            return shown if shown["state"] in states else None
-
-        return wait_for(reached, timeout, interval=0.3, what=f"task {task} to reach {states}")
 
     def unit(self, *props: str, unit: str = "fleetd.service") -> dict[str, str]:
         out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))

@@ -36,7 +36,9 @@ def test_defaults_without_file_env_or_flags(home: Path) -> None:
     assert config.queue.lease_seconds == 30.0
     assert config.worker.heartbeat_seconds == 1.0
     assert config.worker.max_line_bytes == 64 * 1024 * 1024
-    assert config.worker.secret_env == ["OPENAI_API_KEY", "CODEX_API_KEY"]
+    assert config.worker.secret_env[:2] == ["OPENAI_API_KEY", "CODEX_API_KEY"]
+    assert "ANTHROPIC_API_KEY" in config.worker.secret_env
+    assert config.claude.allowed_tools[0] == "Bash" and config.claude.max_turns == 0
     assert config.codex.sandbox == "workspace-write"
     assert config.codex.config == []
     assert config.recorder.batch_max == 20000
@@ -238,6 +240,9 @@ def test_invalid_toml_is_a_config_error(home: Path, tmp_path: Path) -> None:
         load_config(env_of(home), path)
 
 
+CLAUDE_KEYS = ["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN"]
+
+
 def test_iter_settings_lists_every_field_with_a_description() -> None:
     settings = list(iter_settings())
     expected = [name for name in FleetConfig.__struct_fields__ if name not in SECTIONS]
@@ -245,7 +250,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
         fields = type(getattr(FleetConfig(), section)).__struct_fields__
         expected += [f"{section}.{field}" for field in fields]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 36
+    assert len(expected) == 44
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -255,9 +260,10 @@ def test_iter_settings_env_names_and_defaults() -> None:
     assert settings["queue.lease_seconds"] == ("FLEET_QUEUE_LEASE_SECONDS", 30.0)
     assert settings["worker.secret_env"] == (
         "FLEET_WORKER_SECRET_ENV",
-        ["OPENAI_API_KEY", "CODEX_API_KEY"],
+        ["OPENAI_API_KEY", "CODEX_API_KEY", *CLAUDE_KEYS],
     )
     assert settings["codex.bin"] == ("FLEET_CODEX_BIN", None)
+    assert settings["claude.bin"] == ("FLEET_CLAUDE_BIN", None)
 
 
 def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> None:
@@ -266,6 +272,7 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
         "log_json": "false",
         "log_level": "DEBUG",
         "codex.sandbox": "read-only",
+        "claude.permission_mode": "acceptEdits",
     }
     env = env_of(home)
     for key, variable, _, default in iter_settings():

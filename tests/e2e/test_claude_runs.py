@@ -191,3 +191,36 @@ def test_parallel_runs_do_not_share_a_config_directory(
     assert homes_left == [] and list(host_dir.iterdir()) == []
     for name, other in (names, names[::-1]):
         assert f"[job-{name}]" in sessions[name] and f"[job-{other}]" not in sessions[name]
+
+
+@pytest.mark.timeout(150)
+def test_retry_resume_continues_the_claude_session(
+    tmp_path: Path, anthropic: AnthropicServer
+) -> None:
+    """Attempt 1 runs a command, then the endpoint refuses the key (401, permanent); `retry
+    --resume` starts Claude Code with `--resume SESSION` from the kept transcript."""
+    anthropic.script(
+        [
+            anthropic.bash("echo step1 > step1.txt"),
+            anthropic.http_error(401, "authentication_error", "invalid x-api-key"),
+            anthropic.http_error(401, "authentication_error", "invalid x-api-key"),
+            anthropic.bash("echo step2 > step2.txt"),
+            anthropic.text("finished both steps"),
+        ]
+    )
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=claude_fleet_env(tmp_path, anthropic)) as fleet:
+        task = enqueue_claude(fleet, "[resume-me] do two steps", work)
+        first = fleet.wait_state(task, *TERMINAL, timeout=60)
+        assert first["state"] == "failed", first
+        assert first["result"]["failure_class"] == "permanent"
+        retried = fleet.json("retry", str(task), "--resume")
+        assert retried["resume"] is True
+        shown = fleet.wait_state(task, "succeeded", "failed", timeout=60)
+    assert shown["state"] == "succeeded", shown
+    one, two = shown["executions"]
+    assert two["result"]["thread_id"] == one["result"]["thread_id"], "the same session"
+    assert two["result"]["final_message"] == "finished both steps"
+    assert (work / "step1.txt").is_file() and (work / "step2.txt").is_file()
+    resumed = json.dumps(anthropic.requests[-2].body["messages"])
+    assert "[resume-me] do two steps" in resumed and "interrupted" in resumed

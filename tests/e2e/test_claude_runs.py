@@ -43,7 +43,7 @@ def result_line(events: list[dict[str, Any]]) -> dict[str, Any]:
     return line
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_a_claude_task_runs_bash_and_records_its_stdout_usage_and_cost(
     tmp_path: Path, anthropic: AnthropicServer
 ) -> None:
@@ -63,7 +63,7 @@ def test_a_claude_task_runs_bash_and_records_its_stdout_usage_and_cost(
     env = {**claude_fleet_env(tmp_path, anthropic), "FLEET_CLAUDE_BIN": str(wrapper)}
     with running_fleet("--workers", "2", env=env) as fleet:
         task = enqueue_claude(fleet, "create hello.txt", work)
-        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        shown = fleet.wait_state(task, *TERMINAL, timeout=120)
         events = fleet.events(task)
         human = fleet.ctl("show", str(task)).stdout
         leaks = files_containing(fleet.state_dir, API_KEY.encode())
@@ -101,7 +101,7 @@ def test_a_claude_task_runs_bash_and_records_its_stdout_usage_and_cost(
     assert output["is_error"] is False
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize(
     ("name", "failure_class", "words"),
     [
@@ -124,7 +124,7 @@ def test_refused_and_cut_requests_are_classified(
     work = workdir(tmp_path, "work")
     with running_fleet("--workers", "1", env=claude_fleet_env(tmp_path, anthropic)) as fleet:
         task = enqueue_claude(fleet, "anything", work, "--max-attempts", "1")
-        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        shown = fleet.wait_state(task, *TERMINAL, timeout=120)
         events = fleet.events(task)
     assert shown["state"] == "failed", shown
     result = shown["result"]
@@ -140,7 +140,7 @@ def command_running(work: Path) -> bool:
     return any("tail -f /dev/null" in command_line(pid) for pid in processes_under(work))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
 def test_timeout_and_cancel_end_claudes_process_group(
     tmp_path: Path, anthropic: AnthropicServer, how: str
@@ -149,19 +149,19 @@ def test_timeout_and_cancel_end_claudes_process_group(
     anthropic.script([anthropic.bash("tail -f /dev/null")])
     work = workdir(tmp_path, "work")
     with running_fleet("--workers", "1", env=claude_fleet_env(tmp_path, anthropic)) as fleet:
-        limit = ["--timeout", "8"] if how == "timeout" else []
+        limit = ["--timeout", "20"] if how == "timeout" else []
         task = enqueue_claude(fleet, "hang", work, *limit)
-        wait_for(lambda: command_running(work), 40, what="claude's Bash to start tail")
+        wait_for(lambda: command_running(work), 60, what="claude's Bash to start tail")
         if how == "cancel":
             fleet.ctl("cancel", str(task))
-        shown = fleet.wait_state(task, *TERMINAL, timeout=40)
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
         wait_for(lambda: not processes_under(work), 10, what="claude and its sleep to end")
     expected = "timed_out" if how == "timeout" else "cancelled"
     assert shown["state"] == expected, shown
     assert not processes_under(tmp_path)
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_parallel_runs_do_not_share_a_config_directory(
     tmp_path: Path, anthropic: AnthropicServer
 ) -> None:
@@ -181,7 +181,7 @@ def test_parallel_runs_do_not_share_a_config_directory(
     dirs = {name: workdir(tmp_path, name) for name in names}
     with running_fleet("--workers", "2", env=env) as fleet:
         tasks = {n: enqueue_claude(fleet, f"[job-{n}] go", dirs[n]) for n in names}
-        shown = {n: fleet.wait_state(t, *TERMINAL, timeout=90) for n, t in tasks.items()}
+        shown = {n: fleet.wait_state(t, *TERMINAL, timeout=150) for n, t in tasks.items()}
         homes_left = list((fleet.state_dir / "claude-homes").iterdir())
         sessions = {n: Path(shown[n]["result"]["session_file"]).read_text() for n in names}
     assert all(view["state"] == "succeeded" for view in shown.values()), shown
@@ -193,7 +193,7 @@ def test_parallel_runs_do_not_share_a_config_directory(
         assert f"[job-{name}]" in sessions[name] and f"[job-{other}]" not in sessions[name]
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(300)
 def test_retry_resume_continues_the_claude_session(
     tmp_path: Path, anthropic: AnthropicServer
 ) -> None:
@@ -211,12 +211,12 @@ def test_retry_resume_continues_the_claude_session(
     work = workdir(tmp_path, "work")
     with running_fleet("--workers", "1", env=claude_fleet_env(tmp_path, anthropic)) as fleet:
         task = enqueue_claude(fleet, "[resume-me] do two steps", work)
-        first = fleet.wait_state(task, *TERMINAL, timeout=60)
+        first = fleet.wait_state(task, *TERMINAL, timeout=120)
         assert first["state"] == "failed", first
         assert first["result"]["failure_class"] == "permanent"
         retried = fleet.json("retry", str(task), "--resume")
         assert retried["resume"] is True
-        shown = fleet.wait_state(task, "succeeded", "failed", timeout=60)
+        shown = fleet.wait_state(task, "succeeded", "failed", timeout=120)
     assert shown["state"] == "succeeded", shown
     one, two = shown["executions"]
     assert two["result"]["thread_id"] == one["result"]["thread_id"], "the same session"

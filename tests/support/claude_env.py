@@ -32,9 +32,14 @@ def claude_fleet_env(tmp_path: Path, server: AnthropicServer) -> dict[str, str]:
     the key and gateway for `server`, and one retry allowed through to the agent."""
     host_dir = tmp_path / "host-claude"
     host_dir.mkdir(exist_ok=True)
+    # Claude Code's Bash tool first snapshots the user's login shell; an empty HOME keeps the
+    # host's ~/.bashrc (pyenv and the like: seconds each on a loaded machine) out of it.
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
     allow = [*WorkerConfig().env_allow, "CLAUDE_CODE_MAX_RETRIES"]
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))},
+        "HOME": str(home),
         "CLAUDE_CONFIG_DIR": str(host_dir),
         "ANTHROPIC_API_KEY": API_KEY,
         "ANTHROPIC_BASE_URL": server.base_url,

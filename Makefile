@@ -5,10 +5,14 @@ BIN := $(VENV)/bin
 CODEX_VERSION := 0.169.0
 CODEX_DIR := .tools/codex
 export FLEET_CODEX_BIN ?= $(CURDIR)/$(CODEX_DIR)/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex
+CLAUDE_VERSION := 2.1.332
+CLAUDE_DIR := .tools/claude
+# The npm package's postinstall picks the platform's native binary (no node needed to run it).
+export FLEET_CLAUDE_BIN ?= $(CURDIR)/$(CLAUDE_DIR)/node_modules/@anthropic-ai/claude-code-linux-x64/claude
 
 .PHONY: setup run test test-fast soak bench lint clean container-test systemd-test
 
-setup: $(VENV)/.installed $(CODEX_DIR)/.installed
+setup: $(VENV)/.installed $(CODEX_DIR)/.installed $(CLAUDE_DIR)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,13 @@ $(CODEX_DIR)/.installed:
 	mkdir -p $(CODEX_DIR)
 	npm install --prefix $(CODEX_DIR) --no-audit --no-fund --loglevel=error @openai/codex@$(CODEX_VERSION)
 	$(FLEET_CODEX_BIN) --version
+	touch $@
+
+# The pinned Claude Code CLI, project-local too: fleetd finds it under .tools/claude.
+$(CLAUDE_DIR)/.installed:
+	mkdir -p $(CLAUDE_DIR)
+	npm install --prefix $(CLAUDE_DIR) --no-audit --no-fund --loglevel=error @anthropic-ai/claude-code@$(CLAUDE_VERSION)
+	$(FLEET_CLAUDE_BIN) --version
 	touch $@
 
 run: setup

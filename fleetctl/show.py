@@ -110,6 +110,8 @@ def _execution_block(execution: ExecutionView, retry_at: int | None) -> list[str
         ("duration", f"{result.duration_s:.3f} s" if result.duration_s else None),
         ("commands", _commands(result)),
         ("tokens", token_words(result.usage)),
+        ("cost", f"${result.cost_usd:.4f}" if result.cost_usd else None),
+        ("turns", result.turns),
         ("final message", one_line(result.final_message, 300)),
         ("error", one_line(result.error, 300) if _adds(result.error, result.reason) else None),
         ("stderr", one_line(result.stderr_tail, 200) if execution.outcome == "failed" else None),

@@ -39,7 +39,7 @@ def enqueue(
         typer.Argument(help="after `--`: the command agent's argv (it reads the prompt on stdin)"),
     ] = None,
     agent: Annotated[
-        str | None, typer.Option(help="codex or command (default: command if ARGV given)")
+        str | None, typer.Option(help="codex, claude or command (default: command if ARGV given)")
     ] = None,
     cwd: Annotated[
         Path | None, typer.Option(help="working directory of the agent (default: a fresh one)")

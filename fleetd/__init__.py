@@ -20,8 +20,9 @@ has the entry point `run()`.
                     directory or worktree (attempt.py)
     workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
                     a helper thread
-    agents/         adapters, one module per agent kind (codex, command); Codex's event
-                    schema, its private CODEX_HOME, failure classes
+    agents/         adapters, one module per agent kind (codex, claude, command); Codex's
+                    and Claude Code's event schemas, their private CODEX_HOME and
+                    CLAUDE_CONFIG_DIR, failure classes
     runtime/        what every process shares, each written once: sockets, ROUTER
                     requests, process facts (the one reader of /proc), file locks,
                     SQLite, background jobs, spool files, the agent registry, start-up

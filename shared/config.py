@@ -69,6 +69,10 @@ class WorkerConfig(Section):
                 "OPENAI_ORG_ID",
                 "OPENAI_PROJECT_ID",
                 "CODEX_HOME",
+                "ANTHROPIC_API_KEY",
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "ANTHROPIC_AUTH_TOKEN",
+                "ANTHROPIC_BASE_URL",
             ]
         )
     )
@@ -82,6 +86,7 @@ class WorkerConfig(Section):
             "CLAUDE_CODE_OAUTH_TOKEN",
             "GITHUB_TOKEN",
             "GH_TOKEN",
+            "ANTHROPIC_AUTH_TOKEN",
         ]
     )
 
@@ -109,6 +114,35 @@ class CodexConfig(Section):
         str, "variable holding the provider's API key (keep it in worker.env_allow)"
     ) = "OPENAI_API_KEY"
     provider_wire_api: _doc(Literal["responses", "chat"], "the provider's API") = "responses"
+
+
+class ClaudeConfig(Section):
+    bin: _doc(str | None, "Claude Code CLI binary (default: project-local install, then PATH)") = (
+        None
+    )
+    model: _doc(str | None, "model for tasks that name none (default: Claude Code's own)") = None
+    max_turns: _doc(int, "most agent turns of one run (--max-turns; 0: no limit)", ge=0) = 0
+    max_budget_usd: _doc(
+        float, "most dollars one run may spend (--max-budget-usd; 0: no limit)", ge=0
+    ) = 0.0
+    allowed_tools: _doc(
+        list[str],
+        "tools a run may use without asking (--allowedTools; headless runs cannot ask, and "
+        "bypassPermissions is refused as root)",
+    ) = msgspec.field(
+        default_factory=lambda: ["Bash", "Edit", "Write", "Read", "Glob", "Grep", "MultiEdit"]
+    )
+    permission_mode: _doc(
+        Literal["default", "acceptEdits", "plan", "bypassPermissions"] | None,
+        "--permission-mode of every run (bypassPermissions only as a non-root user)",
+    ) = None
+    args: _doc(list[str], "extra arguments passed to every Claude Code run") = msgspec.field(
+        default_factory=list
+    )
+    base_url: _doc(
+        str | None,
+        "an Anthropic Messages gateway every run uses (ANTHROPIC_BASE_URL, without /v1)",
+    ) = None
 
 
 class WorkspaceConfig(Section):
@@ -145,6 +179,7 @@ class FleetConfig(Section):
     queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
     worker: WorkerConfig = msgspec.field(default_factory=WorkerConfig)
     codex: CodexConfig = msgspec.field(default_factory=CodexConfig)
+    claude: ClaudeConfig = msgspec.field(default_factory=ClaudeConfig)
     workspace: WorkspaceConfig = msgspec.field(default_factory=WorkspaceConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
@@ -155,7 +190,7 @@ class FleetConfig(Section):
         return StatePaths(Path(self.state_dir))
 
 
-SECTIONS = ("queue", "worker", "codex", "workspace", "recorder", "supervisor")
+SECTIONS = ("queue", "worker", "codex", "claude", "workspace", "recorder", "supervisor")
 
 
 def agent_environment(config: FleetConfig, host: Mapping[str, str]) -> dict[str, str]:
@@ -216,7 +251,13 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _env_value(key: str, value: str) -> Any:
     """Lists come from the environment comma-separated; the rest converts from text (lax)."""
-    if key in ("worker.env_allow", "worker.secret_env", "codex.config"):
+    if key in (
+        "worker.env_allow",
+        "worker.secret_env",
+        "codex.config",
+        "claude.allowed_tools",
+        "claude.args",
+    ):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
 

@@ -28,7 +28,7 @@ ExecutionOutcome = Literal[
 FinishedOutcome = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
 # The kinds of agent a task may name; `fleetd.agents.adapters` has one adapter for each.
-AgentKind = Literal["codex", "command"]
+AgentKind = Literal["codex", "claude", "command"]
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 TimeoutKind = Literal["wall", "idle"]
 
@@ -144,6 +144,8 @@ class ExecutionResult(msgspec.Struct, kw_only=True):
     stderr_tail: str | None = None
     session_file: str | None = None
     workspace: WorkspaceResult | None = None
+    cost_usd: float | None = None  # what the agent says the run cost (Claude Code reports it)
+    turns: int | None = None  # the agent's turns, as it counts them (Claude Code)
 
 
 class ResumeFrom(msgspec.Struct, kw_only=True):
@@ -241,9 +243,9 @@ def spec_problem(spec: TaskSpec) -> str | None:
     """Why a task cannot be run as given, in words for the user; None if it can."""
     if spec.agent == "command" and not spec.argv:
         return "a command task needs its argv: `fleetctl enqueue PROMPT --agent command -- ARGV...`"
-    if spec.agent == "codex" and not spec.prompt.strip():
-        return "a codex task needs a prompt"
-    if spec.agent == "codex" and spec.argv:
+    if spec.agent in ("codex", "claude") and not spec.prompt.strip():
+        return f"a {spec.agent} task needs a prompt"
+    if spec.agent in ("codex", "claude") and spec.argv:
         return "argv (after `--`) is only for `--agent command` tasks"
     if spec.timeout is not None and spec.timeout <= 0:
         return "timeout must be a positive number of seconds"

@@ -109,6 +109,11 @@ class StatePaths:
         """Private CODEX_HOME of each running Codex agent."""
         return self.root / "codex-homes"
 
+    @property
+    def claude_homes_dir(self) -> Path:
+        """Private CLAUDE_CONFIG_DIR of each running Claude Code agent."""
+        return self.root / "claude-homes"
+
     def workspace(self, task: int) -> Path:
         return self.workspaces_dir / str(task)
 
@@ -171,6 +176,7 @@ class StatePaths:
             self.diffs_dir,
             self.sessions_dir,
             self.codex_homes_dir,
+            self.claude_homes_dir,
         )
         self._check_owner_may_write()
         try:

@@ -59,6 +59,19 @@ class AgentSummary:
     # The latest `error` and `turn.failed` messages, oldest first (`error` items are warnings).
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
 
+    def feed(self, payload: bytes, parsed: AgentLine | None) -> None:
+        """One masked output line, and its Codex-shaped parse (None if it has not that shape)."""
+        if parsed is not None:
+            self.observe(parsed)
+
+    def failure(self) -> str | None:
+        """Why the run failed even though the agent exited with status 0 (None: it did not)."""
+        return None
+
+    def verdict(self, exit_code: int | None, signal: int | None) -> tuple[str, str] | None:
+        """The failure class and reason the agent's own events tell, or None to infer them."""
+        return None
+
     def observe(self, line: AgentLine) -> None:
         match line.type:
             case "thread.started":

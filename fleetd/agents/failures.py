@@ -79,6 +79,7 @@ _RULES = [
         "transient",
         "could not reach the model provider (connection refused, reset or closed)",
         r"connection (?:refused|reset|closed|aborted)|broken pipe|unreachable",
+        r"connection to the api was lost|econn(?:reset|refused|aborted)",
         r"error sending request|connect error|tls handshake",
     ),
     _rule(
@@ -144,6 +145,10 @@ def classify_result(
     start_error: str | None,
 ) -> ExecutionResult:
     """Set `failure_class` and `reason` of a failed run's result."""
+    verdict = None if start_error else summary.verdict(result.exit_code, result.signal)
+    if verdict is not None:
+        result.failure_class, result.reason = verdict
+        return result
     result.failure_class, result.reason = classify_failure(
         errors=summary.errors,
         exit_code=result.exit_code,
@@ -154,6 +159,62 @@ def classify_result(
         start_error=start_error,
     )
     return result
+
+
+CLAUDE_CREDENTIALS = (
+    "the model provider refused the credentials: check ANTHROPIC_API_KEY, "
+    "CLAUDE_CODE_OAUTH_TOKEN or ANTHROPIC_AUTH_TOKEN (kept in worker.env_allow) "
+    "or the Claude login"
+)
+
+
+def claude_verdict(
+    *,
+    subtype: str | None,
+    is_error: bool,
+    api_status: int | None,
+    message: str,
+    errors: Sequence[str],
+    has_result: bool,
+    exit_code: int | None,
+    signal: int | None,
+) -> Verdict | None:
+    """The class of a failed Claude Code run from its `result` line (or its absence).
+
+    `errors`: what its `api_retry` events and result said, oldest first. A rate limit is
+    reported as `subtype: success, is_error: true` (anthropics/claude-code-action#1720): the
+    status decides, not the subtype. None: nothing Claude-specific to say.
+    """
+    if not has_result:
+        ended = f"Claude Code {_how_it_ended(exit_code, signal)} without a result line"
+        found = _from_messages(reversed(errors))
+        if found is not None:
+            return found[0], f"{_claude_reason(found)} (then {ended})"
+        return "agent", ended
+    if subtype == "error_max_turns":
+        return "agent", "the agent used up its turns before finishing: raise claude.max_turns"
+    if subtype == "error_max_budget_usd":
+        return "permanent", "the run reached its spending limit: raise claude.max_budget_usd"
+    found = _from_messages([message]) if message else None
+    if found is None and api_status is None:
+        found = _from_messages(reversed(errors))
+    if found is not None:
+        return found[0], _claude_reason(found)
+    if subtype == "error_during_execution":
+        return "agent", f"Claude Code failed during execution: {message[:300]}"
+    if is_error:
+        return "agent", f"Claude Code reported an error: {message[:300]}"
+    return None
+
+
+def _claude_reason(verdict: Verdict) -> str:
+    """Codex's credential advice, said for Claude Code."""
+    kind, reason = verdict
+    if kind != "permanent" or not ("credentials" in reason or "HTTP 401" in reason):
+        return reason
+    if reason.startswith("HTTP"):
+        return f"{reason.split(':')[0]}: {CLAUDE_CREDENTIALS}"
+    return CLAUDE_CREDENTIALS
 
 
 def _from_messages(messages: Iterable[str]) -> Verdict | None:

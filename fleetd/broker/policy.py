@@ -59,7 +59,7 @@ def retry_refusal(task: int, state: TaskState) -> str:
 
 def not_resumable(task: int, agent: str) -> str:
     return (
-        f"only codex tasks can resume a thread; task {task} is a {agent} task:"
+        f"only codex and claude tasks can resume a thread; task {task} is a {agent} task:"
         " retry it without --resume"
     )
 

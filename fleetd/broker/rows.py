@@ -35,8 +35,9 @@ decode_result = msgspec.json.Decoder(ExecutionResult).decode
 def resume_source(
     conn: apsw.Connection, task: int, spec: TaskSpec
 ) -> tuple[ResumeFrom | None, str | None]:
-    """The latest execution of a task that started a Codex thread, or why there is none."""
-    if spec.agent != "codex":
+    """The latest execution of a task that started a Codex thread (or a Claude Code session),
+    or why there is none."""
+    if spec.agent not in ("codex", "claude"):
         return None, not_resumable(task, spec.agent)
     rows = conn.execute(
         "SELECT id FROM executions WHERE task_id = ? AND result IS NOT NULL ORDER BY id DESC",

@@ -59,6 +59,7 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     if ended:
         logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)
     PrivateHomes.remove_all_under(paths.codex_homes_dir)
+    PrivateHomes.remove_all_under(paths.claude_homes_dir)
     supervision = config.supervisor
     children = Children(
         supervision.restart_backoff_max,

@@ -195,8 +195,7 @@ class Execution:
         for raw, flags in lines:
             payload, redacted = self.redactor.mask(raw)
             kind, kind_flags, parsed = classify(payload)
-            if parsed is not None:
-                self.summary.observe(parsed)
+            self.summary.feed(payload, parsed)
             self.seq += 1
             flags |= kind_flags | (FLAG_REDACTED if redacted else 0)
             events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
@@ -289,7 +288,7 @@ class Execution:
                 "interrupted": "fleet stopping; task put back in the queue",
             }.get(self.end_reason, self.end_reason)
             return self.end_reason
-        if result.exit_code == 0:
+        if result.exit_code == 0 and self.summary.failure() is None:
             return "succeeded"
         if result.error is None:
             how = (

@@ -25,7 +25,7 @@ from typing import Any
 
 from loguru import logger
 
-from fleetd.agents import adapters
+from fleetd.agents import adapters, summary_for
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
@@ -235,6 +235,7 @@ class Worker:
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
             registry=self.registry,
+            summary=summary_for(assign.spec.agent),
         )
         self.execution = execution
         self.phase = Phase.RUNNING

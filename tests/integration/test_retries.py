@@ -132,7 +132,7 @@ def test_resume_of_a_command_task_is_refused(fleet: Fleet) -> None:
     task = fleet.enqueue("plain", "--", "sh", "-c", "exit 2")
     fleet.wait_state(task, "failed")
     refused = fleet.ctl("retry", str(task), "--resume", check=False)
-    assert refused.returncode == 1 and "only codex tasks" in refused.stderr
+    assert refused.returncode == 1 and "only codex and claude tasks" in refused.stderr
 
 
 def test_retry_of_a_running_task_is_refused(fleet: Fleet) -> None:

@@ -38,3 +38,16 @@ def needs_codex() -> list[pytest.MarkDecorator]:
         reason=f"no codex binary at {binary}: run `make setup`, or set FLEET_CODEX_BIN",
     )
     return [pytest.mark.e2e, skip]
+
+
+def needs_claude() -> list[pytest.MarkDecorator]:
+    """The marks of a test that runs the real Claude Code CLI: `e2e`, and a skip (outside CI)
+    when the pinned binary is not installed (`make setup` installs it under .tools/claude)."""
+    from tests.support.claude_env import claude_binary
+
+    binary = claude_binary()
+    skip = pytest.mark.skipif(
+        not binary.is_file() and not IN_CI,
+        reason=f"no claude binary at {binary}: run `make setup`, or set FLEET_CLAUDE_BIN",
+    )
+    return [pytest.mark.e2e, skip]

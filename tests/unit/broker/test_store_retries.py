@@ -277,7 +277,7 @@ def test_resume_of_a_command_task_is_refused(store: QueueStore) -> None:
     task, _ = codex_failed(store, 5, thread_id="th-1")
     refused = store.retry(task, True, 20)
     assert refused is not None and refused.refused is not None
-    assert "only codex tasks" in refused.refused
+    assert "only codex and claude tasks" in refused.refused
     assert state(store, task)[0] == "failed"
 
 

@@ -43,7 +43,9 @@ def test_defaults_without_file_env_or_flags(home: Path) -> None:
         "CLAUDE_CODE_OAUTH_TOKEN",
         "GITHUB_TOKEN",
         "GH_TOKEN",
+        "ANTHROPIC_AUTH_TOKEN",
     ]
+    assert config.claude.allowed_tools[0] == "Bash" and config.claude.max_turns == 0
     assert config.codex.sandbox == "workspace-write"
     assert config.codex.config == []
     assert config.recorder.batch_max == 20000
@@ -252,7 +254,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
         fields = type(getattr(FleetConfig(), section)).__struct_fields__
         expected += [f"{section}.{field}" for field in fields]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 36
+    assert len(expected) == 44
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -269,9 +271,11 @@ def test_iter_settings_env_names_and_defaults() -> None:
             "CLAUDE_CODE_OAUTH_TOKEN",
             "GITHUB_TOKEN",
             "GH_TOKEN",
+            "ANTHROPIC_AUTH_TOKEN",
         ],
     )
     assert settings["codex.bin"] == ("FLEET_CODEX_BIN", None)
+    assert settings["claude.bin"] == ("FLEET_CLAUDE_BIN", None)
 
 
 def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> None:
@@ -280,6 +284,7 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
         "log_json": "false",
         "log_level": "DEBUG",
         "codex.sandbox": "read-only",
+        "claude.permission_mode": "acceptEdits",
     }
     env = env_of(home)
     for key, variable, _, default in iter_settings():

@@ -1,0 +1,93 @@
+"""The Claude Code adapter: `claude -p PROMPT --output-format stream-json --verbose`, headless.
+
+Tools are granted with `--allowedTools` (claude.allowed_tools): `--permission-mode
+bypassPermissions` is refused when running as root ("cannot be used with root/sudo
+privileges"), and a headless run has nobody to ask. Stdin is /dev/null.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from fleetd.agents.base import AgentCommand
+from fleetd.agents.claude_home import ClaudeHomes
+from shared.config import ClaudeConfig
+from shared.errors import ConfigError, FleetError
+from shared.messages import Assign
+from shared.models import ExecutionResult
+
+# Where `make` installs the pinned CLI: the native binary of the linux-x64 package.
+NATIVE_BINARY = Path("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
+RESUME_PROMPT = (
+    "The previous attempt at this task was interrupted. Continue from where it stopped, "
+    "finish the task, and say what you did."
+)
+# Set for every run: no telemetry, error reports or self-updates from a fleet's agents.
+QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+
+
+def find_claude(config: ClaudeConfig) -> str:
+    """The CLI: config or FLEET_CLAUDE_BIN, the project-local install, then PATH."""
+    if config.bin:
+        return config.bin
+    roots = dict.fromkeys([Path(__file__).resolve().parents[2], Path(sys.prefix).resolve().parent])
+    for root in roots:
+        candidate = root / ".tools" / "claude" / NATIVE_BINARY
+        if candidate.is_file():
+            return str(candidate)
+    found = shutil.which("claude")
+    if found:
+        return found
+    raise ConfigError(
+        "no Claude Code CLI found: run `make setup` (installs it under .tools/claude), "
+        "install it with `npm install -g @anthropic-ai/claude-code`, or set FLEET_CLAUDE_BIN"
+    )
+
+
+class ClaudeAdapter:
+    """Claude Code from a task and the `[claude]` config, each run in a private config dir."""
+
+    def __init__(self, config: ClaudeConfig, homes: ClaudeHomes) -> None:
+        self.config = config
+        self.homes = homes
+
+    def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
+        """A new session, or `--resume SESSION` to continue an earlier attempt's."""
+        config = self.config
+        argv = [find_claude(config), "-p", "--output-format", "stream-json", "--verbose"]
+        model = assign.spec.model or config.model
+        if model:
+            argv += ["--model", model]
+        if config.max_turns:
+            argv += ["--max-turns", str(config.max_turns)]
+        if config.max_budget_usd:
+            argv += ["--max-budget-usd", f"{config.max_budget_usd:g}"]
+        if config.allowed_tools:
+            argv.append("--allowedTools=" + ",".join(config.allowed_tools))
+        if config.permission_mode:
+            argv += ["--permission-mode", config.permission_mode]
+        argv += config.args
+        session = None
+        prompt = assign.spec.prompt
+        if assign.resume is not None:
+            session = assign.resume.session_file
+            if not session or not Path(session).is_file():
+                raise FleetError(
+                    f"cannot resume: the Claude session of execution {assign.resume.execution} "
+                    f"is gone; `fleetctl retry {assign.task}` (without --resume) starts over"
+                )
+            argv += ["--resume", assign.resume.thread_id]
+            prompt = RESUME_PROMPT
+        # `--` so that a prompt starting with a dash is never read as a flag.
+        argv += ["--", prompt]
+        home = self.homes.create(assign.execution, cwd, session)
+        run_env = {**env, **QUIET_ENV, "CLAUDE_CONFIG_DIR": str(home)}
+        if config.base_url:
+            run_env["ANTHROPIC_BASE_URL"] = config.base_url
+        return AgentCommand(argv=argv, cwd=cwd, env=run_env, stdin=None)
+
+    def finish(self, assign: Assign, result: ExecutionResult) -> None:
+        """Keep the run's transcript (for `retry --resume`) and remove its config directory."""
+        result.session_file = self.homes.finish(assign.execution, result.thread_id)

@@ -9,7 +9,7 @@ import pytest
 
 from fleetd.agents.claude import ClaudeAdapter
 from fleetd.agents.claude_home import ClaudeHomes, project_dir_name
-from fleetd.worker.output import Redactor
+from fleetd.runtime.redaction import Redactor
 from shared.config import ClaudeConfig
 from shared.errors import FleetError
 from shared.messages import Assign

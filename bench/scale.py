@@ -9,7 +9,8 @@ nothing queued). In each:
 3. per run: `fleetctl status` and `fleetctl list` run as a user runs them (wall time), the
    GetStatus and ListTasks round trips from this process (the daemon's own share, without
    the interpreter's start-up), then the enqueue rate: 2,000 tasks in batches of 500, and
-   200 tasks one per request (as `fleetctl enqueue` sends them);
+   200 tasks one per request (as `fleetctl enqueue` sends them); beside the round trips,
+   the CPU time all fleetd processes spent per request (no target; less load-sensitive);
 4. memory: VmRSS of each fleetd process, after the enqueues;
 5. throughput: the sleepers are cancelled and the workers run the queue from its head
    (FIFO); after 100 warm-up tasks, each run is the next 2,000: rate = 2,000 / (last
@@ -28,7 +29,9 @@ from dataclasses import dataclass, field
 from bench.common import (
     FLEETCTL,
     BenchFleet,
+    CpuMeter,
     Report,
+    fleet_pids,
     fmt,
     load,
     median,
@@ -71,7 +74,7 @@ class Figures:
         self.runs.setdefault(metric, []).append(value)
 
 
-# metric -> (unit, higher is better, digits)
+# metric -> (unit, higher is better, digits); a target of at most FACTOR x the empty fleet's
 METRICS = {
     "enqueue rate, batches of 500": ("tasks/s", True, 0),
     "enqueue rate, one task per request": ("tasks/s", True, 0),
@@ -81,15 +84,21 @@ METRICS = {
     "ListTasks round trip, median": ("ms", False, 2),
     "throughput (queue head, steady state)": ("tasks/s", True, 0),
 }
+# shown beside the round trips, no target: fleetd's CPU time per request (every fleetd process),
+# which the shared machine's load inflates much less than the wall time
+CPU_METRICS = {
+    "GetStatus fleetd CPU per request": ("ms", False, 2),
+    "ListTasks fleetd CPU per request": ("ms", False, 2),
+}
 _THROUGHPUT = "throughput (queue head, steady state)"
 MEMORY = ("supervisor", "broker", "recorder", "largest worker")
 
 
 def run(quick: bool, runs: int) -> Report:
     sizes = (
-        Sizes(20_000, 16, 500, 100, 500, 5, 50)
+        Sizes(20_000, 16, 500, 100, 500, 5, 100)
         if quick
-        else Sizes(100_000, 64, 2_000, 200, 2_000, 10, 100)
+        else Sizes(100_000, 64, 2_000, 200, 2_000, 10, 300)
     )
     conditions = {
         "empty": (2, 0),
@@ -129,6 +138,10 @@ def _checks(report: Report, results: dict[str, Figures]) -> None:
                 bound, passed = reference * FACTOR, value <= reference * FACTOR
                 target = f"<= {fmt(bound, digits)} ({FACTOR:g}x baseline)"
             report.check(f"{metric}: {name}", value, unit, target, passed, values, digits)
+    for metric, (unit, _, digits) in CPU_METRICS.items():
+        for name in names:
+            values = results[name].runs[metric]
+            report.check(f"{metric}: {name}", median(values), unit, "", None, values, digits)
     for role in MEMORY:
         reference = base.rss[role]
         report.check(f"RSS {role}: {names[0]}", reference, "MB", "baseline", None, digits=1)
@@ -207,10 +220,15 @@ def _latencies(f: BenchFleet, sizes: Sizes, figures: Figures) -> None:
         timed_run(argv, f.env)  # warm the page cache
         walls = [timed_run(argv, f.env)[0] for _ in range(sizes.ctl_calls)]
         figures.add(f"{metric} wall, median", median(walls))
+    meter = CpuMeter(fleet_pids(f.status()))
     for request, metric in ((m.GetStatus(), "GetStatus"), (m.ListTasks(), "ListTasks")):
         f.request(request)
+        meter.start()
         samples = [timed(lambda r=request: f.request(r)) * 1e3 for _ in range(sizes.round_trips)]
+        spent = meter.stop()
+        spent.pop("agents")  # the sleepers' (nothing: they are still running)
         figures.add(f"{metric} round trip, median", median(samples))
+        figures.add(f"{metric} fleetd CPU per request", sum(spent.values()) / len(samples) * 1e3)
 
 
 def _enqueue_rates(f: BenchFleet, sizes: Sizes, figures: Figures) -> list[int]:

@@ -6,16 +6,18 @@ nothing queued). In each:
 1. every worker is given a `sleep` task, so what is enqueued next stays queued: no run
    competes with the measurements and the queued fleet's queue stays at 100,000;
 2. queued fleet only: 100,000 no-op tasks enqueued in batches of 500 (time shown);
-3. per run: `fleetctl status` and `fleetctl list` run as a user runs them (wall time), the
+3. 50 no-op tasks enqueued (a full page for `list` in every fleet), then per run:
+   `fleetctl status` and `fleetctl list` run as a user runs them (wall time), and the
    GetStatus and ListTasks round trips from this process (the daemon's own share, without
-   the interpreter's start-up), then the enqueue rate: 2,000 tasks in batches of 500, and
-   200 tasks one per request (as `fleetctl enqueue` sends them); beside the round trips,
-   the CPU time all fleetd processes spent per request (no target; less load-sensitive);
+   the interpreter's start-up), beside them the CPU time all fleetd processes spent per
+   request (no target; the load inflates it much less than wall time); after all latency
+   runs, per run the enqueue rate: 2,000 tasks in batches of 500, and 200 tasks one per
+   request (as `fleetctl enqueue` sends them);
 4. memory: VmRSS of each fleetd process, after the enqueues;
 5. throughput: the sleepers are cancelled and the workers run the queue from its head
    (FIFO); after 100 warm-up tasks, each run is the next 2,000: rate = 2,000 / (last
    `finished_at` of the previous window -> last `finished_at` of this one), from queue.db.
-   The empty fleet's queue then holds only step 3's tasks (runs x 2,200), the queued one's
+   The empty fleet's queue then holds only step 3's tasks (50 + runs x 2,200), the queued one's
    100,000 more in front of them.
 Target: no figure of `queued` or `wide` worse than 2x the empty fleet's, measured in the same
 run (rates >= half, times and memory <= double). --quick: 20,000 queued, 16 workers.
@@ -49,6 +51,7 @@ BATCH = 500
 FACTOR = 2.0  # no figure may be worse than this many times the empty fleet's
 WARMUP = 100  # tasks run before the throughput windows
 POLL_SECONDS = 0.25
+LIST_PAGE = 50  # tasks `fleetctl list` shows by default
 
 
 @dataclass
@@ -184,8 +187,13 @@ def _measure(name: str, workers: int, queued: int, sizes: Sizes, runs: int) -> F
             figures.notes.append(
                 f"{queued:,} tasks enqueued in {took:.1f} s ({queued / took:,.0f} tasks/s)"
             )
-        for index in range(runs):
+        # `list` shows 50 tasks: enough queued for a full page in every fleet, so that all
+        # three encode as much; the latencies come before the enqueue runs fill the queue,
+        # so the empty fleet holds 52 tasks while they are measured.
+        noops += f.enqueue_specs([NOOP] * LIST_PAGE)
+        for _ in range(runs):
             _latencies(f, sizes, figures)
+        for index in range(runs):
             noops += _enqueue_rates(f, sizes, figures)
             say(f"  scale {name} run {index + 1}: {_last(figures)}")
         figures.rss = _memory(f)

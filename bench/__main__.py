@@ -20,6 +20,7 @@ BENCHMARKS = {
     "ingestion": "bench.ingestion",
     "status": "bench.status",
     "memory": "bench.memory",
+    "scale": "bench.scale",
 }
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +27,7 @@ from tests.support.fleet import Fleet
 from tests.support.procs import cpu_seconds
 
 PYTHON = sys.executable
+FLEETCTL = str(Path(PYTHON).parent / "fleetctl")  # the installed entry point, as users run it
 REPO = Path(__file__).resolve().parent.parent
 OUT_DIR = REPO / "bench" / "out"  # fleetd logs of the last run (git-ignored)
 # Where the fleets' state directories go: /tmp (the disk) unless BENCH_STATE_ROOT says otherwise
@@ -265,6 +268,20 @@ def timed(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall ms, CPU ms) of one run of `argv`."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True)
+    elapsed = (time.perf_counter() - start) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime) * 1000
+    if result.returncode != 0:
+        sys.stderr.write(result.stderr.decode(errors="replace"))
+        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}")
+    return elapsed, cpu
 
 
 def load() -> str:

@@ -8,16 +8,9 @@ inflates much less than the wall time.
 
 from __future__ import annotations
 
-import resource
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-from bench.common import PYTHON, REPO, Report, fleet, fmt, median, percentile, say
+from bench.common import FLEETCTL, PYTHON, Report, fleet, fmt, median, percentile, say, timed_run
 
 TARGET_MS = 150.0
-FLEETCTL = str(Path(PYTHON).parent / "fleetctl")
 
 
 def run(quick: bool, runs: int) -> Report:
@@ -29,13 +22,13 @@ def run(quick: bool, runs: int) -> Report:
         ctl = [FLEETCTL, "--state-dir", str(f.state_dir), "status"]
         _wall(ctl, f.env)  # warm the page cache and __pycache__
         for index in range(runs):
-            runs_ = [_timed(ctl, f.env) for _ in range(count)]
+            runs_ = [timed_run(ctl, f.env) for _ in range(count)]
             samples = [w for w, _ in runs_]
             cpu_status.append(median([c for _, c in runs_]))
-            runs_ = [_timed([PYTHON, "-c", "pass"], f.env) for _ in range(count)]
+            runs_ = [timed_run([PYTHON, "-c", "pass"], f.env) for _ in range(count)]
             bare.append(median([w for w, _ in runs_]))
             cpu_bare.append(median([c for _, c in runs_]))
-            runs_ = [_timed([PYTHON, "-c", "import fleetctl.app"], f.env) for _ in range(count)]
+            runs_ = [timed_run([PYTHON, "-c", "import fleetctl.app"], f.env) for _ in range(count)]
             imports.append(median([w for w, _ in runs_]))
             cpu_imports.append(median([c for _, c in runs_]))
             medians.append(median(samples))
@@ -72,18 +65,4 @@ def run(quick: bool, runs: int) -> Report:
 
 
 def _wall(argv: list[str], env: dict[str, str]) -> float:
-    return _timed(argv, env)[0]
-
-
-def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall ms, CPU ms) of one run of `argv`."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True)
-    elapsed = (time.perf_counter() - start) * 1000
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime) * 1000
-    if result.returncode != 0:
-        sys.stderr.write(result.stderr.decode(errors="replace"))
-        raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}")
-    return elapsed, cpu
+    return timed_run(argv, env)[0]

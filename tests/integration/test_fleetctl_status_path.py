@@ -1,0 +1,86 @@
+"""`fleetctl status` runs without typer, and says exactly what the typer app says."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.fleet import FLEETCTL, Fleet, short_tempdir
+
+pytestmark = pytest.mark.timeout(90)
+
+# The typer app itself, named as `python -m fleetctl` names itself in usage lines.
+TYPER_APP = [
+    sys.executable,
+    "-c",
+    "from fleetctl.cli import app; app(prog_name='python -m fleetctl')",
+]
+
+
+def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    result = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def _steady(out: str) -> str:
+    """Output without what changes between two calls a moment apart (the uptime)."""
+    if out.startswith("{"):
+        data = json.loads(out)
+        data.pop("uptime_s", None)
+        return json.dumps(data)
+    return re.sub(r", up \d+(h\d+)?m\d+s,", ", up -,", out)
+
+
+def test_status_does_not_import_typer(fleet: Fleet) -> None:
+    probe = (
+        "import sys\n"
+        "from fleetctl.app import main\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('typer imported' if 'typer' in sys.modules else 'no typer', file=sys.stderr)\n"
+    )
+    for args in (["status"], ["status", "--json"], ["--request-timeout", "5", "status"]):
+        code, out, err = _run([sys.executable, "-c", probe, *args], fleet.env)
+        assert code == 0, err
+        assert err.strip().splitlines()[-1] == "no typer", args
+        assert str(fleet.pid) in out
+    # Everything else still goes through the typer app.
+    code, _, err = _run([sys.executable, "-c", probe, "status", "--help"], fleet.env)
+    assert code == 0 and err.strip().splitlines()[-1] == "typer imported"
+
+
+def test_status_lines_answer_as_the_typer_app_does(fleet: Fleet) -> None:
+    absent = short_tempdir()
+    state = str(fleet.state_dir)
+    no_env = {k: v for k, v in fleet.env.items() if k != "FLEET_STATE_DIR"}
+    cases: list[tuple[list[str], dict[str, str]]] = [
+        (["status"], fleet.env),
+        (["status", "--json"], fleet.env),
+        (["--state-dir", state, "status"], no_env),
+        (["--state-dir=" + state, "--request-timeout=2.5", "status", "--json"], no_env),
+        (["--request-timeout", " 4 ", "--state-dir", state, "status"], no_env),
+        (["--state-dir", str(absent), "status"], fleet.env),  # not running: exit 3
+        (["status"], {**no_env, "FLEET_STATE_DIR": str(absent)}),
+        (["--request-timeout", "nan", "status"], fleet.env),  # usage errors: exit 2
+        (["--request-timeout", "0", "status"], fleet.env),
+        (["--request-timeout=soon", "status"], fleet.env),
+        (["--state-dir=", "status"], no_env),
+        (["status", "--json=yes"], fleet.env),
+        (["status", "--help"], fleet.env),
+    ]
+    try:
+        for args, env in cases:
+            lean = _run([*FLEETCTL, *args], env)
+            full = _run([*TYPER_APP, *args], env)
+            assert (lean[0], _steady(lean[1]), lean[2]) == (full[0], _steady(full[1]), full[2])
+            assert lean[0] in (0, 2, 3), (args, lean)
+    finally:
+        os.rmdir(absent)

@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -55,12 +54,13 @@ def request_timeout_ok(seconds: float) -> bool:
     return MIN_REQUEST_TIMEOUT <= seconds <= MAX_SECONDS
 
 
-@dataclass
 class Session:
-    """The global options, set by the root callback."""
+    """The global options, set by the root callback (a plain class: `dataclasses` imports
+    `inspect`, which would cost `fleetctl status` more than the rest of this module)."""
 
-    state_dir: Path | None
-    timeout: float
+    def __init__(self, state_dir: Path | None, timeout: float) -> None:
+        self.state_dir = state_dir
+        self.timeout = timeout
 
     def control_socket(self) -> Path:
         flags = {"state_dir": str(self.state_dir) if self.state_dir else None}

@@ -143,7 +143,7 @@ def echo(text: str = "", err: bool = False) -> None:
         terminal = stream.isatty()
     except Exception:  # a closed or odd stream: click treats it as no terminal
         terminal = False
-    if not terminal:
+    if not terminal and "\033" in line:
         line = _ANSI_CODE.sub("", line)
     binary = getattr(stream, "buffer", None)
     if _ascii(stream) and binary is not None:

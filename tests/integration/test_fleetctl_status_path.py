@@ -39,8 +39,9 @@ def _steady(out: str) -> str:
 
 
 # What `fleetctl status` does without: typer and click (as much as zmq and msgspec together),
-# dataclasses (and the inspect it imports), tomllib when there is no config file.
-NOT_IMPORTED = ("typer", "dataclasses", "tomllib")
+# dataclasses (and the inspect it imports), tomllib when there is no config file, socket.py
+# (the probe uses _socket).
+NOT_IMPORTED = ("typer", "dataclasses", "tomllib", "socket")
 PROBE = (
     "import sys\n"
     "from fleetctl.app import main\n"

@@ -72,16 +72,13 @@ def _run_status(options: dict[str, str], json_out: bool) -> None:
 
         app()
         return
-    from fleetctl.common import echo
     from fleetctl.status import print_status
 
     try:
         print_status(Session(state_dir=Path(where) if where else None, timeout=timeout), json_out)
-    except KeyboardInterrupt:  # as click's main() answers one
-        echo(err=True)
-        echo("Aborted!", err=True)
-        raise SystemExit(1) from None
-    except OSError as exc:  # as click's main(): a closed pipe ends the output quietly
+    except KeyboardInterrupt:  # as typer's main() answers one: quietly, 130
+        raise SystemExit(130) from None
+    except OSError as exc:  # as typer's main(): a closed pipe ends the output quietly
         if exc.errno != errno.EPIPE:
             raise
         devnull = os.open(os.devnull, os.O_WRONLY)

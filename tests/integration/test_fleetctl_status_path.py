@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 
@@ -90,3 +92,33 @@ def test_status_lines_answer_as_the_typer_app_does(fleet: Fleet) -> None:
             assert lean[0] in (0, 2, 3), (args, lean)
     finally:
         os.rmdir(absent)
+
+
+def test_an_interrupted_status_ends_as_the_typer_apps_does() -> None:
+    # A listener that never answers: fleetctl waits for its reply until interrupted.
+    root = short_tempdir()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(root / "fleetd.sock"))
+    listener.listen(8)
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_STATE_DIR"}
+    answers = []
+    try:
+        for argv in (FLEETCTL, TYPER_APP):
+            proc = subprocess.Popen(
+                [*argv, "--state-dir", str(root), "status"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            connections = [listener.accept()[0] for _ in range(2)]  # the probe, then ZeroMQ
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+            answers.append((proc.returncode, out, err))
+            for connection in connections:
+                connection.close()
+    finally:
+        listener.close()
+        (root / "fleetd.sock").unlink()
+        os.rmdir(root)
+    assert answers[0] == answers[1] == (130, b"", b"")

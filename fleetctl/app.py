@@ -22,8 +22,9 @@ REQUEST_TIMEOUT = "--request-timeout"
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    lean = _lean_status(args)
+    # Shell completion (click's `_<PROG>_COMPLETE` variable) is the typer app's job too.
+    completing = any(name.endswith("_COMPLETE") for name in os.environ)
+    lean = None if completing else _lean_status(sys.argv[1:])
     if lean is None:
         from fleetctl.cli import app
 

@@ -2,39 +2,66 @@
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import msgspec
-import typer
 
 from fleetctl.display import visible, visible_line
 from shared import messages as m
 from shared.client import ControlClient
 from shared.config import load_config
 from shared.errors import DaemonUnavailable, FleetError, RequestFailed
-from shared.models import EventRecord, ExecutionResult, TaskView, flag_names, rfc3339
+from shared.models import (
+    MAX_SECONDS,
+    EventRecord,
+    ExecutionResult,
+    TaskView,
+    flag_names,
+    rfc3339,
+)
+
+if TYPE_CHECKING:
+    import typer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+MIN_REQUEST_TIMEOUT = 0.1
+DEFAULT_REQUEST_TIMEOUT = 10.0
+STATE_DIR_ENV = "FLEET_STATE_DIR"
 
 
-@dataclass
+def __getattr__(name: str) -> Any:
+    # `JsonOption` is built on first use, by the command modules: `fleetctl status` runs
+    # without importing typer (see fleetctl.app), which costs as much as zmq and msgspec.
+    if name == "JsonOption":
+        import typer
+
+        return Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def request_timeout_ok(seconds: float) -> bool:
+    """Whether --request-timeout is in range; written so that NaN fails it too."""
+    return MIN_REQUEST_TIMEOUT <= seconds <= MAX_SECONDS
+
+
 class Session:
-    """The global options, set by the root callback."""
+    """The global options, set by the root callback (a plain class: `dataclasses` imports
+    `inspect`, which would cost `fleetctl status` more than the rest of this module)."""
 
-    state_dir: Path | None
-    timeout: float
+    def __init__(self, state_dir: Path | None, timeout: float) -> None:
+        self.state_dir = state_dir
+        self.timeout = timeout
 
     def control_socket(self) -> Path:
         flags = {"state_dir": str(self.state_dir) if self.state_dir else None}
@@ -96,9 +123,45 @@ def _with_flag(message: str) -> str:
     return f"invalid {flag}{where}: {detail}"
 
 
-def fail(message: str, code: int = EXIT_FAILURE) -> None:
-    typer.echo(f"fleetctl: {visible(message)}", err=True)
-    raise typer.Exit(code)
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    echo(f"fleetctl: {visible(message)}", err=True)
+    # SystemExit rather than typer.Exit (which click turns into the same sys.exit): the lean
+    # `status` path has no typer.
+    raise SystemExit(code)
+
+
+# --- text ----------------------------------------------------------------------------------
+
+_ANSI_CODE = re.compile(r"\033\[[;?0-9]*[a-zA-Z]")  # click's pattern
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """One line to stdout (stderr), as typer.echo writes it, without importing typer: ANSI
+    codes stripped unless the stream is a terminal, UTF-8 if the stream says ASCII, flushed."""
+    stream = sys.stderr if err else sys.stdout
+    line = text + "\n"
+    try:
+        terminal = stream.isatty()
+    except Exception:  # a closed or odd stream: click treats it as no terminal
+        terminal = False
+    if not terminal and "\033" in line:
+        line = _ANSI_CODE.sub("", line)
+    binary = getattr(stream, "buffer", None)
+    if _ascii(stream) and binary is not None:
+        stream.flush()
+        binary.write(line.encode("utf-8", "replace"))
+        binary.flush()
+        return
+    stream.write(line)
+    stream.flush()
+
+
+def _ascii(stream: Any) -> bool:
+    encoding = getattr(stream, "encoding", None) or "ascii"
+    try:
+        return codecs.lookup(encoding).name == "ascii"
+    except LookupError:
+        return False
 
 
 # --- JSON ----------------------------------------------------------------------------------
@@ -172,9 +235,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     cells += [["-" if v is None else visible_line(str(v)) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        typer.echo(
-            "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip()
-        )
+        line = "  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True))
+        echo(line.rstrip())
 
 
 def short_time(us: int | None) -> str | None:

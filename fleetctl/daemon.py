@@ -6,7 +6,6 @@ import os
 import select
 from typing import Annotated
 
-import msgspec
 import typer
 
 from fleetctl.common import (
@@ -17,63 +16,18 @@ from fleetctl.common import (
     print_json,
     print_table,
     session,
-    short_time,
 )
+from fleetctl.status import WORKER_HEADERS, print_status, worker_json, worker_rows
 from shared import messages as m
-from shared.models import TASK_STATES, WorkerView, rfc3339
 from shared.namespaces import pid_namespace
 
 app = typer.Typer()
 
 
-def _worker_json(worker: WorkerView) -> dict[str, object]:
-    return {
-        "id": worker.id,
-        "pid": worker.pid,
-        "state": worker.state,
-        "task": worker.task,
-        "execution": worker.execution,
-        "since": rfc3339(worker.since),
-    }
-
-
-def _worker_rows(workers: list[WorkerView]) -> list[tuple[object, ...]]:
-    return [(w.id, w.pid, w.state, w.task, short_time(w.since)) for w in workers]
-
-
-WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
-
-
 @app.command()
 def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """The daemon: pid, uptime, tasks per state, processes and workers."""
-    reply = session(ctx).ask(m.GetStatus())
-    assert isinstance(reply, m.Status)
-    counts = {state: reply.counts.get(state, 0) for state in TASK_STATES}
-    if json_out:
-        out = msgspec.to_builtins(reply)
-        out["counts"] = counts
-        out["workers"] = [_worker_json(w) for w in reply.workers]
-        print_json(out)
-        return
-    phase = reply.stopping or ("running" if reply.dispatching else "paused")
-    started_by = ", started by systemd socket activation" if reply.socket_activated else ""
-    typer.echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}{started_by}")
-    typer.echo(f"state directory: {reply.state_dir}")
-    typer.echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    for warning in reply.warnings:
-        typer.echo(f"warning: {warning}")
-    typer.echo("")
-    rows = [(p.role, p.pid, "alive" if p.alive else "down", p.restarts) for p in reply.processes]
-    print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
-    typer.echo("")
-    print_table(WORKER_HEADERS, _worker_rows(reply.workers))
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+    print_status(session(ctx), json_out)
 
 
 @app.command()
@@ -82,9 +36,9 @@ def workers(ctx: typer.Context, json_out: JsonOption = False) -> None:
     reply = session(ctx).ask(m.ListWorkers())
     assert isinstance(reply, m.WorkerList)
     if json_out:
-        print_json([_worker_json(w) for w in reply.workers])
+        print_json([worker_json(w) for w in reply.workers])
     else:
-        print_table(WORKER_HEADERS, _worker_rows(reply.workers))
+        print_table(WORKER_HEADERS, worker_rows(reply.workers))
 
 
 @app.command()

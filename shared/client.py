@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+# The C module that `socket` wraps: the probe needs one connect(), and importing socket.py
+# (its enum conversions, selectors) costs every fleetctl command six times as much.
+import _socket
 import contextlib
 import errno
-import socket
 from pathlib import Path
 
 import msgspec
@@ -22,7 +24,7 @@ def _not_running(path: Path) -> DaemonUnavailable:
 
 def probe(path: Path) -> None:
     """Fail fast, before ZeroMQ, when nothing listens on the socket path."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
     except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -229,8 +228,21 @@ def _default(field: Any) -> Any:
     return None
 
 
+def setting_keys() -> list[str]:
+    """Every setting's dotted key, in iter_settings' order; read off the structs, without
+    msgspec.inspect.type_info, which costs every fleetctl command a few milliseconds."""
+    defaults = FleetConfig()
+    keys = []
+    for name in FleetConfig.__struct_fields__:
+        if name in SECTIONS:
+            keys += [f"{name}.{sub}" for sub in getattr(defaults, name).__struct_fields__]
+        else:
+            keys.append(name)
+    return keys
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    known = {env_name: key for key, env_name, _, _ in iter_settings()}
+    known = {_env_name(key): key for key in setting_keys()}
     data: dict[str, Any] = {}
     unknown = []
     for name, value in env.items():
@@ -284,6 +296,8 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # here: most fleetctl commands read no config file
+
     try:
         with path.open("rb") as handle:
             return tomllib.load(handle)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from shared.errors import StateDirError
 
@@ -29,9 +30,11 @@ def default_config_file(env: Mapping[str, str]) -> Path:
     return base / APP_NAME / "fleet.toml"
 
 
-@dataclass(frozen=True)
-class StatePaths:
+class StatePaths(msgspec.Struct, frozen=True):
     """Every file and socket of one fleet, derived from its state directory."""
+
+    # A frozen struct rather than a frozen dataclass: the same equality, hash and repr, and
+    # `dataclasses` (with `inspect`, which it imports) stays out of every fleetctl command.
 
     root: Path
 

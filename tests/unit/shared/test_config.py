@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import SECTIONS, FleetConfig, iter_settings, load_config
+from shared.config import SECTIONS, FleetConfig, iter_settings, load_config, setting_keys
 from shared.errors import ConfigError
 
 
@@ -300,3 +300,7 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
     assert config.worker.env_allow == ["A", "B"]
     assert config.codex.bin == "x"
     assert config.log_level == "DEBUG"
+
+
+def test_setting_keys_are_iter_settings_keys() -> None:
+    assert setting_keys() == [key for key, _, _, _ in iter_settings()]

@@ -1,0 +1,58 @@
+"""`fleetctl status` itself, without typer: the command (fleetctl.daemon) and the lean path
+that runs it before any typer app is built (fleetctl.app) both call `print_status`."""
+
+from __future__ import annotations
+
+import msgspec
+
+from fleetctl.common import Session, echo, print_json, print_table, short_time
+from shared import messages as m
+from shared.models import TASK_STATES, WorkerView, rfc3339
+
+WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
+
+
+def print_status(ctl: Session, json_out: bool) -> None:
+    """The daemon: pid, uptime, tasks per state, processes and workers."""
+    reply = ctl.ask(m.GetStatus())
+    assert isinstance(reply, m.Status)
+    counts = {state: reply.counts.get(state, 0) for state in TASK_STATES}
+    if json_out:
+        out = msgspec.to_builtins(reply)
+        out["counts"] = counts
+        out["workers"] = [worker_json(w) for w in reply.workers]
+        print_json(out)
+        return
+    phase = reply.stopping or ("running" if reply.dispatching else "paused")
+    started_by = ", started by systemd socket activation" if reply.socket_activated else ""
+    echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}{started_by}")
+    echo(f"state directory: {reply.state_dir}")
+    echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    for warning in reply.warnings:
+        echo(f"warning: {warning}")
+    echo("")
+    rows = [(p.role, p.pid, "alive" if p.alive else "down", p.restarts) for p in reply.processes]
+    print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
+    echo("")
+    print_table(WORKER_HEADERS, worker_rows(reply.workers))
+
+
+def worker_json(worker: WorkerView) -> dict[str, object]:
+    return {
+        "id": worker.id,
+        "pid": worker.pid,
+        "state": worker.state,
+        "task": worker.task,
+        "execution": worker.execution,
+        "since": rfc3339(worker.since),
+    }
+
+
+def worker_rows(workers: list[WorkerView]) -> list[tuple[object, ...]]:
+    return [(w.id, w.pid, w.state, w.task, short_time(w.since)) for w in workers]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.scripted_server import RecordedRequest, ScriptedServer
 
 _ids = itertools.count(1)
 
@@ -31,20 +30,6 @@ class Turn:
     body: str = ""
     headers: tuple[tuple[str, str], ...] = ()
     cut: bool = False  # close the connection in the middle of the stream
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    path: str
-    headers: dict[str, str]
-    body: Any
-    route: str | None = None
-
-
-@dataclass
-class _Route:
-    needle: str
-    turns: deque[Turn] = field(default_factory=deque)
 
 
 def user_texts(body: Any) -> list[str]:
@@ -125,16 +110,14 @@ def json_message(turn: Turn, model: str) -> dict[str, Any]:
     }
 
 
-class AnthropicServer:
+class AnthropicServer(ScriptedServer[Turn]):
     """Loopback HTTP server replaying scripted turns to Claude Code."""
 
-    def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._default: deque[Turn] = deque()
-        self._routes: list[_Route] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+    handler: type[BaseHTTPRequestHandler]  # _Handler, set below
+    user_texts = staticmethod(user_texts)
+
+    def done_turn(self) -> Turn:
+        return self.text("done")
 
     @staticmethod
     def text(text: str, input_tokens: int = 20, output_tokens: int = 10) -> Turn:
@@ -167,65 +150,11 @@ class AnthropicServer:
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:PORT` (Claude Code appends `/v1/messages` itself)."""
-        if self._httpd is None:
-            raise RuntimeError("AnthropicServer is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def script(self, turns: list[Turn]) -> None:
-        with self._lock:
-            self._default = deque(turns)
-
-    def route(self, needle: str, turns: list[Turn]) -> None:
-        with self._lock:
-            self._routes.append(_Route(needle, deque(turns)))
-
-    def next_turn(self, body: Any) -> tuple[str | None, Turn]:
-        texts = user_texts(body)
-        with self._lock:
-            for route in self._routes:
-                if any(route.needle in text for text in texts):
-                    return route.needle, _pop(route.turns)
-            return None, _pop(self._default)
-
-    def record(self, request: RecordedRequest) -> None:
-        with self._lock:
-            self.requests.append(request)
-
-    def start(self) -> AnthropicServer:
-        handler = type("_BoundHandler", (_Handler,), {"server_script": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _pop(turns: deque[Turn]) -> Turn:
-    return turns.popleft() if turns else AnthropicServer.text("done")
+        return f"http://127.0.0.1:{self.port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server_script: AnthropicServer
+    scripted: AnthropicServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -245,13 +174,13 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         path = self.path.split("?", 1)[0]
-        script = self.server_script
+        script = self.scripted
         if not path.endswith("/v1/messages"):
-            script.record(RecordedRequest(path, dict(self.headers.items()), body))
+            script.record(RecordedRequest(self.command, path, dict(self.headers.items()), body))
             self._plain(200, b'{"input_tokens": 10}' if "count_tokens" in path else b"{}")
             return
         needle, turn = script.next_turn(body)
-        script.record(RecordedRequest(path, dict(self.headers.items()), body, needle))
+        script.record(RecordedRequest(self.command, path, dict(self.headers.items()), body, needle))
         model = body.get("model", "claude-test") if isinstance(body, dict) else "claude-test"
         if turn.status != 200:
             self._plain(turn.status, turn.body.encode(), turn.headers)
@@ -296,3 +225,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(event)
             self.wfile.flush()
         self.close_connection = True
+
+
+AnthropicServer.handler = _Handler

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
-from collections import deque
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.scripted_server import RecordedRequest, ScriptedServer
 
 _ids = itertools.count(1)
 
@@ -28,25 +27,6 @@ class Turn:
     output_tokens: int = 10
     status: int = 200
     body: str = ""
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the server received."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-    route: str | None = None
-
-
-@dataclass
-class _Route:
-    """Turns served to requests whose user messages contain `needle`."""
-
-    needle: str
-    turns: deque[Turn] = field(default_factory=deque)
 
 
 def user_texts(body: Any) -> list[str]:
@@ -93,23 +73,15 @@ def sse_body(turn: Turn) -> bytes:
     return "".join(events).encode()
 
 
-class ModelServer:
-    """Loopback HTTP server replaying scripted turns to Responses API clients.
+class ModelServer(ScriptedServer[Turn]):
+    """Loopback HTTP server replaying scripted turns to Responses API clients (Codex); an
+    exhausted queue answers `message("done")`."""
 
-    Requests are answered from the first route whose needle occurs in a user message
-    of the request (see `route`), else from the default script (see `script`). Each
-    queue is consumed one turn per request, so one codex run per route is deterministic
-    even when several runs are in flight. An exhausted queue answers `message("done")`.
-    """
+    handler: type[BaseHTTPRequestHandler]  # _Handler, set below
+    user_texts = staticmethod(user_texts)
 
-    def __init__(self) -> None:
-        """Create a stopped server."""
-        self.requests: list[RecordedRequest] = []
-        self._lock = threading.Lock()
-        self._default: deque[Turn] = deque()
-        self._routes: list[_Route] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+    def done_turn(self) -> Turn:
+        return self.message("done")
 
     @staticmethod
     def message(text: str, input_tokens: int = 20, output_tokens: int = 10) -> Turn:
@@ -143,76 +115,13 @@ class ModelServer:
     @property
     def base_url(self) -> str:
         """Provider base URL, e.g. `http://127.0.0.1:PORT/v1`."""
-        if self._httpd is None:
-            raise RuntimeError("ModelServer is not started")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
-
-    def script(self, turns: list[Turn]) -> None:
-        """Replace the default queue of turns."""
-        with self._lock:
-            self._default = deque(turns)
-
-    def route(self, needle: str, turns: list[Turn]) -> None:
-        """Serve `turns` to requests whose user messages contain `needle`."""
-        with self._lock:
-            self._routes.append(_Route(needle, deque(turns)))
-
-    def next_turn(self, body: Any) -> tuple[str | None, Turn]:
-        """Pop the turn answering a request body, with the matched route's needle."""
-        texts = user_texts(body)
-        with self._lock:
-            for route in self._routes:
-                if any(route.needle in text for text in texts):
-                    return route.needle, _pop(route.turns)
-            return None, _pop(self._default)
-
-    def record(self, request: RecordedRequest) -> None:
-        """Append a request to `requests`."""
-        with self._lock:
-            self.requests.append(request)
-
-    def start(self) -> ModelServer:
-        """Bind an ephemeral loopback port and serve in a daemon thread."""
-        handler = type("_BoundHandler", (_Handler,), {"model_server": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> ModelServer:
-        """Start the server."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Stop the server."""
-        self.stop()
-
-
-def _pop(turns: deque[Turn]) -> Turn:
-    """Pop the next turn, or a final "done" message when the queue is empty."""
-    return turns.popleft() if turns else ModelServer.message("done")
+        return f"http://127.0.0.1:{self.port}/v1"
 
 
 class _Handler(BaseHTTPRequestHandler):
-    """Request handler; `model_server` is bound by `ModelServer.start`."""
+    """Request handler; `scripted` is bound by `ModelServer.start`."""
 
-    model_server: ModelServer
+    scripted: ModelServer
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
@@ -227,7 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(body, None)
             self._send(404, "text/plain", b"not found")
             return
-        needle, turn = self.model_server.next_turn(body)
+        needle, turn = self.scripted.next_turn(body)
         self._record(body, needle)
         if turn.status != 200:
             self._send(turn.status, "text/plain", turn.body.encode())
@@ -249,7 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Store this request on the server."""
         headers = {k.lower(): v for k, v in self.headers.items()}
         request = RecordedRequest(self.command, self.path, headers, body, needle)
-        self.model_server.record(request)
+        self.scripted.record(request)
 
     def _send(self, status: int, content_type: str, payload: bytes) -> None:
         """Send a complete response and close the connection."""
@@ -260,3 +169,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
         self.close_connection = True
+
+
+ModelServer.handler = _Handler

@@ -30,13 +30,7 @@ from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.attempt import (
-    commit_work,
-    cut_short,
-    prepare_workspace,
-    remove_empty_scratch,
-    workdir_for,
-)
+from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.worker.output import Redactor
 from fleetd.workspace.errors import WorkspaceError
@@ -97,6 +91,7 @@ class Worker:
         self.registry = AgentRegistry(self.paths.agents_dir)
         self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
+        self.scratch = Scratch(self.paths, worker_id)
         self.job: Job = job or BackgroundJob(f"{worker_id}-workspace")
         self.phase = Phase.IDLE
         self.phase_deadline = float("inf")
@@ -248,7 +243,7 @@ class Worker:
             self.job.submit(prepare_workspace, self.workspaces, assign, self.task_lock)
             return []
         try:
-            workdir = workdir_for(self.paths, assign)
+            workdir = self.scratch.workdir_for(assign)
         except FleetError as exc:
             execution.error = str(exc)
             return []
@@ -336,7 +331,7 @@ class Worker:
             last_seq=execution.seq,
             spool=str(execution.spool.path),
         )
-        remove_empty_scratch(self.paths, assign)
+        self.scratch.release(assign)
         self.phase = Phase.SEALING
         self.phase_deadline = now + SEAL_WAIT_SECONDS
         return [ToRecorder(m.RECORDER_REQUESTS.encode(end), seals=True)]

@@ -16,7 +16,7 @@ from typing import Literal
 
 from fleetd.agents.base import AgentCommand, AgentSummary
 from fleetd.agents.failures import classify_result
-from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.processes import signal_group
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.agent_process import spawn
@@ -61,7 +61,7 @@ class Execution:
     max_line: int
     grace: float
     stderr_path: Path
-    registry: AgentRegistry
+    agent_record: AgentRecord
     proc: subprocess.Popen[bytes] | None = None
     pidfd: int = -1
     seq: int = 0
@@ -96,7 +96,7 @@ class Execution:
             program = command.argv[0] if command.argv else ""
             self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"
             return
-        self.registry.record(self.assign.execution, self.proc.pid)
+        self.agent_record.record(self.proc.pid)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)
@@ -313,7 +313,7 @@ class Execution:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-        self.registry.forget(self.assign.execution)
+        self.agent_record.forget()
 
     def close_spool(self) -> None:
         with contextlib.suppress(OSError):

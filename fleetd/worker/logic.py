@@ -26,7 +26,7 @@ from typing import Any
 from loguru import logger
 
 from fleetd.agents import adapters
-from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.spool import SpoolWriter
@@ -88,7 +88,7 @@ class Worker:
         self.env = agent_environment(config, host_env)
         secrets = [host_env[n] for n in config.worker.secret_env if host_env.get(n)]
         self.redactor = Redactor(secrets)
-        self.registry = AgentRegistry(self.paths.agents_dir)
+        self.agent_record = AgentRecord(self.paths.agents_dir, self.pid)
         self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
         self.scratch = Scratch(self.paths, worker_id)
@@ -210,6 +210,7 @@ class Worker:
 
     def close(self) -> None:
         self.job.close()
+        self.agent_record.close()
 
     # --- the attempt -------------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class Worker:
             max_line=worker.max_line_bytes,
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
-            registry=self.registry,
+            agent_record=self.agent_record,
         )
         self.execution = execution
         self.phase = Phase.RUNNING

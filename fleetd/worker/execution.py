@@ -9,7 +9,6 @@ import collections
 import contextlib
 import os
 import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,7 +18,7 @@ from fleetd.agents.failures import classify_result
 from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.processes import signal_group
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.agent_process import spawn
+from fleetd.worker.agent_process import AgentProcess, spawn
 from fleetd.worker.output import LineSplitter, Redactor, classify
 from shared import messages as m
 from shared.models import (
@@ -62,7 +61,7 @@ class Execution:
     grace: float
     stderr_path: Path
     agent_record: AgentRecord
-    proc: subprocess.Popen[bytes] | None = None
+    proc: AgentProcess | None = None
     pidfd: int = -1
     seq: int = 0
     started_mono: float = 0.0
@@ -91,7 +90,7 @@ class Execution:
         self.limits.last_output = self.started_mono
         try:
             self.proc = spawn(command)
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError) as exc:
             # The task's content (a NUL byte, a bad path) fails this attempt, never the worker.
             program = command.argv[0] if command.argv else ""
             self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"

@@ -6,7 +6,8 @@ One execution at a time, through these phases:
          --> RUNNING (the agent; events to the spool, then the recorder)
          --> COMMITTING (a repository task's work committed, on the helper thread)
          --> SEALING (StreamEnd sent; wait, bounded, for the recorder's StreamSealed)
-         --> REPORTING (Finished sent, resent until the broker's FinishAck) --> IDLE
+         --> REPORTING (Finished sent, resent until the broker's FinishAck, or the next
+             Assign that acknowledges it) --> IDLE
 
 PREPARING and COMMITTING happen only for tasks with a repository. An attempt that cannot
 start (no such directory, no agent binary, a failed hook) goes through RUNNING with no agent
@@ -111,14 +112,15 @@ class Worker:
 
     def on_broker(self, message: m.Message, now: float) -> list[Outgoing]:
         match message:
-            case m.Assign():
+            case m.Assign(acknowledges=acknowledged):
+                if acknowledged is not None:
+                    self._on_finish_ack(acknowledged)
                 return self._on_assign(message, now)
             case m.CancelExecution(execution=execution):
                 if self.execution is not None and self.execution.assign.execution == execution:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
-                if self.finished is not None and self.finished.execution == execution:
-                    self._become_idle()
+                self._on_finish_ack(execution)
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
         return []
@@ -344,6 +346,10 @@ class Worker:
         self.phase = Phase.REPORTING
         self.phase_deadline = now + RESEND_SECONDS
         return [ToBroker(self.finished)]
+
+    def _on_finish_ack(self, execution: int) -> None:
+        if self.finished is not None and self.finished.execution == execution:
+            self._become_idle()
 
     def _become_idle(self) -> None:
         if self.task_lock is not None:

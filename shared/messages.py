@@ -279,6 +279,8 @@ class Assign(Message):
     spec: TaskSpec
     lease_expires_at: int
     resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
+    # The worker's last execution, whose Finished this Assign also acknowledges (FinishAck).
+    acknowledges: int | None = None
 
 
 class AgentStarted(Message):

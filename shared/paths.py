@@ -76,7 +76,8 @@ class StatePaths(msgspec.Struct, frozen=True):
 
     @property
     def agents_dir(self) -> Path:
-        """One file per running agent (pid and start time), so a new fleetd can end leftovers."""
+        """Each worker process's running agent (pid and start time), so a new fleetd can end
+        leftovers."""
         return self.root / "agents"
 
     @property

@@ -97,7 +97,9 @@ class Broker:
         if self.claims is Claims.NONE_DUE:
             self.claims, self.wake_at = Claims.TRY, float("inf")
 
-    def _assign(self, worker: str, claim: Claim, now: int) -> ToPeer:
+    def _assign(
+        self, worker: str, claim: Claim, now: int, acknowledges: int | None = None
+    ) -> ToPeer:
         self.workers[worker] = WorkerView(
             id=worker,
             pid=self.workers[worker].pid if worker in self.workers else None,
@@ -113,6 +115,7 @@ class Broker:
             spec=claim.spec,
             lease_expires_at=claim.lease_expires_at,
             resume=claim.resume,
+            acknowledges=acknowledges,
         )
         return ToPeer(worker.encode(), b"", message)
 
@@ -237,15 +240,17 @@ class Broker:
         state, claim = self.store.finish(
             msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
         )
-        out = [ToPeer(peer, ref, m.FinishAck(execution=msg.execution))]
+        ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
-            return out  # a resent result, already recorded
+            return [ack]  # a resent result, already recorded
         if state == "queued":
             self._news()
         pid = self.workers[worker].pid if worker in self.workers else None
         if claim is not None:
-            out.append(self._assign(worker, claim, now))
-        elif msg.outcome != "interrupted":
+            # One message, not two: the next Assign carries the acknowledgement.
+            return [self._assign(worker, claim, now, acknowledges=msg.execution)]
+        out = [ack]
+        if msg.outcome != "interrupted":
             if claim_for is not None:
                 self._nothing_claimable()
             self._set_idle(worker, pid, now)

@@ -7,6 +7,8 @@ transaction. The SQL avoids anything only SQLite can do, so a PostgreSQL store (
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +86,7 @@ class QueueStore:
         self.conn = conn
         self.default_max_attempts = default_max_attempts
         self.backoff = backoff or Backoff()
+        self.started: dict[int, tuple[int, int]] = {}  # execution: (started_at, agent pid)
 
     @classmethod
     def open(
@@ -92,6 +95,7 @@ class QueueStore:
         return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff)
 
     def close(self) -> None:
+        self.store_started()
         self.conn.close()
 
     # --- writes ------------------------------------------------------------------------------
@@ -102,7 +106,7 @@ class QueueStore:
         A known key with another spec raises KeyConflict, and none of `specs` is stored.
         """
         out: list[tuple[int, bool]] = []
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             for spec in specs:
                 if spec.key is not None:
                     row = conn.execute(
@@ -132,7 +136,7 @@ class QueueStore:
 
     def claim(self, worker: str, now: int, lease_us: int) -> Claim | None:
         """Take the first queued task (priority, then FIFO) as a new running execution."""
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             return self._claim_in(conn, worker, now, lease_us)
 
     def _claim_in(
@@ -168,7 +172,7 @@ class QueueStore:
 
     def renew(self, execution: int, worker: str, now: int, lease_us: int) -> bool:
         """Extend a running execution's lease; False if the worker no longer holds it."""
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             conn.execute(
                 "UPDATE executions SET lease_expires_at = ?"
                 " WHERE id = ? AND worker = ? AND outcome = 'running'",
@@ -177,12 +181,32 @@ class QueueStore:
             return conn.changes() == 1
 
     def mark_started(self, execution: int, started_at: int, pid: int) -> None:
+        """Kept for the next write transaction (a no-op task's Finished comes right after, and
+        the lease check writes every second), saving a commit per task; a read stores it
+        first. A broker crash loses the start times of the last second's runs, which it
+        marks lost at its restart anyway."""
+        self.started[execution] = (started_at, pid)
+
+    def store_started(self) -> None:
+        """Write the start times not yet written, so that a read sees them."""
+        if self.started:
+            with self._write():
+                pass
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[apsw.Connection]:
+        """A write transaction that also stores the start times kept since the last one."""
+        started = self.started
         with immediate(self.conn) as conn:
-            conn.execute(
-                "UPDATE executions SET started_at = ?, agent_pid = ?"
-                " WHERE id = ? AND outcome = 'running'",
-                (started_at, pid, execution),
-            )
+            if started:
+                conn.executemany(
+                    "UPDATE executions SET started_at = ?, agent_pid = ?"
+                    " WHERE id = ? AND outcome = 'running'",
+                    [(at, pid, execution) for execution, (at, pid) in started.items()],
+                )
+            yield conn
+        if started:
+            self.started = {}
 
     def finish(
         self,
@@ -198,7 +222,7 @@ class QueueStore:
         Returns the task's new state (None if the execution was already closed: a resent
         result) and the next claim. Both happen in one transaction.
         """
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             state = self._close(conn, execution, outcome, result, now)
             # A resent result (state None) must not claim: its first copy already did.
             claim = (
@@ -270,7 +294,7 @@ class QueueStore:
 
     def _lose(self, where: str, args: tuple, reason: str, now: int) -> list[Closed]:
         closed: list[Closed] = []
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             rows = conn.execute(
                 f"SELECT id, task_id, worker FROM executions WHERE {where}", args
             ).fetchall()
@@ -285,7 +309,7 @@ class QueueStore:
 
         Returns (state, running execution, its worker), or None for an unknown task.
         """
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
             if row is None:
                 return None
@@ -311,7 +335,7 @@ class QueueStore:
         With `resume`, its next attempts continue the Codex thread of its latest execution
         that started one; without, they start afresh.
         """
-        with immediate(self.conn) as conn:
+        with self._write() as conn:
             row = conn.execute("SELECT state, spec FROM tasks WHERE id = ?", (task,)).fetchone()
             if row is None:
                 return None
@@ -353,6 +377,7 @@ class QueueStore:
         ).fetchall()
 
     def get_task(self, task: int) -> TaskView | None:
+        self.store_started()
         row = self.conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task,)
         ).fetchone()
@@ -364,6 +389,7 @@ class QueueStore:
         return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
 
     def list_tasks(self, state: TaskState | None, limit: int) -> list[TaskView]:
+        self.store_started()
         if state is None:
             rows = self.conn.execute(
                 f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY id DESC LIMIT ?", (limit,)

@@ -1,34 +1,66 @@
-"""The `agents/` directory: one file per running agent, so that a new fleetd ends exactly the
-agents a dead one left, and never a process that merely reused a pid.
+"""The `agents/` directory: each worker's running agent on record, so that a new fleetd ends
+exactly the agents a dead one left, and never a process that merely reused a pid.
 
-Each file `agents/<execution>.pid` holds the agent's pid and its start time. Written by the
-worker that starts the agent; read by the supervisor at start and when a stop times out.
+Each worker process keeps one file, `agents/worker-<worker pid>.pid`, holding its running
+agent's pid and start time, or blanks between agents. Creating and unlinking a file per
+agent cost a worker 75-175 us of CPU per task (4-19% of its time in the throughput
+benchmark); rewriting a fixed-size record in place costs 3 us. No fsync: the record guards
+against a dead fleetd, not a dead machine (a reboot ends the agents too). A crashed worker's
+file keeps its last record (its successor has another pid, so another file) for the next
+fleetd. Read by the supervisor at start and when a stop times out, both while no worker
+writes; files of the old one-per-agent form (`<execution>.pid`) are read the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 from pathlib import Path
 
 from fleetd.runtime.processes import signal_group, start_time
 
+RECORD_BYTES = 48  # "<pid> <start ticks>", padded: always one whole write
+BLANK = b" " * (RECORD_BYTES - 1) + b"\n"
+
+
+class AgentRecord:
+    """One worker process's record of the agent it runs, rewritten in place."""
+
+    def __init__(self, directory: Path, worker_pid: int) -> None:
+        self.path = directory / f"worker-{worker_pid}.pid"
+        self.fd = -1
+        self.holding = False
+
+    def record(self, pid: int) -> None:
+        started = start_time(pid)
+        if self.fd < 0:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+            self.fd = os.open(self.path, flags, 0o600)
+        line = f"{pid} {started if started is not None else 0}".encode()
+        os.pwrite(self.fd, line.ljust(RECORD_BYTES - 1) + b"\n", 0)
+        self.holding = True
+
+    def forget(self) -> None:
+        if self.holding:
+            os.pwrite(self.fd, BLANK, 0)
+            self.holding = False
+
+    def close(self) -> None:
+        """The worker exits: with no agent on record, its file goes too."""
+        if self.fd < 0:
+            return
+        os.close(self.fd)
+        self.fd = -1
+        if not self.holding:
+            self.path.unlink(missing_ok=True)
+
 
 class AgentRegistry:
-    """Records and forgets running agents; ends the ones a dead fleetd left behind."""
+    """Ends the agents a dead fleetd left behind."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-
-    def _file(self, execution: int) -> Path:
-        return self.directory / f"{execution}.pid"
-
-    def record(self, execution: int, pid: int) -> None:
-        started = start_time(pid)
-        self._file(execution).write_text(f"{pid} {started if started is not None else 0}\n")
-
-    def forget(self, execution: int) -> None:
-        self._file(execution).unlink(missing_ok=True)
 
     def leftovers(self) -> list[tuple[Path, int, int]]:
         """(file, pid, start time) of every agent recorded and not forgotten."""
@@ -46,12 +78,13 @@ class AgentRegistry:
         that died without ending them. A live process with the recorded pid but another start
         time reused the pid: it is left alone. With no process of that pid, a group of that
         id can only hold the old agent's children (Linux never hands out a pid still in use as
-        a group id). Returns how many groups were ended.
+        a group id). Every file is removed, blank ones too. Returns how many groups were ended.
         """
         ended = 0
-        for path, pid, started in self.leftovers():
+        for _path, pid, started in self.leftovers():
             current = start_time(pid)
             if (current is None or current == started) and signal_group(pid, signal.SIGKILL):
                 ended += 1
+        for path in self.directory.glob("*.pid"):
             path.unlink(missing_ok=True)
         return ended

@@ -9,18 +9,17 @@ import collections
 import contextlib
 import os
 import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from fleetd.agents.base import AgentCommand, AgentSummary
 from fleetd.agents.failures import classify_result
-from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.processes import signal_group
 from fleetd.runtime.redaction import Redactor
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.agent_process import spawn
+from fleetd.worker.agent_process import AgentProcess, spawn
 from fleetd.worker.output import LineSplitter, classify
 from shared import messages as m
 from shared.models import (
@@ -62,8 +61,8 @@ class Execution:
     max_line: int
     grace: float
     stderr_path: Path
-    registry: AgentRegistry
-    proc: subprocess.Popen[bytes] | None = None
+    agent_record: AgentRecord
+    proc: AgentProcess | None = None
     pidfd: int = -1
     seq: int = 0
     started_mono: float = 0.0
@@ -93,12 +92,12 @@ class Execution:
         self.limits.last_output = self.started_mono
         try:
             self.proc = spawn(command)
-        except (OSError, ValueError, subprocess.SubprocessError) as exc:
+        except (OSError, ValueError) as exc:
             # The task's content (a NUL byte, a bad path) fails this attempt, never the worker.
             program = command.argv[0] if command.argv else ""
             self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"
             return
-        self.registry.record(self.assign.execution, self.proc.pid)
+        self.agent_record.record(self.proc.pid)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)
@@ -314,7 +313,7 @@ class Execution:
         if self.pidfd >= 0:
             os.close(self.pidfd)
             self.pidfd = -1
-        self.registry.forget(self.assign.execution)
+        self.agent_record.forget()
 
     def close_spool(self) -> None:
         with contextlib.suppress(OSError):

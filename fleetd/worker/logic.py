@@ -6,7 +6,8 @@ One execution at a time, through these phases:
          --> RUNNING (the agent; events to the spool, then the recorder)
          --> COMMITTING (a repository task's work committed, on the helper thread)
          --> SEALING (StreamEnd sent; wait, bounded, for the recorder's StreamSealed)
-         --> REPORTING (Finished sent, resent until the broker's FinishAck) --> IDLE
+         --> REPORTING (Finished sent, resent until the broker's FinishAck, or the next
+             Assign that acknowledges it) --> IDLE
 
 PREPARING and COMMITTING happen only for tasks with a repository. An attempt that cannot
 start (no such directory, no agent binary, a failed hook) goes through RUNNING with no agent
@@ -26,18 +27,12 @@ from typing import Any
 from loguru import logger
 
 from fleetd.agents import adapters, summary_for
-from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.spool import SpoolWriter
-from fleetd.worker.attempt import (
-    commit_work,
-    cut_short,
-    prepare_workspace,
-    remove_empty_scratch,
-    workdir_for,
-)
+from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
@@ -93,9 +88,10 @@ class Worker:
         self.paths = config.paths()
         self.env = agent_environment(config, host_env)
         self.redactor = Redactor(config.worker.secret_values(host_env))
-        self.registry = AgentRegistry(self.paths.agents_dir)
+        self.agent_record = AgentRecord(self.paths.agents_dir, self.pid)
         self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
+        self.scratch = Scratch(self.paths, worker_id)
         self.job: Job = job or BackgroundJob(f"{worker_id}-workspace")
         self.phase = Phase.IDLE
         self.phase_deadline = float("inf")
@@ -115,14 +111,15 @@ class Worker:
 
     def on_broker(self, message: m.Message, now: float) -> list[Outgoing]:
         match message:
-            case m.Assign():
+            case m.Assign(acknowledges=acknowledged):
+                if acknowledged is not None:
+                    self._on_finish_ack(acknowledged)
                 return self._on_assign(message, now)
             case m.CancelExecution(execution=execution):
                 if self.execution is not None and self.execution.assign.execution == execution:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
-                if self.finished is not None and self.finished.execution == execution:
-                    self._become_idle()
+                self._on_finish_ack(execution)
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
         return []
@@ -214,6 +211,7 @@ class Worker:
 
     def close(self) -> None:
         self.job.close()
+        self.agent_record.close()
 
     # --- the attempt -------------------------------------------------------------------------
 
@@ -234,7 +232,7 @@ class Worker:
             max_line=worker.max_line_bytes,
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
-            registry=self.registry,
+            agent_record=self.agent_record,
             summary=summary_for(assign.spec.agent),
         )
         self.execution = execution
@@ -248,7 +246,7 @@ class Worker:
             self.job.submit(prepare_workspace, self.workspaces, assign, self.task_lock)
             return []
         try:
-            workdir = workdir_for(self.paths, assign)
+            workdir = self.scratch.workdir_for(assign)
         except FleetError as exc:
             execution.error = str(exc)
             return []
@@ -338,7 +336,7 @@ class Worker:
             last_seq=execution.seq,
             spool=str(execution.spool.path),
         )
-        remove_empty_scratch(self.paths, assign)
+        self.scratch.release(assign)
         self.phase = Phase.SEALING
         self.phase_deadline = now + SEAL_WAIT_SECONDS
         return [ToRecorder(m.RECORDER_REQUESTS.encode(end), seals=True)]
@@ -350,6 +348,10 @@ class Worker:
         self.phase = Phase.REPORTING
         self.phase_deadline = now + RESEND_SECONDS
         return [ToBroker(self.finished)]
+
+    def _on_finish_ack(self, execution: int) -> None:
+        if self.finished is not None and self.finished.execution == execution:
+            self._become_idle()
 
     def _become_idle(self) -> None:
         if self.task_lock is not None:

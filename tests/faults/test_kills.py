@@ -49,7 +49,7 @@ def test_worker_killed_mid_task_loses_execution_and_retries(fleet: Fleet, tmp_pa
     )
     task = fleet.enqueue("retry me", "--", "sh", "-c", script)
     wait_for(marker.exists, what="the first run to start")
-    agent_pid = int((fleet.state_dir / "agents").glob("*.pid").__next__().read_text().split()[0])
+    agent_pid = fleet.agent_pid()
     shown = fleet.show(task)
     worker_role = "worker " + shown["executions"][0]["worker"][1:]
     os.kill(_role_pid(fleet, worker_role), signal.SIGKILL)
@@ -121,7 +121,7 @@ def test_whole_daemon_killed_then_restarted_recovers(tmp_path: Path) -> None:
     with running_fleet("--workers", "1") as fleet:
         task = fleet.enqueue("count", *_counter_agent(copy, 100000, 0.01))
         wait_for(lambda: copy.exists() and len(copy.read_text().splitlines()) > 30, what="output")
-        agent_pid = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
+        agent_pid = fleet.agent_pid()
         fleet.kill_all()  # the supervisor and every child; the agent survives in its own session
         assert is_alive(agent_pid)
         printed_before_crash = len(copy.read_text().splitlines())

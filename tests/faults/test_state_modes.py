@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.fleet import Fleet, short_tempdir
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -29,8 +29,7 @@ def test_every_file_and_socket_is_owner_only(fleet: Fleet) -> None:
     done = fleet.enqueue("prints", "--", "sh", "-c", "echo '{\"n\":1}'")
     fleet.wait_state(done, "succeeded")
     fleet.enqueue("runs on", "--", "sleep", "300")
-    agents = fleet.state_dir / "agents"
-    wait_for(lambda: list(agents.glob("*.pid")), what="the agent to be recorded")
+    fleet.agent_pid()  # the agent is on record
     modes = _modes(fleet.state_dir)
     for name in ("queue.db", "queue.db-wal", "queue.db-shm", "events.db", "events.db-wal"):
         assert name in modes, f"{name} not made: {sorted(modes)}"

@@ -42,8 +42,7 @@ def _second_run_succeeds(tmp_path: Path) -> tuple[list[str], Path]:
 
 
 def _agent_pid(fleet: Fleet) -> int:
-    record = wait_for(lambda: list((fleet.state_dir / "agents").glob("*.pid")), what="an agent")
-    return int(record[0].read_text().split()[0])
+    return fleet.agent_pid()
 
 
 def _outcomes(fleet: Fleet, task: int) -> list[tuple[str | None, str | None]]:

@@ -48,7 +48,7 @@ def test_a_failed_loop_still_ends_every_child_and_exits_1(tmp_path: Path) -> Non
         fleet.wait_ready()
         task = fleet.enqueue("runs when it fails", "--", "sleep", "300")
         fleet.wait_state(task, "running")
-        agent = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
+        agent = fleet.agent_pid()
         helpers = set(session_members(fleet.pid)) - {fleet.pid}
         trigger.touch()
         assert fleet.wait_exit(60) == 1, fleet.log()

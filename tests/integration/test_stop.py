@@ -57,7 +57,7 @@ def test_stop_timeout_bounds_the_shutdown_when_an_agent_ignores_sigterm() -> Non
     with running_fleet("--workers", "1", env=env) as fleet:
         task = fleet.enqueue("stubborn", *STUBBORN)
         _started(fleet, task)
-        agent = int(next((fleet.state_dir / "agents").glob("*.pid")).read_text().split()[0])
+        agent = fleet.agent_pid()
         # fleetctl fails (exit 1) if fleetd is still running 5 s after the bound.
         result = fleet.ctl("stop", "--timeout", "4", "--json", timeout=60)
         assert json.loads(result.stdout) == {

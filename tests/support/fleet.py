@@ -106,6 +106,13 @@ class Fleet:
         assert self.proc is not None
         return self.proc.pid
 
+    def agent_pid(self, timeout: float = 15.0) -> int:
+        """The pid of an agent on record in agents/ (waiting for one): each worker's file is
+        blank between its agents."""
+        registry = AgentRegistry(self.state_dir / "agents")
+        found = wait_for(registry.leftovers, timeout, what="an agent on record")
+        return int(found[0][1])
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)

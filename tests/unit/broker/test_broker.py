@@ -130,13 +130,14 @@ def test_single_invalid_spec_message_has_no_task_number(broker: Broker) -> None:
     ]
 
 
-def test_finished_acks_and_assigns_the_next_task(broker: Broker, store: QueueStore) -> None:
+def test_finished_is_acked_by_the_next_tasks_assign(broker: Broker, store: QueueStore) -> None:
+    """One message to the worker, not a FinishAck and an Assign."""
     ready(broker)
     enqueue(broker, "a", "b")
     out = finished(broker, 1)
-    assert out[0] == ToPeer(b"w1", b"", m.FinishAck(execution=1))
-    assert assigns(out[1:]) == [(b"w1", 2, 2)]
-    assert len(out) == 2
+    assert assigns(out) == [(b"w1", 2, 2)]
+    assert len(out) == 1
+    assert isinstance(out[0].message, m.Assign) and out[0].message.acknowledges == 1
     assert store.counts() == {"succeeded": 1, "running": 1}
 
 

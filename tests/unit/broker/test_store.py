@@ -445,6 +445,30 @@ def test_list_tasks_newest_first_with_state_and_limit(store: QueueStore) -> None
     assert [t.id for t in store.list_tasks("running", 10)] == [1]
 
 
+def test_a_start_is_written_with_the_next_transaction_not_one_of_its_own(
+    store: QueueStore,
+) -> None:
+    """AgentStarted then Finished, as a short run sends them: one commit for both."""
+    add(store, "a")
+    execution = claim(store).execution
+    written = store.conn.total_changes()
+    store.mark_started(execution, 15, 99)
+    assert store.conn.total_changes() == written  # nothing written yet
+    store.finish(execution, "succeeded", ExecutionResult(exit_code=0), 20)
+    row = store.conn.execute(
+        "SELECT started_at, agent_pid FROM executions WHERE id = ?", (execution,)
+    ).fetchone()
+    assert row == (15, 99)
+
+
+def test_a_read_sees_a_start_not_written_yet(store: QueueStore) -> None:
+    [task] = add(store, "a")
+    execution = claim(store).execution
+    store.mark_started(execution, 15, 99)
+    view = store.get_task(task)
+    assert view is not None and view.executions[0].started_at == 15
+
+
 def test_mark_started_ignores_a_closed_execution(store: QueueStore) -> None:
     [task] = add(store, "a")
     execution = claim(store).execution

@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.runtime.agent_registry import AgentRecord, AgentRegistry
 from fleetd.runtime.processes import start_time
 from tests.support.fleet import wait_for
 from tests.support.procs import is_alive
@@ -42,7 +42,7 @@ def ended(proc: subprocess.Popen[bytes]) -> bool:
 def test_a_recorded_agent_is_ended_by_the_next_fleetd(
     registry: AgentRegistry, agent: subprocess.Popen[bytes]
 ) -> None:
-    registry.record(7, agent.pid)
+    AgentRecord(registry.directory, 4242).record(agent.pid)
     assert [(pid) for _, pid, _ in registry.leftovers()] == [agent.pid]
     assert registry.end_leftovers() == 1
     wait_for(lambda: ended(agent), 5, what="the agent to be killed")
@@ -52,10 +52,13 @@ def test_a_recorded_agent_is_ended_by_the_next_fleetd(
 def test_a_forgotten_agent_is_left_alone(
     registry: AgentRegistry, agent: subprocess.Popen[bytes]
 ) -> None:
-    registry.record(7, agent.pid)
-    registry.forget(7)
+    record = AgentRecord(registry.directory, 4242)
+    record.record(agent.pid)
+    record.forget()
+    assert registry.leftovers() == []
     assert registry.end_leftovers() == 0
     assert is_alive(agent.pid)
+    assert list(registry.directory.iterdir()) == []  # blank records are removed too
 
 
 def test_a_pid_reused_by_another_process_is_left_alone(
@@ -90,3 +93,29 @@ def test_an_unreadable_record_is_skipped(registry: AgentRegistry) -> None:
     (registry.directory / "8.pid").write_text("not a record\n")
     assert registry.leftovers() == []
     assert registry.end_leftovers() == 0
+
+
+def test_a_worker_rewrites_one_file_in_place_and_removes_it_when_it_exits(
+    registry: AgentRegistry, agent: subprocess.Popen[bytes], tmp_path: Path
+) -> None:
+    """No file made or unlinked per agent; a second agent's record replaces the first."""
+    record = AgentRecord(registry.directory, 4242)
+    record.record(os.getpid())
+    record.forget()
+    inode = record.path.stat().st_ino
+    record.record(agent.pid)
+    assert [(path, pid) for path, pid, _ in registry.leftovers()] == [(record.path, agent.pid)]
+    assert record.path.stat().st_ino == inode
+    assert oct(record.path.stat().st_mode & 0o777) == "0o600"
+    record.forget()
+    record.close()
+    assert list(registry.directory.iterdir()) == []
+
+
+def test_a_worker_that_exits_holding_an_agent_leaves_its_record(
+    registry: AgentRegistry, agent: subprocess.Popen[bytes]
+) -> None:
+    record = AgentRecord(registry.directory, 4242)
+    record.record(agent.pid)
+    record.close()
+    assert [pid for _, pid, _ in registry.leftovers()] == [agent.pid]

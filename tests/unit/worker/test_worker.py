@@ -176,3 +176,14 @@ def test_events_are_spooled_before_they_are_sent(worker: Worker, config: FleetCo
     spooled = [m.RECORDER_REQUESTS.decode(r) for r in read_records(config.paths().spool_file(1))]
     sent = [b for b in to_recorder(out) if isinstance(b, m.EventBatch)]
     assert spooled == sent
+
+
+def test_an_assign_that_acknowledges_the_last_run_starts_the_next(worker: Worker) -> None:
+    """The broker's Assign after a Finished carries its acknowledgement: no FinishAck first."""
+    worker.on_broker(assign(shell("echo one"), execution=1), NOW)
+    report = finished(seal(worker, run_agent(worker)))
+    assert report.execution == 1 and worker.phase is Phase.REPORTING
+    out = worker.on_broker(assign(shell("echo two"), task=2, execution=2, acknowledges=1), NOW)
+    assert to_broker(out, m.AgentStarted)  # not refused as busy
+    assert worker.execution is not None and worker.execution.assign.execution == 2
+    assert finished(seal(worker, run_agent(worker))).outcome == "succeeded"

@@ -211,6 +211,28 @@ def test_a_task_without_cwd_runs_in_a_scratch_directory_removed_when_empty(
     assert (scratch / "6" / "file").read_text() == "kept\n"
 
 
+def test_an_empty_scratch_directory_is_reused_and_one_with_files_is_kept(
+    worker: Worker, config: FleetConfig, tmp_path: Path
+) -> None:
+    """The next task gets the directory the last one left empty (the same birth time: no
+    mkdir/rmdir per task), under its own execution's name; one with files keeps its name."""
+    scratch = config.paths().scratch_dir
+    seen = tmp_path / "seen"
+    probe = f'echo "$(basename "$PWD") $(stat -c %W%w . | tr -d " ") $(ls -A | wc -l)" >> {seen}'
+    complete(worker, shell(probe), execution=5)
+    complete(worker, shell(probe + "; echo kept > file"), execution=6)
+    complete(worker, shell(probe), execution=7)
+    (name5, born5, count5), (name6, born6, count6), (name7, born7, count7) = (
+        line.split() for line in seen.read_text().splitlines()
+    )
+    assert (name5, name6, name7) == ("5", "6", "7")
+    assert born6 == born5  # reused
+    assert count5 == count6 == count7 == "0"  # every task starts in an empty directory
+    assert (scratch / "6" / "file").read_text() == "kept\n"
+    assert born7 != born6  # the kept one is not handed on
+    assert not (scratch / "5").exists() and not (scratch / "7").exists()
+
+
 # --- a repository task -------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from fleetctl import show as render
 from fleetctl.common import (
     EXIT_USAGE,
     JsonOption,
+    echo,
     fail,
     one_line,
     print_json,
@@ -224,13 +225,19 @@ def list_tasks(
         str | None, typer.Option(help="only tasks in this state: " + ", ".join(TASK_STATES))
     ] = None,
     limit: Annotated[
-        int, typer.Option(min=1, max=m.LIST_LIMIT_MAX, help="at most this many, newest first")
+        int,
+        typer.Option(
+            min=1, help=f"at most this many, newest first (one listing holds {m.LIST_LIMIT_MAX})"
+        ),
     ] = 50,
     json_out: JsonOption = False,
 ) -> None:
     """List tasks, newest first."""
     if state is not None and state not in TASK_STATES:
         fail(f"unknown state {state!r}: use one of {', '.join(TASK_STATES)}", EXIT_USAGE)
+    if limit > m.LIST_LIMIT_MAX:
+        echo(f"fleetctl: --limit {limit}: showing at most {m.LIST_LIMIT_MAX}, the newest", err=True)
+        limit = m.LIST_LIMIT_MAX
     reply = session(ctx).ask(m.ListTasks(state=state, limit=limit))  # type: ignore[arg-type]
     assert isinstance(reply, m.TaskList)
     if json_out:

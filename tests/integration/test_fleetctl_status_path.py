@@ -96,6 +96,10 @@ def test_status_lines_answer_as_the_typer_app_does(fleet: Fleet) -> None:
         os.rmdir(absent)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_an_interrupted_status_ends_as_the_typer_apps_does() -> None:
     # A listener that never answers: fleetctl waits for its reply until interrupted.
     root = short_tempdir()
@@ -112,6 +116,10 @@ def test_an_interrupted_status_ends_as_the_typer_apps_does() -> None:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # A shell without job control starts background commands with SIGINT ignored,
+                # and Python keeps an ignored SIGINT ignored: give fleetctl the default that a
+                # user's terminal gives it.
+                preexec_fn=_default_sigint,
             )
             connections = [listener.accept()[0] for _ in range(2)]  # the probe, then ZeroMQ
             proc.send_signal(signal.SIGINT)

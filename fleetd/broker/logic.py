@@ -14,7 +14,8 @@ from collections.abc import Callable
 import apsw
 from loguru import logger
 
-from fleetd.broker.store import Claim, Closed, KeyConflict, QueueStore
+from fleetd.broker.rows import Claim, Closed
+from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import FleetConfig

@@ -1,13 +1,23 @@
-"""Rows of `queue.db` read back as the shared views, and a resumable attempt found in them."""
+"""Rows of `queue.db` read back as the shared views, a resumable attempt found in them, and
+what the store's claims, closes and retries return."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import apsw
 import msgspec
 from loguru import logger
 
 from fleetd.broker.policy import no_thread, not_resumable
-from shared.models import ExecutionResult, ExecutionView, ResumeFrom, TaskSpec, TaskView
+from shared.models import (
+    ExecutionResult,
+    ExecutionView,
+    ResumeFrom,
+    TaskSpec,
+    TaskState,
+    TaskView,
+)
 
 TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
 EXECUTION_COLUMNS = (
@@ -91,3 +101,34 @@ def execution_view(row: tuple) -> ExecutionView:
         finished_at=finished,
         result=decode_result(result) if result else None,
     )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task handed to a worker as a new execution."""
+
+    task: int
+    execution: int
+    attempt: int
+    spec: TaskSpec
+    lease_expires_at: int
+    resume: ResumeFrom | None = None
+
+
+@dataclass(frozen=True)
+class Closed:
+    """An execution closed by the queue (lost or interrupted), and where its task went."""
+
+    task: int
+    execution: int
+    worker: str | None
+    task_state: TaskState | None  # None: it was closed already
+
+
+@dataclass(frozen=True)
+class Retried:
+    """What `retry` did: the task queued again (and what it resumes), or why it refused."""
+
+    state: TaskState | None = None
+    resume: ResumeFrom | None = None
+    refused: str | None = None

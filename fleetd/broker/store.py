@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import apsw
@@ -19,6 +18,9 @@ from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
 from fleetd.broker.rows import (
     EXECUTION_COLUMNS,
     TASK_COLUMNS,
+    Claim,
+    Closed,
+    Retried,
     decode_spec,
     execution_view,
     resume_of,
@@ -33,7 +35,6 @@ from shared.models import (
     ExecutionOutcome,
     ExecutionResult,
     FinishedOutcome,
-    ResumeFrom,
     TaskSpec,
     TaskState,
     TaskView,
@@ -44,37 +45,6 @@ _json_encode = msgspec.json.Encoder().encode
 
 class KeyConflict(FleetError):
     """An idempotency key already names a task with another spec."""
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A task handed to a worker as a new execution."""
-
-    task: int
-    execution: int
-    attempt: int
-    spec: TaskSpec
-    lease_expires_at: int
-    resume: ResumeFrom | None = None
-
-
-@dataclass(frozen=True)
-class Closed:
-    """An execution closed by the queue (lost or interrupted), and where its task went."""
-
-    task: int
-    execution: int
-    worker: str | None
-    task_state: TaskState | None  # None: it was closed already
-
-
-@dataclass(frozen=True)
-class Retried:
-    """What `retry` did: the task queued again (and what it resumes), or why it refused."""
-
-    state: TaskState | None = None
-    resume: ResumeFrom | None = None
-    refused: str | None = None
 
 
 class QueueStore:

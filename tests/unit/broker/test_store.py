@@ -7,8 +7,9 @@ from pathlib import Path
 import apsw
 import pytest
 
+from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schema import MIGRATIONS
-from fleetd.broker.store import Claim, Closed, KeyConflict, QueueStore
+from fleetd.broker.store import KeyConflict, QueueStore
 from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 

@@ -8,8 +8,9 @@ import apsw
 import pytest
 
 from fleetd.broker.policy import Backoff
+from fleetd.broker.rows import Claim
 from fleetd.broker.schema import MIGRATIONS
-from fleetd.broker.store import Claim, QueueStore
+from fleetd.broker.store import QueueStore
 from fleetd.runtime.db import open_database
 from shared.models import ExecutionResult, ResumeFrom, TaskSpec, WorkspaceResult
 from tests.unit.broker.queries import has_claimable

@@ -191,6 +191,26 @@ def _copy_of(payload: bytes, copies: Path) -> list[str]:
     return (copies / run).read_text().splitlines()
 
 
+def _stall_report(fleet: Fleet, chaos: Chaos) -> str:
+    """What a stalled soak needs to be replayed and understood: seed, stuck rows, status, log."""
+    lines = [f"soak seed={SEED} stalled; kills {dict(chaos.killed)}"]
+    with contextlib.closing(_readonly(fleet.state_dir / "queue.db")) as queue:
+        marks = ",".join("?" * len(TERMINAL))
+        stuck = queue.execute(
+            f"SELECT * FROM tasks WHERE state NOT IN ({marks}) LIMIT 5", TERMINAL
+        ).fetchall()
+        for row in stuck:
+            lines.append(f"task {row!r}")
+            lines += [
+                f"  execution {e!r}"
+                for e in queue.execute("SELECT * FROM executions WHERE task_id = ?", (row[0],))
+            ]
+    status = fleet.ctl("status", "--json", check=False)
+    lines.append(f"status: {status.stdout[-3000:]} {status.stderr[-500:]}")
+    lines.append(f"log tail:\n{fleet.log()[-6000:]}")
+    return "\n".join(lines)
+
+
 def _integrity(path: Path) -> None:
     with contextlib.closing(_readonly(path)) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok", path
@@ -224,7 +244,10 @@ def test_soak_with_random_kills_loses_nothing() -> None:
         while chaos.plan and _unfinished(fleet.state_dir):
             time.sleep(rng.uniform(0.1, 0.8))  # a random moment to strike, not a wait
             chaos.strike()
-        wait_for(lambda: not _unfinished(fleet.state_dir), 60 + TASKS, 0.2, "every task to end")
+        try:
+            wait_for(lambda: not _unfinished(fleet.state_dir), 60 + TASKS, 0.2, "tasks to end")
+        except AssertionError as stalled:
+            raise AssertionError(_stall_report(fleet, chaos)) from stalled
         fleet.ctl("stop")
         assert fleet.wait_exit(60) == 0
         queue = _readonly(fleet.state_dir / "queue.db")

@@ -41,4 +41,24 @@ MIGRATIONS = [
     """
     ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
     """,
+    # v3: counts per state kept by triggers, so `status` reads a handful of rows, not every task
+    # (a GROUP BY over 100,000 queued tasks cost 12 ms of broker CPU per status). Triggers, not
+    # the store's methods, so that no way of changing a task's state can miss its count.
+    """
+    CREATE TABLE task_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO task_counts SELECT state, COUNT(*) FROM tasks GROUP BY state;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF state ON tasks
+        WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE task_counts SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO task_counts VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    """,
 ]

@@ -335,7 +335,7 @@ class QueueStore:
         ).fetchone()[0]
 
     def counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()
+        rows = self.conn.execute("SELECT state, n FROM task_counts WHERE n > 0").fetchall()
         return {state: count for state, count in rows}
 
     def running_of(self, worker: str) -> list[tuple[int, int, int]]:

@@ -178,21 +178,22 @@ def _loop(
     next_orphan_scan = 0.0
     while not supervisor.done:
         sentinels = children.sentinels()
-        for fd in registered - sentinels.keys():
-            poller.unregister(fd)
-        for fd in sentinels.keys() - registered:
-            poller.register(fd, zmq.POLLIN)
-        registered = set(sentinels)
+        if sentinels.keys() != registered:
+            for fd in registered - sentinels.keys():
+                poller.unregister(fd)
+            for fd in sentinels.keys() - registered:
+                poller.register(fd, zmq.POLLIN)
+            registered = set(sentinels)
         events = dict(poller.poll(TICK_MS))
         now = time.monotonic()
         out: list[Outgoing] = []
         if shutdown.fd in events:
             shutdown.drain()
             out += supervisor.on_signal(str(shutdown.received), now)
-        for fd, child in sentinels.items():
-            if fd in events:
-                out += supervisor.on_child_exit(child, now)
-                reap_orphans(children.managed_pids())
+        # A snapshot: collecting an exit takes the child out of the watched sentinels.
+        for child in [sentinels[fd] for fd in events if fd in sentinels]:
+            out += supervisor.on_child_exit(child, now)
+            reap_orphans(children.managed_pids())
         if sockets.control in events:
             out += _control_requests(supervisor, sockets.control, now)
         if sockets.broker in events:

@@ -81,3 +81,26 @@ def test_every_key_shape_starts_with_a_listed_start_and_is_masked(key: str) -> N
     redactor = Redactor([])
     assert redactor.mask_text(f"key: {key}") == "key: [REDACTED]"
     assert redactor.mask(f"key: {key}".encode())[0] == b"key: " + REDACTED
+
+
+PLAIN_SECRET = "hunter2-Known/Secret"  # no key shape's start in it
+LINE_FRAGMENTS = [
+    PLAIN_SECRET,
+    '{"t":"hunter2-Known\\/Secret"}',  # the secret as JSON may escape it
+    '{"t":"\\u0073k-ant-api03-' + "A" * 24 + '"}',  # a key written with an escape
+    "sk-ant-api03-" + "A" * 24,
+    "x",
+    "\\",
+    "/",
+    "é",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(LINE_FRAGMENTS), max_size=4).map("".join), max_size=5))
+def test_lines_said_to_hold_nothing_are_left_as_they_are(texts: list[str]) -> None:
+    # The worker masks no line of a read whose lines together hold nothing.
+    redactor = Redactor([PLAIN_SECRET])
+    lines = [text.encode() for text in texts]
+    if redactor.holds_nothing(b"".join(lines)):
+        assert all(redactor.mask(line) == (line, False) for line in lines)

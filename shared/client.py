@@ -81,7 +81,8 @@ class ControlClient:
             self.close()
             raise DaemonUnavailable(
                 f"fleetd did not answer within {self.timeout:g} s at {self.path}; "
-                "it may be busy or stuck: see its log, or retry with a longer --timeout"
+                "it may be busy or stuck: see its log, or retry with a longer "
+                "`fleetctl --request-timeout SECONDS`"
             )
         reply = self.replies.decode(sock.recv())
         if isinstance(reply, m.ErrorReply):

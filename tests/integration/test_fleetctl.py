@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -182,3 +184,15 @@ def test_human_output(fleet: Fleet) -> None:
     assert "ID" in fleet.ctl("list").stdout.splitlines()[0]
     assert "fleetd pid" in fleet.ctl("status").stdout
     assert "WORKER" in fleet.ctl("workers").stdout
+
+
+def test_a_fleetd_that_does_not_answer_names_the_option_that_waits_longer(fleet: Fleet) -> None:
+    os.kill(fleet.pid, signal.SIGSTOP)  # alive, connected, silent
+    try:
+        for args in (["--request-timeout", "0.5", "status"], ["--request-timeout", "0.5", "list"]):
+            result = fleet.ctl(*args, check=False)
+            assert result.returncode == 3, result  # fleetd unreachable
+            assert "did not answer within 0.5 s" in result.stderr
+            assert "--request-timeout" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        os.kill(fleet.pid, signal.SIGCONT)

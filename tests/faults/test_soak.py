@@ -194,19 +194,24 @@ def _copy_of(payload: bytes, copies: Path) -> list[str]:
 def _stall_report(fleet: Fleet, chaos: Chaos) -> str:
     """What a stalled soak needs to be replayed and understood: seed, stuck rows, status, log."""
     lines = [f"soak seed={SEED} stalled; kills {dict(chaos.killed)}"]
-    with contextlib.closing(_readonly(fleet.state_dir / "queue.db")) as queue:
-        marks = ",".join("?" * len(TERMINAL))
-        stuck = queue.execute(
-            f"SELECT * FROM tasks WHERE state NOT IN ({marks}) LIMIT 5", TERMINAL
-        ).fetchall()
-        for row in stuck:
-            lines.append(f"task {row!r}")
-            lines += [
-                f"  execution {e!r}"
-                for e in queue.execute("SELECT * FROM executions WHERE task_id = ?", (row[0],))
-            ]
+    lines.append(f"unfinished (-1: queue.db busy): {_unfinished(fleet.state_dir)}")
+    try:
+        with contextlib.closing(_readonly(fleet.state_dir / "queue.db")) as queue:
+            marks = ",".join("?" * len(TERMINAL))
+            stuck = queue.execute(
+                f"SELECT * FROM tasks WHERE state NOT IN ({marks}) LIMIT 5", TERMINAL
+            ).fetchall()
+            for row in stuck:
+                lines.append(f"task {row!r}")
+                lines += [
+                    f"  execution {e!r}"
+                    for e in queue.execute("SELECT * FROM executions WHERE task_id = ?", (row[0],))
+                ]
+    except apsw.Error as exc:
+        lines.append(f"queue.db unreadable: {exc!r}")
     status = fleet.ctl("status", "--json", check=False)
     lines.append(f"status: {status.stdout[-3000:]} {status.stderr[-500:]}")
+    lines.append(f"processes: {[(p, title(p)) for p in processes_under(fleet.state_dir.parent)]}")
     lines.append(f"log tail:\n{fleet.log()[-6000:]}")
     return "\n".join(lines)
 

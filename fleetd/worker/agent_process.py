@@ -27,7 +27,11 @@ from io import FileIO
 from fleetd.agents.base import AgentCommand
 
 PIPE_CAPACITY = 65536
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+# Reset to their default for the agent: what Popen resets (SIGPIPE, SIGXFSZ), and SIGINT and
+# SIGQUIT, which a worker ignores (SIGINT) or inherits ignored from a shell that started fleetd
+# in the background; an agent and its tools need them for their own interrupts. The signal
+# mask is set empty too: nothing blocked in the worker stays blocked in the agent.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGQUIT)
 
 
 @dataclass
@@ -80,6 +84,7 @@ def spawn(command: AgentCommand) -> AgentProcess:
                 ],
                 setsid=True,
                 setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
             )
         finally:
             os.fchdir(here)

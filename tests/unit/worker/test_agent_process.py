@@ -4,6 +4,7 @@ directory, only stdin/stdout/stderr open, default SIGPIPE, a program found on it
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -75,3 +76,24 @@ def test_a_bare_program_name_is_found_on_the_agents_path(tmp_path: Path) -> None
     with pytest.raises(FileNotFoundError):
         spawn(AgentCommand(argv=["/bin/true"], cwd=tmp_path / "gone", env={}))
     assert os.getcwd() != str(tmp_path / "gone")
+
+
+def test_the_agent_starts_with_default_signals_whatever_the_worker_ignores(
+    tmp_path: Path,
+) -> None:
+    # Workers ignore SIGINT (the supervisor handles Ctrl-C), and a fleetd started in the
+    # background by a shell ignores SIGINT and SIGQUIT: none of that may reach the agent, whose
+    # own interrupt handling (and its tools') needs them.
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGQUIT)}
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        status, _ = run(["/bin/cat", "/proc/self/status"], tmp_path)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    for name in ("SigIgn", "SigBlk"):
+        mask = int(fields[name].split()[0], 16)
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGPIPE):
+            assert not mask & (1 << (sig - 1)), f"{signal.Signals(sig).name} in {name}"

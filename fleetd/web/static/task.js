@@ -75,6 +75,8 @@
   source.addEventListener("end", () => {
     source.close();
     state.textContent = "finished";
+    const cancel = document.getElementById("cancel");
+    if (cancel) cancel.closest("form").remove();
     const badge = document.getElementById("task-state");
     fetch("/api/v1/tasks/" + task).then((r) => r.json()).then((t) => {
       badge.textContent = t.state;

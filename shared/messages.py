@@ -17,6 +17,7 @@ import msgspec
 
 from shared.models import (
     MAX_HOURS,
+    AgentKind,
     EventRecord,
     ExecutionResult,
     FinishedOutcome,
@@ -27,6 +28,7 @@ from shared.models import (
     TaskSpec,
     TaskState,
     TaskView,
+    Text,
     WorkerView,
 )
 
@@ -51,11 +53,16 @@ class Enqueue(Message):
 
 
 class ListTasks(Message):
-    """Tasks, newest first, optionally in one state; `before` pages on (ids below it)."""
+    """Tasks, newest first, optionally in one state; `before` pages on (ids below it); the
+    rest narrow it: the agent, the repository, a label (`key=value`), words in the prompt."""
 
     state: TaskState | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=LIST_LIMIT_MAX)] = 50
     before: Id | None = None
+    agent: AgentKind | None = None
+    repo: Text | None = None
+    label: Annotated[str, msgspec.Meta(pattern="^[^\\x00=]+=[^\\x00]*$")] | None = None
+    search: Text | None = None
 
 
 class ShowTask(Message):

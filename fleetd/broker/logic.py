@@ -277,7 +277,15 @@ class Broker:
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
-        tasks = self.store.list_tasks(msg.state, msg.limit, msg.before)
+        tasks = self.store.list_tasks(
+            msg.state,
+            msg.limit,
+            msg.before,
+            agent=msg.agent,
+            repo=msg.repo,
+            label=msg.label,
+            search=msg.search,
+        )
         return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
 
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:

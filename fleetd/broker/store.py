@@ -28,6 +28,7 @@ from fleetd.broker.rows import (
     task_view,
 )
 from fleetd.broker.schema import MIGRATIONS
+from fleetd.broker.task_filters import narrowing
 from fleetd.runtime.db import immediate, open_database
 from shared.errors import FleetError
 from shared.models import (
@@ -360,14 +361,18 @@ class QueueStore:
         return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
 
     def list_tasks(
-        self, state: TaskState | None, limit: int, before: int | None = None
+        self, state: TaskState | None, limit: int, before: int | None = None, **narrow: str | None
     ) -> list[TaskView]:
+        """Newest first; `narrow` by agent, repo, label (`key=value`) or search (prompt words)."""
         self.store_started()
         # Keyset paging (ids below `before`): page 2,000 costs what page 1 does.
         where, args = ["id < ?"], [before if before is not None else INT64_MAX]
         if state is not None:
             where.append("state = ?")
             args.append(state)
+        for clause, values in narrowing(narrow):
+            where.append(clause)
+            args.extend(values)
         rows = self.conn.execute(
             f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
             "ORDER BY id DESC LIMIT ?",

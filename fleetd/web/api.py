@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from fleetd.web import streams
 from fleetd.web.app import FastJSON, guarded, web_of
-from fleetd.web.logic import BadQuery, event_id, list_request, resume_position
+from fleetd.web.logic import BadQuery, event_id, list_request, next_page_query, resume_position
 from fleetd.web.openapi import openapi_document
 from shared import messages as m
 from shared.models import TaskSpec, spec_problem
@@ -60,8 +60,7 @@ async def list_tasks(request: Request) -> Response:
     assert isinstance(reply, m.TaskList)
     headers = {}
     if len(reply.tasks) == ask.limit and reply.tasks:
-        query = f"limit={ask.limit}&before={reply.tasks[-1].id}"
-        query += f"&state={ask.state}" if ask.state else ""
+        query = next_page_query(ask, reply.tasks[-1].id)
         headers["link"] = f'</api/v1/tasks?{query}>; rel="next"'
     return FastJSON([task_json(t, with_executions=False) for t in reply.tasks], headers=headers)
 

@@ -7,15 +7,20 @@ import enum
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import get_args
+from urllib.parse import urlencode
+
+import msgspec
 
 from shared import messages as m
 from shared.errors import FleetError
-from shared.models import INT64_MAX, TASK_STATES
+from shared.models import INT64_MAX, TASK_STATES, AgentKind
 
 SESSION_COOKIE = "fleet_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 PAGE_SIZE = 50
+AGENT_KINDS: tuple[str, ...] = get_args(AgentKind)
 
 # fleetctl's exit codes and the control errors, as HTTP statuses: 400 usage, 404 unknown task,
 # 503 fleet stopping or unreachable.
@@ -92,14 +97,43 @@ def _int(name: str, text: str | None, low: int, high: int) -> int | None:
     return int(text)
 
 
+FILTERS = ("state", "agent", "repo", "label", "search")
+
+
 def list_request(query: Mapping[str, str], default_limit: int = PAGE_SIZE) -> m.ListTasks:
-    """`?state=&limit=&before=` as the supervisor's ListTasks."""
+    """`?state=&agent=&repo=&label=k=v&search=&limit=&before=` as the supervisor's ListTasks;
+    a value it would refuse is a BadQuery that names the parameter."""
     state = query.get("state") or None
     if state is not None and state not in TASK_STATES:
         raise BadQuery(f"unknown state {state!r}: use one of {', '.join(TASK_STATES)}")
+    agent = query.get("agent") or None
+    if agent is not None and agent not in AGENT_KINDS:
+        raise BadQuery(f"unknown agent {agent!r}: use one of {', '.join(AGENT_KINDS)}")
+    label = query.get("label") or None
+    if label is not None and ("=" not in label or label.startswith("=")):
+        raise BadQuery(f"label takes KEY=VALUE, not {label!r}")
     limit = _int("limit", query.get("limit"), 1, m.LIST_LIMIT_MAX) or default_limit
     before = _int("before", query.get("before"), 1, INT64_MAX)
-    return m.ListTasks(state=state, limit=limit, before=before)  # type: ignore[arg-type]
+    ask = m.ListTasks(
+        state=state,  # type: ignore[arg-type]
+        limit=limit,
+        before=before,
+        agent=agent,  # type: ignore[arg-type]
+        repo=query.get("repo") or None,
+        label=label,
+        search=query.get("search") or None,
+    )
+    try:
+        m.CONTROL_REQUESTS.checked(ask)
+    except msgspec.ValidationError as exc:
+        raise BadQuery(f"invalid query: {exc}") from None
+    return ask
+
+
+def next_page_query(ask: m.ListTasks, before: int) -> str:
+    """The query of the page after `ask`'s, ending at task `before`, with the same filters."""
+    pairs = {name: getattr(ask, name) for name in FILTERS if getattr(ask, name)}
+    return urlencode({**pairs, "limit": ask.limit, "before": before})
 
 
 def event_id(execution: int, seq: int) -> str:

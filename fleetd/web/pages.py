@@ -15,7 +15,14 @@ from starlette.staticfiles import StaticFiles
 
 from fleetd.web.api import specs_of, task_id
 from fleetd.web.app import STATIC_DIR, error_page, guarded, web_of
-from fleetd.web.logic import PAGE_SIZE, SESSION_COOKIE, BadQuery, list_request
+from fleetd.web.logic import (
+    AGENT_KINDS,
+    PAGE_SIZE,
+    SESSION_COOKIE,
+    BadQuery,
+    list_request,
+    next_page_query,
+)
 from fleetd.web.overview import recent_rates
 from shared import messages as m
 from shared.models import TASK_STATES, TERMINAL_STATES, rfc3339
@@ -84,9 +91,11 @@ async def tasks(request: Request) -> Response:
     ask = list_request(request.query_params, PAGE_SIZE)
     reply = await web_of(request).control.ask(ask)
     assert isinstance(reply, m.TaskList)
-    more = len(reply.tasks) == ask.limit
-    next_before = reply.tasks[-1].id if more and reply.tasks else None
-    return render(request, "tasks.html", tasks=reply.tasks, ask=ask, next_before=next_before)
+    more = len(reply.tasks) == ask.limit and reply.tasks
+    older = next_page_query(ask, reply.tasks[-1].id) if more else None
+    return render(
+        request, "tasks.html", tasks=reply.tasks, ask=ask, older=older, agents=AGENT_KINDS
+    )
 
 
 @guarded(page=True)

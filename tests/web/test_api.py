@@ -177,3 +177,20 @@ def test_a_killed_web_process_comes_back_on_the_same_address(web: WebFleet) -> N
     )
     assert web.api.get("/api/v1/status").status_code == 200
     assert web_process()["restarts"] == before["restarts"] + 1
+
+
+def test_filters_narrow_the_listing_and_its_pages(web: WebFleet) -> None:
+    tag = "filtered-run-7"
+    ids = [web.enqueue(["true"], prompt=f"{tag} {n}", labels={"batch": tag}) for n in range(3)]
+    web.enqueue(["true"], prompt="unrelated")
+    found = web.api.get("/api/v1/tasks", params={"search": tag.upper(), "limit": 2})
+    assert [t["id"] for t in found.json()] == sorted(ids, reverse=True)[:2]
+    rest = web.api.get(found.links["next"]["url"])
+    assert [t["id"] for t in rest.json()] == [min(ids)]
+    labelled = web.api.get("/api/v1/tasks", params={"label": f"batch={tag}", "agent": "command"})
+    assert sorted(t["id"] for t in labelled.json()) == ids
+    assert web.api.get("/api/v1/tasks", params={"agent": "claude", "search": tag}).json() == []
+    assert web.api.get("/api/v1/tasks", params={"agent": "robot"}).status_code == 400
+    assert web.api.get("/api/v1/tasks", params={"label": "nokey"}).status_code == 400
+    page = web.api.get("/tasks", params={"search": tag})
+    assert page.status_code == 200 and f"{tag} 2" in page.text and "unrelated" not in page.text

@@ -134,14 +134,18 @@ def test_events_stream_live_and_resume_after_last_event_id(web: WebFleet) -> Non
     finished(web, task)
     execution = web.fleet.events(task)[0]["execution"]
     headers = {"accept": "text/event-stream", "last-event-id": f"{execution}:1"}
-    got = []
+    got, ids = [], []
     with web.api.stream("GET", f"/api/v1/tasks/{task}/events", headers=headers) as stream:
         for line in stream.iter_lines():
             if line.startswith("id: "):
-                got.append(line[4:])
+                ids.append(line[4:])
+            if line.startswith("data: ["):
+                got += json.loads(line[6:])
             if line.startswith("event: end"):
                 break
-    assert got == [f"{execution}:2", f"{execution}:3"]
+    assert [(e["execution"], e["seq"]) for e in got] == [(execution, 2), (execution, 3)]
+    assert got == web.fleet.events(task)[1:], "the same objects as `fleetctl events --json`"
+    assert ids[-1] == f"{execution}:3"
 
 
 def test_a_diff_of_a_repository_task(web: WebFleet, tmp_path: Path) -> None:

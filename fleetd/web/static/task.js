@@ -67,10 +67,11 @@
   raw.addEventListener("change", redraw);
   const source = new EventSource("/api/v1/tasks/" + task + "/events");
   source.addEventListener("open", () => { state.textContent = "live"; });
-  source.addEventListener("agent", (message) => {
-    const event = JSON.parse(message.data);
-    seen.push(event);
-    list.append(show(event));
+  source.addEventListener("events", (message) => {
+    for (const event of JSON.parse(message.data)) {
+      seen.push(event);
+      list.append(show(event));
+    }
   });
   source.addEventListener("end", () => {
     source.close();

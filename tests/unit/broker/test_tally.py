@@ -43,12 +43,12 @@ def test_a_run_that_ends_after_a_later_one_is_counted_once(store: QueueStore) ->
     run(store, "succeeded", 100)
     first = tally.totals(store.conn)
     assert first.runs == {"command": {"succeeded": 1}}
-    assert tally.done_below == slow.execution  # nothing at or past the running one is settled
+    assert tally.running == {slow.execution}  # read again next time, the rest never
     store.finish(slow.execution, "failed", ExecutionResult(), 5_000_000, None, LEASE)
     second = tally.totals(store.conn)
     third = tally.totals(store.conn)
     assert second.runs == third.runs == {"command": {"succeeded": 1, "failed": 1}}
-    assert tally.done_below > slow.execution
+    assert tally.running == set()
 
 
 def test_a_new_tally_over_the_same_store_gives_the_same_counters(store: QueueStore) -> None:

@@ -21,6 +21,7 @@ BENCHMARKS = {
     "status": "bench.status",
     "memory": "bench.memory",
     "scale": "bench.scale",
+    "web": "bench.web",
 }
 
 

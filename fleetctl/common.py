@@ -18,14 +18,8 @@ from shared import messages as m
 from shared.client import ControlClient
 from shared.config import load_config
 from shared.errors import DaemonUnavailable, FleetError, RequestFailed
-from shared.models import (
-    MAX_SECONDS,
-    EventRecord,
-    ExecutionResult,
-    TaskView,
-    flag_names,
-    rfc3339,
-)
+from shared.models import MAX_SECONDS, rfc3339
+from shared.views import event_json, result_json, task_json  # noqa: F401 (the commands' names)
 
 if TYPE_CHECKING:
     import typer
@@ -171,60 +165,6 @@ _json = msgspec.json.Encoder()
 
 def print_json(value: Any) -> None:
     sys.stdout.write(_json.encode(value).decode() + "\n")
-
-
-def result_json(result: ExecutionResult | None) -> dict[str, Any] | None:
-    return msgspec.to_builtins(result) if result is not None else None
-
-
-def task_json(task: TaskView, with_executions: bool) -> dict[str, Any]:
-    """The documented JSON shape of a task (`show --json`, `list --json`)."""
-    out: dict[str, Any] = {
-        "id": task.id,
-        "state": task.state,
-        "attempts": task.attempts,
-        "spec": msgspec.to_builtins(task.spec),
-        "result": result_json(task.result),
-        "enqueued_at": rfc3339(task.enqueued_at),
-        "started_at": rfc3339(task.started_at),
-        "finished_at": rfc3339(task.finished_at),
-        "not_before": rfc3339(task.not_before),
-    }
-    if with_executions:
-        out["executions"] = [
-            {
-                "id": e.id,
-                "attempt": e.attempt,
-                "worker": e.worker,
-                "outcome": e.outcome,
-                "claimed_at": rfc3339(e.claimed_at),
-                "started_at": rfc3339(e.started_at),
-                "finished_at": rfc3339(e.finished_at),
-                "result": result_json(e.result),
-            }
-            for e in task.executions
-        ]
-    return out
-
-
-_decode_any = msgspec.json.Decoder().decode
-
-
-def event_json(event: EventRecord) -> dict[str, Any]:
-    """The documented JSON shape of an event: the payload parsed when it is JSON, else text."""
-    payload: Any
-    try:
-        payload = _decode_any(event.payload)
-    except msgspec.DecodeError:
-        payload = event.payload.decode("utf-8", errors="backslashreplace")
-    return {
-        "execution": event.execution,
-        "seq": event.seq,
-        "type": event.type,
-        "ts": rfc3339(event.ts),
-        "flags": flag_names(event.flags),
-        "payload": payload,
-    }
 
 
 # --- tables --------------------------------------------------------------------------------

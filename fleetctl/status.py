@@ -3,11 +3,10 @@ that runs it before any typer app is built (fleetctl.app) both call `print_statu
 
 from __future__ import annotations
 
-import msgspec
-
 from fleetctl.common import Session, echo, print_json, print_table, short_time
 from shared import messages as m
-from shared.models import TASK_STATES, WorkerView, rfc3339
+from shared.models import TASK_STATES, WorkerView
+from shared.views import status_json, worker_json  # noqa: F401 (worker_json: `workers`)
 
 WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
 
@@ -18,16 +17,15 @@ def print_status(ctl: Session, json_out: bool) -> None:
     assert isinstance(reply, m.Status)
     counts = {state: reply.counts.get(state, 0) for state in TASK_STATES}
     if json_out:
-        out = msgspec.to_builtins(reply)
-        out["counts"] = counts
-        out["workers"] = [worker_json(w) for w in reply.workers]
-        print_json(out)
+        print_json(status_json(reply))
         return
     phase = reply.stopping or ("running" if reply.dispatching else "paused")
     started_by = ", started by systemd socket activation" if reply.socket_activated else ""
     echo(f"fleetd pid {reply.pid}, up {_duration(reply.uptime_s)}, {phase}{started_by}")
     echo(f"state directory: {reply.state_dir}")
     echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if reply.web_url:
+        echo(f"dashboard: {reply.web_url} (log in with the link `fleetctl dashboard` prints)")
     for warning in reply.warnings:
         echo(f"warning: {warning}")
     echo("")
@@ -35,17 +33,6 @@ def print_status(ctl: Session, json_out: bool) -> None:
     print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
     echo("")
     print_table(WORKER_HEADERS, worker_rows(reply.workers))
-
-
-def worker_json(worker: WorkerView) -> dict[str, object]:
-    return {
-        "id": worker.id,
-        "pid": worker.pid,
-        "state": worker.state,
-        "task": worker.task,
-        "execution": worker.execution,
-        "since": rfc3339(worker.since),
-    }
 
 
 def worker_rows(workers: list[WorkerView]) -> list[tuple[object, ...]]:

@@ -18,6 +18,10 @@ has the entry point `run()`.
     worker/         one attempt at a time: the agent process (execution.py,
                     agent_process.py), its output turned into events (output.py), its
                     directory or worktree (attempt.py)
+    web/            the dashboard, the HTTP API and /metrics: uvicorn + Starlette on the
+                    socket the supervisor bound, a client of the control socket and the
+                    recorder's feed (control.py, streams.py), never of a database; its
+                    access, query and resume decisions in logic.py
     workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
                     a helper thread
     agents/         adapters, one module per agent kind (codex, claude, command); Codex's

@@ -56,6 +56,10 @@ def fleetd(
     log_json: Annotated[
         bool | None, typer.Option("--log-json/--log-text", help="log format")
     ] = None,
+    web_listen: Annotated[
+        str | None,
+        typer.Option("--web-listen", help="dashboard address HOST:PORT, or off (FLEET_WEB_LISTEN)"),
+    ] = None,
 ) -> None:
     """Run the agent-fleet daemon: a supervisor, a broker, a recorder and N workers."""
     os.umask(PRIVATE_UMASK)
@@ -63,6 +67,7 @@ def fleetd(
         "workers": workers,
         "state_dir": str(state_dir) if state_dir else None,
         "log_json": log_json,
+        "web.listen": web_listen,
     }
     try:
         config = load_config(os.environ, config_file, flags)
@@ -81,10 +86,11 @@ def _foreground(config: FleetConfig) -> int:
     from fleetd.runtime.db import check_database_files
     from fleetd.supervisor import process as supervisor
     from fleetd.supervisor.children import Roles
+    from fleetd.web import process as web
     from fleetd.worker import process as worker
 
     configure_logging("supervisor", config.log_level, config.log_json)
-    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run)
+    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run, web=web.run)
     try:
         paths = config.paths()
         check_database_files([paths.queue_db, paths.events_db])

@@ -15,6 +15,7 @@ from shared.paths import StatePaths, default_config_file, default_state_dir
 ENV_PREFIX = "FLEET_"
 # Variables that are not settings but are read by the tools themselves.
 ENV_NOT_SETTINGS = frozenset({"FLEET_CONFIG"})
+DEFAULT_WEB_LISTEN = "127.0.0.1:8765"
 
 
 def _doc(default_type: Any, text: str, **limits: Any) -> Any:
@@ -170,6 +171,22 @@ class SupervisorConfig(Section):
     crash_loop_window: _doc(float, "the crash-loop window, in seconds", gt=0) = 60.0
 
 
+class WebConfig(Section):
+    listen: _doc(
+        str,
+        "the dashboard, HTTP API and /metrics: HOST:PORT, or `off` (the default port, if taken, "
+        "is skipped with a warning; any other address that cannot be bound stops fleetd)",
+    ) = DEFAULT_WEB_LISTEN
+    token: _doc(
+        str | None,
+        "the access token (default: one generated into <state>/web-token); needed for a "
+        "non-loopback listen address",
+    ) = None
+    metrics_auth: _doc(
+        bool, "/metrics needs the token when served beyond loopback (loopback is always open)"
+    ) = True
+
+
 class FleetConfig(Section):
     state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
@@ -182,6 +199,7 @@ class FleetConfig(Section):
     workspace: WorkspaceConfig = msgspec.field(default_factory=WorkspaceConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    web: WebConfig = msgspec.field(default_factory=WebConfig)
 
     def paths(self) -> StatePaths:
         """The state paths; `state_dir` is always set once loaded."""
@@ -189,7 +207,7 @@ class FleetConfig(Section):
         return StatePaths(Path(self.state_dir))
 
 
-SECTIONS = ("queue", "worker", "codex", "claude", "workspace", "recorder", "supervisor")
+SECTIONS = ("queue", "worker", "codex", "claude", "workspace", "recorder", "supervisor", "web")
 
 
 def agent_environment(config: FleetConfig, host: Mapping[str, str]) -> dict[str, str]:

@@ -17,6 +17,7 @@ import msgspec
 
 from shared.models import (
     MAX_HOURS,
+    AgentKind,
     EventRecord,
     ExecutionResult,
     FinishedOutcome,
@@ -27,6 +28,7 @@ from shared.models import (
     TaskSpec,
     TaskState,
     TaskView,
+    Text,
     WorkerView,
 )
 
@@ -51,10 +53,16 @@ class Enqueue(Message):
 
 
 class ListTasks(Message):
-    """Tasks, newest first, optionally in one state."""
+    """Tasks, newest first, optionally in one state; `before` pages on (ids below it); the
+    rest narrow it: the agent, the repository, a label (`key=value`), words in the prompt."""
 
     state: TaskState | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=LIST_LIMIT_MAX)] = 50
+    before: Id | None = None
+    agent: AgentKind | None = None
+    repo: Text | None = None
+    label: Annotated[str, msgspec.Meta(pattern="^[^\\x00=]+=[^\\x00]*$")] | None = None
+    search: Text | None = None
 
 
 class ShowTask(Message):
@@ -116,8 +124,18 @@ class Stop(Message):
     timeout: Seconds | None = None
 
 
+class GetRunTotals(Message):
+    """What every finished run adds up to, for /metrics (forwarded to the broker)."""
+
+
+class CountEvents(Message):
+    """How many events the recorder has stored, for /metrics (forwarded to the recorder)."""
+
+
 ControlRequest = (
-    Enqueue
+    GetRunTotals
+    | CountEvents
+    | Enqueue
     | ListTasks
     | ShowTask
     | CancelTask
@@ -219,6 +237,9 @@ class Status(Message):
     # fleetd's pid namespace (the inode of /proc/self/ns/pid, 0 if unknown): `pid` names a
     # process for a client only in the same namespace.
     pid_namespace: int = 0
+    # The dashboard's address (`http://127.0.0.1:8765/`), None when web.listen is off or the
+    # default port was taken.
+    web_url: str | None = None
 
 
 class Accepted(Message):
@@ -237,8 +258,35 @@ class ErrorReply(Message):
     message: str
 
 
+class Histogram(msgspec.Struct, frozen=True, kw_only=True):
+    """Observations per bucket (`counts[i]`: at most `bounds[i]`, past the last: the rest),
+    not cumulative, and their sum."""
+
+    bounds: list[float]
+    counts: list[int]
+    total: float = 0.0
+
+
+class RunTotals(Message):
+    """Finished executions (every outcome but `running`) added up: the broker's counters,
+    computed from queue.db, so that they survive a restart of any process."""
+
+    runs: dict[str, dict[str, int]]  # agent -> outcome -> executions
+    durations: dict[str, Histogram]  # agent -> seconds from agent start to end
+    dispatch: Histogram  # first attempts: seconds from enqueue to claim
+    tokens: dict[str, dict[str, int]]  # agent -> kind (input, output, ...) -> tokens
+    failures: dict[str, int]  # failure class -> failed executions
+    queue_oldest_us: int | None = None  # when the longest-waiting queued task was enqueued
+
+
+class EventCount(Message):
+    events: int
+
+
 ControlReply = (
-    Enqueued
+    RunTotals
+    | EventCount
+    | Enqueued
     | TaskList
     | TaskDetail
     | Cancelled
@@ -327,7 +375,8 @@ class GetCounts(Message):
 
 
 BrokerRequest = (
-    Ready
+    GetRunTotals
+    | Ready
     | Heartbeat
     | AgentStarted
     | Finished
@@ -342,7 +391,8 @@ BrokerRequest = (
     | GetCounts
 )
 BrokerReply = (
-    Assign
+    RunTotals
+    | Assign
     | FinishAck
     | CancelExecution
     | Enqueued
@@ -384,8 +434,8 @@ class StreamSealed(Message):
     last_seq: int
 
 
-RecorderRequest = EventBatch | StreamEnd | GetEvents
-RecorderReply = StreamSealed | EventPage | ErrorReply
+RecorderRequest = EventBatch | StreamEnd | GetEvents | CountEvents
+RecorderReply = StreamSealed | EventPage | ErrorReply | EventCount
 FeedMessage = EventBatch | StreamSealed
 
 

@@ -109,6 +109,11 @@ class StatePaths(msgspec.Struct, frozen=True):
         return self.root / "sessions"
 
     @property
+    def web_token(self) -> Path:
+        """The dashboard's access token (mode 0600), made on the web process's first start."""
+        return self.root / "web-token"
+
+    @property
     def codex_homes_dir(self) -> Path:
         """Private CODEX_HOME of each running Codex agent."""
         return self.root / "codex-homes"

@@ -16,6 +16,7 @@ from loguru import logger
 
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.store import KeyConflict, QueueStore
+from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import FleetConfig
@@ -46,6 +47,7 @@ class Broker:
         self.claims = Claims.TRY
         self.wake_at = float("inf")  # when claims are tried again by themselves
         self.next_lease_check = 0
+        self.tally = RunTally()  # /metrics' counters
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -194,6 +196,7 @@ class Broker:
             m.WorkerGone: self._on_worker_gone,
             m.SetDispatch: self._on_set_dispatch,
             m.GetCounts: self._on_counts,
+            m.GetRunTotals: self._on_run_totals,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -274,7 +277,15 @@ class Broker:
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
-        tasks = self.store.list_tasks(msg.state, msg.limit)
+        tasks = self.store.list_tasks(
+            msg.state,
+            msg.limit,
+            msg.before,
+            agent=msg.agent,
+            repo=msg.repo,
+            label=msg.label,
+            search=msg.search,
+        )
         return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
 
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
@@ -328,6 +339,12 @@ class Broker:
             counts=self.store.counts(), workers=self._worker_list(), dispatching=self.dispatching
         )
         return [ToPeer(peer, ref, reply)]
+
+    def _on_run_totals(
+        self, peer: bytes, ref: bytes, msg: m.GetRunTotals, now: int
+    ) -> list[ToPeer]:
+        self.store.store_started()  # the start times kept for the next write count too
+        return [ToPeer(peer, ref, self.tally.totals(self.store.conn))]
 
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:

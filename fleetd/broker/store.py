@@ -28,9 +28,11 @@ from fleetd.broker.rows import (
     task_view,
 )
 from fleetd.broker.schema import MIGRATIONS
+from fleetd.broker.task_filters import narrowing
 from fleetd.runtime.db import immediate, open_database
 from shared.errors import FleetError
 from shared.models import (
+    INT64_MAX,
     TERMINAL_STATES,
     ExecutionOutcome,
     ExecutionResult,
@@ -358,15 +360,22 @@ class QueueStore:
         ).fetchall()
         return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
 
-    def list_tasks(self, state: TaskState | None, limit: int) -> list[TaskView]:
+    def list_tasks(
+        self, state: TaskState | None, limit: int, before: int | None = None, **narrow: str | None
+    ) -> list[TaskView]:
+        """Newest first; `narrow` by agent, repo, label (`key=value`) or search (prompt words)."""
         self.store_started()
-        if state is None:
-            rows = self.conn.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY id DESC LIMIT ?", (limit,)
-            ).fetchall()
-        else:
-            rows = self.conn.execute(
-                f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = ? ORDER BY id DESC LIMIT ?",
-                (state, limit),
-            ).fetchall()
+        # Keyset paging (ids below `before`): page 2,000 costs what page 1 does.
+        where, args = ["id < ?"], [before if before is not None else INT64_MAX]
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        for clause, values in narrowing(narrow):
+            where.append(clause)
+            args.extend(values)
+        rows = self.conn.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        ).fetchall()
         return [task_view(row) for row in rows]

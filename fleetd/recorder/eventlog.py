@@ -76,6 +76,12 @@ class EventLog:
                     (execution, task, now),
                 )
 
+    def total_events(self) -> int:
+        """Every stored event: the streams' last sequence numbers added up (one row per
+        execution, not per event)."""
+        row = self.conn.execute("SELECT coalesce(sum(last_seq), 0) FROM streams").fetchone()
+        return int(row[0])
+
     def last_seq(self, execution: int) -> int:
         row = self.conn.execute(
             "SELECT last_seq FROM streams WHERE execution_id = ?", (execution,)

@@ -90,6 +90,8 @@ class Recorder:
                 self.seal(request, peer, ref, self.pending)
             case m.GetEvents():
                 return [ToPeer(peer, ref, self._page(request))]
+            case m.CountEvents():
+                return [ToPeer(peer, ref, m.EventCount(events=self.log.total_events()))]
             case _:
                 text = f"the recorder does not serve {type(request).__name__}"
                 return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=text))]

@@ -11,6 +11,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -43,10 +44,12 @@ class Roles:
     broker: Callable[[FleetConfig, bool], None]  # (config, recover after a crash?)
     recorder: Callable[[FleetConfig], None]
     worker: Callable[[FleetConfig, str, str], None]  # (config, role, worker id)
+    web: Callable[[FleetConfig, socket.socket], None] | None = None  # (config, its listener)
 
     def modules(self) -> list[str]:
         """The modules holding them, for the fork server to import once."""
-        return sorted({entry.__module__ for entry in (self.broker, self.recorder, self.worker)})
+        entries = (self.broker, self.recorder, self.worker, self.web)
+        return sorted({entry.__module__ for entry in entries if entry is not None})
 
 
 @dataclass
@@ -90,9 +93,12 @@ class Children:
         # each process (a waitpid) on every loop cost a 64-worker supervisor 35% of its CPU.
         self.watched: dict[int, Child] = {}
 
-    def define(self, config: FleetConfig, roles: Roles) -> None:
-        """The broker, the recorder and `config.workers` workers; the fork server imports
-        their modules once, so that every fork starts warm."""
+    def define(
+        self, config: FleetConfig, roles: Roles, web_listener: socket.socket | None = None
+    ) -> None:
+        """The broker, the recorder, `config.workers` workers and the web process (given its
+        listening socket); the fork server imports their modules once, so that every fork
+        starts warm."""
         self.context.set_forkserver_preload(roles.modules())
         self.generation = Generation(config.paths())
         self.add(Child("broker", roles.broker, lambda first: (config, first)))
@@ -109,6 +115,9 @@ class Children:
                     when_orphaned=WhenOrphaned.END_AGENTS,
                 )
             )
+        if roles.web is not None and web_listener is not None:
+            # The supervisor keeps the socket open: a restarted web process serves it again.
+            self.add(Child("web", roles.web, lambda first: (config, web_listener)))
 
     def add(self, child: Child) -> None:
         self.children[child.role] = child

@@ -84,6 +84,7 @@ class Supervisor:
         self.ready = False
         self.exit_code = 0
         self.warnings: list[str] = []
+        self.web_url: str | None = None  # the dashboard's, once its socket is bound
         self.next_retention = self.next_watchdog = self.next_calm = 0.0
         self._out: list[Outgoing] = []
 
@@ -118,7 +119,9 @@ class Supervisor:
                 | m.ListWorkers()
             ):
                 self._ask_broker(request, client, None, now)
-            case m.GetEvents():
+            case m.GetRunTotals():
+                self._ask_broker(request, client, None, now)
+            case m.GetEvents() | m.CountEvents():
                 self._out.append(self.forwards.ask(Peer.RECORDER, request, client, None, now))
             case m.GetDiff():
                 then: Then = lambda reply, now: diff_reply(request, reply)  # noqa: E731
@@ -245,6 +248,7 @@ class Supervisor:
             warnings=list(self.warnings),
             socket_activated=self.socket_activated,
             pid_namespace=pid_namespace(),
+            web_url=self.web_url,
         )
 
     def _on_first_counts(self, reply: m.Message, now: float) -> None:

@@ -23,6 +23,7 @@ from fleetd.runtime.lifecycle import (
     give_back_free_memory,
     set_title,
 )
+from fleetd.runtime.listen import listener_url, load_token, open_web_listener
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.sockets import new_socket, waiting
@@ -60,13 +61,16 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
         logger.warning("ended {} agent process group(s) left by a previous fleetd", ended)
     PrivateHomes.remove_all_under(paths.codex_homes_dir)
     PrivateHomes.remove_all_under(paths.claude_homes_dir)
+    web_listener = open_web_listener(config.web)
+    if web_listener is not None:
+        load_token(paths.web_token, config.web.token)
     supervision = config.supervisor
     children = Children(
         supervision.restart_backoff_max,
         supervision.crash_loop_restarts,
         supervision.crash_loop_window,
     )
-    children.define(config, roles)
+    children.define(config, roles, web_listener)
     # Children are forked before any socket or database exists in this process.
     children.start_all()
     notifier = Notifier(env)
@@ -75,13 +79,15 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     supervisor = Supervisor(
         config, env, children, notifier, gc_job, socket_activated=sockets.adopted
     )
+    supervisor.web_url = listener_url(web_listener) if web_listener is not None else None
     try:
         logger.info(
-            "fleetd {} started: {} workers, state {}, control {}",
+            "fleetd {} started: {} workers, state {}, control {}, dashboard {}",
             os.getpid(),
             config.workers,
             paths.root,
             sockets.control_path,
+            supervisor.web_url or "off",
         )
         _loop(supervisor, children, sockets, ShutdownSignal((signal.SIGTERM, signal.SIGINT)))
         return supervisor.exit_code
@@ -96,6 +102,8 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
         children.stop_helpers()
         reap_orphans(set())
         sockets.close()
+        if web_listener is not None:
+            web_listener.close()
         notifier.close()
         state_lock.release()
         logger.info("fleetd stopped")

@@ -57,6 +57,8 @@ class Fleet:
         self.env = dict(os.environ if env is None else env)
         self.env["FLEET_STATE_DIR"] = str(state_dir)
         self.env.setdefault("FLEET_WORKER_GRACE_SECONDS", "3")
+        # The dashboard is tested by the tests that ask for it (tests/web/): one port each.
+        self.env.setdefault("FLEET_WEB_LISTEN", "off")
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or state_dir.parent / (state_dir.name + ".log")
         self._client: ControlClient | None = None

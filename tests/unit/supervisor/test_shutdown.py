@@ -83,6 +83,19 @@ def test_stop_waits_for_the_workers_then_closes_the_broker_and_recorder(
     assert shutdown.phase is Phase.DONE
 
 
+def test_the_web_process_is_ended_with_the_broker_and_recorder() -> None:
+    children = FakeChildren(workers=1, clients=("web",))
+    shutdown = Shutdown(STOP_TIMEOUT, children, FakeNotifier(), Leftovers())
+    shutdown.stop(None, "stop request", 0.0)
+    assert ("web", TERM) not in children.signals  # it serves the dashboard while workers stop
+    children.exit("worker 1")
+    shutdown.advance(1.0)
+    assert children.signals[-3:] == [("recorder", TERM), ("broker", TERM), ("web", TERM)]
+    children.exit("recorder", "broker", "web")
+    shutdown.advance(2.5)
+    assert shutdown.phase is Phase.DONE
+
+
 def test_workers_that_outlive_the_stop_deadline_are_killed_and_reported_lost(
     shutdown: Shutdown, children: FakeChildren, leftovers: Leftovers
 ) -> None:

@@ -27,8 +27,10 @@ ExecutionOutcome = Literal[
 # How a worker reports that an execution ended (`lost` is the queue's verdict, never a worker's).
 FinishedOutcome = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
-# The kinds of agent a task may name; `fleetd.agents.adapters` has one adapter for each.
-AgentKind = Literal["codex", "claude", "command"]
+# The agent a task names: an adapter installed under that name in the `agent_fleet.agents`
+# entry points (`fleetd.agents`); these three come with agent-fleet.
+AgentKind = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_-]{0,39}\\Z")]
+BUILT_IN_AGENTS: tuple[str, ...] = ("codex", "claude", "command")
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 TimeoutKind = Literal["wall", "idle"]
 
@@ -243,9 +245,9 @@ def spec_problem(spec: TaskSpec) -> str | None:
     """Why a task cannot be run as given, in words for the user; None if it can."""
     if spec.agent == "command" and not spec.argv:
         return "a command task needs its argv: `fleetctl enqueue PROMPT --agent command -- ARGV...`"
-    if spec.agent in ("codex", "claude") and not spec.prompt.strip():
+    if spec.agent != "command" and not spec.prompt.strip():
         return f"a {spec.agent} task needs a prompt"
-    if spec.agent in ("codex", "claude") and spec.argv:
+    if spec.agent != "command" and spec.argv:
         return "argv (after `--`) is only for `--agent command` tasks"
     if spec.timeout is not None and spec.timeout <= 0:
         return "timeout must be a positive number of seconds"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from fleetd.agents.codex_events import AgentLine
+from shared.config import FleetConfig
 from shared.messages import Assign
 from shared.models import ExecutionResult, TokenUsage
+from shared.paths import StatePaths
 
 # Bounds on the error messages a summary keeps for classifying a failure.
 MAX_ERRORS = 20
@@ -30,9 +33,21 @@ class AgentCommand:
     stdin: bytes | None = None  # None: the agent's stdin is /dev/null
 
 
+@dataclass(frozen=True)
+class AdapterContext:
+    """What a worker hands an adapter's factory (the object its entry point names)."""
+
+    name: str  # the entry point's name: the `agent` tasks give to run this adapter
+    config: FleetConfig
+    paths: StatePaths
+    host_env: Mapping[str, str]  # the worker's whole environment: read settings, pass none on
+    mask: Callable[[bytes], bytes]  # removes the fleet's secrets from what an adapter keeps
+
+
 class Adapter(Protocol):
-    """One kind of agent: turns an assigned task into an `AgentCommand`, and keeps what a later
-    attempt needs once it ended. Knows nothing of sockets or databases."""
+    """One kind of agent: turns an assigned task into an `AgentCommand`, folds its output into a
+    result, and keeps what a later attempt needs once it ended. Knows nothing of sockets or
+    databases. Found by name in the `agent_fleet.agents` entry points (`fleetd.agents`)."""
 
     def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
         """How to start the agent for `assign` in `cwd`, with the allow-listed `env`; raises
@@ -42,6 +57,10 @@ class Adapter(Protocol):
     def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """After the agent ended (or failed to start): keep what a resumed attempt needs in
         `result`, and remove what the run was given."""
+        ...
+
+    def summary(self) -> AgentSummary:
+        """A fresh summary for one run: reads each output line, fills the result."""
         ...
 
 
@@ -71,6 +90,10 @@ class AgentSummary:
     def verdict(self, exit_code: int | None, signal: int | None) -> tuple[str, str] | None:
         """The failure class and reason the agent's own events tell, or None to infer them."""
         return None
+
+    def token_usage(self) -> TokenUsage:
+        """The run's tokens: the one figure budgets and `fleetctl show` read."""
+        return self.usage
 
     def observe(self, line: AgentLine) -> None:
         match line.type:
@@ -117,7 +140,7 @@ class AgentSummary:
         """Fill a result's agent-derived fields."""
         result.thread_id = self.thread_id
         result.final_message = self.final_message
-        result.usage = self.usage
+        result.usage = self.token_usage()
         result.commands = self.commands
         result.failed_commands = self.failed_commands
         if result.error is None and self.error is not None:

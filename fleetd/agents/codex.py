@@ -6,8 +6,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from fleetd.agents.base import AgentCommand
-from fleetd.agents.codex_home import PrivateHomes
+from fleetd.agents.base import AdapterContext, AgentCommand, AgentSummary
+from fleetd.agents.codex_home import PrivateHomes, host_codex_home
 from shared.config import CodexConfig
 from shared.errors import ConfigError, FleetError
 from shared.messages import Assign
@@ -81,6 +81,9 @@ class CodexAdapter:
         """Keep the run's session file (for `retry --resume`) and remove its private home."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
 
+    def summary(self) -> AgentSummary:
+        return AgentSummary()
+
     def _argv(self, spec: TaskSpec, cwd: Path) -> list[str]:
         argv = [
             find_codex(self.config),
@@ -105,6 +108,15 @@ class CodexAdapter:
         for override in overrides:
             argv += ["-c", override]
         return argv
+
+
+def plugin(context: AdapterContext) -> CodexAdapter:
+    """The `codex` entry point: each run in a private CODEX_HOME seeded from the host's."""
+    paths = context.paths
+    homes = PrivateHomes(
+        paths.codex_homes_dir, paths.sessions_dir, host_codex_home(context.host_env), context.mask
+    )
+    return CodexAdapter(context.config.codex, homes)
 
 
 def provider_overrides(config: CodexConfig) -> list[str]:

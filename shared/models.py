@@ -88,7 +88,7 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
-    """Token counts summed over every turn of one run."""
+    """Token counts of one run (or, as `thread_usage`, of a whole Codex thread)."""
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
@@ -148,6 +148,9 @@ class ExecutionResult(msgspec.Struct, kw_only=True):
     workspace: WorkspaceResult | None = None
     cost_usd: float | None = None  # what the agent says the run cost (Claude Code reports it)
     turns: int | None = None  # the agent's turns, as it counts them (Claude Code)
+    # The Codex thread's running total when the run ended (what codex reports); `usage` is the
+    # part this run added, so a resumed thread's earlier tokens are not counted twice.
+    thread_usage: TokenUsage | None = None
 
 
 class ResumeFrom(msgspec.Struct, kw_only=True):
@@ -157,6 +160,7 @@ class ResumeFrom(msgspec.Struct, kw_only=True):
     thread_id: str
     workspace: str | None = None  # that attempt's worktree (result.workspace.path), if any
     session_file: str | None = None  # that attempt's Codex session file, if known
+    thread_usage: TokenUsage | None = None  # the thread's tokens when that attempt ended
 
 
 class ExecutionView(msgspec.Struct, kw_only=True):

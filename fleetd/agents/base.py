@@ -59,8 +59,8 @@ class Adapter(Protocol):
         `result`, and remove what the run was given."""
         ...
 
-    def summary(self) -> AgentSummary:
-        """A fresh summary for one run: reads each output line, fills the result."""
+    def summary(self, assign: Assign) -> AgentSummary:
+        """A fresh summary for the run of `assign`: reads each output line, fills the result."""
         ...
 
 
@@ -73,7 +73,10 @@ class AgentSummary:
     error: str | None = None
     commands: int = 0
     failed_commands: int = 0
-    usage: TokenUsage = field(default_factory=TokenUsage)
+    # Codex's `turn.completed.usage` is the thread's running total, not the turn's: the latest
+    # one is kept, and what the thread had used before this run (a resumed attempt's) taken off.
+    thread_usage: TokenUsage | None = None
+    baseline: TokenUsage | None = None
     work_items: int = 0
     # The latest `error` and `turn.failed` messages, oldest first (`error` items are warnings).
     errors: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_ERRORS))
@@ -93,7 +96,7 @@ class AgentSummary:
 
     def token_usage(self) -> TokenUsage:
         """The run's tokens: the one figure budgets and `fleetctl show` read."""
-        return self.usage
+        return usage_since(self.thread_usage or TokenUsage(), self.baseline or TokenUsage())
 
     def observe(self, line: AgentLine) -> None:
         match line.type:
@@ -102,7 +105,7 @@ class AgentSummary:
             case "item.completed" if line.item is not None:
                 self._item(line)
             case "turn.completed" if line.usage is not None:
-                self._add_usage(line)
+                self._thread_usage(line)
             case "turn.failed" if line.error is not None:
                 self.error = line.error.message
                 self._keep_error(line.error.message)
@@ -126,23 +129,38 @@ class AgentSummary:
             if item.exit_code not in (0, None) or item.status == "failed":
                 self.failed_commands += 1
 
-    def _add_usage(self, line: AgentLine) -> None:
+    def _thread_usage(self, line: AgentLine) -> None:
         usage = line.usage
         assert usage is not None
-        total = self.usage
-        total.input_tokens += usage.input_tokens
-        total.cached_input_tokens += usage.cached_input_tokens
-        total.output_tokens += usage.output_tokens
-        total.reasoning_output_tokens += usage.reasoning_output_tokens
-        total.total_tokens = total.input_tokens + total.output_tokens
+        self.thread_usage = TokenUsage(
+            input_tokens=usage.input_tokens,
+            cached_input_tokens=usage.cached_input_tokens,
+            output_tokens=usage.output_tokens,
+            reasoning_output_tokens=usage.reasoning_output_tokens,
+            total_tokens=usage.input_tokens + usage.output_tokens,
+        )
 
     def into(self, result: ExecutionResult) -> ExecutionResult:
         """Fill a result's agent-derived fields."""
         result.thread_id = self.thread_id
         result.final_message = self.final_message
         result.usage = self.token_usage()
+        result.thread_usage = self.thread_usage
         result.commands = self.commands
         result.failed_commands = self.failed_commands
         if result.error is None and self.error is not None:
             result.error = self.error
         return result
+
+
+def usage_since(total: TokenUsage, before: TokenUsage) -> TokenUsage:
+    """What `total` (a running total) added to `before`; never below zero."""
+    return TokenUsage(
+        input_tokens=max(0, total.input_tokens - before.input_tokens),
+        cached_input_tokens=max(0, total.cached_input_tokens - before.cached_input_tokens),
+        output_tokens=max(0, total.output_tokens - before.output_tokens),
+        reasoning_output_tokens=max(
+            0, total.reasoning_output_tokens - before.reasoning_output_tokens
+        ),
+        total_tokens=max(0, total.total_tokens - before.total_tokens),
+    )

@@ -93,7 +93,7 @@ class ClaudeAdapter:
         """Keep the run's transcript (for `retry --resume`) and remove its config directory."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
 
-    def summary(self) -> ClaudeSummary:
+    def summary(self, assign: Assign) -> ClaudeSummary:
         return ClaudeSummary()
 
 

@@ -81,8 +81,10 @@ class CodexAdapter:
         """Keep the run's session file (for `retry --resume`) and remove its private home."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
 
-    def summary(self) -> AgentSummary:
-        return AgentSummary()
+    def summary(self, assign: Assign) -> AgentSummary:
+        """Codex's lines; a resumed thread's earlier tokens are not this run's."""
+        resume = assign.resume
+        return AgentSummary(baseline=resume.thread_usage if resume is not None else None)
 
     def _argv(self, spec: TaskSpec, cwd: Path) -> list[str]:
         argv = [

@@ -19,7 +19,7 @@ class CommandAdapter:
     def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Nothing to keep: a command agent has no thread to resume."""
 
-    def summary(self) -> AgentSummary:
+    def summary(self, assign: Assign) -> AgentSummary:
         return AgentSummary()
 
 

@@ -235,7 +235,7 @@ class Worker:
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
             agent_record=self.agent_record,
-            summary=self._summary(assign.spec.agent),
+            summary=self._summary(assign),
         )
         self.execution = execution
         self.phase = Phase.RUNNING
@@ -373,10 +373,10 @@ class Worker:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _summary(self, agent: str) -> AgentSummary:
+    def _summary(self, assign: m.Assign) -> AgentSummary:
         """The adapter's summary; a plain one if it cannot be loaded (the start says why)."""
-        adapter = self.adapters.get(agent)
-        return adapter.summary() if adapter is not None else AgentSummary()
+        adapter = self.adapters.get(assign.spec.agent)
+        return adapter.summary(assign) if adapter is not None else AgentSummary()
 
     def _heartbeat(self, now: float) -> list[Outgoing]:
         if now < self.next_heartbeat:

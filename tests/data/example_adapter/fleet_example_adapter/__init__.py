@@ -58,7 +58,7 @@ class EchoAdapter:
         # The prompt goes on stdin: an argv is visible to every user in `ps`.
         return AgentCommand(argv=argv, cwd=cwd, env=env, stdin=assign.spec.prompt.encode())
 
-    def summary(self) -> EchoSummary:
+    def summary(self, assign: Assign) -> EchoSummary:
         return EchoSummary()
 
     def finish(self, assign: Assign, result: ExecutionResult) -> None:

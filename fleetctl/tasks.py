@@ -86,6 +86,13 @@ def enqueue(
         typer.Option("--idle-timeout", help="end the agent after this many seconds without output"),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="attempts before failing")] = None,
+    max_turns: Annotated[
+        int | None,
+        typer.Option(
+            help="codex app-server: most turns on the thread; it continues while the agent "
+            "says more remains"
+        ),
+    ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key: the same key gives the same task")
     ] = None,
@@ -118,6 +125,7 @@ def enqueue(
             timeout=timeout,
             idle_timeout=idle_timeout,
             max_attempts=max_attempts,
+            max_turns=max_turns,
             key=key,
             labels=labels,
             sandbox=_sandbox(sandbox),

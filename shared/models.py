@@ -44,6 +44,7 @@ INT64_MAX = 2**63 - 1
 MAX_SECONDS = 366 * 24 * 3600.0  # a year: longer limits are surely a typo
 MAX_HOURS = 100 * 366 * 24.0  # a century of worktree age
 MAX_ATTEMPTS = 1000
+MAX_TURNS = 1000
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # a task, an execution, a position
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
@@ -85,6 +86,8 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     repo: Text | None = None  # a git repository (path or URL): the task runs in its own worktree
     ref: Text | None = None  # where the task's branch starts (default: the repository's HEAD)
     idle_timeout: Seconds | None = None  # seconds without output before the run is ended
+    # Codex app-server: most turns on the thread (continued while the agent says more remains)
+    max_turns: Annotated[int, msgspec.Meta(ge=1, le=MAX_TURNS)] | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):

@@ -24,6 +24,36 @@ WORK_ITEMS = frozenset(
 
 
 @dataclass(frozen=True)
+class ToAgent:
+    """A line to write to the agent's stdin, and the event line that records it."""
+
+    line: bytes
+    event: bytes
+
+
+class Conversation(Protocol):
+    """An agent spoken to over its stdin while it runs (codex app-server's JSON-RPC).
+
+    Socket-free: each masked stdout line in, lines to write out. Once `finished`, the worker
+    closes the agent's stdin (the agent then ends by itself)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def opening(self) -> list[ToAgent]: ...
+
+    def on_line(self, payload: bytes) -> list[ToAgent]: ...
+
+    def say(self, text: str) -> tuple[list[ToAgent], str | None]:
+        """Steer the agent's current turn; the lines, or why it cannot be."""
+        ...
+
+    def interrupt(self) -> tuple[list[ToAgent], str | None]:
+        """End the agent's current turn, starting no other; the lines, or why not."""
+        ...
+
+
+@dataclass(frozen=True)
 class AgentCommand:
     """How to start one agent run."""
 
@@ -31,6 +61,7 @@ class AgentCommand:
     cwd: Path
     env: dict[str, str]
     stdin: bytes | None = None  # None: the agent's stdin is /dev/null
+    conversation: Conversation | None = None  # stdin is a pipe fleetd speaks through instead
 
 
 @dataclass(frozen=True)

@@ -288,14 +288,14 @@ class Worker:
         limits = self.config.worker
         timeout = assign.spec.timeout or limits.timeout_seconds
         idle_timeout = assign.spec.idle_timeout or limits.idle_timeout_seconds
-        execution.start(command, timeout, idle_timeout, now)
+        batches = execution.start(command, timeout, idle_timeout, now)
         if execution.proc is None:
             return []
         logger.debug("execution {} started pid {}", assign.execution, execution.proc.pid)
         started = m.AgentStarted(
             execution=assign.execution, started_at=execution.started_at, pid=execution.proc.pid
         )
-        return [ToBroker(started)]
+        return [ToBroker(started), *(ToRecorder(batch) for batch in batches)]
 
     def _agent_done(self, execution: Execution, now: float) -> list[Outgoing]:
         """The agent ended: keep what a resume needs, commit its work (off the loop), seal."""

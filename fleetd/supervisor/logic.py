@@ -123,6 +123,8 @@ class Supervisor:
                 | m.CancelTask()
                 | m.RetryTask()
                 | m.ListWorkers()
+                | m.SayToTask()
+                | m.InterruptTask()
             ):
                 self._ask_broker(request, client, None, now)
             case m.GetEvents():

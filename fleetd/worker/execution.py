@@ -115,6 +115,19 @@ class Execution:
         self.agent_input = AgentInput(self.proc.stdin, command.conversation)
         return self.emit(self.agent_input.send(command.conversation.opening(), now), now)
 
+    def tell(self, order: m.SteerExecution | m.InterruptExecution, now: float) -> list[bytes]:
+        """`fleetctl say` or `interrupt`, to the agent if it listens; either way an event says
+        what became of it."""
+        if isinstance(order, m.SteerExecution):
+            batches, refusal = self.say(order.message, now)
+        else:
+            batches, refusal = self.interrupt(now)
+        if refusal is None:
+            return batches
+        what = "message" if isinstance(order, m.SteerExecution) else "interrupt"
+        line = json.dumps({"type": "fleet.refused", "what": what, "why": refusal}).encode()
+        return [*batches, *self.emit([(line, 0)], now)]
+
     def say(self, text: str, now: float) -> tuple[list[bytes], str | None]:
         """Steer the running agent with `text`: event batches, or why it cannot be."""
         if self.agent_input is None or self.end_reason is not None:

@@ -122,6 +122,11 @@ class Worker:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
                 self._on_finish_ack(execution)
+            case m.SteerExecution(execution=execution) | m.InterruptExecution(execution=execution):
+                # Late (the agent ended, its stream sealed): nothing left to tell or record.
+                running = self.execution if self.phase is Phase.RUNNING else None
+                if running is not None and running.assign.execution == execution:
+                    return [ToRecorder(batch) for batch in running.tell(message, now)]
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
         return []

@@ -17,7 +17,7 @@ from tests.support.codex_fleet import (
     fleet_env,
     workdir,
 )
-from tests.support.fleet import running_fleet
+from tests.support.fleet import Fleet, running_fleet, wait_for
 from tests.support.model_server import ModelServer
 from tests.support.requires import needs_codex
 
@@ -81,3 +81,95 @@ def test_a_refused_request_fails_the_run_saying_why(tmp_path: Path, server: Mode
     assert shown["state"] == "failed", shown
     assert shown["result"]["failure_class"] == "permanent", shown["result"]
     assert "401" in (shown["result"]["error"] or "") or "nauthorized" in shown["result"]["error"]
+
+
+def wait_for_command_started(fleet: Fleet, task: int) -> None:
+    def started() -> bool:
+        return any(
+            e["type"] == "item/started"
+            and e["payload"]["params"]["item"]["type"] == "commandExecution"
+            for e in fleet.events(task)
+        )
+
+    wait_for(started, 60, what="the agent's command to start")
+
+
+@pytest.mark.timeout(120)
+def test_a_task_continues_for_more_turns_while_the_agent_says_more_remains(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    server.script(
+        [
+            server.message("part one done\nFLEET: CONTINUE"),
+            server.message("all done\nFLEET: DONE"),
+            server.message("a third turn nobody asked for"),
+        ]
+    )
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=app_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "do it in parts", work, "--max-turns", "3")
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+    assert shown["state"] == "succeeded", shown
+    assert shown["result"]["turns"] == 2
+    assert shown["result"]["final_message"] == "all done\nFLEET: DONE"
+    assert len(server.requests) == 2, "no third turn after FLEET: DONE"
+    first, second = (" ".join(server.user_texts(r.body)) for r in server.requests)
+    assert "do it in parts" in first and "FLEET: CONTINUE" in first
+    assert "Continue the task from where you stopped" in second
+
+
+@pytest.mark.timeout(120)
+def test_say_steers_the_running_turn_and_the_model_sees_it_next(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    server.script([server.shell("sleep 3; echo slept"), server.message("painted it blue")])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=app_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "paint the shed", work)
+        wait_for_command_started(fleet, task)
+        said = fleet.ctl("say", str(task), "use blue paint, not red")
+        assert "message sent to its agent" in said.stdout
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        events = fleet.events(task)
+    assert shown["state"] == "succeeded", shown
+    assert "use blue paint, not red" in " ".join(server.user_texts(server.requests[1].body))
+    assert "use blue paint, not red" not in json.dumps(server.requests[0].body)
+    kinds = types_of(events)
+    assert "fleet.say" in kinds
+    steer = [s for s in sent(events) if s["message"].get("method") == "turn/steer"]
+    assert steer and steer[0]["message"]["params"]["input"][0]["text"] == "use blue paint, not red"
+
+
+@pytest.mark.timeout(120)
+def test_interrupt_ends_the_turn_and_the_task_ends_with_what_it_has(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    server.script([server.shell("sleep 60"), server.message("never asked for")])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=app_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "wait a long time", work, "--max-turns", "5")
+        wait_for_command_started(fleet, task)
+        fleet.ctl("interrupt", str(task))
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        events = fleet.events(task)
+    assert shown["state"] == "succeeded", shown
+    result = shown["result"]
+    assert result["exit_code"] == 0 and result["signal"] is None, "codex ended by itself"
+    assert "interrupted by request" in (result["reason"] or "")
+    assert len(server.requests) == 1, "no new turn after the interrupt"
+    methods = [s["message"].get("method") for s in sent(events)]
+    assert "turn/interrupt" in methods
+    completed = [e for e in events if e["type"] == "turn/completed"]
+    assert completed[-1]["payload"]["params"]["turn"]["status"] == "interrupted"
+
+
+@pytest.mark.timeout(120)
+def test_say_to_a_task_that_is_not_running_is_refused(tmp_path: Path, server: ModelServer) -> None:
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=app_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "quick", work)
+        fleet.wait_state(task, *TERMINAL, timeout=60)
+        refused = fleet.ctl("say", str(task), "too late", check=False)
+        missing = fleet.ctl("interrupt", "999", check=False)
+    assert refused.returncode == 1 and "not running" in refused.stderr, refused
+    assert missing.returncode == 1 and "no task 999" in missing.stderr, missing

@@ -173,3 +173,25 @@ def test_say_to_a_task_that_is_not_running_is_refused(tmp_path: Path, server: Mo
         missing = fleet.ctl("interrupt", "999", check=False)
     assert refused.returncode == 1 and "not running" in refused.stderr, refused
     assert missing.returncode == 1 and "no task 999" in missing.stderr, missing
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("policy", "written"), [("approve", True), ("deny", False)])
+def test_approval_requests_are_answered_by_policy_and_recorded(
+    tmp_path: Path, server: ModelServer, policy: str, written: bool
+) -> None:
+    """Under approval_policy = untrusted codex asks before running a command; fleetd answers at
+    once from codex.approvals, so the run never waits for a person."""
+    server.script([server.shell("echo yes > asked.txt"), server.message("finished")])
+    work = workdir(tmp_path, "work")
+    env = app_env(tmp_path, server, approval_policy="untrusted", approvals=policy)
+    with running_fleet("--workers", "1", env=env) as fleet:
+        task = enqueue_codex(fleet, "write asked.txt", work)
+        shown = fleet.wait_state(task, *TERMINAL, timeout=60)
+        events = fleet.events(task)
+    assert shown["state"] == "succeeded", shown
+    answers = [s for s in sent(events) if s.get("answering")]
+    assert [a["answering"] for a in answers] == ["item/commandExecution/requestApproval"]
+    decision = answers[0]["message"]["result"]["decision"]
+    assert decision == ("accept" if written else "decline")
+    assert (work / "asked.txt").exists() is written

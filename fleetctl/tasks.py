@@ -24,7 +24,14 @@ from fleetctl.common import (
     task_json,
 )
 from shared import messages as m
-from shared.models import TASK_STATES, AgentKind, SandboxMode, TaskSpec, spec_problem
+from shared.models import (
+    BUILT_IN_AGENTS,
+    TASK_STATES,
+    AgentKind,
+    SandboxMode,
+    TaskSpec,
+    spec_problem,
+)
 
 app = typer.Typer()
 
@@ -40,7 +47,11 @@ def enqueue(
         typer.Argument(help="after `--`: the command agent's argv (it reads the prompt on stdin)"),
     ] = None,
     agent: Annotated[
-        str | None, typer.Option(help="codex, claude or command (default: command if ARGV given)")
+        str | None,
+        typer.Option(
+            help="codex, claude, command, or an installed adapter's name "
+            "(default: command if ARGV given, else codex)"
+        ),
     ] = None,
     cwd: Annotated[
         Path | None, typer.Option(help="working directory of the agent (default: a fresh one)")
@@ -75,6 +86,13 @@ def enqueue(
         typer.Option("--idle-timeout", help="end the agent after this many seconds without output"),
     ] = None,
     max_attempts: Annotated[int | None, typer.Option(help="attempts before failing")] = None,
+    max_turns: Annotated[
+        int | None,
+        typer.Option(
+            help="codex app-server: most turns on the thread; it continues while the agent "
+            "says more remains"
+        ),
+    ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key: the same key gives the same task")
     ] = None,
@@ -107,6 +125,7 @@ def enqueue(
             timeout=timeout,
             idle_timeout=idle_timeout,
             max_attempts=max_attempts,
+            max_turns=max_turns,
             key=key,
             labels=labels,
             sandbox=_sandbox(sandbox),
@@ -148,16 +167,21 @@ def _directory(path: Path, flag: str) -> str:
     raise AssertionError("unreachable")
 
 
-AGENT_KINDS: tuple[str, ...] = typing.get_args(AgentKind)
 SANDBOX_MODES: tuple[str, ...] = typing.get_args(SandboxMode)
 
 
 def _agent(agent: str | None, argv: list[str] | None) -> Any:
     if agent is None:
         return "command" if argv else "codex"
-    if agent not in AGENT_KINDS:
-        fail(f"unknown agent {agent!r}: use {_either(AGENT_KINDS)}", EXIT_USAGE)
-    return agent
+    try:
+        # Which adapters exist is the daemon's to say (its entry points); the name's form is ours.
+        return msgspec.convert(agent, AgentKind)
+    except msgspec.ValidationError:
+        fail(
+            f"bad agent name {agent!r}: {_either(BUILT_IN_AGENTS)}, or an adapter's name "
+            "(lower-case letters, digits, - and _)",
+            EXIT_USAGE,
+        )
 
 
 def _sandbox(value: str | None) -> Any:

@@ -24,7 +24,8 @@ has the entry point `run()`.
                     access, query and resume decisions in logic.py
     workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
                     a helper thread
-    agents/         adapters, one module per agent kind (codex, claude, command); Codex's
+    agents/         adapters, one module per agent kind (codex, claude, command), found by
+                    name through the `agent_fleet.agents` entry points; Codex's
                     and Claude Code's event schemas, their private CODEX_HOME and
                     CLAUDE_CONFIG_DIR, failure classes
     runtime/        what every process shares, each written once: sockets, ROUTER

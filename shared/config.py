@@ -114,6 +114,22 @@ class CodexConfig(Section):
         str, "variable holding the provider's API key (keep it in worker.env_allow)"
     ) = "OPENAI_API_KEY"
     provider_wire_api: _doc(Literal["responses", "chat"], "the provider's API") = "responses"
+    mode: _doc(
+        Literal["exec", "app-server"],
+        "how fleetd drives Codex: `codex exec --json`, or JSON-RPC to `codex app-server` "
+        "(exact token totals, several turns, `fleetctl say` and `interrupt`)",
+    ) = "exec"
+    approval_policy: _doc(
+        Literal["never", "on-request", "untrusted"],
+        "app-server: when Codex asks before running a command (asked: see codex.approvals)",
+    ) = "never"
+    approvals: _doc(
+        Literal["approve", "deny"],
+        "app-server: how fleetd answers Codex's approval requests (each answer is an event)",
+    ) = "deny"
+    user_input_answer: _doc(
+        str, "app-server: fleetd's answer when Codex asks the user a question"
+    ) = "Nobody is available to answer; decide for yourself and carry on."
 
 
 class ClaudeConfig(Section):

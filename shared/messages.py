@@ -37,6 +37,7 @@ from shared.models import (
 MAX_CONTROL_REQUEST_BYTES = 16 * 1024 * 1024
 LIST_LIMIT_MAX = 10_000  # tasks in one TaskList
 PAGE_LIMIT_MAX = 10_000  # events in one EventPage
+MAX_SAY_CHARS = 100_000  # one `fleetctl say` message
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, tag_field="msg"):
@@ -130,6 +131,19 @@ class GetRunTotals(Message):
 
 class CountEvents(Message):
     """How many events the recorder has stored, for /metrics (forwarded to the recorder)."""
+class SayToTask(Message):
+    """Steer a running task's agent with a message (`fleetctl say`: codex app-server's
+    turn/steer); kept as an event of its execution."""
+
+    task: Id
+    message: Annotated[Text, msgspec.Meta(min_length=1, max_length=MAX_SAY_CHARS)]
+
+
+class InterruptTask(Message):
+    """End the current turn of a running task's agent without killing it; the task then ends
+    with what it has (`fleetctl interrupt`)."""
+
+    task: Id
 
 
 ControlRequest = (
@@ -147,6 +161,8 @@ ControlRequest = (
     | GetStatus
     | Drain
     | Stop
+    | SayToTask
+    | InterruptTask
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -281,6 +297,11 @@ class RunTotals(Message):
 
 class EventCount(Message):
     events: int
+class Delivered(Message):
+    """A message for a running agent went to the worker running this execution of the task."""
+
+    task: int
+    execution: int
 
 
 ControlReply = (
@@ -298,6 +319,7 @@ ControlReply = (
     | Status
     | Accepted
     | ErrorReply
+    | Delivered
 )
 
 # --- broker channel --------------------------------------------------------------------------
@@ -374,6 +396,19 @@ class GetCounts(Message):
     """Counts per state and the workers (supervisor -> broker, for status)."""
 
 
+class SteerExecution(Message):
+    """Say `message` to the agent of this execution (broker -> worker)."""
+
+    execution: int
+    message: str
+
+
+class InterruptExecution(Message):
+    """End the current turn of this execution's agent (broker -> worker)."""
+
+    execution: int
+
+
 BrokerRequest = (
     GetRunTotals
     | Ready
@@ -389,6 +424,8 @@ BrokerRequest = (
     | WorkerGone
     | SetDispatch
     | GetCounts
+    | SayToTask
+    | InterruptTask
 )
 BrokerReply = (
     RunTotals
@@ -404,6 +441,9 @@ BrokerReply = (
     | QueueCounts
     | Accepted
     | ErrorReply
+    | Delivered
+    | SteerExecution
+    | InterruptExecution
 )
 
 # --- recorder channel ------------------------------------------------------------------------

@@ -27,8 +27,10 @@ ExecutionOutcome = Literal[
 # How a worker reports that an execution ended (`lost` is the queue's verdict, never a worker's).
 FinishedOutcome = Literal["succeeded", "failed", "cancelled", "timed_out", "interrupted"]
 
-# The kinds of agent a task may name; `fleetd.agents.adapters` has one adapter for each.
-AgentKind = Literal["codex", "claude", "command"]
+# The agent a task names: an adapter installed under that name in the `agent_fleet.agents`
+# entry points (`fleetd.agents`); these three come with agent-fleet.
+AgentKind = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_-]{0,39}\\Z")]
+BUILT_IN_AGENTS: tuple[str, ...] = ("codex", "claude", "command")
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 TimeoutKind = Literal["wall", "idle"]
 
@@ -42,6 +44,7 @@ INT64_MAX = 2**63 - 1
 MAX_SECONDS = 366 * 24 * 3600.0  # a year: longer limits are surely a typo
 MAX_HOURS = 100 * 366 * 24.0  # a century of worktree age
 MAX_ATTEMPTS = 1000
+MAX_TURNS = 1000
 
 Id = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # a task, an execution, a position
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
@@ -83,10 +86,12 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     repo: Text | None = None  # a git repository (path or URL): the task runs in its own worktree
     ref: Text | None = None  # where the task's branch starts (default: the repository's HEAD)
     idle_timeout: Seconds | None = None  # seconds without output before the run is ended
+    # Codex app-server: most turns on the thread (continued while the agent says more remains)
+    max_turns: Annotated[int, msgspec.Meta(ge=1, le=MAX_TURNS)] | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
-    """Token counts summed over every turn of one run."""
+    """Token counts of one run (or, as `thread_usage`, of a whole Codex thread)."""
 
     input_tokens: int = 0
     cached_input_tokens: int = 0
@@ -146,6 +151,9 @@ class ExecutionResult(msgspec.Struct, kw_only=True):
     workspace: WorkspaceResult | None = None
     cost_usd: float | None = None  # what the agent says the run cost (Claude Code reports it)
     turns: int | None = None  # the agent's turns, as it counts them (Claude Code)
+    # The Codex thread's running total when the run ended (what codex reports); `usage` is the
+    # part this run added, so a resumed thread's earlier tokens are not counted twice.
+    thread_usage: TokenUsage | None = None
 
 
 class ResumeFrom(msgspec.Struct, kw_only=True):
@@ -155,6 +163,7 @@ class ResumeFrom(msgspec.Struct, kw_only=True):
     thread_id: str
     workspace: str | None = None  # that attempt's worktree (result.workspace.path), if any
     session_file: str | None = None  # that attempt's Codex session file, if known
+    thread_usage: TokenUsage | None = None  # the thread's tokens when that attempt ended
 
 
 class ExecutionView(msgspec.Struct, kw_only=True):
@@ -243,9 +252,9 @@ def spec_problem(spec: TaskSpec) -> str | None:
     """Why a task cannot be run as given, in words for the user; None if it can."""
     if spec.agent == "command" and not spec.argv:
         return "a command task needs its argv: `fleetctl enqueue PROMPT --agent command -- ARGV...`"
-    if spec.agent in ("codex", "claude") and not spec.prompt.strip():
+    if spec.agent != "command" and not spec.prompt.strip():
         return f"a {spec.agent} task needs a prompt"
-    if spec.agent in ("codex", "claude") and spec.argv:
+    if spec.agent != "command" and spec.argv:
         return "argv (after `--`) is only for `--agent command` tasks"
     if spec.timeout is not None and spec.timeout <= 0:
         return "timeout must be a positive number of seconds"

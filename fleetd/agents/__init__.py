@@ -1,40 +1,73 @@
-"""Agent adapters, one module each, and the table the worker picks from by a task's `agent`.
+"""Agent adapters, found by name through the `agent_fleet.agents` entry-point group.
 
-To add an agent: write an adapter (`fleetd.agents.base.Adapter`: a command line from a task,
-and what to keep when it ends), add its kind to `shared.models.AgentKind`, and add it below.
+A task's `agent` names an entry point; the object it points at is a factory called once per
+worker with an `AdapterContext` and returning an `Adapter` (`fleetd.agents.base`). The
+built-in adapters (codex, claude, command) are registered the same way, in pyproject.toml, so
+a third-party package adds an agent by declaring one entry point, without touching fleetd (the
+README's "Write an adapter"). Loading is lazy: a broken plug-in fails its own tasks, saying why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import dataclasses
+from importlib.metadata import EntryPoint, entry_points
 
-from fleetd.agents.base import Adapter, AgentSummary
-from fleetd.agents.claude import ClaudeAdapter
-from fleetd.agents.claude_events import ClaudeSummary
-from fleetd.agents.claude_home import ClaudeHomes, host_claude_dir
-from fleetd.agents.codex import CodexAdapter
-from fleetd.agents.codex_home import PrivateHomes, host_codex_home
-from fleetd.agents.command import CommandAdapter
-from shared.config import FleetConfig
-from shared.models import AgentKind
+from fleetd.agents.base import Adapter, AdapterContext
+from shared.errors import FleetError
+
+ENTRY_POINT_GROUP = "agent_fleet.agents"
 
 
-def adapters(
-    config: FleetConfig, host_env: Mapping[str, str], mask: Callable[[bytes], bytes]
-) -> dict[AgentKind, Adapter]:
-    """One adapter per agent kind; `mask` removes secrets from what they keep (sessions)."""
-    paths = config.paths()
-    homes = PrivateHomes(paths.codex_homes_dir, paths.sessions_dir, host_codex_home(host_env), mask)
-    claude_homes = ClaudeHomes(
-        paths.claude_homes_dir, paths.sessions_dir, host_claude_dir(host_env), mask
+def installed_agents() -> dict[str, EntryPoint]:
+    """The adapters installed in this environment, by name (nothing is imported)."""
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def unknown_agent(name: str, installed: list[str]) -> str:
+    """What a user is told about an agent name no installed adapter answers to."""
+    names = ", ".join(sorted(installed)) or "none"
+    return (
+        f"no agent adapter named {name!r} is installed (installed: {names}); an adapter is a "
+        f"package with an entry point in the {ENTRY_POINT_GROUP!r} group"
     )
-    return {
-        "codex": CodexAdapter(config.codex, homes),
-        "claude": ClaudeAdapter(config.claude, claude_homes),
-        "command": CommandAdapter(),
-    }
 
 
-def summary_for(kind: AgentKind) -> AgentSummary:
-    """What folds a run's events into its result: Claude Code's own shape, or Codex's."""
-    return ClaudeSummary() if kind == "claude" else AgentSummary()
+class Adapters:
+    """One worker's adapters, each loaded from its entry point on first use and kept.
+
+    `context` is what every factory gets, its `name` set to the adapter's own."""
+
+    def __init__(
+        self, context: AdapterContext, points: dict[str, EntryPoint] | None = None
+    ) -> None:
+        self.context = context
+        self.points = installed_agents() if points is None else points
+        self.loaded: dict[str, Adapter] = {}
+
+    def __getitem__(self, name: str) -> Adapter:
+        """The adapter for `name`; FleetError with the reason when there is none or it breaks."""
+        adapter = self.loaded.get(name)
+        if adapter is not None:
+            return adapter
+        point = self.points.get(name)
+        if point is None:
+            raise FleetError(unknown_agent(name, list(self.points)))
+        try:
+            factory = point.load()
+            adapter = factory(dataclasses.replace(self.context, name=name))
+        except FleetError:
+            raise
+        except Exception as exc:  # a plug-in's bug or missing dependency fails its tasks only
+            raise FleetError(
+                f"the {name!r} agent adapter ({point.value}) could not be loaded: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        self.loaded[name] = adapter
+        return adapter
+
+    def get(self, name: str) -> Adapter | None:
+        """The adapter for `name`, or None if it cannot be had (the error was said at start)."""
+        try:
+            return self[name]
+        except FleetError:
+            return None

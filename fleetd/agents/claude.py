@@ -11,8 +11,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from fleetd.agents.base import AgentCommand
-from fleetd.agents.claude_home import ClaudeHomes
+from fleetd.agents.base import AdapterContext, AgentCommand
+from fleetd.agents.claude_events import ClaudeSummary
+from fleetd.agents.claude_home import ClaudeHomes, host_claude_dir
 from shared.config import ClaudeConfig
 from shared.errors import ConfigError, FleetError
 from shared.messages import Assign
@@ -91,3 +92,15 @@ class ClaudeAdapter:
     def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Keep the run's transcript (for `retry --resume`) and remove its config directory."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
+
+    def summary(self, assign: Assign) -> ClaudeSummary:
+        return ClaudeSummary()
+
+
+def plugin(context: AdapterContext) -> ClaudeAdapter:
+    """The `claude` entry point: each run in a private CLAUDE_CONFIG_DIR."""
+    paths = context.paths
+    homes = ClaudeHomes(
+        paths.claude_homes_dir, paths.sessions_dir, host_claude_dir(context.host_env), context.mask
+    )
+    return ClaudeAdapter(context.config.claude, homes)

@@ -143,11 +143,15 @@ class ClaudeSummary(AgentSummary):
             signal=signal,
         )
 
+    def token_usage(self) -> TokenUsage:
+        """The `result` line's usage (the run's sum), else the sum over assistant messages."""
+        line = self.result_line
+        if line is not None and line.usage is not None:
+            return _token_usage([line.usage])
+        return _token_usage(list(self.message_usage.values()))
+
     def into(self, result: ExecutionResult) -> ExecutionResult:
         line = self.result_line
-        self.usage = _token_usage(
-            [line.usage] if line and line.usage else list(self.message_usage.values())
-        )
         if line is not None and not line.is_error and line.result is not None:
             self.final_message = line.result
         else:

@@ -6,8 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from fleetd.agents.base import AgentCommand
-from fleetd.agents.codex_home import PrivateHomes
+from fleetd.agents.appserver.session import AppServerSession, Policy, ThreadSettings
+from fleetd.agents.appserver.summary import AppServerSummary
+from fleetd.agents.base import AdapterContext, AgentCommand, AgentSummary
+from fleetd.agents.codex_home import PrivateHomes, host_codex_home
 from shared.config import CodexConfig
 from shared.errors import ConfigError, FleetError
 from shared.messages import Assign
@@ -59,27 +61,66 @@ class CodexAdapter:
         self.homes = homes
 
     def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
-        """`codex exec`, or `codex exec resume THREAD` to continue an earlier attempt."""
+        """`codex exec` (or `codex exec resume THREAD` to continue an earlier attempt), or
+        `codex app-server` and the conversation that drives it (codex.mode)."""
+        session = self._resumed_session(assign)
+        home = self.homes.create(assign.execution, session)
+        run_env = {**env, "CODEX_HOME": str(home)}
+        if self.config.mode == "app-server":
+            return AgentCommand(
+                argv=[find_codex(self.config), "app-server", *self._overrides(assign.spec)],
+                cwd=cwd,
+                env=run_env,
+                conversation=self._conversation(assign, cwd),
+            )
         argv = self._argv(assign.spec, cwd)
-        session = None
         if assign.resume is not None:
-            session = assign.resume.session_file
-            if not session or not Path(session).is_file():
-                raise FleetError(
-                    f"cannot resume: the Codex session of execution {assign.resume.execution} "
-                    f"is gone; `fleetctl retry {assign.task}` (without --resume) starts over"
-                )
             # exec's own options go before the subcommand; `resume` takes the thread id.
             argv += ["resume", assign.resume.thread_id, "--", RESUME_PROMPT]
         else:
             # `--` so that a prompt starting with a dash is never read as a flag.
             argv += ["--", assign.spec.prompt]
-        home = self.homes.create(assign.execution, session)
-        return AgentCommand(argv=argv, cwd=cwd, env={**env, "CODEX_HOME": str(home)}, stdin=None)
+        return AgentCommand(argv=argv, cwd=cwd, env=run_env, stdin=None)
+
+    def _resumed_session(self, assign: Assign) -> str | None:
+        """The earlier attempt's session file a resumed attempt continues (None: a new one)."""
+        if assign.resume is None:
+            return None
+        session = assign.resume.session_file
+        if not session or not Path(session).is_file():
+            raise FleetError(
+                f"cannot resume: the Codex session of execution {assign.resume.execution} "
+                f"is gone; `fleetctl retry {assign.task}` (without --resume) starts over"
+            )
+        return session
+
+    def _conversation(self, assign: Assign, cwd: Path) -> AppServerSession:
+        spec, config = assign.spec, self.config
+        resume = assign.resume
+        settings = ThreadSettings(
+            prompt=RESUME_PROMPT if resume is not None else spec.prompt,
+            cwd=str(cwd),
+            model=spec.model or config.model,
+            sandbox=spec.sandbox or config.sandbox,
+            approval_policy=config.approval_policy,
+            effort=spec.reasoning_effort,
+            resume_thread=resume.thread_id if resume is not None else None,
+            max_turns=spec.max_turns or 1,
+        )
+        policy = Policy(approvals=config.approvals, user_input_answer=config.user_input_answer)
+        return AppServerSession(settings, policy)
 
     def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Keep the run's session file (for `retry --resume`) and remove its private home."""
         result.session_file = self.homes.finish(assign.execution, result.thread_id)
+
+    def summary(self, assign: Assign) -> AgentSummary:
+        """Codex's lines; a resumed thread's earlier tokens are not this run's."""
+        resume = assign.resume
+        baseline = resume.thread_usage if resume is not None else None
+        if self.config.mode == "app-server":
+            return AppServerSummary(baseline)
+        return AgentSummary(baseline=baseline)
 
     def _argv(self, spec: TaskSpec, cwd: Path) -> list[str]:
         argv = [
@@ -97,14 +138,25 @@ class CodexAdapter:
         model = spec.model or self.config.model
         if model:
             argv += ["--model", model]
-        overrides = provider_overrides(self.config) + list(self.config.config)
+        argv += self._overrides(spec)
         if spec.reasoning_effort:
-            overrides.append(f"model_reasoning_effort={_toml_string(spec.reasoning_effort)}")
-        # The task's own overrides come last, so they win over the config's.
-        overrides += spec.codex_config
-        for override in overrides:
-            argv += ["-c", override]
+            argv += ["-c", f"model_reasoning_effort={_toml_string(spec.reasoning_effort)}"]
         return argv
+
+    def _overrides(self, spec: TaskSpec) -> list[str]:
+        """`-c` flags: the gateway, the config's overrides, then the task's (which win)."""
+        overrides = provider_overrides(self.config) + list(self.config.config)
+        overrides += spec.codex_config
+        return [flag for override in overrides for flag in ("-c", override)]
+
+
+def plugin(context: AdapterContext) -> CodexAdapter:
+    """The `codex` entry point: each run in a private CODEX_HOME seeded from the host's."""
+    paths = context.paths
+    homes = PrivateHomes(
+        paths.codex_homes_dir, paths.sessions_dir, host_codex_home(context.host_env), context.mask
+    )
+    return CodexAdapter(context.config.codex, homes)
 
 
 def provider_overrides(config: CodexConfig) -> list[str]:

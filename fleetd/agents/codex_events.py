@@ -38,3 +38,15 @@ class AgentLine(msgspec.Struct):
     usage: LineUsage | None = None
     error: LineError | None = None
     message: str | None = None
+    # JSON-RPC (codex app-server): a notification or request names its method; a response
+    # has only an id.
+    method: str | None = None
+    id: int | str | None = None
+
+    def kind(self) -> str:
+        """The event type this line is stored under."""
+        if self.type:
+            return self.type
+        if self.method:
+            return self.method
+        return "rpc.response" if self.id is not None else "json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetd.agents.base import AgentCommand
+from fleetd.agents.base import AdapterContext, AgentCommand, AgentSummary
 from shared.messages import Assign
 from shared.models import ExecutionResult
 
@@ -18,3 +18,11 @@ class CommandAdapter:
 
     def finish(self, assign: Assign, result: ExecutionResult) -> None:
         """Nothing to keep: a command agent has no thread to resume."""
+
+    def summary(self, assign: Assign) -> AgentSummary:
+        return AgentSummary()
+
+
+def plugin(context: AdapterContext) -> CommandAdapter:
+    """The `command` entry point."""
+    return CommandAdapter()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import apsw
 from loguru import logger
 
+from fleetd.broker import steering
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.broker.tally import RunTally
@@ -39,6 +40,7 @@ class Broker:
 
     def __init__(self, store: QueueStore, config: FleetConfig) -> None:
         self.store = store
+        self.config = config
         self.lease_us = int(config.queue.lease_seconds * 1_000_000)
         self.heartbeat_us = int(config.worker.heartbeat_seconds * 1_000_000)
         self.dispatching = True
@@ -197,6 +199,8 @@ class Broker:
             m.SetDispatch: self._on_set_dispatch,
             m.GetCounts: self._on_counts,
             m.GetRunTotals: self._on_run_totals,
+            m.SayToTask: self._on_to_agent,
+            m.InterruptTask: self._on_to_agent,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -303,6 +307,15 @@ class Broker:
         out = [ToPeer(peer, ref, reply)]
         if execution is not None and worker is not None:
             out.append(ToPeer(worker.encode(), b"", m.CancelExecution(execution=execution)))
+        return out
+
+    def _on_to_agent(
+        self, peer: bytes, ref: bytes, msg: m.SayToTask | m.InterruptTask, now: int
+    ) -> list[ToPeer]:
+        reply, order = steering.route(self.store.get_task(msg.task), msg, self.config)
+        out = [ToPeer(peer, ref, reply)]
+        if order is not None:
+            out.append(ToPeer(order[0].encode(), b"", order[1]))
         return out
 
     def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[ToPeer]:

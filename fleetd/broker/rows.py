@@ -71,6 +71,7 @@ def resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
         thread_id=result.thread_id,
         workspace=result.workspace.path if result.workspace else None,
         session_file=result.session_file,
+        thread_usage=result.thread_usage,
     )
 
 

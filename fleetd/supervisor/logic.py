@@ -15,6 +15,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from fleetd.agents import installed_agents, unknown_agent
 from fleetd.agents.codex_home import MISSING_CREDENTIAL, find_credential
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import Job
@@ -80,6 +81,8 @@ class Supervisor:
             config.supervisor.stop_timeout, children, notifier, registry.end_leftovers
         )
         self.forwards = Forwarder()
+        # The adapters the workers can load (they read the same entry points when they start).
+        self.agents = sorted(installed_agents())
         self.started = 0.0
         self.ready = False
         self.exit_code = 0
@@ -106,6 +109,10 @@ class Supervisor:
     def on_request(self, client: bytes, request: m.Message, now: float) -> list[Outgoing]:
         """A control request from `client`."""
         match request:
+            case m.Enqueue(tasks=tasks) if any(t.agent not in self.agents for t in tasks):
+                name = next(t.agent for t in tasks if t.agent not in self.agents)
+                problem = unknown_agent(name, self.agents)
+                self._reply(client, m.ErrorReply(code="bad_request", message=problem))
             case m.Enqueue(tasks=tasks) if any(t.agent == "codex" for t in tasks) and (
                 not self.codex_credential()
             ):
@@ -117,6 +124,8 @@ class Supervisor:
                 | m.CancelTask()
                 | m.RetryTask()
                 | m.ListWorkers()
+                | m.SayToTask()
+                | m.InterruptTask()
             ):
                 self._ask_broker(request, client, None, now)
             case m.GetRunTotals():

@@ -42,6 +42,7 @@ class AgentProcess:
     stdout: FileIO
     stderr: FileIO
     returncode: int | None = None
+    stdin: int = -1  # the write end of its stdin, non-blocking, when fleetd speaks to it
 
     def poll(self) -> int | None:
         """The exit code (negative: the signal that ended it) once the leader exited."""
@@ -66,7 +67,12 @@ def spawn(command: AgentCommand) -> AgentProcess:
     """Start the agent as the leader of a new session and process group, its output piped."""
     program = _program(command.argv[0] if command.argv else "", command.env)
     _sweep_inherited_fds()
-    stdin = _stdin_for(command.stdin)
+    speak = -1
+    if command.conversation is not None:
+        stdin, speak = os.pipe()
+        os.set_blocking(speak, False)
+    else:
+        stdin = _stdin_for(command.stdin)
     out_read, out_write = os.pipe()
     err_read, err_write = os.pipe()
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -89,13 +95,14 @@ def spawn(command: AgentCommand) -> AgentProcess:
         finally:
             os.fchdir(here)
     except BaseException:
-        os.close(out_read)
-        os.close(err_read)
+        for fd in (out_read, err_read, speak):
+            if fd >= 0:
+                os.close(fd)
         raise
     finally:
         for fd in (here, stdin, out_write, err_write):
             os.close(fd)
-    return AgentProcess(pid, FileIO(out_read, "rb"), FileIO(err_read, "rb"))
+    return AgentProcess(pid, FileIO(out_read, "rb"), FileIO(err_read, "rb"), stdin=speak)
 
 
 def _program(name: str, env: dict[str, str]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import os
 import signal
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.processes import signal_group
 from fleetd.runtime.redaction import Redactor
 from fleetd.runtime.spool import SpoolWriter
+from fleetd.worker.agent_input import AgentInput
 from fleetd.worker.agent_process import AgentProcess, spawn
 from fleetd.worker.output import LineSplitter, classify
 from shared import messages as m
@@ -35,6 +37,8 @@ READ_CHUNK = 1 << 20
 STDERR_TAIL_LINES = 20
 # After the agent's leader exits, how long stray writers may keep its pipes open.
 DRAIN_SECONDS = 1.0
+
+NOT_LISTENING = "its agent takes no messages (only codex does, with codex.mode = app-server)"
 
 # Why the worker ended an agent before it ended by itself; the execution's outcome is the same.
 EndReason = Literal["timed_out", "cancelled", "interrupted", "failed"]
@@ -80,11 +84,15 @@ class Execution:
         self.err_lines = LineSplitter(self.max_line, cut, window)
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self.stderr_file: int = -1
+        self.agent_input: AgentInput | None = None  # an agent fleetd speaks to (app-server)
 
     # --- life ------------------------------------------------------------------------------
 
-    def start(self, command: AgentCommand, timeout: float, idle_timeout: float, now: float) -> None:
-        """Spawn the agent; a failure to start ends the execution at once with the reason."""
+    def start(
+        self, command: AgentCommand, timeout: float, idle_timeout: float, now: float
+    ) -> list[bytes]:
+        """Spawn the agent (and open its conversation, if it has one); event batches to send.
+        A failure to start ends the execution at once with the reason."""
         self.started_mono = now
         self.started_at = now_us()
         self.limits.timeout_at = self.started_mono + timeout
@@ -96,12 +104,45 @@ class Execution:
             # The task's content (a NUL byte, a bad path) fails this attempt, never the worker.
             program = command.argv[0] if command.argv else ""
             self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"
-            return
+            return []
         self.agent_record.record(self.proc.pid)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)
         self.pidfd = os.pidfd_open(self.proc.pid)
+        if command.conversation is None:
+            return []
+        self.agent_input = AgentInput(self.proc.stdin, command.conversation)
+        return self.emit(self.agent_input.send(command.conversation.opening(), now), now)
+
+    def tell(self, order: m.SteerExecution | m.InterruptExecution, now: float) -> list[bytes]:
+        """`fleetctl say` or `interrupt`, to the agent if it listens; either way an event says
+        what became of it."""
+        if isinstance(order, m.SteerExecution):
+            batches, refusal = self.say(order.message, now)
+        else:
+            batches, refusal = self.interrupt(now)
+        if refusal is None:
+            return batches
+        what = "message" if isinstance(order, m.SteerExecution) else "interrupt"
+        line = json.dumps({"type": "fleet.refused", "what": what, "why": refusal}).encode()
+        return [*batches, *self.emit([(line, 0)], now)]
+
+    def say(self, text: str, now: float) -> tuple[list[bytes], str | None]:
+        """Steer the running agent with `text`: event batches, or why it cannot be."""
+        if self.agent_input is None or self.end_reason is not None:
+            return [], NOT_LISTENING
+        items, refusal = self.agent_input.conversation.say(text)
+        said = json.dumps({"type": "fleet.say", "text": text}).encode()
+        lines = [(said, 0), *self.agent_input.send(items, now)] if refusal is None else []
+        return self.emit(lines, now), refusal
+
+    def interrupt(self, now: float) -> tuple[list[bytes], str | None]:
+        """End the agent's current turn (the run ends with what it has), or why not."""
+        if self.agent_input is None or self.end_reason is not None:
+            return [], NOT_LISTENING
+        items, refusal = self.agent_input.conversation.interrupt()
+        return self.emit(self.agent_input.send(items, now), now), refusal
 
     @property
     def started(self) -> bool:
@@ -152,6 +193,8 @@ class Execution:
             limits.kill_at = float("inf")
         if limits.drain_until is not None and now >= limits.drain_until:
             self._close_pipes()
+        if self.agent_input is not None and self.agent_input.retry_at is not None:
+            self.agent_input.flush(now)
 
     def next_deadline(self) -> float:
         limits = self.limits
@@ -160,7 +203,8 @@ class Execution:
             limits.timeout_at if running else float("inf"),
             limits.last_output + limits.idle_seconds if running else float("inf"),
         ]
-        candidates += [t for t in (limits.kill_at, limits.drain_until) if t is not None]
+        retry = self.agent_input.retry_at if self.agent_input is not None else None
+        candidates += [t for t in (limits.kill_at, limits.drain_until, retry) if t is not None]
         return min(candidates)
 
     @property
@@ -191,11 +235,20 @@ class Execution:
         ts = now_us()
         execution = self.assign.execution
         events = []
+        # One check of the agent's lines joined spares masking each (what we tell the agent
+        # back is masked line by line: it is not in that check).
         clean = self.redactor.holds_nothing(b"".join([raw for raw, _ in lines]))
-        for raw, flags in lines:
-            payload, redacted = (raw, False) if clean else self.redactor.mask(raw)
+        pending = collections.deque((raw, flags, clean) for raw, flags in lines)
+        while pending:
+            raw, flags, known_clean = pending.popleft()
+            payload, redacted = (raw, False) if known_clean else self.redactor.mask(raw)
             kind, kind_flags, parsed = classify(payload)
             self.summary.feed(payload, parsed)
+            if self.agent_input is not None:
+                # What the agent is told back is recorded right after what it said.
+                replies = self.agent_input.conversation.on_line(payload)
+                told = self.agent_input.send(replies, now)
+                pending.extendleft(reversed([(line, bits, False) for line, bits in told]))
             self.seq += 1
             flags |= kind_flags | (FLAG_REDACTED if redacted else 0)
             events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
@@ -241,6 +294,8 @@ class Execution:
             return
         os.close(self.pidfd)
         self.pidfd = -1
+        if self.agent_input is not None:
+            self.agent_input.close()
         # Whatever the leader left behind in its group ends with it.
         signal_group(self.proc.pid, signal.SIGKILL)
         self.limits.drain_until = now + DRAIN_SECONDS
@@ -308,6 +363,8 @@ class Execution:
         return f"wall-clock timeout reached ({wall:g} s)"
 
     def _cleanup(self) -> None:
+        if self.agent_input is not None:
+            self.agent_input.close()
         if self.stderr_file >= 0:
             os.close(self.stderr_file)
             self.stderr_file = -1

@@ -26,7 +26,8 @@ from typing import Any
 
 from loguru import logger
 
-from fleetd.agents import adapters, summary_for
+from fleetd.agents import Adapters
+from fleetd.agents.base import AdapterContext, AgentSummary
 from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
@@ -89,7 +90,8 @@ class Worker:
         self.env = agent_environment(config, host_env)
         self.redactor = Redactor(config.worker.secret_values(host_env))
         self.agent_record = AgentRecord(self.paths.agents_dir, self.pid)
-        self.adapters = adapters(config, host_env, lambda data: self.redactor.mask(data)[0])
+        mask = lambda data: self.redactor.mask(data)[0]  # noqa: E731
+        self.adapters = Adapters(AdapterContext("", config, self.paths, host_env, mask))
         self.workspaces = Workspaces(self.paths, config.workspace, self.env)
         self.scratch = Scratch(self.paths, worker_id)
         self.job: Job = job or BackgroundJob(f"{worker_id}-workspace")
@@ -120,6 +122,11 @@ class Worker:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
                 self._on_finish_ack(execution)
+            case m.SteerExecution(execution=execution) | m.InterruptExecution(execution=execution):
+                # Late (the agent ended, its stream sealed): nothing left to tell or record.
+                running = self.execution if self.phase is Phase.RUNNING else None
+                if running is not None and running.assign.execution == execution:
+                    return [ToRecorder(batch) for batch in running.tell(message, now)]
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
         return []
@@ -233,7 +240,7 @@ class Worker:
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
             agent_record=self.agent_record,
-            summary=summary_for(assign.spec.agent),
+            summary=self._summary(assign),
         )
         self.execution = execution
         self.phase = Phase.RUNNING
@@ -279,24 +286,30 @@ class Worker:
         except (FleetError, OSError, ValueError) as exc:
             execution.error = str(exc)
             return []
+        except Exception as exc:  # a plug-in adapter's bug fails the attempt, not the worker
+            logger.opt(exception=exc).error("agent adapter {!r} failed", assign.spec.agent)
+            execution.error = f"the {assign.spec.agent!r} adapter failed: {exc!r}"
+            return []
         limits = self.config.worker
         timeout = assign.spec.timeout or limits.timeout_seconds
         idle_timeout = assign.spec.idle_timeout or limits.idle_timeout_seconds
-        execution.start(command, timeout, idle_timeout, now)
+        batches = execution.start(command, timeout, idle_timeout, now)
         if execution.proc is None:
             return []
         logger.debug("execution {} started pid {}", assign.execution, execution.proc.pid)
         started = m.AgentStarted(
             execution=assign.execution, started_at=execution.started_at, pid=execution.proc.pid
         )
-        return [ToBroker(started)]
+        return [ToBroker(started), *(ToRecorder(batch) for batch in batches)]
 
     def _agent_done(self, execution: Execution, now: float) -> list[Outgoing]:
         """The agent ended: keep what a resume needs, commit its work (off the loop), seal."""
         batches, outcome, result = execution.finish(now)
         out: list[Outgoing] = [ToRecorder(batch) for batch in batches]
         assign = execution.assign
-        self.adapters[assign.spec.agent].finish(assign, result)
+        adapter = self.adapters.get(assign.spec.agent)
+        if adapter is not None:
+            adapter.finish(assign, result)
         if self.prepared is not None and execution.started:
             message = commit_message(assign.task, assign.spec.prompt, result.final_message)
             self.ended = (outcome, result)
@@ -364,6 +377,11 @@ class Worker:
         self.phase_deadline = float("inf")
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _summary(self, assign: m.Assign) -> AgentSummary:
+        """The adapter's summary; a plain one if it cannot be loaded (the start says why)."""
+        adapter = self.adapters.get(assign.spec.agent)
+        return adapter.summary(assign) if adapter is not None else AgentSummary()
 
     def _heartbeat(self, now: float) -> list[Outgoing]:
         if now < self.next_heartbeat:

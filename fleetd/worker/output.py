@@ -99,7 +99,7 @@ def classify(line: bytes) -> tuple[str, int, AgentLine | None]:
         return _not_json(line)
     try:
         parsed = _decode_line(line)
-        return parsed.type or "json", 0, parsed
+        return parsed.kind(), 0, parsed
     except msgspec.ValidationError:
         pass  # JSON, but not shaped like an event object: find out what it is
     except msgspec.DecodeError:

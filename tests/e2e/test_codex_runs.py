@@ -257,3 +257,30 @@ def test_retry_resume_continues_the_codex_thread_in_the_same_worktree(
     files = sorted(f[0] for f in two["result"]["workspace"]["diff"]["files"])
     assert files == ["step1.txt", "step2.txt"], "the worktree was kept, not reset"
     assert git_show(repo, f"fleet/{task}:step1.txt") == "step1\n"
+
+
+@pytest.mark.timeout(150)
+def test_a_resumed_run_counts_its_own_tokens_not_the_whole_threads(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    """`turn.completed.usage` is the thread's running total (checked with codex 0.169.0: a
+    resumed thread's first turn reports both runs' tokens), so each execution keeps only what
+    its own run added, and the executions' tokens add up to the thread's total."""
+    server.script([server.message("first", 20, 10), server.message("second", 20, 10)])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        task = enqueue_codex(fleet, "say something", work)
+        assert fleet.wait_state(task, *TERMINAL, timeout=60)["state"] == "succeeded"
+        fleet.json("retry", str(task), "--resume")
+
+        def resumed_ended() -> dict | None:
+            shown = fleet.show(task)
+            ended = len(shown["executions"]) == 2 and shown["state"] in TERMINAL
+            return shown if ended else None
+
+        shown = wait_for(resumed_ended, 60, what="the resumed attempt to end")
+    assert shown["state"] == "succeeded", shown
+    one, two = (e["result"]["usage"] for e in shown["executions"])
+    assert (one["input_tokens"], one["output_tokens"], one["total_tokens"]) == (20, 10, 30)
+    assert (two["input_tokens"], two["output_tokens"], two["total_tokens"]) == (20, 10, 30)
+    assert shown["executions"][1]["result"]["thread_usage"]["total_tokens"] == 60

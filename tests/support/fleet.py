@@ -59,6 +59,7 @@ class Fleet:
         self.env.setdefault("FLEET_WORKER_GRACE_SECONDS", "3")
         # The dashboard is tested by the tests that ask for it (tests/web/): one port each.
         self.env.setdefault("FLEET_WEB_LISTEN", "off")
+        self.python = sys.executable  # another virtualenv's, to run fleetd with its packages
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = log_path or state_dir.parent / (state_dir.name + ".log")
         self._client: ControlClient | None = None
@@ -69,7 +70,7 @@ class Fleet:
         """Start fleetd in the foreground, through `launcher` (e.g. `unshare ...`) if given."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*launcher, *FLEETD, "--foreground", *args],
+            [*launcher, self.python, *FLEETD[1:], "--foreground", *args],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -32,7 +32,7 @@ def summarise(name: str) -> AgentSummary:
 def test_ok_sample_summary() -> None:
     summary = summarise("codex-exec-ok.jsonl")
     assert summary.final_message == "Done: created hello.txt"
-    assert summary.usage == TokenUsage(input_tokens=20, output_tokens=10, total_tokens=30)
+    assert summary.token_usage() == TokenUsage(input_tokens=20, output_tokens=10, total_tokens=30)
     assert (summary.commands, summary.failed_commands) == (1, 0)
     assert summary.thread_id == "01a20f7c-d85a-7150-ad74-23f8956865c1"
     assert summary.error is None
@@ -93,19 +93,32 @@ def test_failed_commands_by_exit_code_or_status() -> None:
     assert (summary.commands, summary.failed_commands) == (3, 2)
 
 
-def test_usage_sums_over_turns() -> None:
-    turn = (
-        b'{"type":"turn.completed","usage":{"input_tokens":5,"cached_input_tokens":2,'
-        b'"output_tokens":3,"reasoning_output_tokens":1}}'
+def test_usage_is_the_latest_running_total_not_a_sum_over_turns() -> None:
+    """codex's `turn.completed.usage` is the thread's total so far: summing double-counts."""
+    first = b'{"type":"turn.completed","usage":{"input_tokens":5,"output_tokens":3}}'
+    later = (
+        b'{"type":"turn.completed","usage":{"input_tokens":12,"cached_input_tokens":4,'
+        b'"output_tokens":7,"reasoning_output_tokens":2}}'
     )
-    summary = observe_all(turn, turn)
-    assert summary.usage == TokenUsage(
-        input_tokens=10,
+    summary = observe_all(first, later)
+    assert summary.token_usage() == TokenUsage(
+        input_tokens=12,
         cached_input_tokens=4,
-        output_tokens=6,
+        output_tokens=7,
         reasoning_output_tokens=2,
-        total_tokens=16,
+        total_tokens=19,
     )
+
+
+def test_a_resumed_runs_usage_leaves_out_what_the_thread_had_used_before() -> None:
+    summary = observe_all(
+        b'{"type":"turn.completed","usage":{"input_tokens":30,"output_tokens":9}}'
+    )
+    summary.baseline = TokenUsage(input_tokens=20, output_tokens=4, total_tokens=24)
+    result = summary.into(ExecutionResult())
+    assert (result.usage.input_tokens, result.usage.output_tokens) == (10, 5)
+    assert result.usage.total_tokens == 15
+    assert result.thread_usage is not None and result.thread_usage.total_tokens == 39
 
 
 def test_last_agent_message_is_the_final_one() -> None:

@@ -254,7 +254,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
         fields = type(getattr(FleetConfig(), section)).__struct_fields__
         expected += [f"{section}.{field}" for field in fields]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 47
+    assert len(expected) == 51
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 

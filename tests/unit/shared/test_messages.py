@@ -147,6 +147,11 @@ SAMPLES: dict[type, m.Message] = {
     m.EventBatch: m.EventBatch(task=3, execution=4, events=[EVENT]),
     m.StreamEnd: m.StreamEnd(task=3, execution=4, last_seq=7, spool="/state/spool/4.spool"),
     m.StreamSealed: m.StreamSealed(task=3, execution=4, last_seq=7),
+    m.SayToTask: m.SayToTask(task=3, message="use the blue paint"),
+    m.InterruptTask: m.InterruptTask(task=3),
+    m.Delivered: m.Delivered(task=3, execution=4),
+    m.SteerExecution: m.SteerExecution(execution=4, message="use the blue paint"),
+    m.InterruptExecution: m.InterruptExecution(execution=4),
 }
 
 CHANNELS = {

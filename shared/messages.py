@@ -21,12 +21,15 @@ from shared.models import (
     ExecutionResult,
     FinishedOutcome,
     Id,
+    Priority,
     ProcessView,
     ResumeFrom,
+    ScheduleView,
     Seconds,
     TaskSpec,
     TaskState,
     TaskView,
+    UsageRow,
     WorkerView,
 )
 
@@ -116,6 +119,27 @@ class Stop(Message):
     timeout: Seconds | None = None
 
 
+class SetPriority(Message):
+    """Change a queued task's priority (higher runs first)."""
+
+    task: Id
+    priority: Priority
+
+
+UsageGroup = Literal["agent", "label", "repo", "day", "task"]
+
+
+class GetUsage(Message):
+    """Tokens and cost of the executions finished since `since` (µs), grouped."""
+
+    since: Id = 0
+    by: UsageGroup = "agent"
+
+
+class Reload(Message):
+    """Read the config file again: limits, fleet budgets and prices change without a restart."""
+
+
 ControlRequest = (
     Enqueue
     | ListTasks
@@ -129,6 +153,9 @@ ControlRequest = (
     | GetStatus
     | Drain
     | Stop
+    | SetPriority
+    | GetUsage
+    | Reload
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -182,6 +209,7 @@ class QueueCounts(Message):
     counts: dict[str, int]
     workers: list[WorkerView]
     dispatching: bool
+    schedule: ScheduleView | None = None
 
 
 class TaskDiff(Message):
@@ -219,6 +247,23 @@ class Status(Message):
     # fleetd's pid namespace (the inode of /proc/self/ns/pid, 0 if unknown): `pid` names a
     # process for a client only in the same namespace.
     pid_namespace: int = 0
+    schedule: ScheduleView | None = None  # limits in use, budgets spent, agents held back
+
+
+class PrioritySet(Message):
+    """A task's priority; `state` says whether it still mattered (only queued tasks wait)."""
+
+    task: int
+    state: TaskState
+    priority: int
+
+
+class Usage(Message):
+    """`GetUsage`'s answer: one row per group, largest spend first."""
+
+    rows: list[UsageRow]
+    by: UsageGroup
+    since: int
 
 
 class Accepted(Message):
@@ -250,6 +295,8 @@ ControlReply = (
     | Status
     | Accepted
     | ErrorReply
+    | PrioritySet
+    | Usage
 )
 
 # --- broker channel --------------------------------------------------------------------------
@@ -326,6 +373,14 @@ class GetCounts(Message):
     """Counts per state and the workers (supervisor -> broker, for status)."""
 
 
+class SetSchedule(Message):
+    """The reloaded `[limits]`, `[budget]` and `[prices]` (supervisor -> broker), as TOML-shaped
+    tables the broker converts with the config's own types."""
+
+    limits: dict[str, int] = {}
+    budget: dict[str, Any] = {}
+
+
 BrokerRequest = (
     Ready
     | Heartbeat
@@ -340,6 +395,9 @@ BrokerRequest = (
     | WorkerGone
     | SetDispatch
     | GetCounts
+    | SetPriority
+    | GetUsage
+    | SetSchedule
 )
 BrokerReply = (
     Assign
@@ -354,6 +412,8 @@ BrokerReply = (
     | QueueCounts
     | Accepted
     | ErrorReply
+    | PrioritySet
+    | Usage
 )
 
 # --- recorder channel ------------------------------------------------------------------------

@@ -12,13 +12,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import apsw
+import msgspec
 from loguru import logger
 
+from fleetd.broker.budgets import Schedule
+from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.rows import Claim, Closed
+from fleetd.broker.scheduling import Gate
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
-from shared.config import FleetConfig
+from shared.config import BudgetConfig, FleetConfig
 from shared.models import WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
@@ -46,6 +50,8 @@ class Broker:
         self.claims = Claims.TRY
         self.wake_at = float("inf")  # when claims are tried again by themselves
         self.next_lease_check = 0
+        self.schedule = Schedule(config.limits, config.budget)
+        self.account(0)
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -62,6 +68,7 @@ class Broker:
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
             self._news()  # also wakes tasks whose not_before has passed
+            self.account(now)
         if now >= self.wake_at:
             self._news()
         return self.dispatch(now)
@@ -71,7 +78,7 @@ class Broker:
         while self.dispatching and self.waiting and self._may_claim(now):
             worker = next(iter(self.waiting))
             try:
-                claim = self.store.claim(worker, now, self.lease_us)
+                claim = self.store.claim(worker, now, self.lease_us, self.schedule.gate(now))
             except apsw.FullError:
                 self._disk_full(now)
                 break
@@ -79,7 +86,7 @@ class Broker:
                 logger.info("the disk has room again: handing out tasks")
                 self.claims, self.wake_at = Claims.TRY, float("inf")
             if claim is None:
-                self._nothing_claimable()
+                self._nothing_claimable(now)
                 break
             del self.waiting[worker]
             out.append(self._assign(worker, claim, now))
@@ -135,11 +142,18 @@ class Broker:
         self.claims = Claims.DISK_FULL
         self.wake_at = now + DISK_FULL_RETRY_US
 
-    def _nothing_claimable(self) -> None:
-        """No task can be claimed now: sleep until the earliest retry is due, if any."""
+    def _nothing_claimable(self, now: int) -> None:
+        """No task can be claimed now: sleep until the earliest retry or hold is due, if any
+        (a task held by a full limit waits for news: a running task ending)."""
         self.claims = Claims.NONE_DUE
-        due = self.store.next_claimable_at()
-        self.wake_at = float("inf") if due is None else due
+        due = [t for t in (self.store.next_claimable_at(now), self.schedule.next_change(now)) if t]
+        self.wake_at = min(due) if due else float("inf")
+
+    def account(self, now: int) -> None:
+        """Recount the fleet budgets' spend in their window (only if any is configured)."""
+        if self.schedule.has_budgets:
+            window = self.schedule.window_us
+            self.schedule.account(self.store.spend_since(now - window), now)
 
     def undeliverable(self, outgoing: ToPeer, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
@@ -194,6 +208,9 @@ class Broker:
             m.WorkerGone: self._on_worker_gone,
             m.SetDispatch: self._on_set_dispatch,
             m.GetCounts: self._on_counts,
+            m.SetPriority: self._on_set_priority,
+            m.GetUsage: self._on_usage,
+            m.SetSchedule: self._on_set_schedule,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -238,12 +255,16 @@ class Broker:
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
         wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
         claim_for = worker if wants_work else None
+        gate = self._gate_after(msg, now)
         state, claim = self.store.finish(
-            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
+            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate
         )
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded
+        if not gate.open or self.schedule.has_budgets:
+            self.account(now)
+            self._news()  # a limit has room again, a budget was spent or a hold began
         if state == "queued":
             self._news()
         pid = self.workers[worker].pid if worker in self.workers else None
@@ -253,7 +274,7 @@ class Broker:
         out = [ack]
         if msg.outcome != "interrupted":
             if claim_for is not None:
-                self._nothing_claimable()
+                self._nothing_claimable(now)
             self._set_idle(worker, pid, now)
             out.extend(self.dispatch(now))
         return out
@@ -269,6 +290,8 @@ class Broker:
             created = self.store.enqueue(msg.tasks, now)
         except KeyConflict as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=str(exc)))]
+        except UnknownDependency as exc:
+            return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
@@ -325,9 +348,51 @@ class Broker:
 
     def _on_counts(self, peer: bytes, ref: bytes, msg: m.GetCounts, now: int) -> list[ToPeer]:
         reply = m.QueueCounts(
-            counts=self.store.counts(), workers=self._worker_list(), dispatching=self.dispatching
+            counts=self.store.counts(),
+            workers=self._worker_list(),
+            dispatching=self.dispatching,
+            schedule=self.schedule.view(self.store.running_specs(), now),
         )
         return [ToPeer(peer, ref, reply)]
+
+    # --- scheduling ----------------------------------------------------------------------
+
+    def _gate_after(self, msg: m.Finished, now: int) -> Gate:
+        """The gate of the claim made with a result; a rate-limited run holds its agent kind."""
+        if msg.result.rate_limited:
+            agent = self.store.agent_of(msg.execution)
+            if agent is not None and self.schedule.rate_limited(agent, now) is not None:
+                logger.warning("{} rate-limited: holding its tasks", agent)
+        return self.schedule.gate(now)
+
+    def _on_set_priority(
+        self, peer: bytes, ref: bytes, msg: m.SetPriority, now: int
+    ) -> list[ToPeer]:
+        state = self.store.set_priority(msg.task, msg.priority)
+        if state is None:
+            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+        if state != "queued":
+            message = f"task {msg.task} is {state}: only a queued task's priority can change"
+            return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=message))]
+        reply = m.PrioritySet(task=msg.task, state=state, priority=msg.priority)
+        return [ToPeer(peer, ref, reply)]
+
+    def _on_usage(self, peer: bytes, ref: bytes, msg: m.GetUsage, now: int) -> list[ToPeer]:
+        rows = self.store.usage(msg.since, msg.by)
+        return [ToPeer(peer, ref, m.Usage(rows=rows, by=msg.by, since=msg.since))]
+
+    def _on_set_schedule(
+        self, peer: bytes, ref: bytes, msg: m.SetSchedule, now: int
+    ) -> list[ToPeer]:
+        try:
+            budget = msgspec.convert(msg.budget, BudgetConfig)
+            self.schedule.configure(msg.limits, budget)
+        except (msgspec.ValidationError, ValueError) as exc:
+            return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
+        self.account(now)
+        self._news()
+        logger.info("schedule reloaded: limits {}", msg.limits)
+        return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]
 
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:

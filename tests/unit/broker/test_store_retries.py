@@ -296,7 +296,7 @@ def test_a_version_1_database_upgrades(tmp_path: Path) -> None:
     old.close()
     store = QueueStore.open(path, 3)
     try:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 3
         columns = [row[1] for row in store.conn.execute("PRAGMA table_info(tasks)")]
         assert "resume_from" in columns
         claimed = claim(store, 10)

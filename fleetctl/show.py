@@ -51,14 +51,21 @@ def _attempts_words(view: TaskView) -> str:
 
 def task_state_words(view: TaskView) -> str:
     """The task's state, with why it ended or when it runs again."""
+    if view.state == "queued" and view.waiting:
+        return f"queued (waiting for {view.waiting} of tasks {_ids(view.spec.after)} to end)"
     if view.state == "queued" and view.not_before is not None:
-        return f"queued (retry at {clock(view.not_before)})"
+        when = "retry at" if view.attempts else "not before"
+        return f"queued ({when} {clock(view.not_before)})"
     if view.result is None or view.state in ("queued", "running", "succeeded"):
         return view.state
     words = outcome_words(view.state, view.result)
     if view.state == "failed" and view.result.failure_class == "transient":
         words += f"; out of attempts: `fleetctl retry {view.id}` tries again"
     return words
+
+
+def _ids(tasks: list[int]) -> str:
+    return ", ".join(str(task) for task in tasks)
 
 
 def execution_lines(view: TaskView) -> list[str]:

@@ -7,7 +7,7 @@ import msgspec
 
 from fleetctl.common import Session, echo, print_json, print_table, short_time
 from shared import messages as m
-from shared.models import TASK_STATES, WorkerView, rfc3339
+from shared.models import TASK_STATES, ScheduleView, WorkerView, rfc3339
 
 WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
 
@@ -30,6 +30,7 @@ def print_status(ctl: Session, json_out: bool) -> None:
     echo("tasks: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for warning in reply.warnings:
         echo(f"warning: {warning}")
+    print_schedule(reply.schedule)
     echo("")
     rows = [(p.role, p.pid, "alive" if p.alive else "down", p.restarts) for p in reply.processes]
     print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
@@ -56,3 +57,14 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def print_schedule(schedule: ScheduleView | None) -> None:
+    """The limits in use and the holds (a spent budget, a rate-limited agent kind)."""
+    if schedule is None:
+        return
+    for limit in schedule.limits:
+        full = " (full)" if limit.running >= limit.limit else ""
+        echo(f"limit {limit.selector}: {limit.running} of {limit.limit} running{full}")
+    for hold in schedule.holds:
+        echo(f"held {hold.scope}: {hold.why}; starts again at {rfc3339(hold.until)}")

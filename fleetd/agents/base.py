@@ -72,6 +72,11 @@ class AgentSummary:
         """The failure class and reason the agent's own events tell, or None to infer them."""
         return None
 
+    def spent(self) -> tuple[TokenUsage, float | None, str | None]:
+        """The usage reported so far, the cost the agent reported (None: it does not say) and
+        the model it named (None: unknown): what a run's budget is checked against."""
+        return self.usage, None, None
+
     def observe(self, line: AgentLine) -> None:
         match line.type:
             case "thread.started":

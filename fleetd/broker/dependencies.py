@@ -41,6 +41,7 @@ def link(conn: apsw.Connection, task: int, spec: TaskSpec, now: int) -> None:
                 "INSERT INTO task_deps (after_id, task_id, any_outcome) VALUES (?, ?, ?)",
                 (after, task, int(spec.after_any)),
             )
+            conn.execute("UPDATE tasks SET dependents = 1 WHERE id = ?", (after,))
             waiting += 1
         elif state != "succeeded" and not spec.after_any:
             refusal = refusal or _reason(after, state)
@@ -53,7 +54,8 @@ def link(conn: apsw.Connection, task: int, spec: TaskSpec, now: int) -> None:
 
 
 def settle(conn: apsw.Connection, task: int, state: TaskState, now: int) -> None:
-    """A task ended in `state`: release or cancel the tasks that wait for it, and theirs."""
+    """A task ended in `state`: release or cancel the tasks that wait for it, and theirs.
+    Called only for a task marked as having `dependents`."""
     ended = [(task, state)]
     while ended:
         after, after_state = ended.pop()
@@ -67,7 +69,7 @@ def settle(conn: apsw.Connection, task: int, state: TaskState, now: int) -> None
                 _release_one(conn, dependent)
             else:
                 _cancel(conn, dependent, _reason(after, after_state), now)
-                ended.append((dependent, "cancelled"))
+                ended.append((dependent, "cancelled"))  # (without a `dependents` check: rare)
         conn.execute("DELETE FROM task_deps WHERE after_id = ?", (after,))
 
 

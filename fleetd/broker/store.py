@@ -221,13 +221,13 @@ class QueueStore:
         now: int,
     ) -> TaskState | None:
         row = conn.execute(
-            "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested"
-            " FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
+            "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested,"
+            " t.dependents FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
             (execution,),
         ).fetchone()
         if row is None or row[1] != "running":
             return None
-        task_id, _, attempts, max_attempts, cancel_requested = row
+        task_id, _, attempts, max_attempts, cancel_requested, dependents = row
         result_json = _json_encode(result).decode()
         conn.execute(
             "UPDATE executions SET outcome = ?, finished_at = ?, result = ?,"
@@ -257,7 +257,8 @@ class QueueStore:
                 "UPDATE tasks SET state = ?, finished_at = ?, result = ? WHERE id = ?",
                 (state, now, result_json, task_id),
             )
-            settle(conn, task_id, state, now)
+            if dependents:
+                settle(conn, task_id, state, now)
         return state
 
     def lose_worker(self, worker: str, reason: str, now: int) -> list[Closed]:
@@ -298,16 +299,19 @@ class QueueStore:
         Returns (state, running execution, its worker), or None for an unknown task.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
+            row = conn.execute(
+                "SELECT state, dependents FROM tasks WHERE id = ?", (task,)
+            ).fetchone()
             if row is None:
                 return None
-            state = row[0]
+            state, dependents = row
             if state == "queued":
                 conn.execute(
                     "UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE id = ?",
                     (now, task),
                 )
-                settle(conn, task, "cancelled", now)
+                if dependents:
+                    settle(conn, task, "cancelled", now)
                 return "cancelled", None, None
             if state != "running":
                 return state, None, None

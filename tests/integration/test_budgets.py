@@ -81,3 +81,25 @@ def test_a_spent_fleet_budget_stops_dispatch_until_raised(tmp_path: Path) -> Non
         fleet.ctl("reload")
         fleet.wait_state(third, "succeeded")
         wait_for(lambda: fleet.status().schedule.holds == [], 10, what="the hold to lift")
+
+
+def test_a_rate_limited_agent_kind_is_held_back(tmp_path: Path) -> None:
+    env = {**os.environ, "FLEET_BUDGET_RATE_LIMIT_HOLD_SECONDS": "3600"}
+    refused = '{"type":"error","message":"unexpected status 429 Too Many Requests: slow down"}'
+    with running_fleet("--workers", "1", env=env) as fleet:
+        limited = fleet.enqueue("limited", "--", "sh", "-c", f"echo '{refused}'; exit 1")
+        wait_for(
+            lambda: (
+                fleet.show(limited)["attempts"] == 1 and fleet.show(limited)["state"] == "queued"
+            ),
+            30,
+            what="the rate-limited run to be put back",
+        )
+        other = fleet.enqueue("next", "--", "true")
+        status = json.loads(fleet.ctl("status", "--json").stdout)
+        [hold] = status["schedule"]["holds"]
+        assert hold["scope"] == "agent:command" and "rate-limited" in hold["why"]
+        assert fleet.show(other)["state"] == "queued"
+        assert fleet.show(limited)["result"] is None
+        [execution] = fleet.show(limited)["executions"]
+        assert execution["result"]["rate_limited"] is True

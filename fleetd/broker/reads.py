@@ -89,3 +89,28 @@ def _group_keys(by: UsageGroup, finished_at: int, task: int, spec: TaskSpec) -> 
             return [(rfc3339(finished_at) or "")[:10]]
         case _:
             return [str(task)]
+
+
+class ScheduleReads:
+    """The queue's reads for scheduling, budgets and `usage` (a part of `QueueStore`)."""
+
+    conn: apsw.Connection
+
+    def agent_of(self, execution: int) -> str | None:
+        """The agent kind of an execution's task."""
+        row = self.conn.execute(
+            "SELECT t.spec FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
+            (execution,),
+        ).fetchone()
+        return decode_spec(row[0]).agent if row else None
+
+    def spend_since(self, since: int) -> list[Spend]:
+        return spend_since(self.conn, since)
+
+    def usage(self, since: int, by: UsageGroup) -> list[UsageRow]:
+        return usage(self.conn, since, by)
+
+    def running_specs(self) -> list[TaskSpec]:
+        """The specs of the running tasks (what the concurrency limits count)."""
+        rows = self.conn.execute("SELECT spec FROM tasks WHERE state = 'running'").fetchall()
+        return [decode_spec(spec) for (spec,) in rows]

@@ -14,10 +14,9 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from fleetd.broker.budgets import Spend
 from fleetd.broker.dependencies import WAITING, link, settle
 from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
-from fleetd.broker.reads import first_fit, same_task, spend_since, usage
+from fleetd.broker.reads import ScheduleReads, first_fit, same_task
 from fleetd.broker.rows import (
     EXECUTION_COLUMNS,
     TASK_COLUMNS,
@@ -34,7 +33,6 @@ from fleetd.broker.scheduling import Gate
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.runtime.db import immediate, open_database
 from shared.errors import FleetError
-from shared.messages import UsageGroup
 from shared.models import (
     TERMINAL_STATES,
     ExecutionOutcome,
@@ -43,7 +41,6 @@ from shared.models import (
     TaskSpec,
     TaskState,
     TaskView,
-    UsageRow,
 )
 
 _json_encode = msgspec.json.Encoder().encode
@@ -53,7 +50,7 @@ class KeyConflict(FleetError):
     """An idempotency key already names a task with another spec."""
 
 
-class QueueStore:
+class QueueStore(ScheduleReads):
     """Tasks and their executions; the only writer of `queue.db`."""
 
     def __init__(
@@ -369,25 +366,6 @@ class QueueStore:
             (now,),
         ).fetchone()[0]
         return None if due is None or due >= WAITING else due
-
-    def agent_of(self, execution: int) -> str | None:
-        """The agent kind of an execution's task."""
-        row = self.conn.execute(
-            "SELECT t.spec FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
-            (execution,),
-        ).fetchone()
-        return decode_spec(row[0]).agent if row else None
-
-    def spend_since(self, since: int) -> list[Spend]:
-        return spend_since(self.conn, since)
-
-    def usage(self, since: int, by: UsageGroup) -> list[UsageRow]:
-        return usage(self.conn, since, by)
-
-    def running_specs(self) -> list[TaskSpec]:
-        """The specs of the running tasks (what the concurrency limits count)."""
-        rows = self.conn.execute("SELECT spec FROM tasks WHERE state = 'running'").fetchall()
-        return [decode_spec(spec) for (spec,) in rows]
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall()

@@ -1,13 +1,15 @@
 """The broker's schedule, without SQL: the concurrency limits, the fleet's rolling budgets, and
 agent kinds held back after a rate limit; each claim asks it for the `Gate` of the moment.
 
-Spend is counted from the executions that finished inside the window (the store's rows), so
-it survives restarts; a scope whose cap is spent starts nothing until enough of that spend
-has slid out of the window (running tasks finish). Time is passed in, never read here.
+Spend is loaded from the executions that finished inside the window (the store's rows), so
+it survives restarts, then kept up to date as runs finish (`add`), without reading the
+table again; a scope whose cap is spent starts nothing until enough of that spend has slid
+out of the window (running tasks finish). Time is passed in, never read here.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -47,6 +49,8 @@ class Schedule:
         if fleet.tokens_per_day or fleet.cost_per_day:
             self.caps.insert(0, (parse_selector("*"), fleet))
         self.budget_holds: list[Hold] = []
+        self.window: deque[Spend] = deque()  # the spend inside the window, oldest first
+        self.loaded = False  # `load` must run (with the store's rows) before the first claim
 
     @property
     def window_us(self) -> int:
@@ -65,9 +69,26 @@ class Schedule:
         ends = [h.until for h in self.gate(now).holds]
         return min(ends) if ends else None
 
-    def account(self, spend: Iterable[Spend], now: int) -> None:
-        """Recompute which scopes have spent their caps, from the window's spend."""
-        rows = sorted(spend, key=lambda s: s.finished_at)
+    def load(self, spend: Iterable[Spend], now: int) -> None:
+        """Take the window's spend as stored, and hold the scopes that spent their caps."""
+        self.window = deque(sorted(spend, key=lambda s: s.finished_at))
+        self.loaded = True
+        self.account(now)
+
+    def add(self, spend: Spend, now: int) -> None:
+        """A run finished with this spend."""
+        self.window.append(spend)
+        self.account(now)
+
+    def stale(self, now: int) -> bool:
+        """A budget hold's time has come: the window slid past some of its spend."""
+        return any(hold.until <= now for hold in self.budget_holds)
+
+    def account(self, now: int) -> None:
+        """Drop the spend that left the window; hold the scopes that spent their caps."""
+        while self.window and self.window[0].finished_at < now - self.window_us:
+            self.window.popleft()
+        rows = list(self.window)
         holds = []
         for selector, caps in self.caps:
             mine = [row for row in rows if selector.matches(row.spec)]

@@ -15,7 +15,7 @@ import apsw
 import msgspec
 from loguru import logger
 
-from fleetd.broker.budgets import Schedule
+from fleetd.broker.budgets import Schedule, Spend
 from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.scheduling import Gate
@@ -23,7 +23,7 @@ from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
 from shared.config import BudgetConfig, FleetConfig
-from shared.models import WorkerView, spec_problem
+from shared.models import ScheduleView, WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
 DISK_FULL_RETRY_US = 1_000_000
@@ -51,7 +51,6 @@ class Broker:
         self.wake_at = float("inf")  # when claims are tried again by themselves
         self.next_lease_check = 0
         self.schedule = Schedule(config.limits, config.budget)
-        self.account(0)
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -68,7 +67,6 @@ class Broker:
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
             self._news()  # also wakes tasks whose not_before has passed
-            self.account(now)
         if now >= self.wake_at:
             self._news()
         return self.dispatch(now)
@@ -78,7 +76,7 @@ class Broker:
         while self.dispatching and self.waiting and self._may_claim(now):
             worker = next(iter(self.waiting))
             try:
-                claim = self.store.claim(worker, now, self.lease_us, self.schedule.gate(now))
+                claim = self.store.claim(worker, now, self.lease_us, self._gate(now))
             except apsw.FullError:
                 self._disk_full(now)
                 break
@@ -149,11 +147,15 @@ class Broker:
         due = [t for t in (self.store.next_claimable_at(now), self.schedule.next_change(now)) if t]
         self.wake_at = min(due) if due else float("inf")
 
-    def account(self, now: int) -> None:
-        """Recount the fleet budgets' spend in their window (only if any is configured)."""
-        if self.schedule.has_budgets:
-            window = self.schedule.window_us
-            self.schedule.account(self.store.spend_since(now - window), now)
+    def _gate(self, now: int) -> Gate:
+        """The schedule's gate of the moment; the fleet budgets' spend is read from the store
+        once (and after a reload), then kept as runs finish."""
+        schedule = self.schedule
+        if schedule.has_budgets and not schedule.loaded:
+            schedule.load(self.store.spend_since(now - schedule.window_us), now)
+        elif schedule.stale(now):
+            schedule.account(now)
+        return schedule.gate(now)
 
     def undeliverable(self, outgoing: ToPeer, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
@@ -263,7 +265,6 @@ class Broker:
         if state is None:
             return [ack]  # a resent result, already recorded
         if not gate.open or self.schedule.has_budgets:
-            self.account(now)
             self._news()  # a limit has room again, a budget was spent or a hold began
         if state == "queued":
             self._news()
@@ -351,19 +352,31 @@ class Broker:
             counts=self.store.counts(),
             workers=self._worker_list(),
             dispatching=self.dispatching,
-            schedule=self.schedule.view(self.store.running_specs(), now),
+            schedule=self._schedule_view(now),
         )
         return [ToPeer(peer, ref, reply)]
 
     # --- scheduling ----------------------------------------------------------------------
 
     def _gate_after(self, msg: m.Finished, now: int) -> Gate:
-        """The gate of the claim made with a result; a rate-limited run holds its agent kind."""
-        if msg.result.rate_limited:
-            agent = self.store.agent_of(msg.execution)
-            if agent is not None and self.schedule.rate_limited(agent, now) is not None:
-                logger.warning("{} rate-limited: holding its tasks", agent)
-        return self.schedule.gate(now)
+        """The gate of the claim made with a result: its spend counted against the fleet
+        budgets, and a rate-limited run holding its agent kind (a resent result, whose
+        execution is closed already, counts nothing again)."""
+        result, schedule = msg.result, self.schedule
+        tokens, cost = result.usage.total_tokens, result.cost_usd or 0.0
+        spends = schedule.has_budgets and bool(tokens or cost)
+        spec = self.store.running_spec(msg.execution) if spends or result.rate_limited else None
+        held = spec is not None and result.rate_limited and schedule.rate_limited(spec.agent, now)
+        if spec is not None and held:
+            logger.warning("{} rate-limited: holding its tasks", spec.agent)
+        if spec is not None and spends:
+            self._gate(now)  # loads the window's spend first, if not yet
+            schedule.add(Spend(now, tokens, cost, spec), now)
+        return self._gate(now)
+
+    def _schedule_view(self, now: int) -> ScheduleView:
+        self._gate(now)  # the holds as of now
+        return self.schedule.view(self.store.running_specs(), now)
 
     def _on_set_priority(
         self, peer: bytes, ref: bytes, msg: m.SetPriority, now: int
@@ -389,7 +402,6 @@ class Broker:
             self.schedule.configure(msg.limits, budget)
         except (msgspec.ValidationError, ValueError) as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
-        self.account(now)
         self._news()
         logger.info("schedule reloaded: limits {}", msg.limits)
         return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]

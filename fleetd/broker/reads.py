@@ -96,13 +96,14 @@ class ScheduleReads:
 
     conn: apsw.Connection
 
-    def agent_of(self, execution: int) -> str | None:
-        """The agent kind of an execution's task."""
+    def running_spec(self, execution: int) -> TaskSpec | None:
+        """The spec of a running execution's task; None once the execution is closed."""
         row = self.conn.execute(
-            "SELECT t.spec FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
+            "SELECT t.spec FROM executions e JOIN tasks t ON t.id = e.task_id"
+            " WHERE e.id = ? AND e.outcome = 'running'",
             (execution,),
         ).fetchone()
-        return decode_spec(row[0]).agent if row else None
+        return decode_spec(row[0]) if row else None
 
     def spend_since(self, since: int) -> list[Spend]:
         return spend_since(self.conn, since)

@@ -101,7 +101,7 @@ def test_the_window_slides_past_the_oldest_spend_first() -> None:
     everything = TaskSpec(prompt="p")
     rows = [Spend(10, 60, 0.0, everything), Spend(20, 30, 0.0, everything)]
     rows.append(Spend(30, 40, 0.0, everything))  # 130 of 100
-    schedule.account(rows, 40)
+    schedule.load(rows, 40)
     [hold] = schedule.gate(40).holds
     # Once the first 60 leave the window, 70 remain: under the cap.
     assert hold.until == 10 + DAY and "130 tokens used" in hold.why
@@ -111,9 +111,9 @@ def test_the_window_slides_past_the_oldest_spend_first() -> None:
 def test_a_per_scope_cap_matches_by_selector() -> None:
     budget = BudgetConfig(per={"agent:codex": ScopeBudget(tokens_per_day=10)})
     schedule = Schedule({}, budget)
-    schedule.account([Spend(1, 50, 0.0, TaskSpec(prompt="p", agent="claude"))], 2)
+    schedule.load([Spend(1, 50, 0.0, TaskSpec(prompt="p", agent="claude"))], 2)
     assert schedule.gate(2).holds == ()
-    schedule.account([Spend(1, 50, 0.0, TaskSpec(prompt="p"))], 2)
+    schedule.add(Spend(1, 50, 0.0, TaskSpec(prompt="p")), 2)
     [hold] = schedule.gate(2).holds
     assert hold.selector == parse_selector("agent:codex")
 
@@ -141,3 +141,26 @@ def test_set_schedule_changes_the_limits(store: QueueStore, tmp_path: Path) -> N
     assert [task for _, task, _ in assigns(out)] == [1]
     bad = broker.handle(CLIENT, b"r", m.SetSchedule(limits={"agent": 1}), 4)
     assert isinstance(bad[0].message, m.ErrorReply)
+
+
+def test_a_resent_result_is_not_counted_twice(store: QueueStore, tmp_path: Path) -> None:
+    broker = broker_with(store, tmp_path, "[budget]\ntokens_per_day = 100\n")
+    ready(broker, now=1)
+    [(_, _, first)] = assigns(enqueue(broker, spec(), now=1))
+    finish(broker, first, spend(60), now=2)
+    finish(broker, first, spend(60), now=3)  # the same Finished again: already recorded
+    assert holds(broker, 3) == []
+    assert [s.tokens for s in broker.schedule.window] == [60]
+
+
+def test_the_spend_in_the_window_survives_a_broker_restart(
+    store: QueueStore, tmp_path: Path
+) -> None:
+    broker = broker_with(store, tmp_path, "[budget]\ntokens_per_day = 100\n")
+    ready(broker, now=DAY)
+    [(_, _, first)] = assigns(enqueue(broker, spec(), now=DAY))
+    finish(broker, first, spend(150), now=DAY + 1)
+    restarted = broker_with(store, tmp_path, "[budget]\ntokens_per_day = 100\n")
+    ready(restarted, now=DAY + 2)
+    assert assigns(enqueue(restarted, spec(), now=DAY + 3)) == []
+    assert holds(restarted, DAY + 3) == [("*", 2 * DAY + 1)]

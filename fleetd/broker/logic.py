@@ -12,18 +12,17 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 import apsw
-import msgspec
 from loguru import logger
 
-from fleetd.broker.budgets import Schedule, Spend
+from fleetd.broker.budgets import Schedule
 from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.rows import Claim, Closed
-from fleetd.broker.scheduling import Gate
+from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
-from shared.config import BudgetConfig, FleetConfig
-from shared.models import ScheduleView, WorkerView, spec_problem
+from shared.config import FleetConfig
+from shared.models import WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
 DISK_FULL_RETRY_US = 1_000_000
@@ -37,7 +36,7 @@ class Claims(enum.Enum):
     DISK_FULL = "disk full"  # the queue cannot take a write: try again at `wake_at`
 
 
-class Broker:
+class Broker(SchedulingRequests):
     """The broker's logic, socket-free: `handle` one request, `step` the timers."""
 
     def __init__(self, store: QueueStore, config: FleetConfig) -> None:
@@ -146,16 +145,6 @@ class Broker:
         self.claims = Claims.NONE_DUE
         due = [t for t in (self.store.next_claimable_at(now), self.schedule.next_change(now)) if t]
         self.wake_at = min(due) if due else float("inf")
-
-    def _gate(self, now: int) -> Gate:
-        """The schedule's gate of the moment; the fleet budgets' spend is read from the store
-        once (and after a reload), then kept as runs finish."""
-        schedule = self.schedule
-        if schedule.has_budgets and not schedule.loaded:
-            schedule.load(self.store.spend_since(now - schedule.window_us), now)
-        elif schedule.stale(now):
-            schedule.account(now)
-        return schedule.gate(now)
 
     def undeliverable(self, outgoing: ToPeer, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
@@ -304,13 +293,13 @@ class Broker:
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
         task = self.store.get_task(msg.task)
         if task is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         return [ToPeer(peer, ref, m.TaskDetail(task=task))]
 
     def _on_cancel(self, peer: bytes, ref: bytes, msg: m.CancelTask, now: int) -> list[ToPeer]:
         outcome = self.store.cancel(msg.task, now)
         if outcome is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         state, execution, worker = outcome
         reply = m.Cancelled(task=msg.task, state=state, pending=execution is not None)
         out = [ToPeer(peer, ref, reply)]
@@ -321,7 +310,7 @@ class Broker:
     def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[ToPeer]:
         retried = self.store.retry(msg.task, msg.resume, now)
         if retried is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         if retried.refused is not None:
             return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
         self._news()
@@ -356,56 +345,6 @@ class Broker:
         )
         return [ToPeer(peer, ref, reply)]
 
-    # --- scheduling ----------------------------------------------------------------------
-
-    def _gate_after(self, msg: m.Finished, now: int) -> Gate:
-        """The gate of the claim made with a result: its spend counted against the fleet
-        budgets, and a rate-limited run holding its agent kind (a resent result, whose
-        execution is closed already, counts nothing again)."""
-        result, schedule = msg.result, self.schedule
-        tokens, cost = result.usage.total_tokens, result.cost_usd or 0.0
-        spends = schedule.has_budgets and bool(tokens or cost)
-        spec = self.store.running_spec(msg.execution) if spends or result.rate_limited else None
-        held = spec is not None and result.rate_limited and schedule.rate_limited(spec.agent, now)
-        if spec is not None and held:
-            logger.warning("{} rate-limited: holding its tasks", spec.agent)
-        if spec is not None and spends:
-            self._gate(now)  # loads the window's spend first, if not yet
-            schedule.add(Spend(now, tokens, cost, spec), now)
-        return self._gate(now)
-
-    def _schedule_view(self, now: int) -> ScheduleView:
-        self._gate(now)  # the holds as of now
-        return self.schedule.view(self.store.running_specs(), now)
-
-    def _on_set_priority(
-        self, peer: bytes, ref: bytes, msg: m.SetPriority, now: int
-    ) -> list[ToPeer]:
-        state = self.store.set_priority(msg.task, msg.priority)
-        if state is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
-        if state != "queued":
-            message = f"task {msg.task} is {state}: only a queued task's priority can change"
-            return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=message))]
-        reply = m.PrioritySet(task=msg.task, state=state, priority=msg.priority)
-        return [ToPeer(peer, ref, reply)]
-
-    def _on_usage(self, peer: bytes, ref: bytes, msg: m.GetUsage, now: int) -> list[ToPeer]:
-        rows = self.store.usage(msg.since, msg.by)
-        return [ToPeer(peer, ref, m.Usage(rows=rows, by=msg.by, since=msg.since))]
-
-    def _on_set_schedule(
-        self, peer: bytes, ref: bytes, msg: m.SetSchedule, now: int
-    ) -> list[ToPeer]:
-        try:
-            budget = msgspec.convert(msg.budget, BudgetConfig)
-            self.schedule.configure(msg.limits, budget)
-        except (msgspec.ValidationError, ValueError) as exc:
-            return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
-        self._news()
-        logger.info("schedule reloaded: limits {}", msg.limits)
-        return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]
-
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:
     return WorkerView(
@@ -415,10 +354,4 @@ def _with_pid(view: WorkerView, pid: int) -> WorkerView:
         task=view.task,
         execution=view.execution,
         since=view.since,
-    )
-
-
-def _no_such_task(task: int) -> m.ErrorReply:
-    return m.ErrorReply(
-        code="not_found", message=f"no task {task}: `fleetctl list` shows the known tasks"
     )

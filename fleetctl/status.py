@@ -6,6 +6,7 @@ from __future__ import annotations
 import msgspec
 
 from fleetctl.common import Session, echo, print_json, print_table, short_time
+from fleetctl.display import visible_line
 from shared import messages as m
 from shared.models import TASK_STATES, ScheduleView, WorkerView, rfc3339
 
@@ -65,6 +66,7 @@ def print_schedule(schedule: ScheduleView | None) -> None:
         return
     for limit in schedule.limits:
         full = " (full)" if limit.running >= limit.limit else ""
-        echo(f"limit {limit.selector}: {limit.running} of {limit.limit} running{full}")
+        line = f"limit {limit.selector}: {limit.running} of {limit.limit} running{full}"
+        echo(visible_line(line))  # selectors come from a config file: shown as text
     for hold in schedule.holds:
-        echo(f"held {hold.scope}: {hold.why}; starts again at {rfc3339(hold.until)}")
+        echo(visible_line(f"held {hold.scope}: {hold.why}; starts again at {rfc3339(hold.until)}"))

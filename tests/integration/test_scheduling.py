@@ -68,6 +68,9 @@ def test_after_waits_and_a_failure_cancels_the_dependents(
         "anyway", "--after", str(doomed_parent), "--after-any", *appender(log, "anyway")
     )
     assert fleet.show(dependent)["waiting"] == 1
+    human = fleet.ctl("show", str(dependent)).stdout
+    assert f"queued (waiting for 1 of tasks {first} to end)" in human
+    assert f"{first} (once they succeeded)" in human
     gate.touch()
     fleet.wait_state(anyway, "succeeded")
     # The dependent is released in the transaction that closes `first`, and its priority
@@ -90,6 +93,10 @@ def test_not_before_waits_for_its_time(one_worker: Fleet, tmp_path: Path) -> Non
     fleet.wait_state(now, "succeeded")
     shown = fleet.show(later)
     assert shown["state"] == "queued" and shown["not_before"] is not None
+    assert "queued (not before " in fleet.ctl("show", str(later)).stdout
+    line = b'{"prompt": "filed", "argv": ["true"], "not_before": "2999-01-01T00:00:00Z"}\n'
+    filed = int(fleet.ctl("enqueue", "--file", "-", input=line).stdout)
+    assert fleet.show(filed)["not_before"] == "2999-01-01T00:00:00.000000Z"
     bad = fleet.ctl("enqueue", "x", "--not-before", "tomorrow", "--", "true", check=False)
     assert bad.returncode == 2 and "RFC 3339" in bad.stderr
 

@@ -38,7 +38,8 @@ def parse_time(text: str, flag: str, past: bool = False) -> int:
     return max(0, int(stamp.timestamp() * 1_000_000))
 
 
-@app.command()
+# A negative priority is a value, not an option: `fleetctl priority 12 -3`.
+@app.command(context_settings={"ignore_unknown_options": True})
 def priority(
     ctx: typer.Context,
     task: Annotated[int, typer.Argument(help="a queued task", min=1)],

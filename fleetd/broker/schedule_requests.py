@@ -82,7 +82,7 @@ class SchedulingRequests:
         except (msgspec.ValidationError, ValueError) as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
         self._news()
-        logger.info("schedule reloaded: limits {}", msg.limits)
+        logger.info("schedule reloaded: {} limit(s)", len(msg.limits))  # not their text: a URL
         return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]
 
 

@@ -43,6 +43,8 @@ def test_priority_order_and_a_changed_priority(one_worker: Fleet, tmp_path: Path
     bumped = fleet.enqueue("bumped", *appender(log, "bumped"))
     assert fleet.json("priority", str(bumped), "9")["priority"] == 9
     assert fleet.show(bumped)["priority"] == 9
+    fleet.ctl("priority", str(low), "-3")  # a negative value, not an option
+    assert fleet.show(low)["priority"] == -3
     gate.touch()
     fleet.wait_state(low, "succeeded")
     assert log.read_text().split() == ["bumped", "high", "plain", "low"]

@@ -75,3 +75,56 @@ def test_claims_never_exceed_a_limit_and_never_skip_a_task_that_fits(ops) -> Non
                     store.finish(execution, "succeeded", ExecutionResult(), now)
         finally:
             store.close()
+
+
+# A task graph: each task may wait for earlier ones (after any outcome, or only success), and
+# each run ends in a drawn outcome.
+graphs = st.lists(
+    st.tuples(
+        st.lists(st.integers(0, 20), max_size=3),  # indexes of earlier tasks (mod its index)
+        st.booleans(),  # after_any
+        st.sampled_from(["succeeded", "failed", "cancelled"]),  # how its run ends
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs)
+def test_dependents_start_only_after_their_tasks_and_nothing_is_left_waiting(graph) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = QueueStore.open(Path(tmp) / "q.db", 1)
+        try:
+            ids: list[int] = []
+            after_of: dict[int, tuple[list[int], bool]] = {}
+            outcome_of: dict[int, str] = {}
+            for index, (picks, after_any, outcome) in enumerate(graph):
+                after = sorted({ids[p % index] for p in picks}) if index else []
+                [(task, _)] = store.enqueue(
+                    [TaskSpec(prompt="p", after=after, after_any=after_any)], 1
+                )
+                ids.append(task)
+                after_of[task] = (after, after_any)
+                outcome_of[task] = outcome
+            now = 2
+            while (claim := store.claim("w", now, 10**9)) is not None:
+                after, after_any = after_of[claim.task]
+                for dependency in after:
+                    state = store.get_task(dependency).state
+                    assert state in (
+                        ("succeeded", "failed", "cancelled") if after_any else ("succeeded",)
+                    )
+                now += 1
+                store.finish(claim.execution, outcome_of[claim.task], ExecutionResult(), now)
+            # Everything ended: run, or cancelled because a task it needed did not succeed.
+            for task in ids:
+                view = store.get_task(task)
+                assert view.state != "queued", (task, view)
+                if view.state == "cancelled" and not view.executions:
+                    after, after_any = after_of[task]
+                    assert not after_any and any(
+                        store.get_task(d).state != "succeeded" for d in after
+                    )
+        finally:
+            store.close()

@@ -233,3 +233,12 @@ def test_repo_selector_ignores_a_trailing_slash() -> None:
     selector = parse_selector("repo:/src/app/")
     assert selector.matches(TaskSpec(prompt="p", repo="/src/app"))
     assert not selector.matches(TaskSpec(prompt="p", repo="/src/app2"))
+
+
+def test_a_key_enqueued_again_with_another_time_or_priority_is_the_same_task(
+    store: QueueStore,
+) -> None:
+    [(task, created)] = store.enqueue([TaskSpec(prompt="p", key="k", not_before=100)], 1)
+    again = TaskSpec(prompt="p", key="k", not_before=200, priority=3)  # `+10m` resolved anew
+    assert store.enqueue([again], 2) == [(task, False)]
+    assert created and store.get_task(task).priority == 0

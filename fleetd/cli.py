@@ -34,6 +34,11 @@ def _settings_help() -> str:
     for key, env_name, text, default in iter_settings():
         shown = "none" if default is None else default
         lines.append(f"{key} / {env_name}: {text} [default: {shown}]\n\n")
+    lines.append(
+        "Tables, in the TOML file only: [limits] (running tasks per selector), [prices.MODEL]"
+        " (USD per million tokens), [budget.per.SELECTOR] (a scope's daily caps); see the"
+        " README's Scheduling and budgets. `fleetctl reload` or SIGHUP reads them again.\n\n"
+    )
     return "".join(lines)
 
 

@@ -34,6 +34,9 @@ def task_fields(view: TaskView) -> list[tuple[str, Any]]:
         ("repo", f"{spec.repo} ({spec.ref})" if spec.repo and spec.ref else spec.repo),
         ("model", spec.model),
         ("labels", ", ".join(f"{k}={v}" for k, v in spec.labels.items()) or None),
+        ("priority", view.priority or None),
+        ("after", _after_words(spec.after, spec.after_any)),
+        ("budget", _budget_words(spec.max_tokens, spec.max_cost)),
         ("attempts", _attempts_words(view)),
         ("enqueued", short_time(view.enqueued_at)),
         ("started", short_time(view.started_at)),
@@ -51,14 +54,33 @@ def _attempts_words(view: TaskView) -> str:
 
 def task_state_words(view: TaskView) -> str:
     """The task's state, with why it ended or when it runs again."""
+    if view.state == "queued" and view.waiting:
+        return f"queued (waiting for {view.waiting} of tasks {_ids(view.spec.after)} to end)"
     if view.state == "queued" and view.not_before is not None:
-        return f"queued (retry at {clock(view.not_before)})"
+        when = "retry at" if view.attempts else "not before"
+        return f"queued ({when} {clock(view.not_before)})"
     if view.result is None or view.state in ("queued", "running", "succeeded"):
         return view.state
     words = outcome_words(view.state, view.result)
     if view.state == "failed" and view.result.failure_class == "transient":
         words += f"; out of attempts: `fleetctl retry {view.id}` tries again"
     return words
+
+
+def _after_words(after: list[int], after_any: bool) -> str | None:
+    if not after:
+        return None
+    return f"{_ids(after)} ({'once they ended' if after_any else 'once they succeeded'})"
+
+
+def _budget_words(tokens: int | None, cost: float | None) -> str | None:
+    words = [f"{tokens} tokens"] if tokens else []
+    words += [f"{cost:g} USD"] if cost else []
+    return ", ".join(words) or None
+
+
+def _ids(tasks: list[int]) -> str:
+    return ", ".join(str(task) for task in tasks)
 
 
 def execution_lines(view: TaskView) -> list[str]:

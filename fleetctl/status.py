@@ -4,8 +4,9 @@ that runs it before any typer app is built (fleetctl.app) both call `print_statu
 from __future__ import annotations
 
 from fleetctl.common import Session, echo, print_json, print_table, short_time
+from fleetctl.display import visible_line
 from shared import messages as m
-from shared.models import TASK_STATES, WorkerView
+from shared.models import TASK_STATES, ScheduleView, WorkerView, rfc3339
 from shared.views import status_json, worker_json  # noqa: F401 (worker_json: `workers`)
 
 WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
@@ -28,6 +29,7 @@ def print_status(ctl: Session, json_out: bool) -> None:
         echo(f"dashboard: {reply.web_url} (log in with the link `fleetctl dashboard` prints)")
     for warning in reply.warnings:
         echo(f"warning: {warning}")
+    print_schedule(reply.schedule)
     echo("")
     rows = [(p.role, p.pid, "alive" if p.alive else "down", p.restarts) for p in reply.processes]
     print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
@@ -43,3 +45,15 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def print_schedule(schedule: ScheduleView | None) -> None:
+    """The limits in use and the holds (a spent budget, a rate-limited agent kind)."""
+    if schedule is None:
+        return
+    for limit in schedule.limits:
+        full = " (full)" if limit.running >= limit.limit else ""
+        line = f"limit {limit.selector}: {limit.running} of {limit.limit} running{full}"
+        echo(visible_line(line))  # selectors come from a config file: shown as text
+    for hold in schedule.holds:
+        echo(visible_line(f"held {hold.scope}: {hold.why}; starts again at {rfc3339(hold.until)}"))

@@ -23,6 +23,7 @@ from fleetctl.common import (
     short_time,
     task_json,
 )
+from fleetctl.schedule import TIME_HELP, parse_time
 from shared import messages as m
 from shared.models import (
     BUILT_IN_AGENTS,
@@ -97,6 +98,27 @@ def enqueue(
         str | None, typer.Option(help="idempotency key: the same key gives the same task")
     ] = None,
     label: Annotated[list[str] | None, typer.Option("--label", help="K=V, repeatable")] = None,
+    priority: Annotated[
+        int, typer.Option(help="higher runs first (default 0; FIFO within one priority)")
+    ] = 0,
+    not_before: Annotated[
+        str | None, typer.Option("--not-before", help="not started before: " + TIME_HELP)
+    ] = None,
+    after: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--after", help="run only once this task succeeded (repeatable); cancelled if not"
+        ),
+    ] = None,
+    after_any: Annotated[
+        bool, typer.Option("--after-any", help="with --after: run once they ended, however")
+    ] = False,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", help="end the run past this many tokens")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option("--max-cost", help="end the run past this cost, in USD")
+    ] = None,
     file: Annotated[
         Path | None,
         typer.Option(
@@ -131,6 +153,12 @@ def enqueue(
             sandbox=_sandbox(sandbox),
             reasoning_effort=reasoning_effort,
             codex_config=list(codex_config or []),
+            priority=priority,
+            not_before=parse_time(not_before, "--not-before") if not_before else None,
+            after=list(after or []),
+            after_any=after_any,
+            max_tokens=max_tokens,
+            max_cost=max_cost,
         )
         specs = [spec]
     for index, spec in enumerate(specs, start=1):
@@ -235,6 +263,8 @@ def _task_line(line: str, number: int) -> TaskSpec:
         raw["cwd"] = _directory(Path(raw["cwd"]), f"line {number}: cwd")
     if isinstance(raw.get("repo"), str):
         raw["repo"] = _repo(raw["repo"])
+    if isinstance(raw.get("not_before"), str):
+        raw["not_before"] = parse_time(raw["not_before"], f"line {number}: not_before")
     try:
         return msgspec.convert(raw, TaskSpec)
     except msgspec.ValidationError as exc:

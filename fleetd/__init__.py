@@ -12,7 +12,9 @@ has the entry point `run()`.
                     drain (shutdown.py), orphan reaping, systemd notify and socket activation
     broker/         the queue: tasks and executions in queue.db (store.py, schema.py,
                     rows.py; where a task goes when an attempt ends in policy.py), claims,
-                    leases, dispatch to idle workers
+                    leases, dispatch to idle workers; scheduling: the claim's gate of limits
+                    and holds (scheduling.py, reads.py), dependencies (dependencies.py),
+                    fleet budgets and rate-limit holds (budgets.py)
     recorder/       the event log: every agent line in events.db (eventlog.py), batches
                     filled from the spools, the live feed, sealed streams
     worker/         one attempt at a time: the agent process (execution.py,

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -33,6 +34,11 @@ def _settings_help() -> str:
     for key, env_name, text, default in iter_settings():
         shown = "none" if default is None else default
         lines.append(f"{key} / {env_name}: {text} [default: {shown}]\n\n")
+    lines.append(
+        "Tables, in the TOML file only: [limits] (running tasks per selector), [prices.MODEL]"
+        " (USD per million tokens), [budget.per.SELECTOR] (a scope's daily caps); see the"
+        " README's Scheduling and budgets. `fleetctl reload` or SIGHUP reads them again.\n\n"
+    )
     return "".join(lines)
 
 
@@ -75,11 +81,13 @@ def fleetd(
         typer.echo(f"fleetd: {exc}", err=True)
         raise typer.Exit(2) from exc
     if foreground:
-        raise typer.Exit(_foreground(config))
+        source = config_file.absolute() if config_file else None
+        # `fleetctl reload` and SIGHUP read the same file, variables and flags again.
+        raise typer.Exit(_foreground(config, lambda: load_config(os.environ, source, flags)))
     raise typer.Exit(_detach(config, sys.argv[1:]))
 
 
-def _foreground(config: FleetConfig) -> int:
+def _foreground(config: FleetConfig, reload: Callable[[], FleetConfig] | None = None) -> int:
     # Imported here: the detaching parent never needs them.
     from fleetd.broker import process as broker
     from fleetd.recorder import process as recorder
@@ -94,7 +102,7 @@ def _foreground(config: FleetConfig) -> int:
     try:
         paths = config.paths()
         check_database_files([paths.queue_db, paths.events_db])
-        return supervisor.run(config, dict(os.environ), roles)
+        return supervisor.run(config, dict(os.environ), roles, reload)
     except FleetError as exc:
         logger.error("{}", exc)
         return 1

@@ -203,6 +203,41 @@ class WebConfig(Section):
     ) = True
 
 
+class Price(Section):
+    """A model's prices, in USD per million tokens of each kind."""
+
+    input: _doc(float, "USD per million input tokens (uncached)", ge=0) = 0.0
+    cached_input: _doc(float, "USD per million cached input tokens", ge=0) = 0.0
+    output: _doc(float, "USD per million output tokens (reasoning included)", ge=0) = 0.0
+
+
+class ScopeBudget(Section):
+    """A rolling window's caps for the tasks one selector matches."""
+
+    tokens_per_day: _doc(int, "tokens these tasks may spend in a window (0: no cap)", ge=0) = 0
+    cost_per_day: _doc(float, "USD these tasks may spend in a window (0: no cap)", ge=0) = 0.0
+
+
+class BudgetConfig(Section):
+    max_tokens: _doc(int, "default token budget of one task's run (0: none)", ge=0) = 0
+    max_cost: _doc(float, "default cost budget of one task's run, USD (0: none)", ge=0) = 0.0
+    tokens_per_day: _doc(
+        int, "tokens the whole fleet may spend in a window; then no task starts (0: no cap)", ge=0
+    ) = 0
+    cost_per_day: _doc(
+        float, "USD the whole fleet may spend in a window; then no task starts (0: no cap)", ge=0
+    ) = 0.0
+    window_hours: _doc(float, "the rolling window of the per-day caps, in hours", gt=0) = 24.0
+    per: _doc(dict[str, ScopeBudget], 'caps per selector ([budget.per."agent:claude"], ...)') = (
+        msgspec.field(default_factory=dict)
+    )
+    rate_limit_hold_seconds: _doc(
+        float,
+        "after a run of one agent kind is rate-limited, its kind starts nothing this long",
+        ge=0,
+    ) = 60.0
+
+
 class FleetConfig(Section):
     state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
@@ -216,6 +251,20 @@ class FleetConfig(Section):
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
+    budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
+    limits: _doc(
+        dict[str, Annotated[int, msgspec.Meta(ge=0)]],
+        'running tasks per selector ("agent:claude" = 2, "repo:URL" = 1, "label:team=web" = 3)',
+    ) = msgspec.field(default_factory=dict)
+    prices: _doc(dict[str, Price], 'per-model prices ([prices."gpt-5"] input = 1.25, ...)') = (
+        msgspec.field(default_factory=dict)
+    )
+
+    def __post_init__(self) -> None:
+        from shared.selectors import parse_selector
+
+        for text in [*self.limits, *self.budget.per]:
+            parse_selector(text)  # its ValueError names the bad selector
 
     def paths(self) -> StatePaths:
         """The state paths; `state_dir` is always set once loaded."""
@@ -223,7 +272,21 @@ class FleetConfig(Section):
         return StatePaths(Path(self.state_dir))
 
 
-SECTIONS = ("queue", "worker", "codex", "claude", "workspace", "recorder", "supervisor", "web")
+SECTIONS = (
+    "queue",
+    "worker",
+    "codex",
+    "claude",
+    "workspace",
+    "recorder",
+    "supervisor",
+    "web",
+    "budget",
+)
+
+
+# Settings that are tables, set in the config file only (no FLEET_* variable, no flag).
+TABLES = frozenset({"limits", "prices", "budget.per"})
 
 
 def agent_environment(config: FleetConfig, host: Mapping[str, str]) -> dict[str, str]:
@@ -239,8 +302,9 @@ def iter_settings() -> Iterator[tuple[str, str, str, Any]]:
             section = msgspec.inspect.type_info(field.type.cls)
             for sub in section.fields:
                 key = f"{field.name}.{sub.name}"
-                yield key, _env_name(key), _description(sub.type), _default(sub)
-        else:
+                if key not in TABLES:
+                    yield key, _env_name(key), _description(sub.type), _default(sub)
+        elif field.name not in TABLES:
             yield field.name, _env_name(field.name), _description(field.type), _default(field)
 
 
@@ -269,8 +333,9 @@ def setting_keys() -> list[str]:
     keys = []
     for name in FleetConfig.__struct_fields__:
         if name in SECTIONS:
-            keys += [f"{name}.{sub}" for sub in getattr(defaults, name).__struct_fields__]
-        else:
+            subs = getattr(defaults, name).__struct_fields__
+            keys += [f"{name}.{sub}" for sub in subs if f"{name}.{sub}" not in TABLES]
+        elif name not in TABLES:
             keys.append(name)
     return keys
 

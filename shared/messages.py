@@ -22,13 +22,16 @@ from shared.models import (
     ExecutionResult,
     FinishedOutcome,
     Id,
+    Priority,
     ProcessView,
     ResumeFrom,
+    ScheduleView,
     Seconds,
     TaskSpec,
     TaskState,
     TaskView,
     Text,
+    UsageRow,
     WorkerView,
 )
 
@@ -131,6 +134,8 @@ class GetRunTotals(Message):
 
 class CountEvents(Message):
     """How many events the recorder has stored, for /metrics (forwarded to the recorder)."""
+
+
 class SayToTask(Message):
     """Steer a running task's agent with a message (`fleetctl say`: codex app-server's
     turn/steer); kept as an event of its execution."""
@@ -144,6 +149,27 @@ class InterruptTask(Message):
     with what it has (`fleetctl interrupt`)."""
 
     task: Id
+
+
+class SetPriority(Message):
+    """Change a queued task's priority (higher runs first)."""
+
+    task: Id
+    priority: Priority
+
+
+UsageGroup = Literal["agent", "label", "repo", "day", "task"]
+
+
+class GetUsage(Message):
+    """Tokens and cost of the executions finished since `since` (µs), grouped."""
+
+    since: Id = 0
+    by: UsageGroup = "agent"
+
+
+class Reload(Message):
+    """Read the config file again: limits, fleet budgets and prices change without a restart."""
 
 
 ControlRequest = (
@@ -163,6 +189,9 @@ ControlRequest = (
     | Stop
     | SayToTask
     | InterruptTask
+    | SetPriority
+    | GetUsage
+    | Reload
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -216,6 +245,7 @@ class QueueCounts(Message):
     counts: dict[str, int]
     workers: list[WorkerView]
     dispatching: bool
+    schedule: ScheduleView | None = None
 
 
 class TaskDiff(Message):
@@ -256,6 +286,23 @@ class Status(Message):
     # The dashboard's address (`http://127.0.0.1:8765/`), None when web.listen is off or the
     # default port was taken.
     web_url: str | None = None
+    schedule: ScheduleView | None = None  # limits in use, budgets spent, agents held back
+
+
+class PrioritySet(Message):
+    """A task's priority; `state` says whether it still mattered (only queued tasks wait)."""
+
+    task: int
+    state: TaskState
+    priority: int
+
+
+class Usage(Message):
+    """`GetUsage`'s answer: one row per group, largest spend first."""
+
+    rows: list[UsageRow]
+    by: UsageGroup
+    since: int
 
 
 class Accepted(Message):
@@ -297,6 +344,8 @@ class RunTotals(Message):
 
 class EventCount(Message):
     events: int
+
+
 class Delivered(Message):
     """A message for a running agent went to the worker running this execution of the task."""
 
@@ -320,6 +369,8 @@ ControlReply = (
     | Accepted
     | ErrorReply
     | Delivered
+    | PrioritySet
+    | Usage
 )
 
 # --- broker channel --------------------------------------------------------------------------
@@ -409,6 +460,14 @@ class InterruptExecution(Message):
     execution: int
 
 
+class SetSchedule(Message):
+    """The reloaded `[limits]`, `[budget]` and `[prices]` (supervisor -> broker), as TOML-shaped
+    tables the broker converts with the config's own types."""
+
+    limits: dict[str, int] = {}
+    budget: dict[str, Any] = {}
+
+
 BrokerRequest = (
     GetRunTotals
     | Ready
@@ -426,6 +485,9 @@ BrokerRequest = (
     | GetCounts
     | SayToTask
     | InterruptTask
+    | SetPriority
+    | GetUsage
+    | SetSchedule
 )
 BrokerReply = (
     RunTotals
@@ -444,6 +506,8 @@ BrokerReply = (
     | Delivered
     | SteerExecution
     | InterruptExecution
+    | PrioritySet
+    | Usage
 )
 
 # --- recorder channel ------------------------------------------------------------------------

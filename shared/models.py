@@ -50,6 +50,8 @@ Id = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]  # a task, an execution, a
 Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 Attempts = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
 Text = Annotated[str, msgspec.Meta(pattern="^[^\\x00]*$")]  # no NUL byte
+PRIORITY_BOUND = 1_000_000
+Priority = Annotated[int, msgspec.Meta(ge=-PRIORITY_BOUND, le=PRIORITY_BOUND)]
 
 
 def now_us() -> int:
@@ -88,6 +90,15 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     idle_timeout: Seconds | None = None  # seconds without output before the run is ended
     # Codex app-server: most turns on the thread (continued while the agent says more remains)
     max_turns: Annotated[int, msgspec.Meta(ge=1, le=MAX_TURNS)] | None = None
+    # Scheduling (issue 11): higher priority first, FIFO within one; not claimed before
+    # `not_before` (µs since the epoch); only once the `after` tasks succeeded (or ended at
+    # all, with `after_any`); the run is ended once past `max_tokens` or `max_cost` (USD).
+    priority: Priority = 0
+    not_before: Id | None = None
+    after: list[Id] = []
+    after_any: bool = False
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
+    max_cost: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
@@ -100,7 +111,8 @@ class TokenUsage(msgspec.Struct, kw_only=True):
     total_tokens: int = 0
 
 
-FailureClass = Literal["transient", "permanent", "agent"]
+# `budget`: the run was ended for spending past its token or cost budget (never retried).
+FailureClass = Literal["transient", "permanent", "agent", "budget"]
 
 
 class FileChange(msgspec.Struct, kw_only=True, array_like=True):
@@ -154,6 +166,7 @@ class ExecutionResult(msgspec.Struct, kw_only=True):
     # The Codex thread's running total when the run ended (what codex reports); `usage` is the
     # part this run added, so a resumed thread's earlier tokens are not counted twice.
     thread_usage: TokenUsage | None = None
+    rate_limited: bool = False  # the model provider refused for a rate limit (a 429)
 
 
 class ResumeFrom(msgspec.Struct, kw_only=True):
@@ -192,6 +205,8 @@ class TaskView(msgspec.Struct, kw_only=True):
     result: ExecutionResult | None = None
     executions: list[ExecutionView] = []
     not_before: int | None = None  # a queued task waiting to retry: not claimed before this
+    priority: int = 0  # the current priority (`fleetctl priority` changes it)
+    waiting: int = 0  # how many of its `after` tasks have not ended as it needs
 
 
 class WorkerView(msgspec.Struct, kw_only=True):
@@ -266,7 +281,43 @@ def spec_problem(spec: TaskSpec) -> str | None:
         return "give either --repo (a worktree is made for the task) or --cwd, not both"
     if spec.max_attempts is not None and spec.max_attempts < 1:
         return "max_attempts must be at least 1"
+    if spec.after_any and not spec.after:
+        return "--after-any needs --after TASK"
     bad = [item for item in spec.codex_config if "=" not in item or item.startswith("=")]
     if bad:
         return f"codex config overrides take KEY=VALUE, got {bad[0]!r}"
     return None
+
+
+# --- scheduling (issue 11): what `status` and `usage` show ------------------------------------
+
+
+class LimitUse(msgspec.Struct, kw_only=True):
+    """One `[limits]` selector: how many running tasks it counts, of how many allowed."""
+
+    selector: str
+    running: int
+    limit: int
+
+
+class HoldView(msgspec.Struct, kw_only=True):
+    """Tasks of a scope start nothing until `until` (µs): a spent budget, a rate limit."""
+
+    scope: str
+    until: int
+    why: str
+
+
+class ScheduleView(msgspec.Struct, kw_only=True):
+    limits: list[LimitUse] = []
+    holds: list[HoldView] = []
+
+
+class UsageRow(msgspec.Struct, kw_only=True):
+    """Tokens and cost of the executions that finished in one group (an agent, a day...)."""
+
+    key: str
+    executions: int
+    tasks: int
+    tokens: int
+    cost_usd: float

@@ -35,6 +35,8 @@ def task_json(task: TaskView, with_executions: bool) -> dict[str, Any]:
         "started_at": rfc3339(task.started_at),
         "finished_at": rfc3339(task.finished_at),
         "not_before": rfc3339(task.not_before),
+        "priority": task.priority,
+        "waiting": task.waiting,
     }
     if with_executions:
         out["executions"] = [

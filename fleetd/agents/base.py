@@ -129,6 +129,11 @@ class AgentSummary:
         """The run's tokens: the one figure budgets and `fleetctl show` read."""
         return usage_since(self.thread_usage or TokenUsage(), self.baseline or TokenUsage())
 
+    def spent(self) -> tuple[TokenUsage, float | None, str | None]:
+        """The usage reported so far, the cost the agent reported (None: it does not say) and
+        the model it named (None: unknown): what a run's budget is checked against."""
+        return self.token_usage(), None, None
+
     def observe(self, line: AgentLine) -> None:
         match line.type:
             case "thread.started":

@@ -77,6 +77,7 @@ class ClaudeSummary(AgentSummary):
         self.message_usage: dict[str, ClaudeUsage] = {}  # the latest usage of each message id
         self.shell_calls: set[str] = set()
         self.last_text: str | None = None
+        self.model: str | None = None
 
     def feed(self, payload: bytes, parsed: AgentLine | None) -> None:
         try:
@@ -99,6 +100,7 @@ class ClaudeSummary(AgentSummary):
         if role == "assistant" and message.id and message.usage is not None:
             # Streamed messages repeat one id per content block: count each message once.
             self.message_usage[message.id] = message.usage
+            self.model = message.model or self.model
         for block in message.content if isinstance(message.content, list) else []:
             if block.type == "text" and role == "assistant" and block.text:
                 self.work_items += 1
@@ -149,6 +151,11 @@ class ClaudeSummary(AgentSummary):
         if line is not None and line.usage is not None:
             return _token_usage([line.usage])
         return _token_usage(list(self.message_usage.values()))
+
+    def spent(self) -> tuple[TokenUsage, float | None, str | None]:
+        line = self.result_line
+        cost = line.total_cost_usd if line is not None and line.usage is not None else None
+        return self.token_usage(), cost, self.model
 
     def into(self, result: ExecutionResult) -> ExecutionResult:
         line = self.result_line

@@ -146,18 +146,19 @@ def classify_result(
 ) -> ExecutionResult:
     """Set `failure_class` and `reason` of a failed run's result."""
     verdict = None if start_error else summary.verdict(result.exit_code, result.signal)
-    if verdict is not None:
-        result.failure_class, result.reason = verdict
-        return result
-    result.failure_class, result.reason = classify_failure(
-        errors=summary.errors,
-        exit_code=result.exit_code,
-        signal=result.signal,
-        commands=summary.commands,
-        worked=summary.work_items > 0,
-        stderr_tail="\n".join(stderr_tail),
-        start_error=start_error,
-    )
+    if verdict is None:
+        verdict = classify_failure(
+            errors=summary.errors,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            commands=summary.commands,
+            worked=summary.work_items > 0,
+            stderr_tail="\n".join(stderr_tail),
+            start_error=start_error,
+        )
+    result.failure_class, result.reason = verdict
+    # Both the 429 reason and the rate-limit rule's say so; the broker holds the agent's kind.
+    result.rate_limited = verdict[0] == "transient" and "rate limited" in verdict[1]
     return result
 
 

@@ -15,7 +15,10 @@ import apsw
 from loguru import logger
 
 from fleetd.broker import steering
+from fleetd.broker.budgets import Schedule
+from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.rows import Claim, Closed
+from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
@@ -35,7 +38,7 @@ class Claims(enum.Enum):
     DISK_FULL = "disk full"  # the queue cannot take a write: try again at `wake_at`
 
 
-class Broker:
+class Broker(SchedulingRequests):
     """The broker's logic, socket-free: `handle` one request, `step` the timers."""
 
     def __init__(self, store: QueueStore, config: FleetConfig) -> None:
@@ -50,6 +53,7 @@ class Broker:
         self.wake_at = float("inf")  # when claims are tried again by themselves
         self.next_lease_check = 0
         self.tally = RunTally()  # /metrics' counters
+        self.schedule = Schedule(config.limits, config.budget)
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -75,7 +79,7 @@ class Broker:
         while self.dispatching and self.waiting and self._may_claim(now):
             worker = next(iter(self.waiting))
             try:
-                claim = self.store.claim(worker, now, self.lease_us)
+                claim = self.store.claim(worker, now, self.lease_us, self._gate(now))
             except apsw.FullError:
                 self._disk_full(now)
                 break
@@ -83,7 +87,7 @@ class Broker:
                 logger.info("the disk has room again: handing out tasks")
                 self.claims, self.wake_at = Claims.TRY, float("inf")
             if claim is None:
-                self._nothing_claimable()
+                self._nothing_claimable(now)
                 break
             del self.waiting[worker]
             out.append(self._assign(worker, claim, now))
@@ -139,11 +143,12 @@ class Broker:
         self.claims = Claims.DISK_FULL
         self.wake_at = now + DISK_FULL_RETRY_US
 
-    def _nothing_claimable(self) -> None:
-        """No task can be claimed now: sleep until the earliest retry is due, if any."""
+    def _nothing_claimable(self, now: int) -> None:
+        """No task can be claimed now: sleep until the earliest retry or hold is due, if any
+        (a task held by a full limit waits for news: a running task ending)."""
         self.claims = Claims.NONE_DUE
-        due = self.store.next_claimable_at()
-        self.wake_at = float("inf") if due is None else due
+        due = [t for t in (self.store.next_claimable_at(now), self.schedule.next_change(now)) if t]
+        self.wake_at = min(due) if due else float("inf")
 
     def undeliverable(self, outgoing: ToPeer, now: int) -> None:
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
@@ -201,6 +206,9 @@ class Broker:
             m.GetRunTotals: self._on_run_totals,
             m.SayToTask: self._on_to_agent,
             m.InterruptTask: self._on_to_agent,
+            m.SetPriority: self._on_set_priority,
+            m.GetUsage: self._on_usage,
+            m.SetSchedule: self._on_set_schedule,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -245,12 +253,15 @@ class Broker:
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
         wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
         claim_for = worker if wants_work else None
+        gate = self._gate_after(msg, now)
         state, claim = self.store.finish(
-            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us
+            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate
         )
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded
+        if not gate.open or self.schedule.has_budgets:
+            self._news()  # a limit has room again, a budget was spent or a hold began
         if state == "queued":
             self._news()
         pid = self.workers[worker].pid if worker in self.workers else None
@@ -260,7 +271,7 @@ class Broker:
         out = [ack]
         if msg.outcome != "interrupted":
             if claim_for is not None:
-                self._nothing_claimable()
+                self._nothing_claimable(now)
             self._set_idle(worker, pid, now)
             out.extend(self.dispatch(now))
         return out
@@ -276,6 +287,8 @@ class Broker:
             created = self.store.enqueue(msg.tasks, now)
         except KeyConflict as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=str(exc)))]
+        except UnknownDependency as exc:
+            return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
@@ -295,13 +308,13 @@ class Broker:
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
         task = self.store.get_task(msg.task)
         if task is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         return [ToPeer(peer, ref, m.TaskDetail(task=task))]
 
     def _on_cancel(self, peer: bytes, ref: bytes, msg: m.CancelTask, now: int) -> list[ToPeer]:
         outcome = self.store.cancel(msg.task, now)
         if outcome is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         state, execution, worker = outcome
         reply = m.Cancelled(task=msg.task, state=state, pending=execution is not None)
         out = [ToPeer(peer, ref, reply)]
@@ -321,7 +334,7 @@ class Broker:
     def _on_retry(self, peer: bytes, ref: bytes, msg: m.RetryTask, now: int) -> list[ToPeer]:
         retried = self.store.retry(msg.task, msg.resume, now)
         if retried is None:
-            return [ToPeer(peer, ref, _no_such_task(msg.task))]
+            return [ToPeer(peer, ref, no_such_task(msg.task))]
         if retried.refused is not None:
             return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=retried.refused))]
         self._news()
@@ -349,7 +362,10 @@ class Broker:
 
     def _on_counts(self, peer: bytes, ref: bytes, msg: m.GetCounts, now: int) -> list[ToPeer]:
         reply = m.QueueCounts(
-            counts=self.store.counts(), workers=self._worker_list(), dispatching=self.dispatching
+            counts=self.store.counts(),
+            workers=self._worker_list(),
+            dispatching=self.dispatching,
+            schedule=self._schedule_view(now),
         )
         return [ToPeer(peer, ref, reply)]
 
@@ -368,10 +384,4 @@ def _with_pid(view: WorkerView, pid: int) -> WorkerView:
         task=view.task,
         execution=view.execution,
         since=view.since,
-    )
-
-
-def _no_such_task(task: int) -> m.ErrorReply:
-    return m.ErrorReply(
-        code="not_found", message=f"no task {task}: `fleetctl list` shows the known tasks"
     )

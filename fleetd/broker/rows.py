@@ -9,6 +9,7 @@ import apsw
 import msgspec
 from loguru import logger
 
+from fleetd.broker.dependencies import WAITING
 from fleetd.broker.policy import no_thread, not_resumable
 from shared.models import (
     ExecutionResult,
@@ -19,7 +20,10 @@ from shared.models import (
     TaskView,
 )
 
-TASK_COLUMNS = "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before"
+TASK_COLUMNS = (
+    "id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before,"
+    " priority, waiting"
+)
 EXECUTION_COLUMNS = (
     "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
 )
@@ -76,7 +80,9 @@ def resume_of(conn: apsw.Connection, execution: int) -> ResumeFrom | None:
 
 
 def task_view(row: tuple) -> TaskView:
-    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result, not_before = row
+    task_id, state, spec, attempts, enqueued_at, started_at, finished_at, result = row[:8]
+    not_before, priority, waiting = row[8:]
+    due = not_before if state == "queued" and 0 < not_before < WAITING else None
     return TaskView(
         id=task_id,
         state=state,
@@ -86,7 +92,9 @@ def task_view(row: tuple) -> TaskView:
         started_at=started_at,
         finished_at=finished_at,
         result=decode_result(result) if result else None,
-        not_before=not_before if state == "queued" and not_before else None,
+        not_before=due,
+        priority=priority,
+        waiting=waiting if state == "queued" else 0,
     )
 
 

@@ -41,7 +41,26 @@ MIGRATIONS = [
     """
     ALTER TABLE tasks ADD COLUMN resume_from INTEGER;
     """,
-    # v3: counts per state kept by triggers, so `status` reads a handful of rows, not every task
+    # v3 (issue 11): dependencies, and each execution's spend for budgets and `fleetctl usage`.
+    # A task waiting on others stays `queued` with `not_before` at the end of time, so the
+    # claim stays one query on `tasks_claim`; `ready_at` is its own not_before, restored once
+    # its last dependency settles. `dependents` spares a task no one waits for the lookup when
+    # it ends (most tasks: the closing transaction stays as it was).
+    """
+    CREATE TABLE task_deps (
+        after_id INTEGER NOT NULL,
+        task_id INTEGER NOT NULL,
+        any_outcome INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (after_id, task_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN ready_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE executions ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    CREATE INDEX executions_finished ON executions (finished_at);
+    """,
+    # v4: counts per state kept by triggers, so `status` reads a handful of rows, not every task
     # (a GROUP BY over 100,000 queued tasks cost 12 ms of broker CPU per status). Triggers, not
     # the store's methods, so that no way of changing a task's state can miss its count.
     """

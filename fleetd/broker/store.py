@@ -14,7 +14,9 @@ from pathlib import Path
 import apsw
 import msgspec
 
+from fleetd.broker.dependencies import WAITING, link, settle
 from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
+from fleetd.broker.reads import ScheduleReads, first_fit, same_task
 from fleetd.broker.rows import (
     EXECUTION_COLUMNS,
     TASK_COLUMNS,
@@ -27,6 +29,7 @@ from fleetd.broker.rows import (
     resume_source,
     task_view,
 )
+from fleetd.broker.scheduling import Gate
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.task_filters import narrowing
 from fleetd.runtime.db import immediate, open_database
@@ -49,7 +52,7 @@ class KeyConflict(FleetError):
     """An idempotency key already names a task with another spec."""
 
 
-class QueueStore:
+class QueueStore(ScheduleReads):
     """Tasks and their executions; the only writer of `queue.db`."""
 
     def __init__(
@@ -84,7 +87,7 @@ class QueueStore:
                     row = conn.execute(
                         "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
                     ).fetchone()
-                    if row is not None and decode_spec(row[1]) != spec:
+                    if row is not None and not same_task(decode_spec(row[1]), spec):
                         raise KeyConflict(
                             f"key {spec.key!r} is task {row[0]}, enqueued with another spec: "
                             "give this task another key (`fleetctl show "
@@ -94,31 +97,34 @@ class QueueStore:
                         out.append((row[0], False))
                         continue
                 conn.execute(
-                    "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at)"
-                    " VALUES ('queued', ?, ?, ?, ?)",
+                    "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
+                    " priority, not_before, ready_at) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?)",
                     (
                         _json_encode(spec).decode(),
                         spec.key,
                         spec.max_attempts or self.default_max_attempts,
                         now,
+                        spec.priority,
+                        spec.not_before or 0,
+                        spec.not_before or 0,
                     ),
                 )
-                out.append((conn.last_insert_rowid(), True))
+                task = conn.last_insert_rowid()
+                if spec.after:
+                    link(conn, task, spec, now)
+                out.append((task, True))
         return out
 
-    def claim(self, worker: str, now: int, lease_us: int) -> Claim | None:
-        """Take the first queued task (priority, then FIFO) as a new running execution."""
+    def claim(self, worker: str, now: int, lease_us: int, gate: Gate | None = None) -> Claim | None:
+        """Take the first queued task (priority, then FIFO) that the gate lets start, as a new
+        running execution."""
         with self._write() as conn:
-            return self._claim_in(conn, worker, now, lease_us)
+            return self._claim_in(conn, worker, now, lease_us, gate)
 
     def _claim_in(
-        self, conn: apsw.Connection, worker: str, now: int, lease_us: int
+        self, conn: apsw.Connection, worker: str, now: int, lease_us: int, gate: Gate | None
     ) -> Claim | None:
-        row = conn.execute(
-            "SELECT id, spec, executions, resume_from FROM tasks"
-            " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id LIMIT 1",
-            (now,),
-        ).fetchone()
+        row = first_fit(conn, now, gate)
         if row is None:
             return None
         task_id, spec_json, executions, resume_from = row
@@ -188,6 +194,7 @@ class QueueStore:
         now: int,
         claim_for: str | None = None,
         lease_us: int = 0,
+        gate: Gate | None = None,
     ) -> tuple[TaskState | None, Claim | None]:
         """Close an execution with the worker's outcome; optionally claim the worker's next task.
 
@@ -198,7 +205,7 @@ class QueueStore:
             state = self._close(conn, execution, outcome, result, now)
             # A resent result (state None) must not claim: its first copy already did.
             claim = (
-                self._claim_in(conn, claim_for, now, lease_us)
+                self._claim_in(conn, claim_for, now, lease_us, gate)
                 if claim_for and state is not None
                 else None
             )
@@ -213,18 +220,25 @@ class QueueStore:
         now: int,
     ) -> TaskState | None:
         row = conn.execute(
-            "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested"
-            " FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
+            "SELECT e.task_id, e.outcome, t.attempts, t.max_attempts, t.cancel_requested,"
+            " t.dependents FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
             (execution,),
         ).fetchone()
         if row is None or row[1] != "running":
             return None
-        task_id, _, attempts, max_attempts, cancel_requested = row
+        task_id, _, attempts, max_attempts, cancel_requested, dependents = row
         result_json = _json_encode(result).decode()
         conn.execute(
             "UPDATE executions SET outcome = ?, finished_at = ?, result = ?,"
-            " lease_expires_at = NULL WHERE id = ?",
-            (outcome, now, result_json, execution),
+            " lease_expires_at = NULL, tokens = ?, cost_usd = ? WHERE id = ?",
+            (
+                outcome,
+                now,
+                result_json,
+                result.usage.total_tokens,
+                result.cost_usd or 0.0,
+                execution,
+            ),
         )
         transient = result.failure_class == "transient"
         state = task_state_after(outcome, attempts, max_attempts, bool(cancel_requested), transient)
@@ -242,6 +256,8 @@ class QueueStore:
                 "UPDATE tasks SET state = ?, finished_at = ?, result = ? WHERE id = ?",
                 (state, now, result_json, task_id),
             )
+            if dependents:
+                settle(conn, task_id, state, now)
         return state
 
     def lose_worker(self, worker: str, reason: str, now: int) -> list[Closed]:
@@ -282,15 +298,19 @@ class QueueStore:
         Returns (state, running execution, its worker), or None for an unknown task.
         """
         with self._write() as conn:
-            row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
+            row = conn.execute(
+                "SELECT state, dependents FROM tasks WHERE id = ?", (task,)
+            ).fetchone()
             if row is None:
                 return None
-            state = row[0]
+            state, dependents = row
             if state == "queued":
                 conn.execute(
                     "UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE id = ?",
                     (now, task),
                 )
+                if dependents:
+                    settle(conn, task, "cancelled", now)
                 return "cancelled", None, None
             if state != "running":
                 return state, None, None
@@ -330,11 +350,24 @@ class QueueStore:
 
     # --- reads -------------------------------------------------------------------------------
 
-    def next_claimable_at(self) -> int | None:
-        """When the first queued task may be claimed (a retry's `not_before`); None if none."""
-        return self.conn.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued'"
+    def set_priority(self, task: int, priority: int) -> TaskState | None:
+        """Change a task's priority (it matters while it is queued); None for an unknown task."""
+        with self._write() as conn:
+            row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
+            if row is None:
+                return None
+            if row[0] == "queued":
+                conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task))
+            return row[0]
+
+    def next_claimable_at(self, now: int = -1) -> int | None:
+        """When the next queued task comes due after `now` (a retry's backoff, a `--not-before`);
+        None if none will by itself (tasks waiting for others come due when those end)."""
+        due = self.conn.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > ?",
+            (now,),
         ).fetchone()[0]
+        return None if due is None or due >= WAITING else due
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, n FROM task_counts WHERE n > 0").fetchall()

@@ -10,9 +10,10 @@ loop, and walks through stop and drain (`fleetd.supervisor.shutdown`). Its proce
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
+import msgspec
 from loguru import logger
 
 from fleetd.agents import installed_agents, unknown_agent
@@ -26,6 +27,7 @@ from fleetd.supervisor.shutdown import ChildSet, Phase, Shutdown
 from fleetd.workspace.gc import WorkspaceCollector
 from shared import messages as m
 from shared.config import FleetConfig
+from shared.errors import ConfigError
 from shared.models import ProcessView
 from shared.namespaces import pid_namespace
 
@@ -65,6 +67,7 @@ class Supervisor:
         gc_job: Job,
         pid: int | None = None,
         socket_activated: bool = False,
+        reload: Callable[[], FleetConfig] | None = None,
     ) -> None:
         self.config = config
         self.env = env
@@ -76,6 +79,7 @@ class Supervisor:
         self.gc_client: bytes | None = None
         self.pid = pid if pid is not None else os.getpid()
         self.socket_activated = socket_activated
+        self.reload = reload
         registry = AgentRegistry(self.paths.agents_dir)
         self.shutdown = Shutdown(
             config.supervisor.stop_timeout, children, notifier, registry.end_leftovers
@@ -126,6 +130,8 @@ class Supervisor:
                 | m.ListWorkers()
                 | m.SayToTask()
                 | m.InterruptTask()
+                | m.SetPriority()
+                | m.GetUsage()
             ):
                 self._ask_broker(request, client, None, now)
             case m.GetRunTotals():
@@ -139,6 +145,8 @@ class Supervisor:
                 self._collect_workspaces(client, request, now)
             case m.GetStatus():
                 self._ask_broker(m.GetCounts(), client, self._status_from_counts, now)
+            case m.Reload():
+                self._reload(client, now)
             case m.Drain():
                 self._to_broker(self.shutdown.drain(), now)
                 self._reply(client, m.Accepted(detail=f"draining; pid {self.pid}"))
@@ -170,6 +178,28 @@ class Supervisor:
         """SIGTERM or SIGINT: stop."""
         self._to_broker(self.shutdown.stop(None, f"signal {signum}", now), now)
         return self._take()
+
+    def on_reload(self, now: float) -> list[Outgoing]:
+        """SIGHUP: read the config again, as `fleetctl reload` does."""
+        self._reload(None, now)
+        return self._take()
+
+    def _reload(self, client: bytes | None, now: float) -> None:
+        """The broker takes the config's limits and budgets anew."""
+        try:
+            if self.reload is None:
+                raise ConfigError("this fleetd was started without a config to read again")
+            config = self.reload()
+        except ConfigError as exc:
+            logger.error("reload refused: {}", exc)
+            if client is not None:
+                self._reply(client, m.ErrorReply(code="conflict", message=f"{exc}"))
+            return
+        schedule = m.SetSchedule(
+            limits=dict(config.limits), budget=msgspec.to_builtins(config.budget)
+        )
+        logger.info("config reloaded: limits and budgets sent to the broker")
+        self._ask_broker(schedule, client, _reloaded, now)
 
     def on_child_exit(self, child: Child, now: float) -> list[Outgoing]:
         try:
@@ -258,6 +288,7 @@ class Supervisor:
             socket_activated=self.socket_activated,
             pid_namespace=pid_namespace(),
             web_url=self.web_url,
+            schedule=reply.schedule,
         )
 
     def _on_first_counts(self, reply: m.Message, now: float) -> None:
@@ -304,3 +335,11 @@ class Supervisor:
     def _take(self) -> list[Outgoing]:
         out, self._out = self._out, []
         return out
+
+
+def _reloaded(answer: m.Message, now: float) -> m.Message:
+    if isinstance(answer, m.Accepted):
+        return m.Accepted(
+            detail="reloaded [limits] and the fleet budgets; other settings take a restart"
+        )
+    return answer

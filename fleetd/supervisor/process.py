@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from itertools import islice
 from pathlib import Path
 
@@ -45,7 +45,12 @@ RECV_BATCH = 1000
 HWM = 10_000
 
 
-def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
+def run(
+    config: FleetConfig,
+    env: Mapping[str, str],
+    roles: Roles,
+    reload: Callable[[], FleetConfig] | None = None,
+) -> int:
     """Run fleetd in the foreground until stopped; the process exit code."""
     paths = config.paths()
     paths.check_socket_paths()
@@ -77,7 +82,7 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
     gc_job = BackgroundJob("workspace-gc")
     sockets = Sockets(zmq.Context(), paths, env, Redactor(config.worker.secret_values(env)))
     supervisor = Supervisor(
-        config, env, children, notifier, gc_job, socket_activated=sockets.adopted
+        config, env, children, notifier, gc_job, socket_activated=sockets.adopted, reload=reload
     )
     supervisor.web_url = listener_url(web_listener) if web_listener is not None else None
     try:
@@ -89,7 +94,8 @@ def run(config: FleetConfig, env: Mapping[str, str], roles: Roles) -> int:
             sockets.control_path,
             supervisor.web_url or "off",
         )
-        _loop(supervisor, children, sockets, ShutdownSignal((signal.SIGTERM, signal.SIGINT)))
+        signals = ShutdownSignal((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        _loop(supervisor, children, sockets, signals)
         return supervisor.exit_code
     except Exception:
         logger.exception("the supervisor's loop failed; ending every process of the fleet")
@@ -197,7 +203,11 @@ def _loop(
         out: list[Outgoing] = []
         if shutdown.fd in events:
             shutdown.drain()
-            out += supervisor.on_signal(str(shutdown.received), now)
+            if shutdown.received == signal.SIGHUP:
+                shutdown.received = None  # a hang-up reloads the config; it does not stop
+                out += supervisor.on_reload(now)
+            else:
+                out += supervisor.on_signal(str(shutdown.received), now)
         # A snapshot: collecting an exit takes the child out of the watched sentinels.
         for child in [sentinels[fd] for fd in events if fd in sentinels]:
             out += supervisor.on_child_exit(child, now)

@@ -22,6 +22,7 @@ from fleetd.runtime.redaction import Redactor
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.agent_input import AgentInput
 from fleetd.worker.agent_process import AgentProcess, spawn
+from fleetd.worker.budget import RunBudget
 from fleetd.worker.output import LineSplitter, classify
 from shared import messages as m
 from shared.models import (
@@ -77,6 +78,8 @@ class Execution:
     spool_failed: bool = False
     limits: Limits = field(default_factory=lambda: Limits(timeout_at=float("inf")))
     summary: AgentSummary = field(default_factory=AgentSummary)
+    budget: RunBudget | None = None
+    over_budget: str | None = None  # why the run was ended for its spend
 
     def __post_init__(self) -> None:
         cut, window = self.redactor.cut_before, self.redactor.window
@@ -252,6 +255,8 @@ class Execution:
             self.seq += 1
             flags |= kind_flags | (FLAG_REDACTED if redacted else 0)
             events.append(EventRecord(execution, self.seq, ts, kind, flags, payload))
+        if self.budget is not None and self.over_budget is None:
+            self._check_budget(now)
         batch = m.EventBatch(task=self.assign.task, execution=execution, events=events)
         record = m.RECORDER_REQUESTS.encode(batch)
         try:
@@ -261,6 +266,14 @@ class Execution:
             self._cannot_record(exc, now)
             return []
         return [record]
+
+    def _check_budget(self, now: float) -> None:
+        """Past its token or cost budget, the agent's group is ended (TERM, grace, KILL)."""
+        assert self.budget is not None
+        usage, reported, model = self.summary.spent()
+        self.over_budget = self.budget.exceeded(usage, self.budget.cost(usage, reported, model))
+        if self.over_budget is not None:
+            self.end("failed", now)
 
     def _cannot_record(self, exc: OSError, now: float) -> None:
         """Output that cannot be kept (a full disk) ends the agent: the task fails, saying why."""
@@ -317,6 +330,8 @@ class Execution:
             events=self.seq,
         )
         self.summary.into(result)
+        if self.budget is not None and result.cost_usd is None:
+            result.cost_usd = self.budget.cost(result.usage, None, self.summary.spent()[2])
         if self.proc is not None:
             code = self.proc.returncode
             result.exit_code = code if code is not None and code >= 0 else None
@@ -328,6 +343,10 @@ class Execution:
         return batches, outcome, result
 
     def _outcome(self, result: ExecutionResult) -> FinishedOutcome:
+        if self.over_budget is not None:  # not worth a retry: it would spend as much again
+            result.error = result.reason = self.over_budget
+            result.failure_class = "budget"
+            return "failed"
         if self.error is not None:
             result.error = self.error
             if self.spool_failed:  # not the agent's doing; a retry cannot help while it is full

@@ -34,6 +34,7 @@ from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
+from fleetd.worker.budget import run_budget
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
@@ -241,6 +242,7 @@ class Worker:
             stderr_path=self.paths.stderr_file(assign.execution),
             agent_record=self.agent_record,
             summary=self._summary(assign),
+            budget=run_budget(self.config, assign.spec),
         )
         self.execution = execution
         self.phase = Phase.RUNNING

@@ -391,10 +391,10 @@ class FullDiskStore(QueueStore):
 
     full = False
 
-    def claim(self, worker: str, now: int, lease_us: int):  # type: ignore[no-untyped-def]
+    def claim(self, worker: str, now: int, lease_us: int, gate=None):  # type: ignore[no-untyped-def]
         if self.full:
             raise apsw.FullError("database or disk is full")
-        return super().claim(worker, now, lease_us)
+        return super().claim(worker, now, lease_us, gate)
 
     def lose_expired(self, now: int):  # type: ignore[no-untyped-def]
         if self.full:

@@ -78,7 +78,7 @@ def test_counts_equal_the_tasks_table_after_any_operations(ops: list[tuple[str, 
 def test_a_queue_from_before_the_counts_gets_them_on_open(tmp_path: Path) -> None:
     path = tmp_path / "q.db"
     conn = apsw.Connection(str(path))
-    migrate(conn, MIGRATIONS[:2])  # the schema as fleetd wrote it before the counts table
+    migrate(conn, MIGRATIONS[:3])  # the schema as fleetd wrote it before the counts table
     for state in ("queued", "queued", "succeeded", "running"):
         conn.execute(
             "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES (?, '{}', 3, 1)",

@@ -18,6 +18,7 @@ from shared.models import (
     TaskSpec,
     TaskView,
     TokenUsage,
+    UsageRow,
     WorkerView,
 )
 
@@ -144,6 +145,16 @@ SAMPLES: dict[type, m.Message] = {
     m.WorkerGone: m.WorkerGone(worker="w1", reason="exit 1"),
     m.SetDispatch: m.SetDispatch(dispatching=False),
     m.GetCounts: m.GetCounts(),
+    m.SetPriority: m.SetPriority(task=3, priority=-2),
+    m.GetUsage: m.GetUsage(since=5, by="day"),
+    m.Reload: m.Reload(),
+    m.PrioritySet: m.PrioritySet(task=3, state="queued", priority=4),
+    m.Usage: m.Usage(
+        rows=[UsageRow(key="codex", executions=2, tasks=1, tokens=258, cost_usd=0.01)],
+        by="agent",
+        since=0,
+    ),
+    m.SetSchedule: m.SetSchedule(limits={"agent:claude": 2}, budget={"cost_per_day": 5.0}),
     m.EventBatch: m.EventBatch(task=3, execution=4, events=[EVENT]),
     m.StreamEnd: m.StreamEnd(task=3, execution=4, last_seq=7, spool="/state/spool/4.spool"),
     m.StreamSealed: m.StreamSealed(task=3, execution=4, last_seq=7),

@@ -170,6 +170,29 @@ class SupervisorConfig(Section):
     crash_loop_window: _doc(float, "the crash-loop window, in seconds", gt=0) = 60.0
 
 
+class GitHubTrackerConfig(Section):
+    api_url: _doc(str, "GitHub's API (GitHub Enterprise: https://HOST/api/v3)") = (
+        "https://api.github.com"
+    )
+    repos: _doc(list[str], "repositories (owner/name) whose labelled issues become tasks") = (
+        msgspec.field(default_factory=list)
+    )
+    label: _doc(str, "open issues with this label become tasks", min_length=1) = "agent-fleet"
+    token_env: _doc(str, "the variable holding the token (never stored or logged)") = (
+        "GITHUB_TOKEN"
+    )
+    poll_seconds: _doc(float, "how often each repository is polled", gt=0) = 30.0
+    agent: _doc(Literal["codex", "claude", "command"], "the agent of the issues' tasks") = "codex"
+    argv: _doc(list[str], "the command of the issues' tasks, for agent = \"command\"") = (
+        msgspec.field(default_factory=list)
+    )
+    draft: _doc(bool, "open the pull requests as drafts") = False
+
+
+class TrackerConfig(Section):
+    github: GitHubTrackerConfig | None = None
+
+
 class FleetConfig(Section):
     state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
@@ -182,6 +205,7 @@ class FleetConfig(Section):
     workspace: WorkspaceConfig = msgspec.field(default_factory=WorkspaceConfig)
     recorder: RecorderConfig = msgspec.field(default_factory=RecorderConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    tracker: TrackerConfig = msgspec.field(default_factory=TrackerConfig)
 
     def paths(self) -> StatePaths:
         """The state paths; `state_dir` is always set once loaded."""
@@ -201,7 +225,11 @@ def iter_settings() -> Iterator[tuple[str, str, str, Any]]:
     """(dotted key, env variable, description, default) for every setting, for --help."""
     info = msgspec.inspect.type_info(FleetConfig)
     for field in info.fields:
-        if field.name in SECTIONS:
+        if field.name == "tracker":
+            for sub in msgspec.inspect.type_info(GitHubTrackerConfig).fields:
+                key = f"tracker.github.{sub.name}"
+                yield key, _env_name(key), _description(sub.type), _default(sub)
+        elif field.name in SECTIONS:
             section = msgspec.inspect.type_info(field.type.cls)
             for sub in section.fields:
                 key = f"{field.name}.{sub.name}"
@@ -234,7 +262,9 @@ def setting_keys() -> list[str]:
     defaults = FleetConfig()
     keys = []
     for name in FleetConfig.__struct_fields__:
-        if name in SECTIONS:
+        if name == "tracker":
+            keys += [f"tracker.github.{sub}" for sub in GitHubTrackerConfig.__struct_fields__]
+        elif name in SECTIONS:
             keys += [f"{name}.{sub}" for sub in getattr(defaults, name).__struct_fields__]
         else:
             keys.append(name)
@@ -269,6 +299,8 @@ def _env_value(key: str, value: str) -> Any:
         "codex.config",
         "claude.allowed_tools",
         "claude.args",
+        "tracker.github.repos",
+        "tracker.github.argv",
     ):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value

@@ -27,6 +27,7 @@ from shared.models import (
     TaskSpec,
     TaskState,
     TaskView,
+    Text,
     WorkerView,
 )
 
@@ -116,6 +117,12 @@ class Stop(Message):
     timeout: Seconds | None = None
 
 
+class FindTasks(Message):
+    """The tasks enqueued with these idempotency keys (those that exist), without executions."""
+
+    keys: Annotated[list[Text], msgspec.Meta(max_length=LIST_LIMIT_MAX)]
+
+
 ControlRequest = (
     Enqueue
     | ListTasks
@@ -129,6 +136,7 @@ ControlRequest = (
     | GetStatus
     | Drain
     | Stop
+    | FindTasks
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -340,6 +348,7 @@ BrokerRequest = (
     | WorkerGone
     | SetDispatch
     | GetCounts
+    | FindTasks
 )
 BrokerReply = (
     Assign

@@ -194,6 +194,7 @@ class Broker:
             m.WorkerGone: self._on_worker_gone,
             m.SetDispatch: self._on_set_dispatch,
             m.GetCounts: self._on_counts,
+            m.FindTasks: self._on_find,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -276,6 +277,9 @@ class Broker:
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
         tasks = self.store.list_tasks(msg.state, msg.limit)
         return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
+
+    def _on_find(self, peer: bytes, ref: bytes, msg: m.FindTasks, now: int) -> list[ToPeer]:
+        return [ToPeer(peer, ref, m.TaskList(tasks=self.store.tasks_by_key(msg.keys)))]
 
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
         task = self.store.get_task(msg.task)

@@ -116,6 +116,7 @@ class Supervisor:
                 | m.CancelTask()
                 | m.RetryTask()
                 | m.ListWorkers()
+                | m.FindTasks()
             ):
                 self._ask_broker(request, client, None, now)
             case m.GetEvents():

@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import SECTIONS, FleetConfig, iter_settings, load_config, setting_keys
+from shared.config import (
+    SECTIONS,
+    FleetConfig,
+    GitHubTrackerConfig,
+    iter_settings,
+    load_config,
+    setting_keys,
+)
 from shared.errors import ConfigError
 
 
@@ -249,12 +256,14 @@ def test_invalid_toml_is_a_config_error(home: Path, tmp_path: Path) -> None:
 
 def test_iter_settings_lists_every_field_with_a_description() -> None:
     settings = list(iter_settings())
-    expected = [name for name in FleetConfig.__struct_fields__ if name not in SECTIONS]
+    top = [name for name in FleetConfig.__struct_fields__ if name not in SECTIONS]
+    expected = [name for name in top if name != "tracker"]
     for section in SECTIONS:
         fields = type(getattr(FleetConfig(), section)).__struct_fields__
         expected += [f"{section}.{field}" for field in fields]
+    expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 44
+    assert len(expected) == 52
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -304,3 +313,26 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
 
 def test_setting_keys_are_iter_settings_keys() -> None:
     assert setting_keys() == [key for key, _, _, _ in iter_settings()]
+
+
+def test_tracker_github_comes_from_its_table_and_is_off_without_it(
+    home: Path, tmp_path: Path
+) -> None:
+    assert load_config(env_of(home)).tracker.github is None
+    path = toml(tmp_path, '[tracker.github]\nrepos = ["o/r"]\nagent = "command"\nargv = ["x"]\n')
+    github = load_config(env_of(home), path).tracker.github
+    assert github is not None
+    assert (github.repos, github.agent, github.argv, github.label) == (
+        ["o/r"],
+        "command",
+        ["x"],
+        "agent-fleet",
+    )
+    env = {**env_of(home), "FLEET_TRACKER_GITHUB_REPOS": "a/b, c/d"}
+    assert load_config(env).tracker.github.repos == ["a/b", "c/d"]
+
+
+def test_an_unknown_tracker_key_is_named(home: Path, tmp_path: Path) -> None:
+    path = toml(tmp_path, "[tracker.github]\nrepo = 'o/r'\n")
+    with pytest.raises(ConfigError, match="repo"):
+        load_config(env_of(home), path)

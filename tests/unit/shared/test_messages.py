@@ -136,6 +136,7 @@ SAMPLES: dict[type, m.Message] = {
     m.EventBatch: m.EventBatch(task=3, execution=4, events=[EVENT]),
     m.StreamEnd: m.StreamEnd(task=3, execution=4, last_seq=7, spool="/state/spool/4.spool"),
     m.StreamSealed: m.StreamSealed(task=3, execution=4, last_seq=7),
+    m.FindTasks: m.FindTasks(keys=["github:o/r#1"]),
 }
 
 CHANNELS = {

@@ -178,12 +178,10 @@ class GitHubTrackerConfig(Section):
         msgspec.field(default_factory=list)
     )
     label: _doc(str, "open issues with this label become tasks", min_length=1) = "agent-fleet"
-    token_env: _doc(str, "the variable holding the token (never stored or logged)") = (
-        "GITHUB_TOKEN"
-    )
+    token_env: _doc(str, "the variable holding the token (never stored or logged)") = "GITHUB_TOKEN"
     poll_seconds: _doc(float, "how often each repository is polled", gt=0) = 30.0
     agent: _doc(Literal["codex", "claude", "command"], "the agent of the issues' tasks") = "codex"
-    argv: _doc(list[str], "the command of the issues' tasks, for agent = \"command\"") = (
+    argv: _doc(list[str], 'the command of the issues\' tasks, for agent = "command"') = (
         msgspec.field(default_factory=list)
     )
     draft: _doc(bool, "open the pull requests as drafts") = False

@@ -81,10 +81,11 @@ def _foreground(config: FleetConfig) -> int:
     from fleetd.runtime.db import check_database_files
     from fleetd.supervisor import process as supervisor
     from fleetd.supervisor.children import Roles
+    from fleetd.tracker import process as tracker
     from fleetd.worker import process as worker
 
     configure_logging("supervisor", config.log_level, config.log_json)
-    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run)
+    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run, tracker=tracker.run)
     try:
         paths = config.paths()
         check_database_files([paths.queue_db, paths.events_db])

@@ -139,5 +139,7 @@ class Shutdown:
         if not alive:
             self.phase = Phase.CLOSING
             self.close_deadline = max(self.close_deadline, now + CLOSE_GRACE_SECONDS)
-            self.children.signal(["recorder", "broker"], signal.SIGTERM)
+            # Client roles (the tracker) first: they only talk to the broker and the recorder.
+            clients = [r for r in self.children.alive_roles() if r not in ("recorder", "broker")]
+            self.children.signal([*clients, "recorder", "broker"], signal.SIGTERM)
         return []

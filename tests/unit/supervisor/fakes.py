@@ -16,9 +16,10 @@ from shared.models import ProcessView
 class FakeChildren:
     """A broker, a recorder and workers `w1..wN`, all alive until a test ends them."""
 
-    def __init__(self, workers: int = 2) -> None:
+    def __init__(self, workers: int = 2, clients: tuple[str, ...] = ()) -> None:
         self.workers = {f"worker {i}": f"w{i}" for i in range(1, workers + 1)}
-        self.alive = {"broker", "recorder", *self.workers}
+        self.clients = list(clients)  # roles such as the tracker: clients of the others
+        self.alive = {"broker", "recorder", *self.workers, *self.clients}
         self.signals: list[tuple[str, int]] = []
         self.restarted: list[str] = []
         self.calmed: list[float] = []
@@ -27,7 +28,7 @@ class FakeChildren:
         self.signals += [(role, sig) for role in roles]
 
     def alive_roles(self, roles: list[str] | None = None) -> list[str]:
-        wanted = ["broker", "recorder", *self.workers] if roles is None else roles
+        wanted = ["broker", "recorder", *self.workers, *self.clients] if roles is None else roles
         return [role for role in wanted if role in self.alive]
 
     def worker_roles(self) -> list[str]:

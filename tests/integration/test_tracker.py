@@ -1,0 +1,130 @@
+"""The tracker through a real fleetd and the GitHub stand-in: labelled issues in, branches and
+pull requests out, kept in step, the token never written down."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import wait_for
+from tests.support.gitrepo import run_git
+from tests.support.tracked import REPO, SECRET, Tracked, agent, tracked_fleet
+
+pytestmark = pytest.mark.timeout(120)
+
+FIX = agent("printf 'hello\\n' > hello.txt")
+
+
+def polls(tracked: Tracked, at_least: int) -> None:
+    """Wait for `at_least` more polls of the issue list."""
+    seen = len(tracked.github.requests_to(rf"/repos/{REPO}/issues"))
+    wait_for(
+        lambda: len(tracked.github.requests_to(rf"/repos/{REPO}/issues")) >= seen + at_least,
+        30,
+        what=f"{at_least} more polls",
+    )
+
+
+def test_a_labelled_issue_becomes_one_task_a_branch_and_a_pull_request() -> None:
+    with tracked_fleet(FIX) as tracked:
+        github = tracked.github
+        issue = github.add_issue(REPO, "Greeting is misspelt", "It says helo.", ["agent-fleet"])
+        other = github.add_issue(REPO, "Unrelated", "Leave me alone.", ["bug"])
+        pulls = github.repos[REPO].pulls
+        wait_for(lambda: pulls, 60, what="a pull request")
+        [pull] = pulls.values()
+        [task] = tracked.tasks()
+        assert task["state"] == "succeeded"
+        assert task["spec"]["key"] == f"github:{REPO}#{issue.number}"
+        assert pull.head == f"fleet/{task['id']}" and pull.base == "main"
+        assert pull.body.startswith(f"Fixes #{issue.number}\n")
+        assert "fixed the greeting" in pull.body and "hello.txt" in pull.body
+        commit = tracked.branch(pull.head)
+        assert commit is not None, "the branch was pushed to the remote"
+        assert run_git(tracked.bare, "show", f"{commit}:hello.txt") == "hello\n"
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 30, what="the done label")
+        assert "agent-fleet" not in issue.labels
+        [comment] = issue.comments
+        assert pull.number and f"/pull/{pull.number}" in comment["body"]
+        polls(tracked, 3)
+        assert len(tracked.tasks()) == 1, "later polls made no second task"
+        assert other.comments == [] and other.labels == ["bug"], "the unlabelled issue is untouched"
+        assert any(s.status == 304 for s in github.requests_to(rf"/repos/{REPO}/issues")), (
+            "unchanged lists are asked for conditionally and answered 304"
+        )
+        assert all(s.authorised for s in github.seen)
+
+
+def test_a_restart_makes_no_second_task_and_a_label_applied_again_runs_it_again() -> None:
+    with tracked_fleet(FIX) as tracked:
+        github = tracked.github
+        issue = github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the first result")
+        tracked.restart()
+        polls(tracked, 3)
+        [task] = tracked.tasks()
+        assert task["attempts"] == 1 and len(issue.comments) == 1
+        with github.lock:
+            issue.labels.append("agent-fleet")
+        wait_for(lambda: len(issue.comments) == 2, 60, what="the second report")
+        [task] = tracked.tasks()
+        assert task["attempts"] == 2, "the same task ran again"
+        assert len(github.repos[REPO].pulls) == 1, "the branch's pull request is reused"
+
+
+def test_closing_the_issue_cancels_its_running_task() -> None:
+    with tracked_fleet(agent("sleep 60")) as tracked:
+        issue = tracked.github.add_issue(REPO, "Slow", "Takes long.", ["agent-fleet"])
+        wait_for(lambda: [t for t in tracked.tasks() if t["state"] == "running"], 60)
+        [task] = tracked.tasks()
+        with tracked.github.lock:
+            issue.state = "closed"
+        tracked.fleet.wait_state(task["id"], "cancelled", timeout=60)
+        polls(tracked, 3)
+        assert issue.comments == [], "a closed issue's cancelled task is not reported"
+
+
+def test_a_review_comment_starts_a_follow_up_that_pushes_to_the_same_branch() -> None:
+    script = "if [ -f hello.txt ] && grep -q hello hello.txt; then echo reviewed >> hello.txt; "
+    script += "else printf 'hello\\n' > hello.txt; fi"
+    with tracked_fleet(agent(script)) as tracked:
+        github = tracked.github
+        issue = github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the pull request")
+        [pull] = github.repos[REPO].pulls.values()
+        first = tracked.branch(pull.head)
+        github.add_review_comment(REPO, pull.number, "@agent-fleet please also review it")
+        github.add_review_comment(REPO, pull.number, "a note for humans only")
+        pr_thread = github.repos[REPO].issues[pull.number].comments
+        wait_for(lambda: pr_thread, 60, what="the follow-up's comment on the pull request")
+        second = tracked.branch(pull.head)
+        assert second != first
+        assert run_git(tracked.bare, "rev-parse", f"{second}~1").strip() == first
+        assert run_git(tracked.bare, "show", f"{second}:hello.txt") == "hello\nreviewed\n"
+        assert second[:12] in pr_thread[0]["body"]
+        polls(tracked, 3)
+        assert len(tracked.tasks()) == 2, "one follow-up, for the one comment that asks"
+        assert len(github.repos[REPO].pulls) == 1
+
+
+def test_the_token_is_in_no_file_no_log_and_no_fleetctl_output() -> None:
+    with tracked_fleet(FIX) as tracked:
+        issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the result")
+        fleet = tracked.fleet
+        outputs = [fleet.ctl(*args) for args in (["list"], ["show", "1"], ["status"])]
+        outputs += [fleet.ctl(*args, "--json") for args in (["list"], ["show", "1"])]
+        outputs.append(fleet.ctl("events", "1"))
+        for done in outputs:
+            assert SECRET not in done.stdout + done.stderr
+        # As given, and as git's basic-auth header carries it.
+        secrets = [SECRET.encode(), base64.b64encode(f"x-access-token:{SECRET}".encode())]
+        for secret in secrets:
+            assert secret.decode() not in fleet.log()
+        files = [p for p in Path(fleet.state_dir).rglob("*") if p.is_file() and not p.is_symlink()]
+        assert any(p.name == "ledger.json" for p in files)
+        for path in files:
+            data = path.read_bytes()
+            assert not [secret for secret in secrets if secret in data], path

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fleetctl import daemon, events, tasks, workspaces
+from fleetctl import daemon, events, tasks, tracker, workspaces
 from fleetctl.common import (
     DEFAULT_REQUEST_TIMEOUT,
     EXIT_USAGE,
@@ -33,6 +33,7 @@ app.add_typer(tasks.app)
 app.add_typer(events.app)
 app.add_typer(workspaces.app)
 app.add_typer(daemon.app)
+app.add_typer(tracker.app)
 
 
 @app.callback()

@@ -128,3 +128,56 @@ def test_the_token_is_in_no_file_no_log_and_no_fleetctl_output() -> None:
         for path in files:
             data = path.read_bytes()
             assert not [secret for secret in secrets if secret in data], path
+
+
+def test_fleetctl_shows_the_issue_and_pull_request_and_the_tracker_its_polls() -> None:
+    with tracked_fleet(FIX) as tracked:
+        issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the result")
+        [pull] = tracked.github.repos[REPO].pulls.values()
+        pull_url = f"https://github.example/{REPO}/pull/{pull.number}"
+        fleet = tracked.fleet
+        polls(tracked, 2)  # the status written after the report
+        shown = fleet.ctl("show", "1").stdout
+        assert f"https://github.example/{REPO}/issues/{issue.number}" in shown
+        assert pull_url in shown
+        assert fleet.json("show", "1")["tracker"]["pull_url"] == pull_url
+        human = fleet.ctl("tracker").stdout
+        assert REPO in human and "polling" in human and "rate limit:" in human
+        status = fleet.json("tracker")
+        [repo] = status["repos"]
+        assert repo["polls"] >= 2 and repo["errors"] == 0 and repo["error"] is None
+        assert 0 < status["rate_remaining"] < status["rate_limit"]
+
+
+def test_a_refused_token_is_reported_once_and_polling_backs_off() -> None:
+    with tracked_fleet(FIX, token="ghp_notTheRightOne") as tracked:
+        tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        fleet = tracked.fleet
+
+        def refused() -> dict | None:
+            status = fleet.json("tracker")
+            return status if status["repos"][0]["errors"] else None
+
+        status = wait_for(refused, 30, what="the tracker to report the 401")
+        [repo] = status["repos"]
+        assert repo["phase"] == "backing off" and "401" in repo["error"]
+        assert repo["next_poll"] - status["updated_at"] > 60, "backed off far past poll_seconds"
+        assert fleet.log().count("GitHub refused the token") == 1
+        assert "ghp_notTheRightOne" not in fleet.log() + fleet.ctl("tracker").stdout
+        assert fleet.json("list") == []
+
+
+def test_a_spent_rate_limit_waits_for_its_reset() -> None:
+    with tracked_fleet(FIX) as tracked:
+        polls(tracked, 1)
+        with tracked.github.lock:
+            tracked.github.rate_limit_left = 0
+
+        def limited() -> dict | None:
+            [repo] = tracked.fleet.json("tracker")["repos"]
+            return repo if repo["phase"] == "rate limited" else None
+
+        repo = wait_for(limited, 30, what="the tracker to see the rate limit")
+        assert repo["next_poll"] >= tracked.github.rate_limit_reset
+        assert "rate limit" in repo["error"]

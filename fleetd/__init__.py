@@ -18,6 +18,8 @@ has the entry point `run()`.
     worker/         one attempt at a time: the agent process (execution.py,
                     agent_process.py), its output turned into events (output.py), its
                     directory or worktree (attempt.py)
+    tracker/        issues in, pull requests out (GitHub first): polls, plans (logic.py),
+                    enqueues through the control socket, pushes and opens pull requests
     workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
                     a helper thread
     agents/         adapters, one module per agent kind (codex, claude, command); Codex's

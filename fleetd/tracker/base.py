@@ -29,11 +29,22 @@ class RateLimited(TrackerError):
         self.reset_at = reset_at
 
 
+# Who may ask the fleet for work in a review comment: people with write access, as GitHub's
+# author_association says (anyone may comment on a public repository's pull requests).
+TRUSTED_ASSOCIATIONS = frozenset({"OWNER", "MEMBER", "COLLABORATOR"})
+
+
 @dataclass(frozen=True)
 class Comment:
     id: int
     body: str
     author: str = ""
+    association: str = ""  # GitHub's author_association
+    pull: int | None = None  # a review comment's pull request
+
+    @property
+    def trusted(self) -> bool:
+        return self.association in TRUSTED_ASSOCIATIONS
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,6 @@ class Tracker(Protocol):
 
     def open_pull(self, repo: str, pull: NewPull) -> PullRequest: ...
 
-    def review_comments(self, repo: str, number: int) -> list[Comment]: ...
+    def review_comments(self, repo: str) -> list[Comment]: ...
 
     def push_headers(self) -> dict[str, str]: ...

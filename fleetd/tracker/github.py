@@ -83,9 +83,11 @@ class GitHub:
         data, _ = self._call("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100")
         return [_comment(item) for item in data]
 
-    def review_comments(self, repo: str, number: int) -> list[Comment]:
-        path = f"/repos/{repo}/pulls/{number}/comments?per_page=100"
-        data, _ = self._call("GET", path, conditional=True)
+    def review_comments(self, repo: str) -> list[Comment]:
+        """The repository's latest review comments, newest first: one request for every pull
+        request, asked for conditionally."""
+        query = "sort=created&direction=desc&per_page=100"
+        data, _ = self._call("GET", f"/repos/{repo}/pulls/comments?{query}", conditional=True)
         return [_comment(item) for item in data]
 
     def workflow(self, repo: str, ref: str) -> str | None:
@@ -227,8 +229,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def _comment(item: Any) -> Comment:
     user = item.get("user") or {}
+    pull_url = str(item.get("pull_request_url") or "")
+    tail = pull_url.rstrip("/").rsplit("/", 1)[-1]
     return Comment(
-        id=int(item["id"]), body=str(item.get("body") or ""), author=str(user.get("login") or "")
+        id=int(item["id"]),
+        body=str(item.get("body") or ""),
+        author=str(user.get("login") or ""),
+        association=str(item.get("author_association") or ""),
+        pull=int(tail) if tail.isdigit() else None,
     )
 
 

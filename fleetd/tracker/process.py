@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from pathlib import Path
 
 import msgspec
 from loguru import logger
@@ -21,13 +22,15 @@ from fleetd.tracker.base import TrackerError
 from fleetd.tracker.github import GitHub
 from fleetd.tracker.logic import Schedule
 from fleetd.tracker.push import Pusher
+from fleetd.tracker.results import Results
 from fleetd.tracker.sync import Sync
-from shared.client import ControlClient
+from shared.client import ControlClient, probe
 from shared.config import FleetConfig
 from shared.errors import FleetError
 from shared.tracker import RepoStatus, TaskLink, TrackerStatus, status_file, tracker_dir
 
 CONTROL_TIMEOUT = 30.0
+START_WAIT_SECONDS = 30.0
 LONGEST_WAIT = 5.0  # the loop wakes at least this often (a clock step, a late poll)
 
 
@@ -40,18 +43,19 @@ def run(config: FleetConfig) -> None:
     token = os.environ.get(github_config.token_env, "")
     github = GitHub(github_config.api_url, token)
     queue = ControlClient(paths.control_socket, timeout=CONTROL_TIMEOUT)
+    pusher = Pusher(github.push_headers(), os.environ, [token])
     sync = Sync(
         config=github_config,
         tracker=github,
         queue=queue,
-        pusher=Pusher(github.push_headers(), os.environ, [token]),
+        results=Results(github_config, github, pusher, paths.repos_dir),
         ledger_path=tracker_dir(paths.root) / "ledger.json",
-        repos_dir=paths.repos_dir,
         has_token=bool(token),
     )
     schedule = Schedule.of(list(github_config.repos), github_config.poll_seconds)
     logger.info("tracker watching {} on {}", ", ".join(github_config.repos), github.api_url)
     try:
+        _wait_for_fleetd(paths.control_socket, shutdown)
         _loop(sync, schedule, github, shutdown)
     finally:
         queue.close()
@@ -59,16 +63,31 @@ def run(config: FleetConfig) -> None:
 
 
 def _loop(sync: Sync, schedule: Schedule, github: GitHub, shutdown: ShutdownSignal) -> None:
-    while not shutdown.received is not None:
-        for repo in schedule.due(time.time()):
+    _write_status(sync, schedule, github)
+    while shutdown.received is None:
+        due = schedule.due(time.time())
+        for repo in due:
             if shutdown.received is not None:
                 return
             _poll(sync, schedule, repo)
-        _write_status(sync, schedule, github)
+        if due:
+            _write_status(sync, schedule, github)
         wait = min(max(schedule.next_due() - time.time(), 0.0), LONGEST_WAIT)
         ready, _, _ = select.select([shutdown.fd], [], [], wait)
         if ready:
             shutdown.drain()
+
+
+def _wait_for_fleetd(control_socket: Path, shutdown: ShutdownSignal) -> None:
+    """Until the supervisor's control socket answers (it binds it after starting us), bounded:
+    past the bound, the first poll's error says what is wrong."""
+    deadline = time.monotonic() + START_WAIT_SECONDS
+    while shutdown.received is None and time.monotonic() < deadline:
+        try:
+            probe(control_socket)
+            return
+        except FleetError:
+            select.select([shutdown.fd], [], [], 0.1)
 
 
 def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:

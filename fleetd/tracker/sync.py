@@ -1,10 +1,10 @@
 """One poll of one repository, carried out: `logic.plan` decides, this does it, through the
-tracker (HTTP) and the queue (control requests, like fleetctl's).
+tracker (HTTP), the queue (control requests, like fleetctl's) and `results.Results`.
 
 Blocking and sequential, in the tracker process only. Every action that changes the queue or
-the tracker is followed by a ledger write, so a crash in between repeats at most that action,
-and each action is idempotent where the tracker allows: the task by its key, the pull request
-found by its branch before one is opened, the push to the task's own branch forced.
+the tracker is followed by a ledger write, so a crash in between repeats at most that action.
+One issue's failure (a bad WORKFLOW.md option, a refused push) is logged once and the poll goes
+on with the others; a refused token, a spent rate limit or an unreachable fleetd ends the poll.
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ import msgspec
 from loguru import logger
 
 from fleetd.tracker import ledger as ledger_file
-from fleetd.tracker import report
-from fleetd.tracker.base import AuthError, Issue, NewPull, Repository, Tracker, TrackerError
+from fleetd.tracker.base import (
+    AuthError,
+    Comment,
+    Issue,
+    RateLimited,
+    Repository,
+    Tracker,
+    TrackerError,
+)
 from fleetd.tracker.logic import (
+    Action,
     Cancel,
     Create,
     Entry,
@@ -30,8 +38,7 @@ from fleetd.tracker.logic import (
     watched_keys,
 )
 from fleetd.tracker.prompt import WorkflowError, parse_workflow, render
-from fleetd.tracker.push import Pusher
-from fleetd.workspace.git import clone_name
+from fleetd.tracker.results import Results
 from shared import messages as m
 from shared.config import GitHubTrackerConfig
 from shared.errors import FleetError
@@ -44,6 +51,10 @@ class Queue(Protocol):
     def request(self, message: m.Message) -> m.Message: ...
 
 
+class QueueUnavailable(TrackerError):
+    """fleetd did not answer or refused a request: the poll ends, to be tried again."""
+
+
 @dataclass
 class Sync:
     """Carries out the polls of the configured repositories."""
@@ -51,19 +62,19 @@ class Sync:
     config: GitHubTrackerConfig
     tracker: Tracker
     queue: Queue
-    pusher: Pusher
+    results: Results
     ledger_path: Path
-    repos_dir: Path  # the workers' clones (a finished worktree may be gone already)
     has_token: bool = True
     ledger: dict[str, Entry] = field(default_factory=dict)
     issues: dict[str, list[Issue]] = field(default_factory=dict)  # the last list of each repo
     repositories: dict[str, Repository] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)  # key: the last error logged
 
     def __post_init__(self) -> None:
         self.ledger = ledger_file.load(self.ledger_path)
 
     def poll(self, repo: str) -> None:
-        """Poll `repo` once and act on it; TrackerError (or FleetError) if the poll failed."""
+        """Poll `repo` once and act on it; TrackerError if the poll failed."""
         if not self.has_token:
             raise AuthError(
                 f"no GitHub token: the variable {self.config.token_env} (tracker.github."
@@ -76,26 +87,45 @@ class Sync:
         issues = self.issues[repo]
         tasks = self._tasks(watched_keys(repo, issues, self.ledger))
         for action in plan(repo, issues, tasks, self.ledger):
-            match action:
-                case Create(issue=issue):
-                    self._create(issue, info)
-                case Rerun(issue=issue, task=task):
-                    self._rerun(issue, task)
-                case Report(issue=issue, task=task):
-                    self._report(issue, task, info)
-                case Cancel(key=key, task=task):
-                    self._cancel(key, task)
-                case Settle(key=key, finished_at=finished_at):
-                    self._remember(key, reported=finished_at)
-        self._follow_reviews(repo, info, tasks)
+            self._isolated(_key_of(action), lambda a=action: self._act(a, info))
+        self._follow_ups(repo, info, tasks)
 
-    # --- the queue -------------------------------------------------------------------------
+    def _act(self, action: Action, info: Repository) -> None:
+        match action:
+            case Create(issue=issue):
+                self._create(issue, info)
+            case Rerun(issue=issue, task=task):
+                self._ask(m.RetryTask(task=task.id))
+                logger.info("{} labelled again: task {} runs again", issue.key, task.id)
+            case Report(issue=issue, task=task):
+                self._report(issue, task, info)
+            case Cancel(key=key, task=task):
+                self._ask(m.CancelTask(task=task.id))
+                logger.info("{} was closed or unlabelled: task {} cancelled", key, task.id)
+            case Settle(key=key, finished_at=finished_at):
+                self._remember(key, reported=finished_at)
+
+    def _isolated(self, key: str, step: object) -> None:
+        """Run one issue's step; its own failure is logged once (per text) and passed over."""
+        try:
+            step()  # type: ignore[operator]
+        except (AuthError, RateLimited, QueueUnavailable):
+            raise
+        except (TrackerError, FleetError) as exc:
+            if self.failures.get(key) != str(exc):
+                logger.warning("tracker: {}: {}", key, exc)
+                self.failures[key] = str(exc)
+        else:
+            self.failures.pop(key, None)
+
+    # --- the queue and the ledger ----------------------------------------------------------
 
     def _ask(self, message: m.Message) -> m.Message:
         try:
             return self.queue.request(message)
         except FleetError as exc:
-            raise TrackerError(f"fleetd did not take {type(message).__name__}: {exc}") from None
+            name = type(message).__name__
+            raise QueueUnavailable(f"fleetd did not take {name}: {exc}") from None
 
     def _tasks(self, keys: list[str]) -> dict[str, TaskView]:
         if not keys:
@@ -109,30 +139,29 @@ class Sync:
             self.repositories[repo] = self.tracker.repository(repo)
         return self.repositories[repo]
 
-    def _remember(self, key: str, **changes: object) -> None:
-        self.ledger[key] = msgspec.structs.replace(self.ledger[key], **changes)
+    def _remember(self, key: str, entry: Entry | None = None, **changes: object) -> None:
+        self.ledger[key] = msgspec.structs.replace(entry or self.ledger[key], **changes)
         ledger_file.save(self.ledger_path, self.ledger)
 
     def _enqueue(self, key: str, spec: TaskSpec, entry: Entry) -> int:
         reply = self._ask(m.Enqueue(tasks=[spec]))
         assert isinstance(reply, m.Enqueued)
-        self.ledger[key] = msgspec.structs.replace(entry, task=reply.ids[0])
-        ledger_file.save(self.ledger_path, self.ledger)
+        self._remember(key, entry, task=reply.ids[0])
         return reply.ids[0]
 
-    # --- actions ---------------------------------------------------------------------------
+    # --- issues in -------------------------------------------------------------------------
 
-    def _create(self, issue: Issue, info: Repository, ref: str | None = None) -> None:
+    def _create(self, issue: Issue, info: Repository) -> None:
         try:
             workflow = parse_workflow(self.tracker.workflow(issue.repo, info.default_branch))
         except WorkflowError as exc:
             logger.warning("{}: {}; using the built-in template", issue.repo, exc)
             workflow = parse_workflow(None)
         prompt = render(workflow, issue, self.tracker.comments(issue.repo, issue.number))
-        spec = self._spec(issue.key, prompt, workflow.options, info, ref, issue.url)
+        spec = self._spec(issue.key, prompt, workflow.options, info, None, issue.url)
         entry = Entry(repo=issue.repo, number=issue.number, task=0, issue_url=issue.url)
         task = self._enqueue(issue.key, spec, entry)
-        logger.info("{}#{} is task {}", issue.repo, issue.number, task)
+        logger.info("{} is task {}", issue.key, task)
 
     def _spec(
         self,
@@ -147,152 +176,82 @@ class Sync:
         if fields["agent"] == "command":
             fields["argv"] = list(self.config.argv)
         labels = {"tracker": "github", "issue": key.removeprefix("github:"), "issue_url": url}
+        fields.update(prompt=prompt, repo=info.clone_url, ref=ref, key=key, labels=labels)
         try:
-            return msgspec.convert(
-                {
-                    **fields,
-                    "prompt": prompt,
-                    "repo": info.clone_url,
-                    "ref": ref,
-                    "key": key,
-                    "labels": labels,
-                },
-                TaskSpec,
-            )
+            return msgspec.convert(fields, TaskSpec)
         except msgspec.ValidationError as exc:
-            raise TrackerError(f"WORKFLOW.md of {info.name} gives a bad option: {exc}") from None
+            raise TrackerError(f"cannot make a task of {key}: {exc}") from None
 
-    def _rerun(self, issue: Issue, task: TaskView) -> None:
-        reply = self._ask(m.RetryTask(task=task.id))
-        logger.info(
-            "{}#{} labelled again: task {} is {}",
-            issue.repo,
-            issue.number,
-            task.id,
-            getattr(reply, "state", "?"),
-        )
-
-    def _cancel(self, key: str, task: TaskView) -> None:
-        self._ask(m.CancelTask(task=task.id))
-        logger.info("{} was closed or unlabelled: task {} cancelled", key, task.id)
+    # --- results out -----------------------------------------------------------------------
 
     def _report(self, issue: Issue, task: TaskView, info: Repository) -> None:
-        if key_entry := self.ledger.get(issue.key):
-            entry = key_entry
-        else:  # a ledger lost: the queue still knows the task
-            entry = Entry(repo=issue.repo, number=issue.number, task=task.id, issue_url=issue.url)
-            self.ledger[issue.key] = entry
-        workspace = task.result.workspace if task.result else None
-        label = self.config.label
-        if task.state == "succeeded" and workspace is not None and workspace.commit:
-            branch = workspace.branch
-            self.pusher.push(
-                self._source(workspace.path, info),
-                workspace.commit,
-                info.clone_url,
-                branch,
-                force=True,
-            )
-            pull = self.tracker.pull_for(issue.repo, branch) or self.tracker.open_pull(
-                issue.repo,
-                NewPull(
-                    title=report.pull_title(issue),
-                    head=branch,
-                    base=info.default_branch,
-                    body=report.pull_body(issue, task),
-                    draft=self.config.draft,
-                ),
-            )
-            self.tracker.comment(issue.repo, issue.number, report.opened_comment(task, pull.url))
-            outcome = "done"
-            changes: dict[str, object] = {
-                "branch": branch,
-                "pull": pull.number,
-                "pull_url": pull.url,
-            }
-        else:
-            why = None
-            if task.state == "succeeded":
-                why = "the agent finished without changing any file"
-            self.tracker.comment(issue.repo, issue.number, report.failure_comment(task, why))
-            outcome, changes = "failed", {}
-        self.tracker.remove_label(issue.repo, issue.number, label)
-        self.tracker.add_label(issue.repo, issue.number, f"{label}:{outcome}")
-        self._remember(issue.key, task=task.id, reported=task.finished_at, **changes)
-        logger.info("{}#{}: task {} reported ({})", issue.repo, issue.number, task.id, outcome)
-
-    def _source(self, worktree: str, info: Repository) -> Path:
-        """Where the task's commit is: its worktree, or (removed) the workers' clone."""
-        path = Path(worktree)
-        return path if path.is_dir() else self.repos_dir / clone_name(info.clone_url)
+        entry = self.ledger.get(issue.key) or Entry(  # a ledger lost: the queue still knows
+            repo=issue.repo, number=issue.number, task=task.id, issue_url=issue.url
+        )
+        changes = self.results.report(issue, task, info)
+        self._remember(issue.key, entry, task=task.id, reported=task.finished_at, **changes)
+        logger.info("{}: task {} reported ({})", issue.key, task.id, task.state)
 
     # --- review comments: follow-ups on the same branch --------------------------------------
 
-    def _follow_reviews(self, repo: str, info: Repository, tasks: dict[str, TaskView]) -> None:
-        mention = f"@{self.config.label}"
+    def _follow_ups(self, repo: str, info: Repository, tasks: dict[str, TaskView]) -> None:
         for key, entry in list(self.ledger.items()):
-            if entry.repo != repo:
+            task = tasks.get(key)
+            if entry.repo != repo or entry.follows is None or task is None:
                 continue
-            if entry.follows is not None:
-                task = tasks.get(key)
-                if (
-                    task is not None
-                    and task.state in TERMINAL_STATES
-                    and (entry.reported != task.finished_at)
-                ):
-                    self._report_follow_up(key, entry, task, info)
+            if task.state in TERMINAL_STATES and entry.reported != task.finished_at:
+                self._isolated(
+                    key, lambda k=key, e=entry, t=task: self._follow_up_done(k, e, t, info)
+                )
+        pulls = {e.pull: key for key, e in self.ledger.items() if e.repo == repo and e.pull}
+        if not pulls:
+            return
+        mention = f"@{self.config.label}"
+        for comment in self.tracker.review_comments(repo):
+            key = pulls.get(comment.pull)
+            if key is None or mention not in comment.body:
                 continue
-            if entry.pull is None:
+            if comment.id in self.ledger[key].reviews:
                 continue
-            for comment in self.tracker.review_comments(repo, entry.pull):
-                if comment.id in entry.reviews or mention not in comment.body:
-                    continue
-                self._start_follow_up(key, entry, comment.id, comment.body, info)
+            if not comment.trusted:
+                logger.info(
+                    "{}: review comment {} by {} ({}) ignored: no write access",
+                    key,
+                    comment.id,
+                    comment.author,
+                    comment.association or "unknown",
+                )
+                self._remember(key, reviews=[*self.ledger[key].reviews, comment.id])
+                continue
+            self._isolated(key, lambda k=key, c=comment: self._start_follow_up(k, c, info))
 
-    def _start_follow_up(
-        self, key: str, entry: Entry, comment: int, body: str, info: Repository
-    ) -> None:
-        follow_key = f"{key}/review/{comment}"
+    def _start_follow_up(self, key: str, comment: Comment, info: Repository) -> None:
+        entry = self.ledger[key]
+        follow_key = f"{key}/review/{comment.id}"
         prompt = (
             f"A reviewer of the pull request for GitHub issue #{entry.number} of {entry.repo} "
-            f"asks for a change:\n\n{body}\n\nMake it in this working tree, on top of the "
-            "earlier work; it is committed and pushed to the same pull request for you."
+            f"asks for a change:\n\n{comment.body}\n\nMake it in this working tree, on top of "
+            "the earlier work; it is committed and pushed to the same pull request for you."
         )
         spec = self._spec(follow_key, prompt, {}, info, entry.branch, entry.issue_url or "")
         new = Entry(
-            repo=entry.repo, number=entry.number, task=0, follows=key, issue_url=entry.issue_url
+            repo=entry.repo,
+            number=entry.number,
+            task=0,
+            follows=key,
+            issue_url=entry.issue_url,
+            pull_url=entry.pull_url,
         )
         task = self._enqueue(follow_key, spec, new)
-        self._remember(key, reviews=[*entry.reviews, comment])
-        logger.info("review comment {} on {}: follow-up task {}", comment, key, task)
+        self._remember(key, reviews=[*entry.reviews, comment.id])
+        logger.info("review comment {} on {}: follow-up task {}", comment.id, key, task)
 
-    def _report_follow_up(self, key: str, entry: Entry, task: TaskView, info: Repository) -> None:
+    def _follow_up_done(self, key: str, entry: Entry, task: TaskView, info: Repository) -> None:
         parent = self.ledger.get(entry.follows or "")
-        workspace = task.result.workspace if task.result else None
-        if parent is None or parent.pull is None or parent.branch is None:
-            self._remember(key, reported=task.finished_at)
-            return
-        if task.state == "succeeded" and workspace is not None and workspace.commit:
-            self.pusher.push(
-                self._source(workspace.path, info),
-                workspace.commit,
-                info.clone_url,
-                parent.branch,
-                force=False,
-            )
-            text = report.pushed_comment(task, workspace.commit)
-        else:
-            why = (
-                "the agent finished without changing any file"
-                if task.state == "succeeded"
-                else None
-            )
-            text = report.failure_comment(task, why).split("\n\n")[0]
-        self.tracker.comment(entry.repo, parent.pull, text)
-        self._remember(
-            key,
-            reported=task.finished_at,
-            branch=parent.branch,
-            pull=None,
-            pull_url=parent.pull_url,
-        )
+        if parent is not None and parent.pull is not None and parent.branch is not None:
+            self.results.report_follow_up(entry, parent, task, info)
+        self._remember(key, reported=task.finished_at)
+
+
+def _key_of(action: Action) -> str:
+    return action.key if isinstance(action, Cancel | Settle) else action.issue.key

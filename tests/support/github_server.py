@@ -86,6 +86,7 @@ class GitHubServer:
         self.lock = threading.RLock()
         self.rate_limit_left = self.RATE_LIMIT
         self.rate_limit_reset = int(time.time()) + 3600
+        self.failing: set[str] = set()  # paths answered 500, as a GitHub outage would
         self._next_comment = 1000
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -105,13 +106,25 @@ class GitHubServer:
             repo.issues[issue.number] = issue
             return issue
 
-    def add_review_comment(self, full_name: str, pull: int, body: str) -> None:
+    def add_review_comment(
+        self, full_name: str, pull: int, body: str, association: str = "COLLABORATOR"
+    ) -> None:
+        """A review comment on `pull` by someone whose relation to the repository is
+        `association` (GitHub's author_association: OWNER, MEMBER, COLLABORATOR, NONE, ...)."""
         with self.lock:
-            self.repos[full_name].pulls[pull].review_comments.append(self._comment(body))
+            comment = self._comment(body, association)
+            url = f"{self.url}/repos/{full_name}/pulls/{pull}"
+            comment["pull_request_url"] = url
+            self.repos[full_name].pulls[pull].review_comments.append(comment)
 
-    def _comment(self, body: str) -> dict[str, Any]:
+    def _comment(self, body: str, association: str = "OWNER") -> dict[str, Any]:
         self._next_comment += 1
-        return {"id": self._next_comment, "body": body, "user": {"login": "reviewer"}}
+        return {
+            "id": self._next_comment,
+            "body": body,
+            "user": {"login": "reviewer"},
+            "author_association": association,
+        }
 
     def requests_to(self, pattern: str, method: str = "GET") -> list[Seen]:
         with self.lock:
@@ -161,6 +174,7 @@ class GitHubServer:
             ("GET", r"/pulls", lambda: (200, self._pulls(repo, query))),
             ("POST", r"/pulls", lambda: self._open_pull(repo, body)),
             ("GET", r"/pulls/(\d+)/comments", lambda n: (200, repo.pulls[n].review_comments)),
+            ("GET", r"/pulls/comments", lambda: (200, self._review_comments(repo, query))),
             ("GET", r"/contents/(.+)", lambda name: self._contents(repo, name, query)),
         ]
         for verb, pattern, answer in routes:
@@ -239,6 +253,15 @@ class GitHubServer:
         pulls = [self._pull_json(repo, p) for p in repo.pulls.values()]
         return [p for p in pulls if head is None or p["head"]["label"] == head]
 
+    def _review_comments(self, repo: Repo, query: dict[str, str]) -> list[dict[str, Any]]:
+        """Every review comment of the repository, oldest first (newest with direction=desc)."""
+        every = sorted(
+            (c for pull in repo.pulls.values() for c in pull.review_comments), key=lambda c: c["id"]
+        )
+        if query.get("sort") == "created" and query.get("direction") == "desc":
+            every.reverse()
+        return every[: int(query.get("per_page", "30"))]
+
     def _open_pull(self, repo: Repo, body: Any) -> tuple[int, Any]:
         head, base = str(body["head"]), str(body["base"])
         branches = run_git(repo.bare, "for-each-ref", "--format=%(refname:short)", "refs/heads")
@@ -294,6 +317,8 @@ class _Handler(BaseHTTPRequestHandler):
         with github.lock:
             if not authorised:
                 status, answer = 401, {"message": "Bad credentials"}
+            elif parts.path in github.failing:
+                status, answer = 500, {"message": "Server Error"}
             elif github.rate_limit_left <= 0:
                 status, answer = 403, {"message": "API rate limit exceeded for user."}
             else:

@@ -1,0 +1,106 @@
+"""Results back to the tracker: a finished task's branch pushed, its pull request opened (or
+found), the issue commented and labelled; a follow-up's commit pushed onto its pull request.
+
+Each step is idempotent where the tracker allows, so a report cut short (a crash, a failed
+request) is simply made again at the next poll: the push to the task's own branch is forced,
+the pull request is looked for by its branch before one is opened, labels are set, not
+toggled. What may repeat is a comment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fleetd.tracker import report
+from fleetd.tracker.base import Issue, NewPull, PullRequest, Repository, Tracker
+from fleetd.tracker.logic import Entry
+from fleetd.tracker.push import Pusher
+from fleetd.workspace.git import clone_name
+from shared.config import GitHubTrackerConfig
+from shared.models import TaskView, WorkspaceResult
+
+NO_CHANGE = "the agent finished without changing any file"
+OUTCOMES = ("done", "failed")
+
+
+@dataclass
+class Results:
+    config: GitHubTrackerConfig
+    tracker: Tracker
+    pusher: Pusher
+    repos_dir: Path  # the workers' clones (a finished worktree may be gone already)
+
+    def report(self, issue: Issue, task: TaskView, info: Repository) -> dict[str, object]:
+        """Tell the issue how its task ended; the ledger fields to remember."""
+        workspace = _committed(task)
+        changes: dict[str, object] = {}
+        if workspace is not None:
+            pull = self._propose(issue, task, info, workspace)
+            self.tracker.comment(issue.repo, issue.number, report.opened_comment(task, pull.url))
+            outcome = "done"
+            changes = {"branch": workspace.branch, "pull": pull.number, "pull_url": pull.url}
+        else:
+            why = NO_CHANGE if task.state == "succeeded" else None
+            self.tracker.comment(issue.repo, issue.number, report.failure_comment(task, why))
+            outcome = "failed"
+        self._label(issue, outcome)
+        return changes
+
+    def _propose(
+        self, issue: Issue, task: TaskView, info: Repository, workspace: WorkspaceResult
+    ) -> PullRequest:
+        assert workspace.commit is not None
+        source = self._source(workspace, info)
+        # Forced: a rerun starts again from the base, and the branch is the task's own.
+        self.pusher.push(source, workspace.commit, info.clone_url, workspace.branch, force=True)
+        found = self.tracker.pull_for(issue.repo, workspace.branch)
+        if found is not None:
+            return found
+        new = NewPull(
+            title=report.pull_title(issue),
+            head=workspace.branch,
+            base=info.default_branch,
+            body=report.pull_body(issue, task),
+            draft=self.config.draft,
+        )
+        return self.tracker.open_pull(issue.repo, new)
+
+    def _label(self, issue: Issue, outcome: str) -> None:
+        label = self.config.label
+        self.tracker.remove_label(issue.repo, issue.number, label)
+        for other in OUTCOMES:
+            if other != outcome:
+                self.tracker.remove_label(issue.repo, issue.number, f"{label}:{other}")
+        self.tracker.add_label(issue.repo, issue.number, f"{label}:{outcome}")
+
+    def report_follow_up(
+        self, entry: Entry, parent: Entry, task: TaskView, info: Repository
+    ) -> None:
+        """Push a follow-up's commit onto its parent's branch and say so on the pull request."""
+        assert parent.pull is not None and parent.branch is not None
+        workspace = _committed(task)
+        if workspace is not None:
+            assert workspace.commit is not None
+            source = self._source(workspace, info)
+            # Not forced: the follow-up started from the pushed branch, and a reviewer's own
+            # commits pushed since must not be lost (the push fails, and the comment says so).
+            self.pusher.push(source, workspace.commit, info.clone_url, parent.branch, force=False)
+            text = report.pushed_comment(task, workspace.commit)
+        else:
+            why = NO_CHANGE if task.state == "succeeded" else None
+            text = report.failure_comment(task, why).split("\n\n")[0]
+        self.tracker.comment(entry.repo, parent.pull, text)
+
+    def _source(self, workspace: WorkspaceResult, info: Repository) -> Path:
+        """Where the task's commit is: its worktree, or (removed by gc) the workers' clone."""
+        path = Path(workspace.path)
+        return path if path.is_dir() else self.repos_dir / clone_name(info.clone_url)
+
+
+def _committed(task: TaskView) -> WorkspaceResult | None:
+    """The workspace of a task that succeeded with a commit; None otherwise."""
+    workspace = task.result.workspace if task.result else None
+    if task.state != "succeeded" or workspace is None or not workspace.commit:
+        return None
+    return workspace

@@ -1,0 +1,103 @@
+"""Sync against the stand-in and a queue stand-in (the integration tests use the real fleet):
+one issue's failure does not stop the others; a spent budget or an unreachable fleetd ends it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fleetd.tracker.base import RateLimited
+from fleetd.tracker.github import GitHub
+from fleetd.tracker.push import Pusher
+from fleetd.tracker.results import Results
+from fleetd.tracker.sync import QueueUnavailable, Sync
+from shared import messages as m
+from shared.config import GitHubTrackerConfig
+from shared.errors import DaemonUnavailable
+from shared.models import TaskView
+from tests.support.github_server import GitHubServer
+from tests.support.tracked import REPO, SECRET, bare_remote
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Queue:
+    """Enqueue, FindTasks and nothing else, keyed as the broker keys them."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, TaskView] = {}
+        self.down = False
+
+    def request(self, message: m.Message) -> m.Message:
+        if self.down:
+            raise DaemonUnavailable("fleetd is not running")
+        match message:
+            case m.FindTasks(keys=keys):
+                return m.TaskList(tasks=[self.tasks[k] for k in keys if k in self.tasks])
+            case m.Enqueue(tasks=[spec]):
+                view = TaskView(
+                    id=len(self.tasks) + 1, state="queued", spec=spec, attempts=0, enqueued_at=0
+                )
+                self.tasks[spec.key] = view
+                return m.Enqueued(ids=[view.id], created=[True])
+        raise AssertionError(message)
+
+
+@pytest.fixture
+def github(tmp_path: Path) -> Iterator[GitHubServer]:
+    with GitHubServer(token=SECRET) as server:
+        server.add_repo(REPO, bare_remote(tmp_path))
+        yield server
+
+
+def sync_of(github: GitHubServer, queue: Queue, tmp_path: Path) -> Sync:
+    config = GitHubTrackerConfig(api_url=github.url, repos=[REPO], agent="command", argv=["x"])
+    client = GitHub(github.url, SECRET)
+    pusher = Pusher(client.push_headers(), {"PATH": "/usr/bin:/bin"}, [SECRET])
+    return Sync(
+        config,
+        client,
+        queue,
+        Results(config, client, pusher, tmp_path / "repos"),
+        tmp_path / "ledger.json",
+    )
+
+
+def test_an_issue_that_cannot_be_read_is_passed_over_and_the_others_are_enqueued(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    broken = github.add_issue(REPO, "broken", "", ["agent-fleet"])
+    fine = github.add_issue(REPO, "fine", "", ["agent-fleet"])
+    github.failing.add(f"/repos/{REPO}/issues/{broken.number}/comments")
+    queue = Queue()
+    sync = sync_of(github, queue, tmp_path)
+    sync.poll(REPO)
+    assert list(queue.tasks) == [f"github:{REPO}#{fine.number}"]
+    assert f"github:{REPO}#{broken.number}" in sync.failures
+    spec = queue.tasks[f"github:{REPO}#{fine.number}"].spec
+    assert (spec.agent, spec.argv, spec.repo) == (
+        "command",
+        ["x"],
+        github.repos[REPO].bare.as_uri(),
+    )
+    assert spec.labels["issue"] == f"{REPO}#{fine.number}"
+    sync.poll(REPO)
+    assert len(queue.tasks) == 1, "the key finds the task: no second one"
+
+
+def test_a_spent_rate_limit_and_an_unreachable_fleetd_end_the_poll(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    github.add_issue(REPO, "one", "", ["agent-fleet"])
+    queue = Queue()
+    sync = sync_of(github, queue, tmp_path)
+    queue.down = True
+    with pytest.raises(QueueUnavailable, match="not running"):
+        sync.poll(REPO)
+    queue.down = False
+    github.rate_limit_left = 0
+    with pytest.raises(RateLimited):
+        sync.poll(REPO)
+    assert queue.tasks == {}

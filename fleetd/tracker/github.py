@@ -108,12 +108,19 @@ class GitHub:
         self._call("POST", f"/repos/{repo}/issues/{number}/labels", {"labels": [label]})
 
     def remove_label(self, repo: str, number: int, label: str) -> None:
+        self.take_label(repo, number, label)  # not there: what we wanted
+
+    def take_label(self, repo: str, number: int, label: str) -> bool:
+        """DELETE answers 404 when the issue has no such label: of two trackers removing it at
+        once, one is told it was gone, and that is the claim."""
         name = urllib.parse.quote(label, safe="")
         try:
             self._call("DELETE", f"/repos/{repo}/issues/{number}/labels/{name}")
         except TrackerError as exc:
-            if exc.status != 404:  # not there: what we wanted
-                raise
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     def pull_for(self, repo: str, head: str) -> PullRequest | None:
         owner = repo.split("/")[0]

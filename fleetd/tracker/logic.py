@@ -2,11 +2,13 @@
 off, and what one poll's answer asks of the queue and of the tracker.
 
 `plan()` is the whole policy of issues and tasks, a pure function: the repository's open
-labelled issues, the tasks found by their keys and the ledger (what this tracker already
-reported) in; actions out. An issue becomes a task once (the key is the issue); its finished
-task is reported once (the ledger keeps the finish time it reported); a label applied again
-after that report runs the task again; an issue that leaves the list (closed, unlabelled)
-while its task is queued or running cancels it.
+issues with the label and with the running label, the tasks found by their keys and the
+ledger (what this tracker claimed and reported) in; actions out. An issue becomes a task once:
+the key is the issue, and a tracker first claims it by taking the label off (GitHub answers
+404 to the second of two trackers that try, so two fleetd nodes never both take it) and
+putting the running label on. Its finished task is reported once (the ledger keeps the finish
+time it reported); the label applied again after that runs the task again; an issue closed,
+or stripped of the running label, while its task is queued or running cancels it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class Entry(msgspec.Struct, kw_only=True):
 
     repo: str
     number: int
-    task: int
+    task: int  # 0: claimed, not yet enqueued (the next poll enqueues it)
     reported: int | None = None  # the task's finished_at this tracker reported
     branch: str | None = None  # the pushed branch
     pull: int | None = None
@@ -42,14 +44,22 @@ class Entry(msgspec.Struct, kw_only=True):
 
 @dataclass(frozen=True)
 class Create:
-    """No task has this issue's key: make one."""
+    """No task has this issue's key: claim the issue (unless this tracker did) and make one."""
+
+    issue: Issue
+    claimed: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The label was applied again while the task is queued or running: take it back."""
 
     issue: Issue
 
 
 @dataclass(frozen=True)
 class Rerun:
-    """The label was applied again after the task's result was reported: a new attempt."""
+    """The label was applied again after the task's result was reported: claim, new attempt."""
 
     issue: Issue
     task: TaskView
@@ -65,7 +75,7 @@ class Report:
 
 @dataclass(frozen=True)
 class Cancel:
-    """The issue was closed or unlabelled while its task is queued or running."""
+    """The issue was closed or lost its running label while its task is queued or running."""
 
     key: str
     task: TaskView
@@ -79,36 +89,60 @@ class Settle:
     finished_at: int
 
 
-Action = Create | Rerun | Report | Cancel | Settle
+Action = Create | Claim | Rerun | Report | Cancel | Settle
 
 
 def plan(
-    repo: str, issues: list[Issue], tasks: dict[str, TaskView], ledger: dict[str, Entry]
+    repo: str,
+    requested: list[Issue],
+    claimed: list[Issue],
+    tasks: dict[str, TaskView],
+    ledger: dict[str, Entry],
 ) -> list[Action]:
-    """What one poll of `repo` asks for (see the module's docstring)."""
+    """What one poll of `repo` asks for (see the module's docstring).
+
+    `requested`: the open issues with the label; `claimed`: those with the running label,
+    which a tracker puts in its place when it takes an issue (on one node or several: taking
+    the label off is the claim, and only one tracker's removal succeeds).
+    """
     actions: list[Action] = []
-    listed = {issue.key for issue in issues}
-    for issue in issues:
+    for issue in requested:
         task = tasks.get(issue.key)
-        entry = ledger.get(issue.key)
         if task is None:
             actions.append(Create(issue))
-        elif task.state in TERMINAL_STATES:
-            reported = entry is not None and entry.reported == task.finished_at
-            actions.append(Rerun(issue, task) if reported else Report(issue, task))
+        elif task.state not in TERMINAL_STATES:
+            actions.append(Claim(issue))
+        elif _reported(ledger.get(issue.key), task):
+            actions.append(Rerun(issue, task))
+        else:
+            actions.append(Report(issue, task))
+    asked = {issue.key for issue in requested}
+    for issue in claimed:
+        task, entry = tasks.get(issue.key), ledger.get(issue.key)
+        if issue.key in asked or entry is None:  # asked again, or another tracker's claim
+            continue
+        if task is None:
+            actions.append(Create(issue, claimed=True))  # claimed, then cut short
+        elif task.state in TERMINAL_STATES and not _reported(entry, task):
+            actions.append(Report(issue, task))
+    listed = asked | {issue.key for issue in claimed}
     for key, entry in ledger.items():
         task = tasks.get(key)
         if entry.repo != repo or key in listed or task is None or entry.follows is not None:
             continue
         if task.state not in TERMINAL_STATES:
             actions.append(Cancel(key, task))
-        elif entry.reported != task.finished_at and task.finished_at is not None:
+        elif not _reported(entry, task) and task.finished_at is not None:
             actions.append(Settle(key, task.finished_at))
     return actions
 
 
+def _reported(entry: Entry | None, task: TaskView) -> bool:
+    return entry is not None and entry.reported == task.finished_at
+
+
 def watched_keys(repo: str, issues: list[Issue], ledger: dict[str, Entry]) -> list[str]:
-    """The keys whose tasks a poll of `repo` needs: its listed issues' and its unsettled ones."""
+    """The keys whose tasks a poll of `repo` needs: its listed issues' and its ledger's."""
     keys = {issue.key for issue in issues}
     keys |= {key for key, entry in ledger.items() if entry.repo == repo}
     return sorted(keys)

@@ -67,8 +67,10 @@ class Results:
         return self.tracker.open_pull(issue.repo, new)
 
     def _label(self, issue: Issue, outcome: str) -> None:
+        """The running label gives way to the outcome's. The label itself stays if someone
+        applied it again meanwhile: that asks for another run, which the next poll starts."""
         label = self.config.label
-        self.tracker.remove_label(issue.repo, issue.number, label)
+        self.tracker.remove_label(issue.repo, issue.number, running_label(self.config))
         for other in OUTCOMES:
             if other != outcome:
                 self.tracker.remove_label(issue.repo, issue.number, f"{label}:{other}")
@@ -96,6 +98,11 @@ class Results:
         """Where the task's commit is: its worktree, or (removed by gc) the workers' clone."""
         path = Path(workspace.path)
         return path if path.is_dir() else self.repos_dir / clone_name(info.clone_url)
+
+
+def running_label(config: GitHubTrackerConfig) -> str:
+    """The label a tracker puts in place of the label when it takes the issue."""
+    return f"{config.label}:running"
 
 
 def _committed(task: TaskView) -> WorkspaceResult | None:

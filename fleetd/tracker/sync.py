@@ -29,6 +29,7 @@ from fleetd.tracker.base import (
 from fleetd.tracker.logic import (
     Action,
     Cancel,
+    Claim,
     Create,
     Entry,
     Report,
@@ -38,7 +39,7 @@ from fleetd.tracker.logic import (
     watched_keys,
 )
 from fleetd.tracker.prompt import WorkflowError, parse_workflow, render
-from fleetd.tracker.results import Results
+from fleetd.tracker.results import Results, running_label
 from shared import messages as m
 from shared.config import GitHubTrackerConfig
 from shared.errors import FleetError
@@ -66,7 +67,8 @@ class Sync:
     ledger_path: Path
     has_token: bool = True
     ledger: dict[str, Entry] = field(default_factory=dict)
-    issues: dict[str, list[Issue]] = field(default_factory=dict)  # the last list of each repo
+    # The last list of each repository and label.
+    issues: dict[tuple[str, str], list[Issue]] = field(default_factory=dict)
     repositories: dict[str, Repository] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # key: the last error logged
 
@@ -81,22 +83,31 @@ class Sync:
                 "token_env) is not set in fleetd's environment"
             )
         info = self._repository(repo)
-        polled = self.tracker.labelled_issues(repo, self.config.label)
-        if polled.fresh or repo not in self.issues:
-            self.issues[repo] = polled.issues
-        issues = self.issues[repo]
-        tasks = self._tasks(watched_keys(repo, issues, self.ledger))
-        for action in plan(repo, issues, tasks, self.ledger):
+        requested = self._list(repo, self.config.label)
+        claimed = self._list(repo, running_label(self.config))
+        tasks = self._tasks(watched_keys(repo, requested + claimed, self.ledger))
+        for action in plan(repo, requested, claimed, tasks, self.ledger):
             self._isolated(_key_of(action), lambda a=action: self._act(a, info))
         self._follow_ups(repo, info, tasks)
 
+    def _list(self, repo: str, label: str) -> list[Issue]:
+        """The open issues with `label`; the last answer when the tracker says it is the same."""
+        polled = self.tracker.labelled_issues(repo, label)
+        if polled.fresh or (repo, label) not in self.issues:
+            self.issues[(repo, label)] = polled.issues
+        return self.issues[(repo, label)]
+
     def _act(self, action: Action, info: Repository) -> None:
         match action:
-            case Create(issue=issue):
-                self._create(issue, info)
+            case Create(issue=issue, claimed=claimed):
+                if claimed or self._claim(issue):
+                    self._create(issue, info)
+            case Claim(issue=issue):
+                self._claim(issue)
             case Rerun(issue=issue, task=task):
-                self._ask(m.RetryTask(task=task.id))
-                logger.info("{} labelled again: task {} runs again", issue.key, task.id)
+                if self._claim(issue):
+                    self._ask(m.RetryTask(task=task.id))
+                    logger.info("{} labelled again: task {} runs again", issue.key, task.id)
             case Report(issue=issue, task=task):
                 self._report(issue, task, info)
             case Cancel(key=key, task=task):
@@ -151,6 +162,18 @@ class Sync:
 
     # --- issues in -------------------------------------------------------------------------
 
+    def _claim(self, issue: Issue) -> bool:
+        """Take the label off (the claim: only one tracker's removal succeeds) and put the
+        running label on; False if another tracker (or a person) took it first."""
+        if not self.tracker.take_label(issue.repo, issue.number, self.config.label):
+            logger.info("{}: its label was taken before this tracker could: left alone", issue.key)
+            return False
+        if issue.key not in self.ledger:
+            entry = Entry(repo=issue.repo, number=issue.number, task=0, issue_url=issue.url)
+            self._remember(issue.key, entry)
+        self.tracker.add_label(issue.repo, issue.number, running_label(self.config))
+        return True
+
     def _create(self, issue: Issue, info: Repository) -> None:
         try:
             workflow = parse_workflow(self.tracker.workflow(issue.repo, info.default_branch))
@@ -159,8 +182,7 @@ class Sync:
             workflow = parse_workflow(None)
         prompt = render(workflow, issue, self.tracker.comments(issue.repo, issue.number))
         spec = self._spec(issue.key, prompt, workflow.options, info, None, issue.url)
-        entry = Entry(repo=issue.repo, number=issue.number, task=0, issue_url=issue.url)
-        task = self._enqueue(issue.key, spec, entry)
+        task = self._enqueue(issue.key, spec, self.ledger[issue.key])
         logger.info("{} is task {}", issue.key, task)
 
     def _spec(

@@ -74,6 +74,17 @@ def test_a_restart_makes_no_second_task_and_a_label_applied_again_runs_it_again(
         assert len(github.repos[REPO].pulls) == 1, "the branch's pull request is reused"
 
 
+def test_two_fleetd_nodes_watching_one_repository_make_one_task() -> None:
+    with tracked_fleet(FIX) as tracked:
+        second = tracked.add_node()
+        issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the result")
+        polls(tracked, 3)
+        tasks = tracked.tasks() + second.json("list")
+        assert len(tasks) == 1, tasks
+        assert len(tracked.github.repos[REPO].pulls) == 1 and len(issue.comments) == 1
+
+
 def test_closing_the_issue_cancels_its_running_task() -> None:
     with tracked_fleet(agent("sleep 60")) as tracked:
         issue = tracked.github.add_issue(REPO, "Slow", "Takes long.", ["agent-fleet"])

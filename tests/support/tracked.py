@@ -7,7 +7,7 @@ import contextlib
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.fleet import Fleet, short_tempdir
@@ -33,6 +33,14 @@ class Tracked:
     github: GitHubServer
     bare: Path
     root: Path
+    others: list[Fleet] = field(default_factory=list)
+
+    def add_node(self) -> Fleet:
+        """A second fleetd (its own state directory and queue) watching the same repository."""
+        node = Fleet(self.root / f"n{len(self.others) + 2}", self.fleet.env)
+        self.others.append(node)
+        node.start("--workers", "1")
+        return node
 
     def branch(self, name: str) -> str | None:
         done = run_git(self.bare, "for-each-ref", "--format=%(objectname)", f"refs/heads/{name}")
@@ -77,11 +85,13 @@ def tracked_fleet(argv: list[str], token: str = SECRET) -> Iterator[Tracked]:
         config = root / "fleet.toml"
         config.write_text(config_text(github.url, argv))
         fleet = Fleet(root / "s", {**_env(), "GITHUB_TOKEN": token, "FLEET_CONFIG": str(config)})
+        tracked = Tracked(fleet, github, bare, root)
         try:
             fleet.start("--workers", "2")
-            yield Tracked(fleet, github, bare, root)
+            yield tracked
         finally:
-            fleet.close()
+            for node in [fleet, *tracked.others]:
+                node.close()
             left = processes_under(root)
             shutil.rmtree(root, ignore_errors=True)
             assert not left, f"processes left behind: {left}"

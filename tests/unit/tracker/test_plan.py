@@ -6,6 +6,7 @@ from fleetd.tracker.base import AuthError, Issue, RateLimited, TrackerError
 from fleetd.tracker.logic import (
     BACKOFF_MAX_SECONDS,
     Cancel,
+    Claim,
     Create,
     Entry,
     Phase,
@@ -36,29 +37,38 @@ def entry(number: int, reported: int | None = None, **fields) -> Entry:
     return Entry(repo=fields.pop("repo", REPO), number=number, task=1, reported=reported, **fields)
 
 
-def test_an_issue_without_a_task_is_created_once_its_task_exists_nothing_more() -> None:
+def test_a_requested_issue_without_a_task_is_claimed_and_created_once() -> None:
     one = issue(1)
-    assert plan(REPO, [one], {}, {}) == [Create(one)]
+    assert plan(REPO, [one], [], {}, {}) == [Create(one)]
     for state in ("queued", "running"):
-        assert plan(REPO, [one], {one.key: task(one.key, state)}, {one.key: entry(1)}) == []
+        tasks = {one.key: task(one.key, state)}
+        assert plan(REPO, [], [one], tasks, {one.key: entry(1)}) == []
+        assert plan(REPO, [one], [], tasks, {one.key: entry(1)}) == [Claim(one)], "asked again"
 
 
-def test_a_finished_task_is_reported_once_then_a_listed_issue_means_run_again() -> None:
+def test_a_claim_cut_short_is_enqueued_and_another_trackers_claim_is_left_alone() -> None:
+    one = issue(1)
+    assert plan(REPO, [], [one], {}, {one.key: entry(1)}) == [Create(one, claimed=True)]
+    assert plan(REPO, [], [one], {}, {}) == [], "claimed by another node: not ours"
+
+
+def test_a_finished_task_is_reported_once_then_the_label_again_means_run_again() -> None:
     one = issue(1)
     done = task(one.key, "succeeded", finished_at=50)
-    assert plan(REPO, [one], {one.key: done}, {one.key: entry(1)}) == [Report(one, done)]
-    assert plan(REPO, [one], {one.key: done}, {}) == [Report(one, done)], "ledger lost"
+    assert plan(REPO, [], [one], {one.key: done}, {one.key: entry(1)}) == [Report(one, done)]
+    assert plan(REPO, [one], [], {one.key: done}, {}) == [Report(one, done)], "ledger lost"
     reported = {one.key: entry(1, reported=50)}
-    assert plan(REPO, [one], {one.key: done}, reported) == [Rerun(one, done)]
-    assert plan(REPO, [], {one.key: done}, reported) == [], "unlabelled after the report"
+    assert plan(REPO, [], [one], {one.key: done}, reported) == [], "reported: nothing more"
+    assert plan(REPO, [one], [], {one.key: done}, reported) == [Rerun(one, done)]
+    assert plan(REPO, [], [], {one.key: done}, reported) == []
 
 
-def test_a_gone_issue_cancels_its_unfinished_task_and_settles_a_finished_one() -> None:
+def test_a_closed_or_unclaimed_issue_cancels_its_unfinished_task_or_settles_it() -> None:
     key = issue(1).key
     running = task(key, "running")
-    assert plan(REPO, [], {key: running}, {key: entry(1)}) == [Cancel(key, running)]
+    assert plan(REPO, [], [], {key: running}, {key: entry(1)}) == [Cancel(key, running)]
     cancelled = task(key, "cancelled", finished_at=9)
-    assert plan(REPO, [], {key: cancelled}, {key: entry(1)}) == [Settle(key, 9)]
+    assert plan(REPO, [], [], {key: cancelled}, {key: entry(1)}) == [Settle(key, 9)]
 
 
 def test_other_repositories_and_follow_ups_are_not_cancelled_by_a_poll() -> None:
@@ -66,7 +76,7 @@ def test_other_repositories_and_follow_ups_are_not_cancelled_by_a_poll() -> None
     follow = f"{issue(2).key}/review/7"
     tasks = {other: task(other, "running"), follow: task(follow, "running")}
     ledger = {other: entry(1, repo="o/other"), follow: entry(2, follows=issue(2).key)}
-    assert plan(REPO, [], tasks, ledger) == []
+    assert plan(REPO, [], [], tasks, ledger) == []
     assert watched_keys(REPO, [issue(3)], ledger) == sorted([issue(3).key, follow])
 
 

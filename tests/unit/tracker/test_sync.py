@@ -83,8 +83,29 @@ def test_an_issue_that_cannot_be_read_is_passed_over_and_the_others_are_enqueued
         github.repos[REPO].bare.as_uri(),
     )
     assert spec.labels["issue"] == f"{REPO}#{fine.number}"
+    assert fine.labels == ["agent-fleet:running"], "claimed: the label gave way"
+    assert broken.labels == ["agent-fleet:running"], "claimed, then cut short"
+    github.failing.clear()
     sync.poll(REPO)
-    assert len(queue.tasks) == 1, "the key finds the task: no second one"
+    assert len(queue.tasks) == 2, "the claim cut short is enqueued at the next poll"
+    sync.poll(REPO)
+    assert len(queue.tasks) == 2, "the keys find the tasks: no third one"
+
+
+def test_of_two_trackers_only_the_one_that_takes_the_label_makes_a_task(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    issue = github.add_issue(REPO, "one", "", ["agent-fleet"])
+    first, second = Queue(), Queue()
+    sync_a = sync_of(github, first, tmp_path / "a")
+    sync_b = sync_of(github, second, tmp_path / "b")
+    # Both saw the labelled issue before either claimed it.
+    listed = sync_b.tracker.labelled_issues(REPO, "agent-fleet").issues
+    sync_a.poll(REPO)
+    assert sync_b.tracker.take_label(REPO, issue.number, "agent-fleet") is False
+    assert listed and len(first.tasks) == 1
+    sync_b.poll(REPO)
+    assert second.tasks == {}, "the other tracker's claim is not ours"
 
 
 def test_a_spent_rate_limit_and_an_unreachable_fleetd_end_the_poll(

@@ -103,6 +103,7 @@ class Polled:
 
     issues: list[Issue] = field(default_factory=list)
     fresh: bool = True
+    complete: bool = True  # False: more issues than one poll reads (none is taken for gone)
 
 
 class Tracker(Protocol):

@@ -32,16 +32,20 @@ from fleetd.tracker.base import (
 
 TIMEOUT_SECONDS = 30.0
 PAGE_SIZE = 100
+MAX_PAGES = 10  # a thousand labelled open issues per repository and label
 API_VERSION = "2022-11-28"
 
 
 class GitHub:
     """One GitHub (or GitHub Enterprise) API endpoint and token."""
 
-    def __init__(self, api_url: str, token: str, timeout: float = TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self, api_url: str, token: str, timeout: float = TIMEOUT_SECONDS, page_size: int = PAGE_SIZE
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self._token = token
         self.timeout = timeout
+        self.page_size = page_size
         self.budget = Budget()
         self._etags: dict[str, tuple[str, Any]] = {}  # url: (etag, the answer it stands for)
         # Everything but the API's host: urlopen would otherwise follow a redirect elsewhere
@@ -63,8 +67,8 @@ class GitHub:
         )
 
     def labelled_issues(self, repo: str, label: str) -> Polled:
-        query = urllib.parse.urlencode({"labels": label, "state": "open", "per_page": PAGE_SIZE})
-        data, fresh = self._call("GET", f"/repos/{repo}/issues?{query}", conditional=True)
+        query = urllib.parse.urlencode({"labels": label, "state": "open"})
+        data, fresh, complete = self._all_pages(f"/repos/{repo}/issues?{query}")
         issues = [
             Issue(
                 repo=repo,
@@ -77,7 +81,25 @@ class GitHub:
             for item in data
             if "pull_request" not in item  # GitHub lists pull requests among the issues
         ]
-        return Polled(issues=issues, fresh=fresh)
+        return Polled(issues=issues, fresh=fresh, complete=complete)
+
+    def _all_pages(self, path: str) -> tuple[list[Any], bool, bool]:
+        """(every item, fresh, complete): the first page asked for conditionally, the others
+        after it, up to MAX_PAGES (complete is False past that)."""
+        first = f"{path}&per_page={self.page_size}"
+        data, fresh = self._call("GET", first, conditional=True)
+        items, page = list(data), 1
+        if not fresh:
+            return items, False, True
+        while len(data) == self.page_size:
+            if page == MAX_PAGES:
+                return items, True, False
+            page += 1
+            data, _ = self._call("GET", f"{first}&page={page}")
+            items += data
+        if page > 1:  # a later page may change while the first does not: ask afresh next time
+            self._etags.pop(self.api_url + first, None)
+        return items, True, True
 
     def comments(self, repo: str, number: int) -> list[Comment]:
         data, _ = self._call("GET", f"/repos/{repo}/issues/{number}/comments?per_page=100")
@@ -217,6 +239,10 @@ class GitHub:
                 "check the variable named by tracker.github.token_env",
                 code,
             )
+        retry_after = (exc.headers.get("Retry-After") or "").strip() if exc.headers else ""
+        if code in (403, 429) and retry_after.isdigit():  # a secondary rate limit
+            reset = time.time() + int(retry_after)
+            return RateLimited(f"GitHub asks to slow down ({where}): {message}", reset, code)
         if code in (403, 429) and (self.budget.remaining == 0 or "rate limit" in message.lower()):
             reset = float(self.budget.reset_at or time.time() + 60)
             return RateLimited(f"GitHub's rate limit is spent ({where}): {message}", reset, code)

@@ -98,12 +98,14 @@ def plan(
     claimed: list[Issue],
     tasks: dict[str, TaskView],
     ledger: dict[str, Entry],
+    complete: bool = True,
 ) -> list[Action]:
     """What one poll of `repo` asks for (see the module's docstring).
 
     `requested`: the open issues with the label; `claimed`: those with the running label,
     which a tracker puts in its place when it takes an issue (on one node or several: taking
-    the label off is the claim, and only one tracker's removal succeeds).
+    the label off is the claim, and only one tracker's removal succeeds). When the lists are
+    not `complete` (too many issues to read in one poll), no issue is taken for gone.
     """
     actions: list[Action] = []
     for issue in requested:
@@ -126,7 +128,7 @@ def plan(
         elif task.state in TERMINAL_STATES and not _reported(entry, task):
             actions.append(Report(issue, task))
     listed = asked | {issue.key for issue in claimed}
-    for key, entry in ledger.items():
+    for key, entry in ledger.items() if complete else ():
         task = tasks.get(key)
         if entry.repo != repo or key in listed or task is None or entry.follows is not None:
             continue

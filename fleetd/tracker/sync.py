@@ -83,19 +83,21 @@ class Sync:
                 "token_env) is not set in fleetd's environment"
             )
         info = self._repository(repo)
-        requested = self._list(repo, self.config.label)
-        claimed = self._list(repo, running_label(self.config))
+        requested, whole = self._list(repo, self.config.label)
+        claimed, whole_claimed = self._list(repo, running_label(self.config))
         tasks = self._tasks(watched_keys(repo, requested + claimed, self.ledger))
-        for action in plan(repo, requested, claimed, tasks, self.ledger):
+        complete = whole and whole_claimed
+        for action in plan(repo, requested, claimed, tasks, self.ledger, complete):
             self._isolated(_key_of(action), lambda a=action: self._act(a, info))
         self._follow_ups(repo, info, tasks)
 
-    def _list(self, repo: str, label: str) -> list[Issue]:
-        """The open issues with `label`; the last answer when the tracker says it is the same."""
+    def _list(self, repo: str, label: str) -> tuple[list[Issue], bool]:
+        """The open issues with `label` (the last answer when the tracker says it is the
+        same), and whether that is all of them."""
         polled = self.tracker.labelled_issues(repo, label)
         if polled.fresh or (repo, label) not in self.issues:
             self.issues[(repo, label)] = polled.issues
-        return self.issues[(repo, label)]
+        return self.issues[(repo, label)], polled.complete
 
     def _act(self, action: Action, info: Repository) -> None:
         match action:

@@ -87,6 +87,7 @@ class GitHubServer:
         self.rate_limit_left = self.RATE_LIMIT
         self.rate_limit_reset = int(time.time()) + 3600
         self.failing: set[str] = set()  # paths answered 500, as a GitHub outage would
+        self.retry_after: int | None = None  # answer 403 with Retry-After (a secondary limit)
         self._next_comment = 1000
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -212,11 +213,13 @@ class GitHubServer:
     def _issues(self, repo: Repo, query: dict[str, str]) -> list[dict[str, Any]]:
         state = query.get("state", "open")
         wanted = set(filter(None, query.get("labels", "").split(",")))
-        return [
+        every = [
             self._issue_json(repo, issue)
             for issue in sorted(repo.issues.values(), key=lambda i: -i.number)
             if (state == "all" or issue.state == state) and wanted <= set(issue.labels)
         ]
+        size, page = int(query.get("per_page", "30")), int(query.get("page", "1"))
+        return every[(page - 1) * size : page * size]
 
     def _add_comment(self, repo: Repo, number: int, body: Any) -> tuple[int, Any]:
         comment = self._comment(str(body["body"]))
@@ -317,6 +320,8 @@ class _Handler(BaseHTTPRequestHandler):
         with github.lock:
             if not authorised:
                 status, answer = 401, {"message": "Bad credentials"}
+            elif github.retry_after is not None:
+                status, answer = 403, {"message": "You have exceeded a secondary rate limit."}
             elif parts.path in github.failing:
                 status, answer = 500, {"message": "Server Error"}
             elif github.rate_limit_left <= 0:
@@ -340,5 +345,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("X-RateLimit-Reset", str(reset))
         if method == "GET" and status in (200, 304):
             self.send_header("ETag", etag)
+        if github.retry_after is not None:
+            self.send_header("Retry-After", str(github.retry_after))
         self.end_headers()
         self.wfile.write(data)

@@ -4,6 +4,7 @@ pull requests and labels; and the pusher, whose token stays in git's environment
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,26 @@ def test_the_pusher_gives_git_the_header_in_its_environment_only(
         pusher.push(source, commit, f"file:///nowhere/{SECRET}/{pair}.git", "fleet/1", force=True)
     assert SECRET not in str(caught.value) and pair not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+def test_every_page_of_a_long_list_is_read_and_past_the_cap_it_says_incomplete(
+    github: GitHubServer,
+) -> None:
+    for n in range(5):
+        github.add_issue(REPO, f"issue {n}", "", ["agent-fleet"])
+    client = GitHub(github.url, SECRET, page_size=2)
+    polled = client.labelled_issues(REPO, "agent-fleet")
+    assert sorted(i.number for i in polled.issues) == [1, 2, 3, 4, 5] and polled.complete
+    again = client.labelled_issues(REPO, "agent-fleet")
+    assert again.fresh, "a list of several pages is asked for afresh: a later page may change"
+    for n in range(5, 25):
+        github.add_issue(REPO, f"issue {n}", "", ["agent-fleet"])
+    assert not client.labelled_issues(REPO, "agent-fleet").complete, "over 10 pages of 2"
+
+
+def test_a_retry_after_answer_is_a_rate_limit_for_that_long(github: GitHubServer) -> None:
+    github.retry_after = 120
+    asked_at = time.time()
+    with pytest.raises(RateLimited, match="slow down") as caught:
+        GitHub(github.url, SECRET).labelled_issues(REPO, "agent-fleet")
+    assert caught.value.reset_at >= asked_at + 120

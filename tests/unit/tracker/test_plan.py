@@ -71,6 +71,11 @@ def test_a_closed_or_unclaimed_issue_cancels_its_unfinished_task_or_settles_it()
     assert plan(REPO, [], [], {key: cancelled}, {key: entry(1)}) == [Settle(key, 9)]
 
 
+def test_no_issue_is_taken_for_gone_when_the_lists_are_incomplete() -> None:
+    key = issue(1).key
+    assert plan(REPO, [], [], {key: task(key, "running")}, {key: entry(1)}, complete=False) == []
+
+
 def test_other_repositories_and_follow_ups_are_not_cancelled_by_a_poll() -> None:
     other = issue(1, "o/other").key
     follow = f"{issue(2).key}/review/7"

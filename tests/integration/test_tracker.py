@@ -45,7 +45,7 @@ def test_a_labelled_issue_becomes_one_task_a_branch_and_a_pull_request() -> None
         assert commit is not None, "the branch was pushed to the remote"
         assert run_git(tracked.bare, "show", f"{commit}:hello.txt") == "hello\n"
         wait_for(lambda: "agent-fleet:done" in issue.labels, 30, what="the done label")
-        assert "agent-fleet" not in issue.labels
+        assert issue.labels == ["agent-fleet:done"], "the label gave way to :running, then :done"
         [comment] = issue.comments
         assert pull.number and f"/pull/{pull.number}" in comment["body"]
         polls(tracked, 3)
@@ -83,6 +83,19 @@ def test_two_fleetd_nodes_watching_one_repository_make_one_task() -> None:
         tasks = tracked.tasks() + second.json("list")
         assert len(tasks) == 1, tasks
         assert len(tracked.github.repos[REPO].pulls) == 1 and len(issue.comments) == 1
+
+
+def test_a_failed_task_comments_its_reason_and_class_and_opens_no_pull_request() -> None:
+    with tracked_fleet(agent("echo 'model: unauthorized (401)' >&2; exit 3")) as tracked:
+        issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:failed" in issue.labels, 60, what="the failure report")
+        [task] = tracked.tasks()
+        assert task["state"] == "failed"
+        [comment] = issue.comments
+        assert comment["body"].startswith(f"agent-fleet task {task['id']} failed: ")
+        assert "(failure class: " in comment["body"]
+        assert "agent-fleet:running" not in issue.labels
+        assert tracked.github.repos[REPO].pulls == {}
 
 
 def test_closing_the_issue_cancels_its_running_task() -> None:
@@ -130,7 +143,7 @@ def test_the_token_is_in_no_file_no_log_and_no_fleetctl_output() -> None:
         fleet = tracked.fleet
         outputs = [fleet.ctl(*args) for args in (["list"], ["show", "1"], ["status"])]
         outputs += [fleet.ctl(*args, "--json") for args in (["list"], ["show", "1"])]
-        outputs.append(fleet.ctl("events", "1"))
+        outputs += [fleet.ctl("events", "1"), fleet.ctl("tracker"), fleet.ctl("tracker", "--json")]
         for done in outputs:
             assert SECRET not in done.stdout + done.stderr
         # As given, and as git's basic-auth header carries it.

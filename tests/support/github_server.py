@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.support.gitrepo import run_git
 
@@ -171,7 +171,11 @@ class GitHubServer:
             ("GET", r"/issues/(\d+)/comments", lambda n: (200, repo.issues[n].comments)),
             ("POST", r"/issues/(\d+)/comments", lambda n: self._add_comment(repo, n, body)),
             ("POST", r"/issues/(\d+)/labels", lambda n: self._add_labels(repo, n, body)),
-            ("DELETE", r"/issues/(\d+)/labels/([^/]+)", lambda n, x: self._unlabel(repo, n, x)),
+            (
+                "DELETE",
+                r"/issues/(\d+)/labels/([^/]+)",
+                lambda n, x: self._unlabel(repo, n, unquote(x)),
+            ),
             ("GET", r"/pulls", lambda: (200, self._pulls(repo, query))),
             ("POST", r"/pulls", lambda: self._open_pull(repo, body)),
             ("GET", r"/pulls/(\d+)/comments", lambda n: (200, repo.pulls[n].review_comments)),

@@ -59,14 +59,19 @@ def pushed_comment(task: TaskView, commit: str) -> str:
     return f"agent-fleet task {task.id} pushed {commit[:12]} to this pull request."
 
 
-def failure_comment(task: TaskView, why: str | None = None) -> str:
-    """Why the task did not give a pull request, with its failure class."""
+def failure_comment(task: TaskView, why: str | None = None, label: str | None = None) -> str:
+    """Why the task did not give a change, with its failure class; how to run it again, when
+    applying `label` again would."""
     result = task.result or ExecutionResult()
-    reason = why or result.reason or result.error or f"the task ended {task.state}"
-    line = f"agent-fleet task {task.id} {task.state.replace('_', ' ')}: {_clip(reason, 2000)}"
+    reason = why or result.reason or result.error
+    line = f"agent-fleet task {task.id} {task.state.replace('_', ' ')}"
+    if reason:
+        line += f": {_clip(reason, 2000)}"
     if result.failure_class is not None:
         line += f" (failure class: {result.failure_class})"
-    return line + f"\n\nApply the label again to run it once more (attempt {task.attempts + 1})."
+    if label is None:
+        return line
+    return line + f"\n\nApply `{label}` again to run it once more (attempt {task.attempts + 1})."
 
 
 def _clip(text: str, limit: int) -> str:

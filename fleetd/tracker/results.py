@@ -42,7 +42,8 @@ class Results:
             changes = {"branch": workspace.branch, "pull": pull.number, "pull_url": pull.url}
         else:
             why = NO_CHANGE if task.state == "succeeded" else None
-            self.tracker.comment(issue.repo, issue.number, report.failure_comment(task, why))
+            text = report.failure_comment(task, why, self.config.label)
+            self.tracker.comment(issue.repo, issue.number, text)
             outcome = "failed"
         self._label(issue, outcome)
         return changes
@@ -91,7 +92,7 @@ class Results:
             text = report.pushed_comment(task, workspace.commit)
         else:
             why = NO_CHANGE if task.state == "succeeded" else None
-            text = report.failure_comment(task, why).split("\n\n")[0]
+            text = report.failure_comment(task, why)
         self.tracker.comment(entry.repo, parent.pull, text)
 
     def _source(self, workspace: WorkspaceResult, info: Repository) -> Path:

@@ -9,6 +9,7 @@ on with the others; a refused token, a spent rate limit or an unreachable fleetd
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -118,10 +119,10 @@ class Sync:
             case Settle(key=key, finished_at=finished_at):
                 self._remember(key, reported=finished_at)
 
-    def _isolated(self, key: str, step: object) -> None:
+    def _isolated(self, key: str, step: Callable[[], None]) -> None:
         """Run one issue's step; its own failure is logged once (per text) and passed over."""
         try:
-            step()  # type: ignore[operator]
+            step()
         except (AuthError, RateLimited, QueueUnavailable):
             raise
         except (TrackerError, FleetError) as exc:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from shared.errors import ConfigError
-from shared.models import SandboxMode
+from shared.models import AgentKind, SandboxMode
 from shared.paths import StatePaths, default_config_file, default_state_dir
 
 ENV_PREFIX = "FLEET_"
@@ -170,17 +170,25 @@ class SupervisorConfig(Section):
     crash_loop_window: _doc(float, "the crash-loop window, in seconds", gt=0) = 60.0
 
 
+# owner/name, as GitHub spells them (and never `.` or `..`, which would walk the API's paths).
+GitHubRepo = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*/(?!\.\.?$)[A-Za-z0-9_.-]+$")
+]
+
+
 class GitHubTrackerConfig(Section):
-    api_url: _doc(str, "GitHub's API (GitHub Enterprise: https://HOST/api/v3)") = (
-        "https://api.github.com"
-    )
-    repos: _doc(list[str], "repositories (owner/name) whose labelled issues become tasks") = (
-        msgspec.field(default_factory=list)
-    )
-    label: _doc(str, "open issues with this label become tasks", min_length=1) = "agent-fleet"
+    api_url: _doc(
+        str, "GitHub's API (GitHub Enterprise: https://HOST/api/v3)", pattern="^https?://"
+    ) = "https://api.github.com"
+    repos: _doc(
+        list[GitHubRepo], "repositories (owner/name) whose labelled issues become tasks"
+    ) = msgspec.field(default_factory=list)
+    label: _doc(
+        str, "open issues with this label become tasks", min_length=1, pattern="^[^,]+$"
+    ) = "agent-fleet"
     token_env: _doc(str, "the variable holding the token (never stored or logged)") = "GITHUB_TOKEN"
     poll_seconds: _doc(float, "how often each repository is polled", gt=0) = 30.0
-    agent: _doc(Literal["codex", "claude", "command"], "the agent of the issues' tasks") = "codex"
+    agent: _doc(AgentKind, "the agent of the issues' tasks") = "codex"
     argv: _doc(list[str], 'the command of the issues\' tasks, for agent = "command"') = (
         msgspec.field(default_factory=list)
     )

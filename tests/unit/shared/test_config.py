@@ -294,6 +294,8 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
         "log_level": "DEBUG",
         "codex.sandbox": "read-only",
         "claude.permission_mode": "acceptEdits",
+        "tracker.github.repos": "o/a,o/b",
+        "tracker.github.api_url": "https://ghe.example/api/v3",
     }
     env = env_of(home)
     for key, variable, _, default in iter_settings():
@@ -335,4 +337,20 @@ def test_tracker_github_comes_from_its_table_and_is_off_without_it(
 def test_an_unknown_tracker_key_is_named(home: Path, tmp_path: Path) -> None:
     path = toml(tmp_path, "[tracker.github]\nrepo = 'o/r'\n")
     with pytest.raises(ConfigError, match="repo"):
+        load_config(env_of(home), path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'repos = ["../etc"]',
+        'repos = ["o/.."]',
+        'label = "a,b"',
+        'api_url = "file:///x"',
+        "poll_seconds = 0",
+    ],
+)
+def test_a_bad_tracker_value_is_refused_by_name(home: Path, tmp_path: Path, line: str) -> None:
+    path = toml(tmp_path, f"[tracker.github]\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(" ")[0]):
         load_config(env_of(home), path)

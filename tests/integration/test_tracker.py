@@ -136,10 +136,14 @@ def test_a_review_comment_starts_a_follow_up_that_pushes_to_the_same_branch() ->
         assert len(github.repos[REPO].pulls) == 1
 
 
-def test_the_token_is_in_no_file_no_log_and_no_fleetctl_output() -> None:
-    with tracked_fleet(FIX) as tracked:
+def test_the_token_is_in_no_file_no_log_no_fleetctl_output_and_no_agent() -> None:
+    # The agent commits its own environment: masking would hide a leak from the events.
+    with tracked_fleet(agent("env > seen-env.txt; printf 'hello\\n' > hello.txt")) as tracked:
         issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
         wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the result")
+        [pull] = tracked.github.repos[REPO].pulls.values()
+        seen = run_git(tracked.bare, "show", f"{pull.head}:seen-env.txt")
+        assert "PATH=" in seen and "GITHUB_TOKEN" not in seen and SECRET not in seen
         fleet = tracked.fleet
         outputs = [fleet.ctl(*args) for args in (["list"], ["show", "1"], ["status"])]
         outputs += [fleet.ctl(*args, "--json") for args in (["list"], ["show", "1"])]

@@ -9,6 +9,7 @@ on with the others; a refused token, a spent rate limit or an unreachable fleetd
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ from shared import messages as m
 from shared.config import GitHubTrackerConfig
 from shared.errors import FleetError
 from shared.models import TERMINAL_STATES, TaskSpec, TaskView
+
+BUDGET_RESERVE = 20  # requests of the rate limit left unspent until it resets
 
 
 class Queue(Protocol):
@@ -83,6 +86,7 @@ class Sync:
                 f"no GitHub token: the variable {self.config.token_env} (tracker.github."
                 "token_env) is not set in fleetd's environment"
             )
+        self._check_budget()
         info = self._repository(repo)
         requested, whole = self._list(repo, self.config.label)
         claimed, whole_claimed = self._list(repo, running_label(self.config))
@@ -91,6 +95,20 @@ class Sync:
         for action in plan(repo, requested, claimed, tasks, self.ledger, complete):
             self._isolated(_key_of(action), lambda a=action: self._act(a, info))
         self._follow_ups(repo, info, tasks)
+
+    def _check_budget(self, now: float | None = None) -> None:
+        """Keep a reserve of the rate limit rather than spend it to the last request: a poll
+        takes several, and a spent budget makes GitHub refuse (and, repeated, flag) us."""
+        budget = self.tracker.budget
+        now = time.time() if now is None else now
+        if budget.remaining is None or budget.remaining >= BUDGET_RESERVE:
+            return
+        if budget.reset_at is not None and budget.reset_at > now:
+            raise RateLimited(
+                f"{budget.remaining} GitHub requests left, under the tracker's reserve of "
+                f"{BUDGET_RESERVE}: waiting for the reset",
+                float(budget.reset_at),
+            )
 
     def _list(self, repo: str, label: str) -> tuple[list[Issue], bool]:
         """The open issues with `label` (the last answer when the tracker says it is the

@@ -12,7 +12,7 @@ from fleetd.tracker.base import RateLimited
 from fleetd.tracker.github import GitHub
 from fleetd.tracker.push import Pusher
 from fleetd.tracker.results import Results
-from fleetd.tracker.sync import QueueUnavailable, Sync
+from fleetd.tracker.sync import BUDGET_RESERVE, QueueUnavailable, Sync
 from shared import messages as m
 from shared.config import GitHubTrackerConfig
 from shared.errors import DaemonUnavailable
@@ -122,3 +122,26 @@ def test_a_spent_rate_limit_and_an_unreachable_fleetd_end_the_poll(
     with pytest.raises(RateLimited):
         sync.poll(REPO)
     assert queue.tasks == {}
+
+
+def test_a_budget_under_the_reserve_waits_for_its_reset_without_asking(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    github.add_issue(REPO, "one", "", ["agent-fleet"])
+    queue = Queue()
+    sync = sync_of(github, queue, tmp_path)
+    sync.poll(REPO)
+    asked = len(github.seen)
+    github.rate_limit_left = BUDGET_RESERVE
+    sync.poll(REPO)  # the answers now say how little is left
+    github.rate_limit_left = 100
+    with pytest.raises(RateLimited, match="reserve") as caught:
+        sync.poll(REPO)
+    assert caught.value.reset_at == github.rate_limit_reset
+    seen = len(github.seen)
+    with pytest.raises(RateLimited):
+        sync.poll(REPO)
+    assert len(github.seen) == seen > asked, "no request while under the reserve"
+    sync.tracker.budget.reset_at = 0  # the reset has passed: ask again
+    sync.poll(REPO)
+    assert len(github.seen) > seen

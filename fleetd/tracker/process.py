@@ -21,6 +21,7 @@ from fleetd.tracker import ledger as ledger_file
 from fleetd.tracker.base import TrackerError
 from fleetd.tracker.github import GitHub
 from fleetd.tracker.logic import Schedule
+from fleetd.tracker.mirror import Mirrors
 from fleetd.tracker.push import Pusher
 from fleetd.tracker.results import Results
 from fleetd.tracker.sync import Sync
@@ -44,11 +45,13 @@ def run(config: FleetConfig) -> None:
     github = GitHub(github_config.api_url, token)
     queue = ControlClient(paths.control_socket, timeout=CONTROL_TIMEOUT)
     pusher = Pusher(github.push_headers(), os.environ, [token])
+    mirrors = Mirrors(tracker_dir(paths.root) / "repos", paths, pusher)
     sync = Sync(
         config=github_config,
         tracker=github,
         queue=queue,
-        results=Results(github_config, github, pusher, paths.repos_dir),
+        results=Results(github_config, github, pusher, mirrors),
+        mirrors=mirrors,
         ledger_path=tracker_dir(paths.root) / "ledger.json",
         has_token=bool(token),
     )

@@ -10,13 +10,12 @@ toggled. What may repeat is a comment.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from fleetd.tracker import report
 from fleetd.tracker.base import Issue, NewPull, PullRequest, Repository, Tracker
 from fleetd.tracker.logic import Entry
+from fleetd.tracker.mirror import Mirrors
 from fleetd.tracker.push import Pusher
-from fleetd.workspace.git import clone_name
 from shared.config import GitHubTrackerConfig
 from shared.models import TaskView, WorkspaceResult
 
@@ -29,7 +28,7 @@ class Results:
     config: GitHubTrackerConfig
     tracker: Tracker
     pusher: Pusher
-    repos_dir: Path  # the workers' clones (a finished worktree may be gone already)
+    mirrors: Mirrors  # the tasks ran on these clones: their commits are there
 
     def report(self, issue: Issue, task: TaskView, info: Repository) -> dict[str, object]:
         """Tell the issue how its task ended; the ledger fields to remember."""
@@ -52,7 +51,7 @@ class Results:
         self, issue: Issue, task: TaskView, info: Repository, workspace: WorkspaceResult
     ) -> PullRequest:
         assert workspace.commit is not None
-        source = self._source(workspace, info)
+        source = self.mirrors.path(info)
         # Forced: a rerun starts again from the base, and the branch is the task's own.
         self.pusher.push(source, workspace.commit, info.clone_url, workspace.branch, force=True)
         found = self.tracker.pull_for(issue.repo, workspace.branch)
@@ -85,7 +84,7 @@ class Results:
         workspace = _committed(task)
         if workspace is not None:
             assert workspace.commit is not None
-            source = self._source(workspace, info)
+            source = self.mirrors.path(info)
             # Not forced: the follow-up started from the pushed branch, and a reviewer's own
             # commits pushed since must not be lost (the push fails, and the comment says so).
             self.pusher.push(source, workspace.commit, info.clone_url, parent.branch, force=False)
@@ -94,11 +93,6 @@ class Results:
             why = NO_CHANGE if task.state == "succeeded" else None
             text = report.failure_comment(task, why)
         self.tracker.comment(entry.repo, parent.pull, text)
-
-    def _source(self, workspace: WorkspaceResult, info: Repository) -> Path:
-        """Where the task's commit is: its worktree, or (removed by gc) the workers' clone."""
-        path = Path(workspace.path)
-        return path if path.is_dir() else self.repos_dir / clone_name(info.clone_url)
 
 
 def running_label(config: GitHubTrackerConfig) -> str:

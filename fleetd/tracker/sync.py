@@ -40,6 +40,7 @@ from fleetd.tracker.logic import (
     plan,
     watched_keys,
 )
+from fleetd.tracker.mirror import Mirrors, remote_ref
 from fleetd.tracker.prompt import WorkflowError, parse_workflow, render
 from fleetd.tracker.results import Results, running_label
 from shared import messages as m
@@ -68,6 +69,7 @@ class Sync:
     tracker: Tracker
     queue: Queue
     results: Results
+    mirrors: Mirrors
     ledger_path: Path
     has_token: bool = True
     ledger: dict[str, Entry] = field(default_factory=dict)
@@ -202,7 +204,8 @@ class Sync:
             logger.warning("{}: {}; using the built-in template", issue.repo, exc)
             workflow = parse_workflow(None)
         prompt = render(workflow, issue, self.tracker.comments(issue.repo, issue.number))
-        spec = self._spec(issue.key, prompt, workflow.options, info, None, issue.url)
+        source = self.mirrors.update(info)
+        spec = self._spec(issue.key, prompt, workflow.options, source, None, issue.url)
         task = self._enqueue(issue.key, spec, self.ledger[issue.key])
         logger.info("{} is task {}", issue.key, task)
 
@@ -211,7 +214,7 @@ class Sync:
         key: str,
         prompt: str,
         options: dict[str, object],
-        info: Repository,
+        source: Path,
         ref: str | None,
         url: str,
     ) -> TaskSpec:
@@ -219,7 +222,7 @@ class Sync:
         if fields["agent"] == "command":
             fields["argv"] = list(self.config.argv)
         labels = {"tracker": "github", "issue": key.removeprefix("github:"), "issue_url": url}
-        fields.update(prompt=prompt, repo=info.clone_url, ref=ref, key=key, labels=labels)
+        fields.update(prompt=prompt, repo=str(source), ref=ref, key=key, labels=labels)
         try:
             return msgspec.convert(fields, TaskSpec)
         except msgspec.ValidationError as exc:
@@ -276,7 +279,10 @@ class Sync:
             f"asks for a change:\n\n{comment.body}\n\nMake it in this working tree, on top of "
             "the earlier work; it is committed and pushed to the same pull request for you."
         )
-        spec = self._spec(follow_key, prompt, {}, info, entry.branch, entry.issue_url or "")
+        assert entry.branch is not None, "a pull request's entry has its branch"
+        source = self.mirrors.update(info, (entry.branch,))
+        ref = remote_ref(entry.branch)  # as pushed, with whatever a reviewer added since
+        spec = self._spec(follow_key, prompt, {}, source, ref, entry.issue_url or "")
         new = Entry(
             repo=entry.repo,
             number=entry.number,

@@ -10,6 +10,7 @@ import pytest
 
 from fleetd.tracker.base import RateLimited
 from fleetd.tracker.github import GitHub
+from fleetd.tracker.mirror import Mirrors
 from fleetd.tracker.push import Pusher
 from fleetd.tracker.results import Results
 from fleetd.tracker.sync import BUDGET_RESERVE, QueueUnavailable, Sync
@@ -17,7 +18,9 @@ from shared import messages as m
 from shared.config import GitHubTrackerConfig
 from shared.errors import DaemonUnavailable
 from shared.models import TaskView
+from shared.paths import StatePaths
 from tests.support.github_server import GitHubServer
+from tests.support.gitrepo import run_git
 from tests.support.tracked import REPO, SECRET, bare_remote
 
 pytestmark = pytest.mark.timeout(60)
@@ -56,13 +59,9 @@ def sync_of(github: GitHubServer, queue: Queue, tmp_path: Path) -> Sync:
     config = GitHubTrackerConfig(api_url=github.url, repos=[REPO], agent="command", argv=["x"])
     client = GitHub(github.url, SECRET)
     pusher = Pusher(client.push_headers(), {"PATH": "/usr/bin:/bin"}, [SECRET])
-    return Sync(
-        config,
-        client,
-        queue,
-        Results(config, client, pusher, tmp_path / "repos"),
-        tmp_path / "ledger.json",
-    )
+    mirrors = Mirrors(tmp_path / "tracker" / "repos", StatePaths(tmp_path / "state"), pusher)
+    results = Results(config, client, pusher, mirrors)
+    return Sync(config, client, queue, results, mirrors, tmp_path / "ledger.json")
 
 
 def test_an_issue_that_cannot_be_read_is_passed_over_and_the_others_are_enqueued(
@@ -77,11 +76,11 @@ def test_an_issue_that_cannot_be_read_is_passed_over_and_the_others_are_enqueued
     assert list(queue.tasks) == [f"github:{REPO}#{fine.number}"]
     assert f"github:{REPO}#{broken.number}" in sync.failures
     spec = queue.tasks[f"github:{REPO}#{fine.number}"].spec
-    assert (spec.agent, spec.argv, spec.repo) == (
-        "command",
-        ["x"],
-        github.repos[REPO].bare.as_uri(),
-    )
+    assert (spec.agent, spec.argv) == ("command", ["x"])
+    mirror = Path(spec.repo or "")
+    assert mirror.parent == tmp_path / "tracker" / "repos", "the tracker's own clone"
+    bare = github.repos[REPO].bare
+    assert run_git(mirror, "rev-parse", "HEAD") == run_git(bare, "rev-parse", "main")
     assert spec.labels["issue"] == f"{REPO}#{fine.number}"
     assert fine.labels == ["agent-fleet:running"], "claimed: the label gave way"
     assert broken.labels == ["agent-fleet:running"], "claimed, then cut short"

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from fleetctl import daemon, dashboard, events, schedule, steer, tasks, workspaces
+from fleetctl import daemon, dashboard, events, schedule, steer, tasks, tracker, workspaces
 from fleetctl.common import (
     DEFAULT_REQUEST_TIMEOUT,
     EXIT_USAGE,
@@ -36,6 +36,7 @@ app.add_typer(daemon.app)
 app.add_typer(dashboard.app)
 app.add_typer(steer.app)
 app.add_typer(schedule.app)
+app.add_typer(tracker.app)
 
 
 @app.callback()

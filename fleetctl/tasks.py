@@ -11,6 +11,7 @@ import msgspec
 import typer
 
 from fleetctl import show as render
+from fleetctl import tracker
 from fleetctl.common import (
     EXIT_USAGE,
     JsonOption,
@@ -321,10 +322,12 @@ def show(
     reply = session(ctx).ask(m.ShowTask(task=task))
     assert isinstance(reply, m.TaskDetail)
     view = reply.task
+    link = tracker.link_of(session(ctx).state_dir, task) if view.spec.key else None
     if json_out:
-        print_json(task_json(view, with_executions=True))
+        shown = task_json(view, with_executions=True)
+        print_json({**shown, "tracker": link} if link else shown)
         return
-    for line in render.field_lines(render.task_fields(view)):
+    for line in render.field_lines(render.task_fields(view) + tracker.link_fields(link)):
         typer.echo(line)
     if view.executions:
         typer.echo("")

@@ -24,6 +24,8 @@ has the entry point `run()`.
                     socket the supervisor bound, a client of the control socket and the
                     recorder's feed (control.py, streams.py), never of a database; its
                     access, query and resume decisions in logic.py
+    tracker/        issues in, pull requests out (GitHub first): polls, plans (logic.py),
+                    enqueues through the control socket, pushes and opens pull requests
     workspace/      git worktrees for repository tasks, hooks, worktree gc; blocking, run on
                     a helper thread
     agents/         adapters, one module per agent kind (codex, claude, command), found by

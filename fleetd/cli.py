@@ -94,11 +94,18 @@ def _foreground(config: FleetConfig, reload: Callable[[], FleetConfig] | None = 
     from fleetd.runtime.db import check_database_files
     from fleetd.supervisor import process as supervisor
     from fleetd.supervisor.children import Roles
+    from fleetd.tracker import process as tracker
     from fleetd.web import process as web
     from fleetd.worker import process as worker
 
     configure_logging("supervisor", config.log_level, config.log_json)
-    roles = Roles(broker=broker.run, recorder=recorder.run, worker=worker.run, web=web.run)
+    roles = Roles(
+        broker=broker.run,
+        recorder=recorder.run,
+        worker=worker.run,
+        web=web.run,
+        tracker=tracker.run,
+    )
     try:
         paths = config.paths()
         check_database_files([paths.queue_db, paths.events_db])

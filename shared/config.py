@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from shared.errors import ConfigError
-from shared.models import SandboxMode
+from shared.models import AgentKind, SandboxMode
 from shared.paths import StatePaths, default_config_file, default_state_dir
 
 ENV_PREFIX = "FLEET_"
@@ -238,6 +238,35 @@ class BudgetConfig(Section):
     ) = 60.0
 
 
+# owner/name, as GitHub spells them (and never `.` or `..`, which would walk the API's paths).
+GitHubRepo = Annotated[
+    str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*/(?!\.\.?$)[A-Za-z0-9_.-]+$")
+]
+
+
+class GitHubTrackerConfig(Section):
+    api_url: _doc(
+        str, "GitHub's API (GitHub Enterprise: https://HOST/api/v3)", pattern="^https?://"
+    ) = "https://api.github.com"
+    repos: _doc(
+        list[GitHubRepo], "repositories (owner/name) whose labelled issues become tasks"
+    ) = msgspec.field(default_factory=list)
+    label: _doc(
+        str, "open issues with this label become tasks", min_length=1, pattern="^[^,]+$"
+    ) = "agent-fleet"
+    token_env: _doc(str, "the variable holding the token (never stored or logged)") = "GITHUB_TOKEN"
+    poll_seconds: _doc(float, "how often each repository is polled", gt=0) = 30.0
+    agent: _doc(AgentKind, "the agent of the issues' tasks") = "codex"
+    argv: _doc(list[str], 'the command of the issues\' tasks, for agent = "command"') = (
+        msgspec.field(default_factory=list)
+    )
+    draft: _doc(bool, "open the pull requests as drafts") = False
+
+
+class TrackerConfig(Section):
+    github: GitHubTrackerConfig | None = None
+
+
 class FleetConfig(Section):
     state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
@@ -252,6 +281,7 @@ class FleetConfig(Section):
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
+    tracker: TrackerConfig = msgspec.field(default_factory=TrackerConfig)
     limits: _doc(
         dict[str, Annotated[int, msgspec.Meta(ge=0)]],
         'running tasks per selector ("agent:claude" = 2, "repo:URL" = 1, "label:team=web" = 3)',
@@ -298,7 +328,11 @@ def iter_settings() -> Iterator[tuple[str, str, str, Any]]:
     """(dotted key, env variable, description, default) for every setting, for --help."""
     info = msgspec.inspect.type_info(FleetConfig)
     for field in info.fields:
-        if field.name in SECTIONS:
+        if field.name == "tracker":
+            for sub in msgspec.inspect.type_info(GitHubTrackerConfig).fields:
+                key = f"tracker.github.{sub.name}"
+                yield key, _env_name(key), _description(sub.type), _default(sub)
+        elif field.name in SECTIONS:
             section = msgspec.inspect.type_info(field.type.cls)
             for sub in section.fields:
                 key = f"{field.name}.{sub.name}"
@@ -332,7 +366,9 @@ def setting_keys() -> list[str]:
     defaults = FleetConfig()
     keys = []
     for name in FleetConfig.__struct_fields__:
-        if name in SECTIONS:
+        if name == "tracker":
+            keys += [f"tracker.github.{sub}" for sub in GitHubTrackerConfig.__struct_fields__]
+        elif name in SECTIONS:
             subs = getattr(defaults, name).__struct_fields__
             keys += [f"{name}.{sub}" for sub in subs if f"{name}.{sub}" not in TABLES]
         elif name not in TABLES:
@@ -368,6 +404,8 @@ def _env_value(key: str, value: str) -> Any:
         "codex.config",
         "claude.allowed_tools",
         "claude.args",
+        "tracker.github.repos",
+        "tracker.github.argv",
     ):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value

@@ -172,6 +172,12 @@ class Reload(Message):
     """Read the config file again: limits, fleet budgets and prices change without a restart."""
 
 
+class FindTasks(Message):
+    """The tasks enqueued with these idempotency keys (those that exist), without executions."""
+
+    keys: Annotated[list[Text], msgspec.Meta(max_length=LIST_LIMIT_MAX)]
+
+
 ControlRequest = (
     GetRunTotals
     | CountEvents
@@ -192,6 +198,7 @@ ControlRequest = (
     | SetPriority
     | GetUsage
     | Reload
+    | FindTasks
 )
 
 # --- replies -------------------------------------------------------------------------------
@@ -488,6 +495,7 @@ BrokerRequest = (
     | SetPriority
     | GetUsage
     | SetSchedule
+    | FindTasks
 )
 BrokerReply = (
     RunTotals

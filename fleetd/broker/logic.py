@@ -209,6 +209,7 @@ class Broker(SchedulingRequests):
             m.SetPriority: self._on_set_priority,
             m.GetUsage: self._on_usage,
             m.SetSchedule: self._on_set_schedule,
+            m.FindTasks: self._on_find,
         }
 
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
@@ -304,6 +305,9 @@ class Broker(SchedulingRequests):
             search=msg.search,
         )
         return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
+
+    def _on_find(self, peer: bytes, ref: bytes, msg: m.FindTasks, now: int) -> list[ToPeer]:
+        return [ToPeer(peer, ref, m.TaskList(tasks=self.store.tasks_by_key(msg.keys)))]
 
     def _on_show(self, peer: bytes, ref: bytes, msg: m.ShowTask, now: int) -> list[ToPeer]:
         task = self.store.get_task(msg.task)

@@ -393,6 +393,21 @@ class QueueStore(ScheduleReads):
         ).fetchall()
         return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
 
+    def tasks_by_key(self, keys: list[str]) -> list[TaskView]:
+        """The tasks enqueued with these idempotency keys, in id order."""
+        self.store_started()
+        found: list[TaskView] = []
+        for start in range(0, len(keys), 500):  # under SQLite's limit on parameters
+            chunk = keys[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            found += [
+                task_view(row)
+                for row in self.conn.execute(
+                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key IN ({marks})", chunk
+                ).fetchall()
+            ]
+        return sorted(found, key=lambda task: task.id)
+
     def list_tasks(
         self, state: TaskState | None, limit: int, before: int | None = None, **narrow: str | None
     ) -> list[TaskView]:

@@ -45,10 +45,11 @@ class Roles:
     recorder: Callable[[FleetConfig], None]
     worker: Callable[[FleetConfig, str, str], None]  # (config, role, worker id)
     web: Callable[[FleetConfig, socket.socket], None] | None = None  # (config, its listener)
+    tracker: Callable[[FleetConfig], None] | None = None  # started when [tracker.github] is set
 
     def modules(self) -> list[str]:
         """The modules holding them, for the fork server to import once."""
-        entries = (self.broker, self.recorder, self.worker, self.web)
+        entries = (self.broker, self.recorder, self.worker, self.web, self.tracker)
         return sorted({entry.__module__ for entry in entries if entry is not None})
 
 
@@ -103,6 +104,8 @@ class Children:
         self.generation = Generation(config.paths())
         self.add(Child("broker", roles.broker, lambda first: (config, first)))
         self.add(Child("recorder", roles.recorder, lambda first: (config,)))
+        if roles.tracker is not None and config.tracker.github is not None:
+            self.add(Child("tracker", roles.tracker, lambda first: (config,)))
         for index in range(1, config.workers + 1):
             role, worker = f"worker {index}", f"w{index}"
             args = (config, role, worker)

@@ -132,6 +132,7 @@ class Supervisor:
                 | m.InterruptTask()
                 | m.SetPriority()
                 | m.GetUsage()
+                | m.FindTasks()
             ):
                 self._ask_broker(request, client, None, now)
             case m.GetRunTotals():

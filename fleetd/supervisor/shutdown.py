@@ -139,7 +139,7 @@ class Shutdown:
         if not alive:
             self.phase = Phase.CLOSING
             self.close_deadline = max(self.close_deadline, now + CLOSE_GRACE_SECONDS)
-            # Then every other role left: the clients of the fleet (web) are not workers either.
-            rest = [r for r in self.children.alive_roles() if r not in ("recorder", "broker")]
-            self.children.signal(["recorder", "broker", *rest], signal.SIGTERM)
+            # Client roles (web, tracker) first: they only talk to the broker and the recorder.
+            clients = [r for r in self.children.alive_roles() if r not in ("recorder", "broker")]
+            self.children.signal([*clients, "recorder", "broker"], signal.SIGTERM)
         return []

@@ -58,6 +58,13 @@ class _Meta:
     branch: str
 
 
+def repository_lock_file(paths: StatePaths, key: str) -> Path:
+    """The lock serialising changes to one repository, named by its git common directory (a
+    local repository) or our clone's path; the tracker takes it to fetch into its clones."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return paths.repos_dir / ".locks" / f"{digest}.lock"
+
+
 class Workspaces:
     """Make, commit, summarise and remove task worktrees; run the configured hooks."""
 
@@ -137,8 +144,7 @@ class Workspaces:
         return clone, self._lock_file(str(clone))
 
     def _lock_file(self, key: str) -> Path:
-        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-        return self.paths.repos_dir / ".locks" / f"{digest}.lock"
+        return repository_lock_file(self.paths, key)
 
     def _new_meta(
         self, task: int, repo: str, source: Path, lock: Path, ref: str | None, url: bool

@@ -10,6 +10,7 @@ from shared.config import (
     SECTIONS,
     TABLES,
     FleetConfig,
+    GitHubTrackerConfig,
     iter_settings,
     load_config,
     setting_keys,
@@ -256,13 +257,15 @@ def test_invalid_toml_is_a_config_error(home: Path, tmp_path: Path) -> None:
 
 def test_iter_settings_lists_every_field_with_a_description() -> None:
     settings = list(iter_settings())
-    expected = [name for name in FleetConfig.__struct_fields__ if name not in SECTIONS]
+    top = [name for name in FleetConfig.__struct_fields__ if name not in SECTIONS]
+    expected = [name for name in top if name != "tracker"]
     for section in SECTIONS:
         fields = type(getattr(FleetConfig(), section)).__struct_fields__
         expected += [f"{section}.{field}" for field in fields]
     expected = [key for key in expected if key not in TABLES]
+    expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 57
+    assert len(expected) == 57 + 8
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -293,6 +296,8 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
         "log_level": "DEBUG",
         "codex.sandbox": "read-only",
         "claude.permission_mode": "acceptEdits",
+        "tracker.github.repos": "o/a,o/b",
+        "tracker.github.api_url": "https://ghe.example/api/v3",
     }
     env = env_of(home)
     for key, variable, _, default in iter_settings():
@@ -312,3 +317,42 @@ def test_every_listed_env_variable_is_accepted(home: Path, tmp_path: Path) -> No
 
 def test_setting_keys_are_iter_settings_keys() -> None:
     assert setting_keys() == [key for key, _, _, _ in iter_settings()]
+
+
+def test_tracker_github_comes_from_its_table_and_is_off_without_it(
+    home: Path, tmp_path: Path
+) -> None:
+    assert load_config(env_of(home)).tracker.github is None
+    path = toml(tmp_path, '[tracker.github]\nrepos = ["o/r"]\nagent = "command"\nargv = ["x"]\n')
+    github = load_config(env_of(home), path).tracker.github
+    assert github is not None
+    assert (github.repos, github.agent, github.argv, github.label) == (
+        ["o/r"],
+        "command",
+        ["x"],
+        "agent-fleet",
+    )
+    env = {**env_of(home), "FLEET_TRACKER_GITHUB_REPOS": "a/b, c/d"}
+    assert load_config(env).tracker.github.repos == ["a/b", "c/d"]
+
+
+def test_an_unknown_tracker_key_is_named(home: Path, tmp_path: Path) -> None:
+    path = toml(tmp_path, "[tracker.github]\nrepo = 'o/r'\n")
+    with pytest.raises(ConfigError, match="repo"):
+        load_config(env_of(home), path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'repos = ["../etc"]',
+        'repos = ["o/.."]',
+        'label = "a,b"',
+        'api_url = "file:///x"',
+        "poll_seconds = 0",
+    ],
+)
+def test_a_bad_tracker_value_is_refused_by_name(home: Path, tmp_path: Path, line: str) -> None:
+    path = toml(tmp_path, f"[tracker.github]\n{line}\n")
+    with pytest.raises(ConfigError, match=line.split(" ")[0]):
+        load_config(env_of(home), path)

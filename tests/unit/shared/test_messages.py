@@ -163,6 +163,7 @@ SAMPLES: dict[type, m.Message] = {
     m.Delivered: m.Delivered(task=3, execution=4),
     m.SteerExecution: m.SteerExecution(execution=4, message="use the blue paint"),
     m.InterruptExecution: m.InterruptExecution(execution=4),
+    m.FindTasks: m.FindTasks(keys=["github:o/r#1"]),
 }
 
 CHANNELS = {

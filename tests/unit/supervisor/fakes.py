@@ -18,8 +18,8 @@ class FakeChildren:
 
     def __init__(self, workers: int = 2, clients: tuple[str, ...] = ()) -> None:
         self.workers = {f"worker {i}": f"w{i}" for i in range(1, workers + 1)}
-        self.clients = list(clients)  # roles like `web`: neither workers nor the stores' owners
-        self.alive = {"broker", "recorder", *self.workers, *clients}
+        self.clients = list(clients)  # roles such as web and the tracker: clients of the others
+        self.alive = {"broker", "recorder", *self.workers, *self.clients}
         self.signals: list[tuple[str, int]] = []
         self.restarted: list[str] = []
         self.calmed: list[float] = []

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from fleetd.supervisor.children import RESTART_BACKOFF_FIRST, Child, Children, CrashLoop
+from fleetd.supervisor.children import RESTART_BACKOFF_FIRST, Child, Children, CrashLoop, Roles
+from shared.config import load_config
 
 
 class DeadProcess:
@@ -92,3 +95,18 @@ def test_define_names_each_worker_by_role_and_by_id(tmp_path) -> None:
     assert children.worker_roles() == ["worker 1", "worker 2", "worker 3"]
     assert children.children["worker 2"].args(True) == (config, "worker 2", "w2")
     assert children.children["broker"].args(False) == (config, False)
+
+
+def _role(*args: object) -> None:
+    """A role entry point (never run here)."""
+
+
+def test_the_tracker_is_a_child_only_when_its_table_is_set(tmp_path: Path) -> None:
+    roles = Roles(broker=_role, recorder=_role, worker=_role, tracker=_role)
+    env = {"HOME": str(tmp_path), "FLEET_STATE_DIR": str(tmp_path / "s")}
+    plain = Children(backoff_max=1.0, crash_loop_restarts=5, crash_loop_window=60)
+    plain.define(load_config(env), roles)
+    assert "tracker" not in plain.children
+    tracked = Children(backoff_max=1.0, crash_loop_restarts=5, crash_loop_window=60)
+    tracked.define(load_config({**env, "FLEET_TRACKER_GITHUB_REPOS": "o/r"}), roles)
+    assert "tracker" in tracked.children and tracked.worker_of("tracker") is None

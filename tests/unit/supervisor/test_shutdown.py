@@ -90,7 +90,7 @@ def test_the_web_process_is_ended_with_the_broker_and_recorder() -> None:
     assert ("web", TERM) not in children.signals  # it serves the dashboard while workers stop
     children.exit("worker 1")
     shutdown.advance(1.0)
-    assert children.signals[-3:] == [("recorder", TERM), ("broker", TERM), ("web", TERM)]
+    assert children.signals[-3:] == [("web", TERM), ("recorder", TERM), ("broker", TERM)]
     children.exit("recorder", "broker", "web")
     shutdown.advance(2.5)
     assert shutdown.phase is Phase.DONE
@@ -110,6 +110,21 @@ def test_workers_that_outlive_the_stop_deadline_are_killed_and_reported_lost(
     children.exit("worker 2")
     shutdown.advance(deadline + 0.1)
     assert shutdown.phase is Phase.CLOSING
+
+
+def test_a_client_role_is_ended_before_the_recorder_and_broker(notifier: FakeNotifier) -> None:
+    children = FakeChildren(workers=1, clients=("tracker",))
+    shutdown = Shutdown(STOP_TIMEOUT, children, notifier, Leftovers())
+    shutdown.stop(None, "stop request", 0.0)
+    children.exit("worker 1")
+    shutdown.advance(1.0)
+    assert children.signals[-3:] == [("tracker", TERM), ("recorder", TERM), ("broker", TERM)]
+    children.exit("recorder", "broker")
+    shutdown.advance(2.0)
+    assert shutdown.phase is Phase.CLOSING  # until the tracker is gone too
+    children.exit("tracker")
+    shutdown.advance(2.5)
+    assert shutdown.phase is Phase.DONE
 
 
 def test_the_broker_and_recorder_are_killed_past_the_close_deadline(

@@ -1,0 +1,149 @@
+"""The tracker process (`fleetd: tracker`): polls each watched repository when due, carries
+the poll out (`sync.Sync`), and writes its status for `fleetctl tracker`.
+
+A client of the fleet like fleetctl: it reaches the queue only through the control socket.
+The token is read once from the environment variable the config names and is held only by
+the GitHub client and the pusher, in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from pathlib import Path
+
+import msgspec
+from loguru import logger
+
+from fleetd.runtime.lifecycle import ShutdownSignal, child_start
+from fleetd.tracker import ledger as ledger_file
+from fleetd.tracker.base import TrackerError
+from fleetd.tracker.github import GitHub
+from fleetd.tracker.logic import Schedule
+from fleetd.tracker.mirror import Mirrors
+from fleetd.tracker.push import Pusher
+from fleetd.tracker.results import Results
+from fleetd.tracker.sync import Sync
+from shared.client import ControlClient, probe
+from shared.config import FleetConfig
+from shared.errors import FleetError
+from shared.tracker import RepoStatus, TaskLink, TrackerStatus, status_file, tracker_dir
+
+CONTROL_TIMEOUT = 30.0
+START_WAIT_SECONDS = 30.0
+LONGEST_WAIT = 5.0  # the loop wakes at least this often (a clock step, a late poll)
+
+
+def run(config: FleetConfig) -> None:
+    """The tracker's entry point (started by the supervisor when [tracker.github] is set)."""
+    shutdown = child_start("tracker", "fleetd: tracker", config.log_level, config.log_json)
+    github_config = config.tracker.github
+    assert github_config is not None, "the supervisor starts a tracker only when configured"
+    paths = config.paths()
+    token = os.environ.get(github_config.token_env, "")
+    github = GitHub(github_config.api_url, token)
+    queue = ControlClient(paths.control_socket, timeout=CONTROL_TIMEOUT)
+    pusher = Pusher(github.push_headers(), os.environ, [token])
+    mirrors = Mirrors(tracker_dir(paths.root) / "repos", paths, pusher)
+    sync = Sync(
+        config=github_config,
+        tracker=github,
+        queue=queue,
+        results=Results(github_config, github, pusher, mirrors),
+        mirrors=mirrors,
+        ledger_path=tracker_dir(paths.root) / "ledger.json",
+        has_token=bool(token),
+    )
+    schedule = Schedule.of(list(github_config.repos), github_config.poll_seconds)
+    logger.info("tracker watching {} on {}", ", ".join(github_config.repos), github.api_url)
+    try:
+        _wait_for_fleetd(paths.control_socket, shutdown)
+        _loop(sync, schedule, github, shutdown)
+    finally:
+        queue.close()
+    logger.info("tracker stopped")
+
+
+def _loop(sync: Sync, schedule: Schedule, github: GitHub, shutdown: ShutdownSignal) -> None:
+    _write_status(sync, schedule, github)
+    while shutdown.received is None:
+        due = schedule.due(time.time())
+        for repo in due:
+            if shutdown.received is not None:
+                return
+            _poll(sync, schedule, repo)
+        if due:
+            _write_status(sync, schedule, github)
+        wait = min(max(schedule.next_due() - time.time(), 0.0), LONGEST_WAIT)
+        ready, _, _ = select.select([shutdown.fd], [], [], wait)
+        if ready:
+            shutdown.drain()
+
+
+def _wait_for_fleetd(control_socket: Path, shutdown: ShutdownSignal) -> None:
+    """Until the supervisor's control socket answers (it binds it after starting us), bounded:
+    past the bound, the first poll's error says what is wrong."""
+    deadline = time.monotonic() + START_WAIT_SECONDS
+    while shutdown.received is None and time.monotonic() < deadline:
+        try:
+            probe(control_socket)
+            return
+        except FleetError:
+            select.select([shutdown.fd], [], [], 0.1)
+
+
+def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:
+    try:
+        sync.poll(repo)
+    except (TrackerError, FleetError) as exc:
+        error = exc if isinstance(exc, TrackerError) else TrackerError(str(exc))
+        if schedule.failed(repo, error, time.time()):
+            logger.error("tracker: {}: {}", repo, error)
+        return
+    except Exception:  # one bad answer must not end the tracker; the next poll tries again
+        logger.exception("tracker failed polling {}", repo)
+        schedule.failed(repo, TrackerError("internal error; see the fleetd log"), time.time())
+        return
+    schedule.succeeded(repo, time.time())
+
+
+def _write_status(sync: Sync, schedule: Schedule, github: GitHub) -> None:
+    status = TrackerStatus(
+        tracker="github",
+        api_url=github.api_url,
+        pid=os.getpid(),
+        updated_at=time.time(),
+        rate_limit=github.budget.limit,
+        rate_remaining=github.budget.remaining,
+        rate_reset_at=github.budget.reset_at,
+        repos=[
+            RepoStatus(
+                repo=w.repo,
+                phase=w.phase.value,
+                polls=w.polls,
+                last_poll=w.last_poll,
+                next_poll=w.next_poll,
+                errors=w.errors,
+                error=w.error,
+            )
+            for w in schedule.watches.values()
+        ],
+        links=[
+            TaskLink(
+                task=entry.task,
+                issue=f"{entry.repo}#{entry.number}",
+                issue_url=entry.issue_url,
+                pull_url=entry.pull_url,
+            )
+            for entry in sync.ledger.values()
+            if entry.task
+        ],
+    )
+    try:
+        ledger_file.write_atomically(status_file(sync.ledger_path.parent.parent), _encode(status))
+    except OSError as exc:
+        logger.warning("cannot write the tracker status: {}", exc)
+
+
+_encode = msgspec.json.Encoder().encode

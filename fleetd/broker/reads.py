@@ -61,8 +61,10 @@ def usage(conn: apsw.Connection, since: int, by: UsageGroup) -> list[UsageRow]:
         (since,),
     ).fetchall()
     groups: dict[str, list[tuple[int, int, float]]] = {}
+    specs: dict[int, TaskSpec] = {}  # each task's spec decoded once, for all its attempts
     for finished_at, tokens, cost, task, spec_json in rows:
-        for key in _group_keys(by, finished_at, task, decode_spec(spec_json)):
+        spec = specs.get(task) or specs.setdefault(task, decode_spec(spec_json))
+        for key in _group_keys(by, finished_at, task, spec):
             groups.setdefault(key, []).append((task, tokens, cost))
     out = [
         UsageRow(

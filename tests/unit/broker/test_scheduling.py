@@ -7,7 +7,7 @@ import pytest
 from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.scheduling import Gate, Hold, limits_of
 from fleetd.broker.store import QueueStore
-from shared.models import ExecutionResult, TaskSpec
+from shared.models import ExecutionResult, TaskSpec, TokenUsage
 from shared.selectors import parse_selector
 
 LEASE = 1_000
@@ -242,3 +242,24 @@ def test_a_key_enqueued_again_with_another_time_or_priority_is_the_same_task(
     again = TaskSpec(prompt="p", key="k", not_before=200, priority=3)  # `+10m` resolved anew
     assert store.enqueue([again], 2) == [(task, False)]
     assert created and store.get_task(task).priority == 0
+
+
+def test_usage_groups_the_finished_executions(store: QueueStore) -> None:
+    day = 86_400_000_000
+    a = add(store, repo="/src/a", labels={"team": "web"})
+    b = add(store, agent="claude")
+    for task, tokens, cost, at in ((a, 100, 0.5, day), (b, 40, 0.25, 2 * day + 5)):
+        claimed(store, now=at - 1)
+        [execution] = store.conn.execute(
+            "SELECT id FROM executions WHERE task_id = ?", (task,)
+        ).fetchone()
+        usage = TokenUsage(input_tokens=tokens, total_tokens=tokens)
+        store.finish(execution, "succeeded", ExecutionResult(usage=usage, cost_usd=cost), at)
+    by_day = {row.key: (row.tokens, row.cost_usd) for row in store.usage(0, "day")}
+    assert by_day == {"1970-01-02": (100, 0.5), "1970-01-03": (40, 0.25)}
+    assert [(r.key, r.tasks) for r in store.usage(0, "repo")] == [
+        ("/src/a", 1),
+        ("(no repository)", 1),
+    ]
+    assert [r.key for r in store.usage(2 * day, "agent")] == ["claude"]  # --since
+    assert {r.key for r in store.usage(0, "label")} == {"team=web", "(no label)"}

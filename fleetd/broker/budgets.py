@@ -19,6 +19,7 @@ from shared.models import HoldView, LimitUse, ScheduleView, TaskSpec
 from shared.selectors import Selector, parse_selector
 
 US = 1_000_000
+MAX_HOLD_DOUBLINGS = 4  # a rate-limit hold grows to 16 times the configured one at most
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Schedule:
     def __init__(self, limits: dict[str, int], budget: BudgetConfig) -> None:
         self.configure(limits, budget)
         self.rate_holds: dict[str, Hold] = {}  # agent kind: its hold
+        self.rate_streaks: dict[str, int] = {}  # agent kind: doublings of its hold
 
     def configure(self, limits: dict[str, int], budget: BudgetConfig) -> None:
         """Take a (re)loaded config's limits and budgets."""
@@ -119,10 +121,17 @@ class Schedule:
         return Hold(selector, until, why)
 
     def rate_limited(self, agent: str, now: int) -> Hold | None:
-        """A run of `agent` was rate-limited: its kind starts nothing for the hold."""
-        seconds = self.budget.rate_limit_hold_seconds
-        if seconds <= 0:
+        """A run of `agent` was rate-limited: its kind starts nothing for the hold, which
+        doubles (up to 16 times) while its runs keep being refused within a hold's length of
+        the last one ending."""
+        base = self.budget.rate_limit_hold_seconds
+        if base <= 0:
             return None
+        last = self.rate_holds.get(agent)
+        again = last is not None and now - last.until < base * US
+        streak = min(self.rate_streaks.get(agent, 0) + 1, MAX_HOLD_DOUBLINGS) if again else 0
+        self.rate_streaks[agent] = streak
+        seconds = base * 2**streak
         hold = Hold(
             parse_selector(f"agent:{agent}"),
             now + int(seconds * US),

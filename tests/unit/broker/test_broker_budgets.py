@@ -164,3 +164,19 @@ def test_the_spend_in_the_window_survives_a_broker_restart(
     ready(restarted, now=DAY + 2)
     assert assigns(enqueue(restarted, spec(), now=DAY + 3)) == []
     assert holds(restarted, DAY + 3) == [("*", 2 * DAY + 1)]
+
+
+def test_a_rate_limit_hold_doubles_while_the_refusals_go_on() -> None:
+    schedule = Schedule({}, BudgetConfig(rate_limit_hold_seconds=10))
+    s = 1_000_000
+    lengths = []
+    now = 0
+    for _ in range(7):
+        hold = schedule.rate_limited("codex", now)
+        assert hold is not None
+        lengths.append((hold.until - now) // s)
+        now = hold.until + 1  # refused again right after the hold ended
+    assert lengths == [10, 20, 40, 80, 160, 160, 160]
+    calm = schedule.rate_limited("codex", now + 3600 * s)  # long after: back to the start
+    assert calm is not None and calm.until - (now + 3600 * s) == 10 * s
+    assert Schedule({}, BudgetConfig(rate_limit_hold_seconds=0)).rate_limited("codex", 0) is None

@@ -41,15 +41,15 @@ class Schedule:
         self.rate_streaks: dict[str, int] = {}  # agent kind: doublings of its hold
 
     def configure(self, limits: dict[str, int], budget: BudgetConfig) -> None:
-        """Take a (re)loaded config's limits and budgets."""
-        self.limits = limits_of(limits)
-        self.budget = budget
-        self.caps: list[tuple[Selector, ScopeBudget]] = [
-            (parse_selector(text), caps) for text, caps in budget.per.items()
-        ]
+        """Take a (re)loaded config's limits and budgets (all of them, or, if a selector is not
+        one, none: the ValueError names it)."""
+        parsed = limits_of(limits)
+        caps = [(parse_selector(text), caps) for text, caps in budget.per.items()]
         fleet = ScopeBudget(tokens_per_day=budget.tokens_per_day, cost_per_day=budget.cost_per_day)
         if fleet.tokens_per_day or fleet.cost_per_day:
-            self.caps.insert(0, (parse_selector("*"), fleet))
+            caps.insert(0, (parse_selector("*"), fleet))
+        self.limits, self.budget = parsed, budget
+        self.caps: list[tuple[Selector, ScopeBudget]] = caps
         self.budget_holds: list[Hold] = []
         self.window: deque[Spend] = deque()  # the spend inside the window, oldest first
         self.loaded = False  # `load` must run (with the store's rows) before the first claim

@@ -141,6 +141,9 @@ def test_set_schedule_changes_the_limits(store: QueueStore, tmp_path: Path) -> N
     assert [task for _, task, _ in assigns(out)] == [1]
     bad = broker.handle(CLIENT, b"r", m.SetSchedule(limits={"agent": 1}), 4)
     assert isinstance(bad[0].message, m.ErrorReply)
+    half_bad = m.SetSchedule(limits={"agent:x": 9}, budget={"per": {"nope": {}}})
+    assert isinstance(broker.handle(CLIENT, b"r", half_bad, 5)[0].message, m.ErrorReply)
+    assert [s.text for s in broker.schedule.limits] == ["agent:command"]  # all or nothing
 
 
 def test_a_resent_result_is_not_counted_twice(store: QueueStore, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fleetd.broker.dependencies import UnknownDependency
+from fleetd.broker.reads import CLAIM_ORDER
 from fleetd.broker.scheduling import Gate, Hold, limits_of
 from fleetd.broker.store import QueueStore
 from shared.models import ExecutionResult, TaskSpec, TokenUsage
@@ -263,3 +264,40 @@ def test_usage_groups_the_finished_executions(store: QueueStore) -> None:
     ]
     assert [r.key for r in store.usage(2 * day, "agent")] == ["claude"]  # --since
     assert {r.key for r in store.usage(0, "label")} == {"team=web", "(no label)"}
+
+
+def test_a_held_agent_kind_is_left_out_by_the_query_itself(store: QueueStore) -> None:
+    plan = store.conn.execute(
+        "EXPLAIN QUERY PLAN " + CLAIM_ORDER.format(" AND agent NOT IN (?)"), (0, "claude")
+    ).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "tasks_claim" in details and "TEMP B-TREE" not in details
+    gate = Gate(limits_of({"agent:claude": 0, "repo:/src/app": 0}))
+    add(store, agent="claude")
+    add(store, repo="/src/app/")
+    other = add(store, repo="/src/other")
+    assert gate.closed({}).agents == ("claude",) and gate.closed({}).repos == ("/src/app",)
+    assert claimed(store, gate=gate) == other
+    assert claimed(store, gate=Gate(holds=(Hold(parse_selector("*"), 99, "spent"),))) is None
+
+
+def test_a_version_2_queue_gets_its_agent_and_repo_columns(tmp_path) -> None:
+    from fleetd.broker.schema import MIGRATIONS
+    from fleetd.runtime.db import open_database
+
+    path = tmp_path / "q.db"
+    old = open_database(path, MIGRATIONS[:2])
+    for spec_json in ('{"prompt":"a"}', '{"prompt":"b","agent":"claude","repo":"/r/"}'):
+        old.execute(
+            "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES ('queued', ?, 3, 1)",
+            (spec_json,),
+        )
+    old.close()
+    store = QueueStore.open(path, 3)
+    try:
+        rows = store.conn.execute("SELECT agent, repo FROM tasks ORDER BY id").fetchall()
+        assert rows == [("codex", None), ("claude", "/r")]
+        gate = Gate(limits_of({"agent:codex": 0}))
+        assert claimed(store, gate=gate) == 2
+    finally:
+        store.close()

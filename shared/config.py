@@ -291,6 +291,8 @@ class FleetConfig(Section):
     )
 
     def __post_init__(self) -> None:
+        if not self.limits and not self.budget.per:
+            return  # `fleetctl status` reads the config too: without selectors, no import
         from shared.selectors import parse_selector
 
         for text in [*self.limits, *self.budget.per]:

@@ -4,12 +4,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from shared.models import TaskSpec
+from typing import Literal, Protocol
 
 SelectorKind = Literal["agent", "repo", "label", "all"]
 SELECTOR_HELP = "selectors are agent:KIND, repo:PATH-OR-URL, label:KEY=VALUE or *"
+
+
+class Scoped(Protocol):
+    """What a selector looks at: a `TaskSpec`, or the broker's lighter view of one."""
+
+    @property
+    def agent(self) -> str: ...
+    @property
+    def repo(self) -> str | None: ...
+    @property
+    def labels(self) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +29,7 @@ class Selector:
     value: str
     text: str
 
-    def matches(self, spec: TaskSpec) -> bool:
+    def matches(self, spec: Scoped) -> bool:
         match self.kind:
             case "all":
                 return True

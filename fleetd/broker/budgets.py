@@ -19,6 +19,7 @@ from shared.models import HoldView, LimitUse, ScheduleView, TaskSpec
 from shared.selectors import Selector, parse_selector
 
 US = 1_000_000
+MAX_HOLD_DOUBLINGS = 4  # a rate-limit hold grows to 16 times the configured one at most
 
 
 @dataclass(frozen=True)
@@ -37,17 +38,18 @@ class Schedule:
     def __init__(self, limits: dict[str, int], budget: BudgetConfig) -> None:
         self.configure(limits, budget)
         self.rate_holds: dict[str, Hold] = {}  # agent kind: its hold
+        self.rate_streaks: dict[str, int] = {}  # agent kind: doublings of its hold
 
     def configure(self, limits: dict[str, int], budget: BudgetConfig) -> None:
-        """Take a (re)loaded config's limits and budgets."""
-        self.limits = limits_of(limits)
-        self.budget = budget
-        self.caps: list[tuple[Selector, ScopeBudget]] = [
-            (parse_selector(text), caps) for text, caps in budget.per.items()
-        ]
+        """Take a (re)loaded config's limits and budgets (all of them, or, if a selector is not
+        one, none: the ValueError names it)."""
+        parsed = limits_of(limits)
+        caps = [(parse_selector(text), caps) for text, caps in budget.per.items()]
         fleet = ScopeBudget(tokens_per_day=budget.tokens_per_day, cost_per_day=budget.cost_per_day)
         if fleet.tokens_per_day or fleet.cost_per_day:
-            self.caps.insert(0, (parse_selector("*"), fleet))
+            caps.insert(0, (parse_selector("*"), fleet))
+        self.limits, self.budget = parsed, budget
+        self.caps: list[tuple[Selector, ScopeBudget]] = caps
         self.budget_holds: list[Hold] = []
         self.window: deque[Spend] = deque()  # the spend inside the window, oldest first
         self.loaded = False  # `load` must run (with the store's rows) before the first claim
@@ -119,10 +121,17 @@ class Schedule:
         return Hold(selector, until, why)
 
     def rate_limited(self, agent: str, now: int) -> Hold | None:
-        """A run of `agent` was rate-limited: its kind starts nothing for the hold."""
-        seconds = self.budget.rate_limit_hold_seconds
-        if seconds <= 0:
+        """A run of `agent` was rate-limited: its kind starts nothing for the hold, which
+        doubles (up to 16 times) while its runs keep being refused within a hold's length of
+        the last one ending."""
+        base = self.budget.rate_limit_hold_seconds
+        if base <= 0:
             return None
+        last = self.rate_holds.get(agent)
+        again = last is not None and now - last.until < base * US
+        streak = min(self.rate_streaks.get(agent, 0) + 1, MAX_HOLD_DOUBLINGS) if again else 0
+        self.rate_streaks[agent] = streak
+        seconds = base * 2**streak
         hold = Hold(
             parse_selector(f"agent:{agent}"),
             now + int(seconds * US),

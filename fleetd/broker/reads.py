@@ -8,27 +8,37 @@ import msgspec
 
 from fleetd.broker.budgets import Spend
 from fleetd.broker.rows import decode_spec
-from fleetd.broker.scheduling import Gate
+from fleetd.broker.scheduling import Gate, decode_scope
 from shared.messages import UsageGroup
 from shared.models import TaskSpec, UsageRow, rfc3339
+
+CLAIM_ORDER = (
+    "SELECT id, spec, executions, resume_from FROM tasks"
+    " WHERE state = 'queued' AND not_before <= ?{} ORDER BY priority DESC, id"
+)
 
 
 def first_fit(conn: apsw.Connection, now: int, gate: Gate | None) -> tuple | None:
     """The first due queued task in claim order that the gate lets start: one query on the
-    `tasks_claim` index, read until a task fits (with no limit or hold, the first row)."""
-    cursor = conn.execute(
-        "SELECT id, spec, executions, resume_from FROM tasks"
-        " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id"
-        + (" LIMIT 1" if gate is None or gate.open else ""),
-        (now,),
-    )
+    `tasks_claim` index, read until a task fits (with no limit or hold, the first row).
+    Agent kinds and repositories that cannot start anything now are left out in the query
+    itself (its `agent` and `repo` columns), so a claim does not read past their tasks."""
     if gate is None or gate.open:
-        return cursor.fetchone()
+        return conn.execute(CLAIM_ORDER.format("") + " LIMIT 1", (now,)).fetchone()
     running_rows = conn.execute("SELECT spec FROM tasks WHERE state = 'running'").fetchall()
-    running = gate.counts(decode_spec(spec) for (spec,) in running_rows)
+    running = gate.counts(decode_scope(spec) for (spec,) in running_rows)
+    closed = gate.closed(running)
+    if closed.everything:
+        return None
+    where = "".join(
+        f" AND {column} NOT IN ({', '.join('?' * len(values))})"
+        for column, values in (("agent", closed.agents), ("repo", closed.repos))
+        if values
+    )
+    cursor = conn.execute(CLAIM_ORDER.format(where), (now, *closed.agents, *closed.repos))
     try:
         for row in cursor:
-            if gate.fits(decode_spec(row[1]), running):
+            if gate.fits(decode_scope(row[1]), running):
                 return row
         return None
     finally:
@@ -61,8 +71,10 @@ def usage(conn: apsw.Connection, since: int, by: UsageGroup) -> list[UsageRow]:
         (since,),
     ).fetchall()
     groups: dict[str, list[tuple[int, int, float]]] = {}
+    specs: dict[int, TaskSpec] = {}  # each task's spec decoded once, for all its attempts
     for finished_at, tokens, cost, task, spec_json in rows:
-        for key in _group_keys(by, finished_at, task, decode_spec(spec_json)):
+        spec = specs.get(task) or specs.setdefault(task, decode_spec(spec_json))
+        for key in _group_keys(by, finished_at, task, spec):
             groups.setdefault(key, []).append((task, tokens, cost))
     out = [
         UsageRow(

@@ -7,8 +7,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from shared.models import TaskSpec
-from shared.selectors import Selector, parse_selector
+import msgspec
+
+from shared.selectors import Scoped, Selector, parse_selector
+
+
+class Scope(msgspec.Struct, frozen=True):
+    """The fields of a stored spec that selectors match: decoding only these (msgspec skips
+    the rest, the prompt included) keeps a claim that reads past many held tasks cheap."""
+
+    agent: str = "codex"
+    repo: str | None = None
+    labels: dict[str, str] = {}
+
+
+decode_scope = msgspec.json.Decoder(Scope).decode
 
 
 @dataclass(frozen=True)
@@ -18,6 +31,15 @@ class Hold:
     selector: Selector
     until: int
     why: str
+
+
+@dataclass(frozen=True)
+class Closed:
+    """Scopes with no room: every task, or these agent kinds and repositories."""
+
+    everything: bool = False
+    agents: tuple[str, ...] = ()
+    repos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -32,12 +54,22 @@ class Gate:
         """Nothing to check: the claim takes the first task in order."""
         return not self.limits and not self.holds
 
-    def counts(self, running: Iterable[TaskSpec]) -> dict[Selector, int]:
+    def counts(self, running: Iterable[Scoped]) -> dict[Selector, int]:
         """How many of the running tasks each limit counts."""
         specs = list(running)
         return {sel: sum(sel.matches(spec) for spec in specs) for sel in self.limits}
 
-    def fits(self, spec: TaskSpec, running: Mapping[Selector, int]) -> bool:
+    def closed(self, running: Mapping[Selector, int]) -> Closed:
+        """What cannot start anything now, as far as the query can tell it."""
+        shut = [h.selector for h in self.holds]
+        shut += [sel for sel, cap in self.limits.items() if running.get(sel, 0) >= cap]
+        return Closed(
+            everything=any(sel.kind == "all" for sel in shut),
+            agents=tuple(sorted({sel.value for sel in shut if sel.kind == "agent"})),
+            repos=tuple(sorted({sel.value for sel in shut if sel.kind == "repo"})),
+        )
+
+    def fits(self, spec: Scoped, running: Mapping[Selector, int]) -> bool:
         """Whether `spec` may start with `running` counted against the limits."""
         for hold in self.holds:
             if hold.selector.matches(spec):

@@ -45,7 +45,8 @@ MIGRATIONS = [
     # A task waiting on others stays `queued` with `not_before` at the end of time, so the
     # claim stays one query on `tasks_claim`; `ready_at` is its own not_before, restored once
     # its last dependency settles. `dependents` spares a task no one waits for the lookup when
-    # it ends (most tasks: the closing transaction stays as it was).
+    # it ends (most tasks: the closing transaction stays as it was). `agent` and `repo` (as the
+    # selectors match it) let a claim leave out what a full limit or a hold keeps back.
     """
     CREATE TABLE task_deps (
         after_id INTEGER NOT NULL,
@@ -56,6 +57,10 @@ MIGRATIONS = [
     ALTER TABLE tasks ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN ready_at INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE tasks ADD COLUMN dependents INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tasks ADD COLUMN agent TEXT NOT NULL DEFAULT 'codex';
+    ALTER TABLE tasks ADD COLUMN repo TEXT;
+    UPDATE tasks SET agent = COALESCE(json_extract(spec, '$.agent'), 'codex'),
+        repo = rtrim(json_extract(spec, '$.repo'), '/') WHERE state IN ('queued', 'running');
     ALTER TABLE executions ADD COLUMN tokens INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE executions ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
     CREATE INDEX executions_finished ON executions (finished_at);

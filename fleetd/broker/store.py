@@ -98,7 +98,8 @@ class QueueStore(ScheduleReads):
                         continue
                 conn.execute(
                     "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
-                    " priority, not_before, ready_at) VALUES ('queued', ?, ?, ?, ?, ?, ?, ?)",
+                    " priority, not_before, ready_at, agent, repo)"
+                    " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         _json_encode(spec).decode(),
                         spec.key,
@@ -107,6 +108,8 @@ class QueueStore(ScheduleReads):
                         spec.priority,
                         spec.not_before or 0,
                         spec.not_before or 0,
+                        spec.agent,
+                        spec.repo.rstrip("/") if spec.repo else None,
                     ),
                 )
                 task = conn.last_insert_rowid()

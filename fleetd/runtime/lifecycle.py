@@ -84,7 +84,8 @@ def set_title(title: str) -> None:
 
 
 class ShutdownSignal:
-    """SIGTERM (and optionally SIGINT) set a flag and wake the process loop through a socket.
+    """SIGTERM (and optionally SIGINT) set a flag and wake the process loop through a socket;
+    a SIGHUP, if asked for, is counted apart (`hangups`: the supervisor reloads its config).
 
     The read end is registered in the loop's poller; the handler does nothing else.
     """
@@ -92,6 +93,7 @@ class ShutdownSignal:
     def __init__(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> None:
         self.received: int | None = None
         self.count = 0
+        self.hangups = 0  # SIGHUPs (when asked for): a reload, never a stop
         self._reader, self._writer = socket.socketpair()
         self._reader.setblocking(False)
         self._writer.setblocking(False)
@@ -100,6 +102,9 @@ class ShutdownSignal:
             signal.signal(sig, self._handle)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.hangups += 1
+            return
         self.received = signum
         self.count += 1
 

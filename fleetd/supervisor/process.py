@@ -203,10 +203,10 @@ def _loop(
         out: list[Outgoing] = []
         if shutdown.fd in events:
             shutdown.drain()
-            if shutdown.received == signal.SIGHUP:
-                shutdown.received = None  # a hang-up reloads the config; it does not stop
+            if shutdown.hangups:
+                shutdown.hangups = 0  # a hang-up reloads the config; it does not stop
                 out += supervisor.on_reload(now)
-            else:
+            if shutdown.received is not None:
                 out += supervisor.on_signal(str(shutdown.received), now)
         # A snapshot: collecting an exit takes the child out of the watched sentinels.
         for child in [sentinels[fd] for fd in events if fd in sentinels]:

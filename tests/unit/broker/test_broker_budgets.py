@@ -141,6 +141,9 @@ def test_set_schedule_changes_the_limits(store: QueueStore, tmp_path: Path) -> N
     assert [task for _, task, _ in assigns(out)] == [1]
     bad = broker.handle(CLIENT, b"r", m.SetSchedule(limits={"agent": 1}), 4)
     assert isinstance(bad[0].message, m.ErrorReply)
+    half_bad = m.SetSchedule(limits={"agent:x": 9}, budget={"per": {"nope": {}}})
+    assert isinstance(broker.handle(CLIENT, b"r", half_bad, 5)[0].message, m.ErrorReply)
+    assert [s.text for s in broker.schedule.limits] == ["agent:command"]  # all or nothing
 
 
 def test_a_resent_result_is_not_counted_twice(store: QueueStore, tmp_path: Path) -> None:
@@ -164,3 +167,19 @@ def test_the_spend_in_the_window_survives_a_broker_restart(
     ready(restarted, now=DAY + 2)
     assert assigns(enqueue(restarted, spec(), now=DAY + 3)) == []
     assert holds(restarted, DAY + 3) == [("*", 2 * DAY + 1)]
+
+
+def test_a_rate_limit_hold_doubles_while_the_refusals_go_on() -> None:
+    schedule = Schedule({}, BudgetConfig(rate_limit_hold_seconds=10))
+    s = 1_000_000
+    lengths = []
+    now = 0
+    for _ in range(7):
+        hold = schedule.rate_limited("codex", now)
+        assert hold is not None
+        lengths.append((hold.until - now) // s)
+        now = hold.until + 1  # refused again right after the hold ended
+    assert lengths == [10, 20, 40, 80, 160, 160, 160]
+    calm = schedule.rate_limited("codex", now + 3600 * s)  # long after: back to the start
+    assert calm is not None and calm.until - (now + 3600 * s) == 10 * s
+    assert Schedule({}, BudgetConfig(rate_limit_hold_seconds=0)).rate_limited("codex", 0) is None

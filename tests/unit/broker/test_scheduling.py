@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from fleetd.broker.dependencies import UnknownDependency
+from fleetd.broker.reads import CLAIM_ORDER
 from fleetd.broker.scheduling import Gate, Hold, limits_of
 from fleetd.broker.store import QueueStore
-from shared.models import ExecutionResult, TaskSpec
+from shared.models import ExecutionResult, TaskSpec, TokenUsage
 from shared.selectors import parse_selector
 
 LEASE = 1_000
@@ -242,3 +243,61 @@ def test_a_key_enqueued_again_with_another_time_or_priority_is_the_same_task(
     again = TaskSpec(prompt="p", key="k", not_before=200, priority=3)  # `+10m` resolved anew
     assert store.enqueue([again], 2) == [(task, False)]
     assert created and store.get_task(task).priority == 0
+
+
+def test_usage_groups_the_finished_executions(store: QueueStore) -> None:
+    day = 86_400_000_000
+    a = add(store, repo="/src/a", labels={"team": "web"})
+    b = add(store, agent="claude")
+    for task, tokens, cost, at in ((a, 100, 0.5, day), (b, 40, 0.25, 2 * day + 5)):
+        claimed(store, now=at - 1)
+        [execution] = store.conn.execute(
+            "SELECT id FROM executions WHERE task_id = ?", (task,)
+        ).fetchone()
+        usage = TokenUsage(input_tokens=tokens, total_tokens=tokens)
+        store.finish(execution, "succeeded", ExecutionResult(usage=usage, cost_usd=cost), at)
+    by_day = {row.key: (row.tokens, row.cost_usd) for row in store.usage(0, "day")}
+    assert by_day == {"1970-01-02": (100, 0.5), "1970-01-03": (40, 0.25)}
+    assert [(r.key, r.tasks) for r in store.usage(0, "repo")] == [
+        ("/src/a", 1),
+        ("(no repository)", 1),
+    ]
+    assert [r.key for r in store.usage(2 * day, "agent")] == ["claude"]  # --since
+    assert {r.key for r in store.usage(0, "label")} == {"team=web", "(no label)"}
+
+
+def test_a_held_agent_kind_is_left_out_by_the_query_itself(store: QueueStore) -> None:
+    plan = store.conn.execute(
+        "EXPLAIN QUERY PLAN " + CLAIM_ORDER.format(" AND agent NOT IN (?)"), (0, "claude")
+    ).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "tasks_claim" in details and "TEMP B-TREE" not in details
+    gate = Gate(limits_of({"agent:claude": 0, "repo:/src/app": 0}))
+    add(store, agent="claude")
+    add(store, repo="/src/app/")
+    other = add(store, repo="/src/other")
+    assert gate.closed({}).agents == ("claude",) and gate.closed({}).repos == ("/src/app",)
+    assert claimed(store, gate=gate) == other
+    assert claimed(store, gate=Gate(holds=(Hold(parse_selector("*"), 99, "spent"),))) is None
+
+
+def test_a_version_2_queue_gets_its_agent_and_repo_columns(tmp_path) -> None:
+    from fleetd.broker.schema import MIGRATIONS
+    from fleetd.runtime.db import open_database
+
+    path = tmp_path / "q.db"
+    old = open_database(path, MIGRATIONS[:2])
+    for spec_json in ('{"prompt":"a"}', '{"prompt":"b","agent":"claude","repo":"/r/"}'):
+        old.execute(
+            "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES ('queued', ?, 3, 1)",
+            (spec_json,),
+        )
+    old.close()
+    store = QueueStore.open(path, 3)
+    try:
+        rows = store.conn.execute("SELECT agent, repo FROM tasks ORDER BY id").fetchall()
+        assert rows == [("codex", None), ("claude", "/r")]
+        gate = Gate(limits_of({"agent:codex": 0}))
+        assert claimed(store, gate=gate) == 2
+    finally:
+        store.close()

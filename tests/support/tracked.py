@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -98,6 +99,5 @@ def tracked_fleet(argv: list[str], token: str = SECRET) -> Iterator[Tracked]:
 
 
 def _env() -> dict[str, str]:
-    import os
-
+    """The test run's environment without its FLEET_* settings (the config file gives them)."""
     return {key: value for key, value in os.environ.items() if not key.startswith("FLEET_")}

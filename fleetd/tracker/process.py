@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import select
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -59,14 +60,14 @@ def run(config: FleetConfig) -> None:
     logger.info("tracker watching {} on {}", ", ".join(github_config.repos), github.api_url)
     try:
         _wait_for_fleetd(paths.control_socket, shutdown)
-        _loop(sync, schedule, github, shutdown)
+        _loop(sync, schedule, Status(status_file(paths.root), github), shutdown)
     finally:
         queue.close()
     logger.info("tracker stopped")
 
 
-def _loop(sync: Sync, schedule: Schedule, github: GitHub, shutdown: ShutdownSignal) -> None:
-    _write_status(sync, schedule, github)
+def _loop(sync: Sync, schedule: Schedule, status: Status, shutdown: ShutdownSignal) -> None:
+    status.write(sync, schedule)
     while shutdown.received is None:
         due = schedule.due(time.time())
         for repo in due:
@@ -74,7 +75,7 @@ def _loop(sync: Sync, schedule: Schedule, github: GitHub, shutdown: ShutdownSign
                 return
             _poll(sync, schedule, repo)
         if due:
-            _write_status(sync, schedule, github)
+            status.write(sync, schedule)
         wait = min(max(schedule.next_due() - time.time(), 0.0), LONGEST_WAIT)
         ready, _, _ = select.select([shutdown.fd], [], [], wait)
         if ready:
@@ -108,42 +109,52 @@ def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:
     schedule.succeeded(repo, time.time())
 
 
-def _write_status(sync: Sync, schedule: Schedule, github: GitHub) -> None:
-    status = TrackerStatus(
-        tracker="github",
-        api_url=github.api_url,
-        pid=os.getpid(),
-        updated_at=time.time(),
-        rate_limit=github.budget.limit,
-        rate_remaining=github.budget.remaining,
-        rate_reset_at=github.budget.reset_at,
-        repos=[
-            RepoStatus(
-                repo=w.repo,
-                phase=w.phase.value,
-                polls=w.polls,
-                last_poll=w.last_poll,
-                next_poll=w.next_poll,
-                errors=w.errors,
-                error=w.error,
-            )
-            for w in schedule.watches.values()
-        ],
-        links=[
-            TaskLink(
-                task=entry.task,
-                issue=f"{entry.repo}#{entry.number}",
-                issue_url=entry.issue_url,
-                pull_url=entry.pull_url,
-            )
-            for entry in sync.ledger.values()
-            if entry.task
-        ],
-    )
-    try:
-        ledger_file.write_atomically(status_file(sync.ledger_path.parent.parent), _encode(status))
-    except OSError as exc:
-        logger.warning("cannot write the tracker status: {}", exc)
+@dataclass(frozen=True)
+class Status:
+    """The status file `fleetctl tracker` reads: written after each round of polls."""
+
+    path: Path
+    github: GitHub
+
+    def write(self, sync: Sync, schedule: Schedule) -> None:
+        try:
+            ledger_file.write_atomically(self.path, _encode(self._status(sync, schedule)))
+        except OSError as exc:
+            logger.warning("cannot write the tracker status {}: {}", self.path, exc)
+
+    def _status(self, sync: Sync, schedule: Schedule) -> TrackerStatus:
+        budget = self.github.budget
+        return TrackerStatus(
+            tracker="github",
+            api_url=self.github.api_url,
+            pid=os.getpid(),
+            updated_at=time.time(),
+            rate_limit=budget.limit,
+            rate_remaining=budget.remaining,
+            rate_reset_at=budget.reset_at,
+            repos=[
+                RepoStatus(
+                    repo=w.repo,
+                    phase=w.phase.value,
+                    polls=w.polls,
+                    last_poll=w.last_poll,
+                    next_poll=w.next_poll,
+                    errors=w.errors,
+                    error=w.error,
+                )
+                for w in schedule.watches.values()
+            ],
+            links=[
+                TaskLink(
+                    task=entry.task,
+                    issue=f"{entry.repo}#{entry.number}",
+                    issue_url=entry.issue_url,
+                    pull_url=entry.pull_url,
+                )
+                for entry in sync.ledger.values()
+                if entry.task
+            ],
+        )
 
 
 _encode = msgspec.json.Encoder().encode

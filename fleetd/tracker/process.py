@@ -8,8 +8,10 @@ the GitHub client and the pusher, in memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +72,10 @@ def _loop(sync: Sync, schedule: Schedule, status: Status, shutdown: ShutdownSign
     status.write(sync, schedule)
     while shutdown.received is None:
         due = schedule.due(time.time())
-        for repo in due:
-            if shutdown.received is not None:
-                return
-            _poll(sync, schedule, repo)
         if due:
+            if not _polled_unless_stopped(sync, schedule, due, shutdown):
+                logger.info("tracker stopping in the middle of a poll; the next start redoes it")
+                return
             status.write(sync, schedule)
         wait = min(max(schedule.next_due() - time.time(), 0.0), LONGEST_WAIT)
         ready, _, _ = select.select([shutdown.fd], [], [], wait)
@@ -92,6 +93,38 @@ def _wait_for_fleetd(control_socket: Path, shutdown: ShutdownSignal) -> None:
             return
         except FleetError:
             select.select([shutdown.fd], [], [], 0.1)
+
+
+def _polled_unless_stopped(
+    sync: Sync, schedule: Schedule, repos: list[str], shutdown: ShutdownSignal
+) -> bool:
+    """Poll `repos` on a helper thread while this one watches for the stop; False if the stop
+    came first. A request to GitHub or a push may block for its whole timeout, and SIGTERM does
+    not interrupt it; the helper is a daemon thread, so the process exits without waiting for
+    it (its git child, in a session of its own, is ended by the supervisor). Every step of a
+    poll is idempotent or written down when done, so a poll cut short is simply made again."""
+    done_read, done_write = os.pipe2(os.O_CLOEXEC)
+
+    def polls() -> None:
+        try:
+            for repo in repos:
+                if shutdown.received is not None:
+                    return
+                _poll(sync, schedule, repo)
+        finally:
+            with contextlib.suppress(OSError):  # the loop stopped waiting: nobody reads
+                os.write(done_write, b".")
+            os.close(done_write)
+
+    threading.Thread(target=polls, name="tracker-poll", daemon=True).start()
+    try:
+        ready, _, _ = select.select([done_read, shutdown.fd], [], [])
+        while done_read not in ready and shutdown.received is None:
+            shutdown.drain()  # a signal that is not the stop
+            ready, _, _ = select.select([done_read, shutdown.fd], [], [])
+        return done_read in ready
+    finally:
+        os.close(done_read)  # the write end is the thread's, which may outlive this call
 
 
 def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:

@@ -144,9 +144,11 @@ def _reported(entry: Entry | None, task: TaskView) -> bool:
 
 
 def watched_keys(repo: str, issues: list[Issue], ledger: dict[str, Entry]) -> list[str]:
-    """The keys whose tasks a poll of `repo` needs: its listed issues' and its ledger's."""
+    """The keys whose tasks a poll of `repo` needs: its listed issues', and its ledger's not
+    yet reported (a reported one matters again only when its label is applied again, which
+    lists it). So a poll asks for as many tasks as are in flight, not as the ledger holds."""
     keys = {issue.key for issue in issues}
-    keys |= {key for key, entry in ledger.items() if entry.repo == repo}
+    keys |= {key for key, entry in ledger.items() if entry.repo == repo and entry.reported is None}
     return sorted(keys)
 
 

@@ -8,9 +8,12 @@ the GitHub client and the pusher, in memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -59,22 +62,21 @@ def run(config: FleetConfig) -> None:
     logger.info("tracker watching {} on {}", ", ".join(github_config.repos), github.api_url)
     try:
         _wait_for_fleetd(paths.control_socket, shutdown)
-        _loop(sync, schedule, github, shutdown)
+        _loop(sync, schedule, Status(status_file(paths.root), github), shutdown)
     finally:
         queue.close()
     logger.info("tracker stopped")
 
 
-def _loop(sync: Sync, schedule: Schedule, github: GitHub, shutdown: ShutdownSignal) -> None:
-    _write_status(sync, schedule, github)
+def _loop(sync: Sync, schedule: Schedule, status: Status, shutdown: ShutdownSignal) -> None:
+    status.write(sync, schedule)
     while shutdown.received is None:
         due = schedule.due(time.time())
-        for repo in due:
-            if shutdown.received is not None:
-                return
-            _poll(sync, schedule, repo)
         if due:
-            _write_status(sync, schedule, github)
+            if not _polled_unless_stopped(sync, schedule, due, shutdown):
+                logger.info("tracker stopping in the middle of a poll; the next start redoes it")
+                return
+            status.write(sync, schedule)
         wait = min(max(schedule.next_due() - time.time(), 0.0), LONGEST_WAIT)
         ready, _, _ = select.select([shutdown.fd], [], [], wait)
         if ready:
@@ -93,6 +95,38 @@ def _wait_for_fleetd(control_socket: Path, shutdown: ShutdownSignal) -> None:
             select.select([shutdown.fd], [], [], 0.1)
 
 
+def _polled_unless_stopped(
+    sync: Sync, schedule: Schedule, repos: list[str], shutdown: ShutdownSignal
+) -> bool:
+    """Poll `repos` on a helper thread while this one watches for the stop; False if the stop
+    came first. A request to GitHub or a push may block for its whole timeout, and SIGTERM does
+    not interrupt it; the helper is a daemon thread, so the process exits without waiting for
+    it (its git child, in a session of its own, is ended by the supervisor). Every step of a
+    poll is idempotent or written down when done, so a poll cut short is simply made again."""
+    done_read, done_write = os.pipe2(os.O_CLOEXEC)
+
+    def polls() -> None:
+        try:
+            for repo in repos:
+                if shutdown.received is not None:
+                    return
+                _poll(sync, schedule, repo)
+        finally:
+            with contextlib.suppress(OSError):  # the loop stopped waiting: nobody reads
+                os.write(done_write, b".")
+            os.close(done_write)
+
+    threading.Thread(target=polls, name="tracker-poll", daemon=True).start()
+    try:
+        ready, _, _ = select.select([done_read, shutdown.fd], [], [])
+        while done_read not in ready and shutdown.received is None:
+            shutdown.drain()  # a signal that is not the stop
+            ready, _, _ = select.select([done_read, shutdown.fd], [], [])
+        return done_read in ready
+    finally:
+        os.close(done_read)  # the write end is the thread's, which may outlive this call
+
+
 def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:
     try:
         sync.poll(repo)
@@ -108,42 +142,52 @@ def _poll(sync: Sync, schedule: Schedule, repo: str) -> None:
     schedule.succeeded(repo, time.time())
 
 
-def _write_status(sync: Sync, schedule: Schedule, github: GitHub) -> None:
-    status = TrackerStatus(
-        tracker="github",
-        api_url=github.api_url,
-        pid=os.getpid(),
-        updated_at=time.time(),
-        rate_limit=github.budget.limit,
-        rate_remaining=github.budget.remaining,
-        rate_reset_at=github.budget.reset_at,
-        repos=[
-            RepoStatus(
-                repo=w.repo,
-                phase=w.phase.value,
-                polls=w.polls,
-                last_poll=w.last_poll,
-                next_poll=w.next_poll,
-                errors=w.errors,
-                error=w.error,
-            )
-            for w in schedule.watches.values()
-        ],
-        links=[
-            TaskLink(
-                task=entry.task,
-                issue=f"{entry.repo}#{entry.number}",
-                issue_url=entry.issue_url,
-                pull_url=entry.pull_url,
-            )
-            for entry in sync.ledger.values()
-            if entry.task
-        ],
-    )
-    try:
-        ledger_file.write_atomically(status_file(sync.ledger_path.parent.parent), _encode(status))
-    except OSError as exc:
-        logger.warning("cannot write the tracker status: {}", exc)
+@dataclass(frozen=True)
+class Status:
+    """The status file `fleetctl tracker` reads: written after each round of polls."""
+
+    path: Path
+    github: GitHub
+
+    def write(self, sync: Sync, schedule: Schedule) -> None:
+        try:
+            ledger_file.write_atomically(self.path, _encode(self._status(sync, schedule)))
+        except OSError as exc:
+            logger.warning("cannot write the tracker status {}: {}", self.path, exc)
+
+    def _status(self, sync: Sync, schedule: Schedule) -> TrackerStatus:
+        budget = self.github.budget
+        return TrackerStatus(
+            tracker="github",
+            api_url=self.github.api_url,
+            pid=os.getpid(),
+            updated_at=time.time(),
+            rate_limit=budget.limit,
+            rate_remaining=budget.remaining,
+            rate_reset_at=budget.reset_at,
+            repos=[
+                RepoStatus(
+                    repo=w.repo,
+                    phase=w.phase.value,
+                    polls=w.polls,
+                    last_poll=w.last_poll,
+                    next_poll=w.next_poll,
+                    errors=w.errors,
+                    error=w.error,
+                )
+                for w in schedule.watches.values()
+            ],
+            links=[
+                TaskLink(
+                    task=entry.task,
+                    issue=f"{entry.repo}#{entry.number}",
+                    issue_url=entry.issue_url,
+                    pull_url=entry.pull_url,
+                )
+                for entry in sync.ledger.values()
+                if entry.task
+            ],
+        )
 
 
 _encode = msgspec.json.Encoder().encode

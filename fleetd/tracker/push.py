@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fleetd.tracker.base import TrackerError
-from fleetd.workspace.git import git_env
+from fleetd.workspace.git import GIT_CONFIG, git_env
 
 PUSH_TIMEOUT_SECONDS = 600.0
 ERROR_TAIL = 2000
@@ -37,18 +37,28 @@ class Pusher:
         return "Pusher(***)"
 
     def environment(self, url: str) -> dict[str, str]:
-        """git's environment for `url`: the headers as config entries, for that URL only."""
+        """git's environment for `url`: the headers as config entries, for that URL only, and
+        TLS verification on whatever the repository's config says (these entries rank with
+        `-c`, above it)."""
+        entries = [
+            (f"http.{url}.extraHeader", f"{name}: {value}") for name, value in self._headers.items()
+        ]
+        entries.append(("http.sslVerify", "true"))
         env = dict(self._env)
-        env["GIT_CONFIG_COUNT"] = str(len(self._headers))
-        for index, (name, value) in enumerate(self._headers.items()):
-            env[f"GIT_CONFIG_KEY_{index}"] = f"http.{url}.extraHeader"
-            env[f"GIT_CONFIG_VALUE_{index}"] = f"{name}: {value}"
+        env["GIT_CONFIG_COUNT"] = str(len(entries))
+        for index, (key, value) in enumerate(entries):
+            env[f"GIT_CONFIG_KEY_{index}"] = key
+            env[f"GIT_CONFIG_VALUE_{index}"] = value
         return env
 
     def push(self, source: Path, commit: str, url: str, branch: str, force: bool) -> None:
         """Make `branch` at `url` point at `commit` (from the repository at `source`)."""
         refspec = f"{'+' if force else ''}{commit}:refs/heads/{branch}"
-        argv = ["git", "-C", str(source), "push", "--quiet", "--end-of-options", url, refspec]
+        # The fixed configuration of every fleet git command: no hook (one in the clone would
+        # run with the token in its environment), only the accepted transports.
+        fixed = [arg for item in GIT_CONFIG for arg in ("-c", item)]
+        argv = ["git", *fixed, "-C", str(source), "push", "--quiet", "--end-of-options"]
+        argv += [url, refspec]
         process = subprocess.Popen(
             argv,
             env=self.environment(url),

@@ -51,7 +51,7 @@ class Results:
         self, issue: Issue, task: TaskView, info: Repository, workspace: WorkspaceResult
     ) -> PullRequest:
         assert workspace.commit is not None
-        source = self.mirrors.path(info)
+        source = self.mirrors.checked(info)
         # Forced: a rerun starts again from the base, and the branch is the task's own.
         self.pusher.push(source, workspace.commit, info.clone_url, workspace.branch, force=True)
         found = self.tracker.pull_for(issue.repo, workspace.branch)
@@ -84,7 +84,7 @@ class Results:
         workspace = _committed(task)
         if workspace is not None:
             assert workspace.commit is not None
-            source = self.mirrors.path(info)
+            source = self.mirrors.checked(info)
             # Not forced: the follow-up started from the pushed branch, and a reviewer's own
             # commits pushed since must not be lost (the push fails, and the comment says so).
             self.pusher.push(source, workspace.commit, info.clone_url, parent.branch, force=False)

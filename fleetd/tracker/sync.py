@@ -130,6 +130,7 @@ class Sync:
             case Rerun(issue=issue, task=task):
                 if self._claim(issue):
                     self._ask(m.RetryTask(task=task.id))
+                    self._remember(issue.key, reported=None)  # in flight again: watched
                     logger.info("{} labelled again: task {} runs again", issue.key, task.id)
             case Report(issue=issue, task=task):
                 self._report(issue, task, info)

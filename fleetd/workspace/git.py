@@ -51,6 +51,7 @@ GIT_PASS_ENV = (
     "GIT_SSH_COMMAND",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    "GIT_SSL_CAINFO",  # git's own CA bundle variable (git built on GnuTLS ignores SSL_CERT_FILE)
     "HTTPS_PROXY",
     "https_proxy",
     "HTTP_PROXY",

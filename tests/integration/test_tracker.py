@@ -212,3 +212,22 @@ def test_a_spent_rate_limit_waits_for_its_reset() -> None:
         repo = wait_for(limited, 30, what="the tracker to see the rate limit")
         assert repo["next_poll"] >= tracked.github.rate_limit_reset
         assert "rate limit" in repo["error"]
+
+
+def test_the_repositorys_workflow_md_gives_the_prompt_and_the_options(tmp_path: Path) -> None:
+    with tracked_fleet(FIX) as tracked:
+        work = tmp_path / "work"
+        run_git(tmp_path, "clone", "-q", str(tracked.bare), str(work))
+        front = "---\ntimeout: 120\nmax_attempts: 1\n---\n"
+        (work / "WORKFLOW.md").write_text(
+            front + "Resolve #{{ issue.number }}: {{ issue.title }}\n"
+        )
+        run_git(work, "add", "WORKFLOW.md")
+        run_git(work, "commit", "-q", "-m", "workflow")
+        run_git(work, "push", "-q", "origin", "main")
+        issue = tracked.github.add_issue(REPO, "Greeting", "Fix it.", ["agent-fleet"])
+        wait_for(lambda: "agent-fleet:done" in issue.labels, 60, what="the result")
+        [task] = tracked.tasks()
+        spec = task["spec"]
+        assert spec["prompt"].strip() == f"Resolve #{issue.number}: Greeting"
+        assert (spec["timeout"], spec["max_attempts"]) == (120.0, 1)

@@ -88,6 +88,8 @@ class GitHubServer:
         self.rate_limit_reset = int(time.time()) + 3600
         self.failing: set[str] = set()  # paths answered 500, as a GitHub outage would
         self.retry_after: int | None = None  # answer 403 with Retry-After (a secondary limit)
+        self.stalled = threading.Event()  # set: requests hang (until `released` is set)
+        self.released = threading.Event()
         self._next_comment = 1000
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -311,6 +313,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, method: str) -> None:
         github = self.github
+        if github.stalled.is_set():
+            github.released.wait(120)
         parts = urlsplit(self.path)
         query = {key: values[0] for key, values in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)

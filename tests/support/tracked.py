@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,29 +63,41 @@ def bare_remote(root: Path) -> Path:
 
 
 def config_text(
-    url: str, argv: list[str], poll: float = 0.2, token_env: str = "GITHUB_TOKEN"
+    url: str,
+    argv: list[str],
+    poll: float = 0.2,
+    token_env: str = "GITHUB_TOKEN",
+    agent: str = "command",
 ) -> str:
     return (
         "[tracker.github]\n"
         f'api_url = "{url}"\n'
         f'repos = ["{REPO}"]\n'
         f"poll_seconds = {poll}\n"
-        'agent = "command"\n'
+        f'agent = "{agent}"\n'
         f"argv = {json.dumps(argv)}\n"
         f'token_env = "{token_env}"\n'
     )
 
 
 @contextlib.contextmanager
-def tracked_fleet(argv: list[str], token: str = SECRET) -> Iterator[Tracked]:
-    """A started fleet watching REPO on a started stand-in; everything ended afterwards."""
+def tracked_fleet(
+    argv: list[str],
+    token: str = SECRET,
+    agent: str = "command",
+    env: dict[str, str] | None = None,
+    config: str = "",
+) -> Iterator[Tracked]:
+    """A started fleet watching REPO on a started stand-in; everything ended afterwards.
+    `env` replaces the host's environment (FLEET_* left out); `config` adds TOML tables."""
     root = short_tempdir()
     with GitHubServer(token=SECRET) as github:
         bare = bare_remote(root)
         github.add_repo(REPO, bare)
-        config = root / "fleet.toml"
-        config.write_text(config_text(github.url, argv))
-        fleet = Fleet(root / "s", {**_env(), "GITHUB_TOKEN": token, "FLEET_CONFIG": str(config)})
+        path = root / "fleet.toml"
+        path.write_text(config_text(github.url, argv, agent=agent) + config)
+        base = {k: v for k, v in (env or os.environ).items() if not k.startswith("FLEET_")}
+        fleet = Fleet(root / "s", {**base, "GITHUB_TOKEN": token, "FLEET_CONFIG": str(path)})
         tracked = Tracked(fleet, github, bare, root)
         try:
             fleet.start("--workers", "2")
@@ -95,9 +108,3 @@ def tracked_fleet(argv: list[str], token: str = SECRET) -> Iterator[Tracked]:
             left = processes_under(root)
             shutil.rmtree(root, ignore_errors=True)
             assert not left, f"processes left behind: {left}"
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return {key: value for key, value in os.environ.items() if not key.startswith("FLEET_")}

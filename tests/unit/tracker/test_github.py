@@ -4,15 +4,19 @@ pull requests and labels; and the pusher, whose token stays in git's environment
 from __future__ import annotations
 
 import base64
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fleetd.tracker.base import AuthError, NewPull, RateLimited, TrackerError
+from fleetd.tracker.base import AuthError, NewPull, RateLimited, Repository, TrackerError
 from fleetd.tracker.github import GitHub
+from fleetd.tracker.mirror import Mirrors
 from fleetd.tracker.push import Pusher
+from shared.paths import StatePaths
+from tests.support.git_http import GitHttpServer
 from tests.support.github_server import GitHubServer, Issue
 from tests.support.gitrepo import commit_all, run_git
 from tests.support.tracked import REPO, SECRET, bare_remote
@@ -142,3 +146,52 @@ def test_a_retry_after_answer_is_a_rate_limit_for_that_long(github: GitHubServer
     with pytest.raises(RateLimited, match="slow down") as caught:
         GitHub(github.url, SECRET).labelled_issues(REPO, "agent-fleet")
     assert caught.value.reset_at >= asked_at + 120
+
+
+def test_fetch_and_push_carry_the_token_over_http_and_fail_masked_without_it(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    bare = github.repos[REPO].bare
+    with GitHttpServer(bare.parent, SECRET, tmp_path) as server:
+        url = server.url(bare.name)
+        info = Repository(name=REPO, clone_url=url, default_branch="main")
+        client = GitHub(github.url, SECRET)
+        host = {"PATH": os.environ["PATH"], "GIT_SSL_CAINFO": str(server.ca_file)}
+        pusher = Pusher(client.push_headers(), host, [SECRET])
+        mirrors = Mirrors(tmp_path / "repos", StatePaths(tmp_path / "state"), pusher)
+        mirror = mirrors.update(info)
+        assert run_git(mirror, "rev-parse", "HEAD") == run_git(bare, "rev-parse", "main")
+        work = tmp_path / "work"
+        run_git(tmp_path, "clone", "-q", str(mirror), str(work))
+        (work / "fix.txt").write_text("fixed\n")
+        commit = commit_all(work, "fix")
+        run_git(work, "push", "-q", "origin", "HEAD:refs/heads/fleet/9")  # into the mirror
+        pusher.push(mirror, commit, url, "fleet/9", force=True)
+        assert run_git(bare, "rev-parse", "fleet/9").strip() == commit
+        assert server.refused == 0, "git sent the header from the first request"
+
+        anonymous = Pusher({}, host, [SECRET])
+        with pytest.raises(TrackerError, match="cannot fetch") as caught:
+            Mirrors(tmp_path / "other", StatePaths(tmp_path / "state"), anonymous).update(info)
+        assert server.refused > 0 and SECRET not in str(caught.value)
+
+
+def test_a_hook_or_config_planted_in_the_clone_never_runs_with_the_token(
+    github: GitHubServer, tmp_path: Path
+) -> None:
+    bare = github.repos[REPO].bare
+    info = Repository(name=REPO, clone_url=bare.as_uri(), default_branch="main")
+    pusher = Pusher(GitHub(github.url, SECRET).push_headers(), {"PATH": os.environ["PATH"]}, [])
+    mirrors = Mirrors(tmp_path / "repos", StatePaths(tmp_path / "state"), pusher)
+    mirror = mirrors.update(info)
+    ran = tmp_path / "hook-ran"
+    hook = mirror / "hooks" / "pre-push"
+    hook.write_text(f"#!/bin/sh\nenv > {ran}\n")
+    hook.chmod(0o755)
+    with (mirror / "config").open("a") as config:
+        config.write("[http]\n\tsslVerify = false\n\tproxy = http://127.0.0.1:9\n")
+    assert mirrors.checked(info) == mirror
+    assert "proxy" not in (mirror / "config").read_text(), "the planted config is gone"
+    commit = run_git(mirror, "rev-parse", "main").strip()
+    pusher.push(mirror, commit, bare.as_uri(), "fleet/5", force=True)
+    assert not ran.exists(), "no hook ran"

@@ -85,6 +85,12 @@ def test_other_repositories_and_follow_ups_are_not_cancelled_by_a_poll() -> None
     assert watched_keys(REPO, [issue(3)], ledger) == sorted([issue(3).key, follow])
 
 
+def test_reported_entries_are_not_asked_for_unless_listed_again() -> None:
+    ledger = {issue(n).key: entry(n, reported=5) for n in range(1, 4)}
+    ledger[issue(4).key] = entry(4)  # in flight
+    assert watched_keys(REPO, [issue(2)], ledger) == sorted([issue(2).key, issue(4).key])
+
+
 def test_polls_come_every_poll_seconds_and_errors_back_off_to_a_cap() -> None:
     schedule = Schedule.of([REPO], 30.0)
     assert schedule.due(0.0) == [REPO]

@@ -23,7 +23,7 @@ from fleetd.web.logic import (
     list_request,
     next_page_query,
 )
-from fleetd.web.overview import recent_rates
+from fleetd.web.overview import describe, recent_rates
 from shared import messages as m
 from shared.models import TASK_STATES, TERMINAL_STATES, rfc3339
 from shared.views import task_json
@@ -75,6 +75,14 @@ async def overview(request: Request) -> Response:
     counts = {state: status.counts.get(state, 0) for state in TASK_STATES}
     rates = recent_rates(recent.tasks)
     worker_of = {w.task: w.id for w in status.workers if w.task is not None}
+    pages = await asyncio.gather(
+        *(control.ask(m.GetEvents(task=t.id, limit=1, latest=True)) for t in running.tasks)
+    )
+    latest = {
+        t.id: describe(page.events[-1])
+        for t, page in zip(running.tasks, pages, strict=True)
+        if isinstance(page, m.EventPage) and page.events
+    }
     return render(
         request,
         "overview.html",
@@ -83,6 +91,7 @@ async def overview(request: Request) -> Response:
         running=running.tasks,
         rates=rates,
         worker_of=worker_of,
+        latest=latest,
     )
 
 

@@ -193,6 +193,14 @@ def test_filters_narrow_the_listing_and_its_pages(web: WebFleet) -> None:
     assert [t["id"] for t in rest.json()] == [min(ids)]
     labelled = web.api.get("/api/v1/tasks", params={"label": f"batch={tag}", "agent": "command"})
     assert sorted(t["id"] for t in labelled.json()) == ids
+    assert labelled.json() == web.fleet.json(
+        "list", "--label", f"batch={tag}", "--agent", "command"
+    )
+    everything = web.fleet.json("list", "--search", tag)
+    older = web.fleet.json("list", "--search", tag, "--before", str(max(ids)))
+    assert older == [t for t in everything if t["id"] < max(ids)] and len(older) == 2
+    refused = web.fleet.ctl("list", "--agent", "robot", check=False)
+    assert refused.returncode == 2 and "--agent" in refused.stderr
     assert web.api.get("/api/v1/tasks", params={"agent": "claude", "search": tag}).json() == []
     assert web.api.get("/api/v1/tasks", params={"agent": "robot"}).status_code == 400
     assert web.api.get("/api/v1/tasks", params={"label": "nokey"}).status_code == 400

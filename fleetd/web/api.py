@@ -14,26 +14,15 @@ from starlette.routing import Route
 
 from fleetd.web import streams
 from fleetd.web.app import FastJSON, guarded, web_of
+from fleetd.web.event_lines import batch_json, batch_lines
 from fleetd.web.logic import BadQuery, event_id, list_request, next_page_query, resume_position
 from fleetd.web.openapi import openapi_document
 from shared import messages as m
-from shared.models import (
-    FLAG_HUGE,
-    FLAG_NOT_JSON,
-    FLAG_NOT_UTF8,
-    FLAG_PARTIAL,
-    FLAG_REDACTED,
-    EventRecord,
-    TaskSpec,
-    flag_names,
-    rfc3339,
-    spec_problem,
-)
+from shared.models import TaskSpec, spec_problem
 from shared.views import (
     cancelled_json,
     diff_json,
     enqueued_json,
-    event_json,
     retried_json,
     status_json,
     task_json,
@@ -96,7 +85,7 @@ async def task_events(request: Request) -> Response:
 
     async def lines() -> AsyncIterator[bytes]:
         async for page in streams.stored(web.control, task, (0, 0)):
-            yield b"".join(_json.encode(event_json(event)) + b"\n" for event in page)
+            yield batch_lines(page)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -110,29 +99,9 @@ async def _sse(request: Request, task: int, position: tuple[int, int]) -> AsyncI
         yield {
             "id": event_id(last.execution, last.seq),
             "event": "events",
-            "data": _json.encode([fast_event_json(event) for event in batch]).decode(),
+            "data": batch_json(batch).decode(),
         }
     yield {"event": "end", "data": "{}"}
-
-
-# A payload the worker found to be JSON goes out as it is stored, not parsed and encoded
-# again: that is most of what following a busy task costs. (A masked line is parsed again:
-# its mask was put in after the worker looked.)
-_NOT_PLAIN_JSON = FLAG_NOT_JSON | FLAG_NOT_UTF8 | FLAG_HUGE | FLAG_PARTIAL | FLAG_REDACTED
-
-
-def fast_event_json(event: EventRecord) -> dict[str, Any]:
-    """`event_json`, with a JSON payload embedded as stored (msgspec.Raw)."""
-    if event.flags & _NOT_PLAIN_JSON:
-        return event_json(event)
-    return {
-        "execution": event.execution,
-        "seq": event.seq,
-        "type": event.type,
-        "ts": rfc3339(event.ts),
-        "flags": flag_names(event.flags),
-        "payload": msgspec.Raw(event.payload),
-    }
 
 
 @guarded()

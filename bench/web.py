@@ -66,7 +66,7 @@ class Watchers:
         """Follow the task's stream as the task page does; a task not yet enqueued (404) is
         asked for again, as a reloading browser would."""
         headers = {"authorization": f"Bearer {self.token}", "accept": "text/event-stream"}
-        address = f"{self.url}/api/v1/tasks/{task}/events"
+        address = f"{self.url}/api/v1/tasks/{task}/events?view=page"  # as the task page asks
         while not self.stop.is_set():
             with (
                 contextlib.suppress(httpx.HTTPError),

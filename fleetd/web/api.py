@@ -30,6 +30,7 @@ from shared.views import (
 )
 
 _json = msgspec.json.Encoder()
+PAGE_BATCH_MAX = 200  # events of one batch a task page is sent live (the newest)
 
 
 def task_id(request: Request) -> int:
@@ -81,7 +82,8 @@ async def task_events(request: Request) -> Response:
     await web.control.ask(m.ShowTask(task=task))  # a clear 404 before any stream starts
     if "text/event-stream" in request.headers.get("accept", ""):
         position = resume_position(request.headers.get("last-event-id"))
-        return EventSourceResponse(_sse(request, task, position), ping=15)
+        newest_only = request.query_params.get("view") == "page"
+        return EventSourceResponse(_sse(request, task, position, newest_only), ping=15)
 
     async def lines() -> AsyncIterator[bytes]:
         async for page in streams.stored(web.control, task, (0, 0)):
@@ -90,11 +92,27 @@ async def task_events(request: Request) -> Response:
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-async def _sse(request: Request, task: int, position: tuple[int, int]) -> AsyncIterator[Any]:
+async def _sse(
+    request: Request, task: int, position: tuple[int, int], newest_only: bool
+) -> AsyncIterator[Any]:
     """One SSE message (`events`) per batch: a JSON array of events as `events --json` prints
-    them, its id the last one's; `end` once the task is in a final state."""
+    them, its id the last one's; `end` once the task is in a final state.
+
+    `newest_only` (`?view=page`, what the task page asks for): of a batch larger than
+    PAGE_BATCH_MAX, only its newest events are sent, after a `skipped` message that counts
+    the others; gaps are not filled. A person reads a few events a second: relaying a
+    firehose to a browser would cost the fleet more than the page is worth (bench web)."""
     web = web_of(request)
-    async for batch in streams.live(web.control, web.context, web.feed_endpoint, task, position):
+    batches = streams.live(
+        web.control, web.context, web.feed_endpoint, task, position, fill_gaps=not newest_only
+    )
+    async for batch in batches:
+        if newest_only and len(batch) > PAGE_BATCH_MAX:
+            skipped = len(batch) - PAGE_BATCH_MAX
+            batch = batch[skipped:]
+            first = batch[0]
+            data = {"count": skipped, "before": event_id(first.execution, first.seq)}
+            yield {"event": "skipped", "data": _json.encode(data).decode()}
         last = batch[-1]
         yield {
             "id": event_id(last.execution, last.seq),

@@ -70,9 +70,12 @@ async def live(
     feed_endpoint: str,
     task: int,
     position: tuple[int, int],
+    fill_gaps: bool = True,
 ) -> AsyncIterator[Batch]:
     """The stored events after `position`, then each new batch as the agent prints it, until
-    the task is in a final state (then the last stored ones, and the iterator ends)."""
+    the task is in a final state (then the last stored ones, and the iterator ends). Without
+    `fill_gaps` (a page that shows only the newest events of a firehose anyway), a batch
+    that does not follow on is sent as it is, not preceded by the missing ones."""
     follower = Follower(control, task, position)
     async with feed_of(context, feed_endpoint, task) as feed:
         # Subscribed first, then caught up: a batch that does not follow on from what was
@@ -88,7 +91,8 @@ async def live(
                 message = m.FEED.decode(payload)
                 if isinstance(message, m.EventBatch):
                     first = message.events[0] if message.events else None
-                    if first and not follows(follower.position, first.execution, first.seq):
+                    gap = first and not follows(follower.position, first.execution, first.seq)
+                    if gap and fill_gaps:
                         async for batch in follower.catch_up():
                             yield batch
                     fresh = follower.after(message.events)

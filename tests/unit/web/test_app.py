@@ -34,6 +34,7 @@ def client(tmp_path: Path):
         feed_endpoint="ipc://" + str(tmp_path / "feed"),
         metrics_open=True,
         templates=templates(),
+        sessions_dir=tmp_path / "sessions",
     )
     app = build_app(web, [Route("/api/v1/broken", broken), Route("/broken", broken)])
     with TestClient(app, raise_server_exceptions=False) as test_client:

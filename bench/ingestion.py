@@ -83,8 +83,18 @@ def run(quick: bool, runs: int) -> Report:
 
 def run_once(f, count: int) -> tuple[float, float]:
     """Run the generator task on fleet `f`; (seconds to finished_at, seconds to sealed_at)."""
+    return measure(f, enqueue(f, count), count)
+
+
+def enqueue(f, count: int) -> int:
+    """The generator task of `count` lines, enqueued on fleet `f`."""
     spec = TaskSpec(prompt="", agent="command", argv=generator_argv(count))
     (task,) = f.enqueue_specs([spec])
+    return task
+
+
+def measure(f, task: int, count: int) -> tuple[float, float]:
+    """Wait for the generator task, verify its events; (to finished_at, to sealed_at)."""
     state = f.wait_terminal(task, timeout=300, interval=0.1)
     if state != "succeeded":
         raise RuntimeError(f"ingestion task {task} ended {state}; see {f.log_path}")

@@ -7,6 +7,9 @@ the whole time. Runs alternate, quiet then watched, so that a change in the mach
 falls on both. Throughput: no-op command tasks as in (b), the watcher on the chatty task.
 Ingestion: one task printing N lines as in (c), the watcher on that very task (each batch
 goes through the web process too). Target: watched / quiet >= 0.95 for both (issue 15).
+On a loaded 2-core machine single runs swing by more than 5% either way, so the watched
+runs' CPU is shown too: the web process's share of all the fleet's processes' CPU (agents
+included), what the watching takes from the fleet on a CPU-bound machine.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Iterator
 
 import httpx
 
-from bench.common import PYTHON, BenchFleet, Report, median, say
+from bench import ingestion
+from bench.common import PYTHON, BenchFleet, CpuMeter, Report, fleet_pids, median, say
 from bench.ingestion import run_once
 from bench.throughput import _fleet_run
 from shared import messages as m
@@ -62,7 +66,7 @@ class Watchers:
         """Follow the task's stream as the task page does; a task not yet enqueued (404) is
         asked for again, as a reloading browser would."""
         headers = {"authorization": f"Bearer {self.token}", "accept": "text/event-stream"}
-        address = f"{self.url}/api/v1/tasks/{task}/events"
+        address = f"{self.url}/api/v1/tasks/{task}/events?view=page"  # as the task page asks
         while not self.stop.is_set():
             with (
                 contextlib.suppress(httpx.HTTPError),
@@ -99,15 +103,21 @@ def run(quick: bool, runs: int) -> Report:
         token = (fleet.state_dir / "web-token").read_text().strip()
         watchers = Watchers(url, token)
         (chatty,) = fleet.enqueue_specs([TaskSpec(prompt="", agent="command", argv=CHATTY)])
+        meter = CpuMeter(fleet_pids(fleet.status()))
+        shares: dict[str, list[float]] = {"throughput": [], "ingestion": []}
         _fleet_run(fleet, 50)  # warm-up
         throughput: dict[str, list[float]] = {"quiet": [], "watched": []}
         ingestion: dict[str, list[float]] = {"quiet": [], "watched": []}
         for index in range(runs):
             throughput["quiet"].append(_fleet_run(fleet, tasks))
+            meter.start()
             with watchers.watching(chatty):
                 throughput["watched"].append(_fleet_run(fleet, tasks))
+            shares["throughput"].append(_web_share(meter.stop()))
             ingestion["quiet"].append(lines / run_once(fleet, lines)[0])
+            meter.start()
             ingestion["watched"].append(_watched_ingestion(fleet, watchers, lines))
+            shares["ingestion"].append(_web_share(meter.stop()))
             say(
                 f"  web run {index + 1}: throughput {throughput['quiet'][-1]:.0f} -> "
                 f"{throughput['watched'][-1]:.0f}/s, ingestion {ingestion['quiet'][-1]:,.0f} -> "
@@ -145,6 +155,16 @@ def run(quick: bool, runs: int) -> Report:
                 median(ratios) >= TARGET,
                 ratios,
             )
+            share = [100 * x for x in shares[name]]
+            report.check(
+                f"{name}: web's share of fleet CPU, watched",
+                median(share),
+                "%",
+                "",
+                None,
+                share,
+                digits=1,
+            )
         report.notes.append(
             f"the watchers received {watchers.events:,} SSE messages (batches of events) "
             f"and {watchers.scrapes} scrapes"
@@ -154,15 +174,14 @@ def run(quick: bool, runs: int) -> Report:
     return report
 
 
+def _web_share(spent: dict[str, float]) -> float:
+    total = sum(spent.values())
+    return spent.get("web", 0.0) / total if total else 0.0
+
+
 def _watched_ingestion(fleet: BenchFleet, watchers: Watchers, lines: int) -> float:
-    """run_once with the watcher on the ingesting task from its enqueue on."""
-    result: list[float] = []
-    worker = threading.Thread(target=lambda: result.append(run_once(fleet, lines)[0]))
-    listing = fleet.request(m.ListTasks(limit=1))
-    assert isinstance(listing, m.TaskList)
-    with watchers.watching(listing.tasks[0].id + 1):  # the task run_once is about to enqueue
-        worker.start()
-        worker.join(600)
-    if not result:
-        raise RuntimeError("the watched ingestion run did not finish")
-    return lines / result[0]
+    """The ingestion run with the watcher on its task from the moment it is enqueued."""
+    task = ingestion.enqueue(fleet, lines)
+    with watchers.watching(task):
+        to_finish, _ = ingestion.measure(fleet, task, lines)
+    return lines / to_finish

@@ -285,6 +285,13 @@ def list_tasks(
             min=1, help=f"at most this many, newest first (one listing holds {m.LIST_LIMIT_MAX})"
         ),
     ] = 50,
+    agent: Annotated[str | None, typer.Option(help="only tasks of this agent")] = None,
+    repo: Annotated[str | None, typer.Option(help="only tasks on this repository")] = None,
+    label: Annotated[str | None, typer.Option(help="only tasks with this label K=V")] = None,
+    search: Annotated[
+        str | None, typer.Option(help="only tasks whose prompt holds this text (any case)")
+    ] = None,
+    before: Annotated[int | None, typer.Option(min=1, help="only tasks older than this id")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List tasks, newest first."""
@@ -293,7 +300,18 @@ def list_tasks(
     if limit > m.LIST_LIMIT_MAX:
         echo(f"fleetctl: --limit {limit}: showing at most {m.LIST_LIMIT_MAX}, the newest", err=True)
         limit = m.LIST_LIMIT_MAX
-    reply = session(ctx).ask(m.ListTasks(state=state, limit=limit))  # type: ignore[arg-type]
+    if label is not None and ("=" not in label or label.startswith("=")):
+        fail(f"--label takes KEY=VALUE, not {label!r}", EXIT_USAGE)
+    ask = m.ListTasks(
+        state=state,  # type: ignore[arg-type]
+        limit=limit,
+        before=before,
+        agent=agent,  # type: ignore[arg-type]
+        repo=_repo(repo),
+        label=label,
+        search=search,
+    )
+    reply = session(ctx).ask(ask)
     assert isinstance(reply, m.TaskList)
     if json_out:
         print_json([task_json(t, with_executions=False) for t in reply.tasks])

@@ -93,12 +93,14 @@ class ListWorkers(Message):
 
 
 class GetEvents(Message):
-    """A page of a task's stored events, after the given position."""
+    """A page of a task's stored events, after the given position (with `latest`: its last
+    `limit` events, in order, whatever the position)."""
 
     task: Id
     after_execution: Id = 0
     after_seq: Id = 0
     limit: Annotated[int, msgspec.Meta(ge=1, le=PAGE_LIMIT_MAX)] = 2000
+    latest: bool = False
 
 
 class GetDiff(Message):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.fleet import Fleet, running_fleet
 from tests.support.model_server import ModelServer
+
+# Every fleetd a test starts, through the harness or not, runs without its dashboard unless
+# the test asks for one (tests/web/ do, each on a free port): a shared default port would
+# make a test's processes depend on which other fleet took it first.
+os.environ.setdefault("FLEET_WEB_LISTEN", "off")
 
 
 @pytest.fixture

@@ -88,6 +88,19 @@ class EventLog:
         ).fetchone()
         return row[0] if row else 0
 
+    def latest(self, task: int, limit: int) -> list[EventRecord]:
+        """A task's last `limit` events, in order (the dashboard's "latest event")."""
+        rows = self.conn.execute(
+            "SELECT e.execution_id, e.seq, e.ts, e.type, e.flags, e.payload"
+            " FROM events e JOIN streams s ON s.execution_id = e.execution_id"
+            " WHERE s.task_id = ? ORDER BY e.execution_id DESC, e.seq DESC LIMIT ?",
+            (task, limit),
+        ).fetchall()
+        return [
+            EventRecord(execution=r[0], seq=r[1], ts=r[2], type=r[3], flags=r[4], payload=r[5])
+            for r in reversed(rows)
+        ]
+
     def page(
         self, task: int, after_execution: int, after_seq: int, limit: int
     ) -> list[EventRecord]:

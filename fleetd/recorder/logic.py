@@ -275,6 +275,8 @@ class Recorder:
 
     def _page(self, request: m.GetEvents) -> m.EventPage:
         limit = request.limit  # bounded at decode (1 to m.PAGE_LIMIT_MAX)
+        if request.latest:
+            return m.EventPage(events=self.log.latest(request.task, limit), more=False)
         events = self.log.page(request.task, request.after_execution, request.after_seq, limit)
         return m.EventPage(events=events, more=len(events) == limit)
 

@@ -41,8 +41,9 @@ def is_loopback(host: str) -> bool:
 
 def open_web_listener(web: WebConfig) -> socket.socket | None:
     """The bound, listening socket of `web.listen`; None when it is `off`, or when it is the
-    default address and that port is taken (a warning says so). Any other address that cannot
-    be bound is a ConfigError that says why; so is a non-loopback one without a token."""
+    default address and that cannot be bound (taken, most often: a warning says so). Any
+    other address that cannot be bound is a ConfigError that says why; so is a non-loopback
+    one without a token."""
     if web.listen.strip().lower() == "off":
         return None
     host, port = parse_listen(web.listen)
@@ -63,11 +64,16 @@ def open_web_listener(web: WebConfig) -> socket.socket | None:
         sock.listen(BACKLOG)
     except OSError as exc:
         sock.close()
-        if web.listen == DEFAULT_WEB_LISTEN and exc.errno == errno.EADDRINUSE:
+        if web.listen == DEFAULT_WEB_LISTEN:
+            # Nobody asked for this address: fleetd runs on without its dashboard.
+            why = (
+                "is taken" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+            )
             logger.warning(
-                "the dashboard's port {} is taken: running without the dashboard; "
+                "the dashboard's address {} {}: running without the dashboard; "
                 "set web.listen (FLEET_WEB_LISTEN, --web-listen) to another address",
                 web.listen,
+                why,
             )
             return None
         raise ConfigError(

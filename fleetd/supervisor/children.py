@@ -68,6 +68,9 @@ class Child:
     backoff: float = RESTART_BACKOFF_FIRST
     restartable: bool = True
     when_orphaned: WhenOrphaned = WhenOrphaned.STOP
+    # A crash loop of an essential child stops the fleet; of another (the dashboard), only
+    # its restarts: the queue runs on without it.
+    essential: bool = True
 
     @property
     def alive(self) -> bool:
@@ -120,7 +123,8 @@ class Children:
             )
         if roles.web is not None and web_listener is not None:
             # The supervisor keeps the socket open: a restarted web process serves it again.
-            self.add(Child("web", roles.web, lambda first: (config, web_listener)))
+            args = (config, web_listener)
+            self.add(Child("web", roles.web, lambda first: args, essential=False))
 
     def add(self, child: Child) -> None:
         self.children[child.role] = child
@@ -185,10 +189,14 @@ class Children:
         while child.deaths and now - child.deaths[0] > self.crash_loop_window:
             child.deaths.popleft()
         if len(child.deaths) > self.crash_loop_restarts:
-            raise CrashLoop(
+            deaths = (
                 f"{child.role} died {len(child.deaths)} times within "
-                f"{self.crash_loop_window:g} s (last exit code {code}); stopping the fleet"
+                f"{self.crash_loop_window:g} s (last exit code {code})"
             )
+            if not child.essential:
+                child.restartable = False
+                raise CrashLoop(f"{deaths}; fleetd runs on without it (see its log)")
+            raise CrashLoop(f"{deaths}; stopping the fleet")
         child.restart_at = now + child.backoff
         child.backoff = min(child.backoff * 2, self.backoff_max)
         return code

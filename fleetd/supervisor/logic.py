@@ -208,6 +208,8 @@ class Supervisor:
         except CrashLoop as exc:
             logger.error("{}", exc)
             self.warnings.append(str(exc))
+            if not child.essential:
+                return self._take()
             self.exit_code = 1
             self._to_broker(self.shutdown.stop(None, "crash loop", now), now)
             return self._take()

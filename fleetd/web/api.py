@@ -14,26 +14,15 @@ from starlette.routing import Route
 
 from fleetd.web import streams
 from fleetd.web.app import FastJSON, guarded, web_of
+from fleetd.web.event_lines import batch_json, batch_lines
 from fleetd.web.logic import BadQuery, event_id, list_request, next_page_query, resume_position
 from fleetd.web.openapi import openapi_document
 from shared import messages as m
-from shared.models import (
-    FLAG_HUGE,
-    FLAG_NOT_JSON,
-    FLAG_NOT_UTF8,
-    FLAG_PARTIAL,
-    FLAG_REDACTED,
-    EventRecord,
-    TaskSpec,
-    flag_names,
-    rfc3339,
-    spec_problem,
-)
+from shared.models import TaskSpec, spec_problem
 from shared.views import (
     cancelled_json,
     diff_json,
     enqueued_json,
-    event_json,
     retried_json,
     status_json,
     task_json,
@@ -41,6 +30,7 @@ from shared.views import (
 )
 
 _json = msgspec.json.Encoder()
+PAGE_BATCH_MAX = 200  # events of one batch a task page is sent live (the newest)
 
 
 def task_id(request: Request) -> int:
@@ -92,47 +82,44 @@ async def task_events(request: Request) -> Response:
     await web.control.ask(m.ShowTask(task=task))  # a clear 404 before any stream starts
     if "text/event-stream" in request.headers.get("accept", ""):
         position = resume_position(request.headers.get("last-event-id"))
-        return EventSourceResponse(_sse(request, task, position), ping=15)
+        newest_only = request.query_params.get("view") == "page"
+        return EventSourceResponse(_sse(request, task, position, newest_only), ping=15)
 
     async def lines() -> AsyncIterator[bytes]:
         async for page in streams.stored(web.control, task, (0, 0)):
-            yield b"".join(_json.encode(event_json(event)) + b"\n" for event in page)
+            yield batch_lines(page)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-async def _sse(request: Request, task: int, position: tuple[int, int]) -> AsyncIterator[Any]:
+async def _sse(
+    request: Request, task: int, position: tuple[int, int], newest_only: bool
+) -> AsyncIterator[Any]:
     """One SSE message (`events`) per batch: a JSON array of events as `events --json` prints
-    them, its id the last one's; `end` once the task is in a final state."""
+    them, its id the last one's; `end` once the task is in a final state.
+
+    `newest_only` (`?view=page`, what the task page asks for): of a batch larger than
+    PAGE_BATCH_MAX, only its newest events are sent, after a `skipped` message that counts
+    the others; gaps are not filled. A person reads a few events a second: relaying a
+    firehose to a browser would cost the fleet more than the page is worth (bench web)."""
     web = web_of(request)
-    async for batch in streams.live(web.control, web.context, web.feed_endpoint, task, position):
+    batches = streams.live(
+        web.control, web.context, web.feed_endpoint, task, position, fill_gaps=not newest_only
+    )
+    async for batch in batches:
+        if newest_only and len(batch) > PAGE_BATCH_MAX:
+            skipped = len(batch) - PAGE_BATCH_MAX
+            batch = batch[skipped:]
+            first = batch[0]
+            data = {"count": skipped, "before": event_id(first.execution, first.seq)}
+            yield {"event": "skipped", "data": _json.encode(data).decode()}
         last = batch[-1]
         yield {
             "id": event_id(last.execution, last.seq),
             "event": "events",
-            "data": _json.encode([fast_event_json(event) for event in batch]).decode(),
+            "data": batch_json(batch).decode(),
         }
     yield {"event": "end", "data": "{}"}
-
-
-# A payload the worker found to be JSON goes out as it is stored, not parsed and encoded
-# again: that is most of what following a busy task costs. (A masked line is parsed again:
-# its mask was put in after the worker looked.)
-_NOT_PLAIN_JSON = FLAG_NOT_JSON | FLAG_NOT_UTF8 | FLAG_HUGE | FLAG_PARTIAL | FLAG_REDACTED
-
-
-def fast_event_json(event: EventRecord) -> dict[str, Any]:
-    """`event_json`, with a JSON payload embedded as stored (msgspec.Raw)."""
-    if event.flags & _NOT_PLAIN_JSON:
-        return event_json(event)
-    return {
-        "execution": event.execution,
-        "seq": event.seq,
-        "type": event.type,
-        "ts": rfc3339(event.ts),
-        "flags": flag_names(event.flags),
-        "payload": msgspec.Raw(event.payload),
-    }
 
 
 @guarded()

@@ -36,6 +36,7 @@ class Web:
     feed_endpoint: str
     metrics_open: bool  # /metrics without the token (loopback, or web.metrics_auth off)
     templates: Environment
+    sessions_dir: Path  # the kept agent session files (the only files the web role serves)
 
 
 def web_of(request: Request) -> Web:

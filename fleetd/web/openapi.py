@@ -91,9 +91,10 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/v1/tasks/{task}": _get("fleetctl show --json", _ok("the task", obj), task_path),
             "/api/v1/tasks/{task}/events": _get(
-                "fleetctl events --json (JSON lines), or live SSE with Accept: text/event-stream",
+                "fleetctl events --json (JSON lines), or live SSE with Accept: text/event-stream "
+                "(view=page: of a large batch only the newest events, after a `skipped` count)",
                 _ok("events", {"type": "string"}, "application/x-ndjson"),
-                task_path,
+                [*task_path, {"name": "view", "in": "query", "schema": {"enum": ["page"]}}],
             ),
             "/api/v1/tasks/{task}/diff": _get(
                 "fleetctl diff --json",

@@ -4,12 +4,13 @@ live parts (a task's events) are EventSource in a small script, no build step.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -23,7 +24,7 @@ from fleetd.web.logic import (
     list_request,
     next_page_query,
 )
-from fleetd.web.overview import recent_rates
+from fleetd.web.overview import describe, recent_rates
 from shared import messages as m
 from shared.models import TASK_STATES, TERMINAL_STATES, rfc3339
 from shared.views import task_json
@@ -75,6 +76,14 @@ async def overview(request: Request) -> Response:
     counts = {state: status.counts.get(state, 0) for state in TASK_STATES}
     rates = recent_rates(recent.tasks)
     worker_of = {w.task: w.id for w in status.workers if w.task is not None}
+    pages = await asyncio.gather(
+        *(control.ask(m.GetEvents(task=t.id, limit=1, latest=True)) for t in running.tasks)
+    )
+    latest = {
+        t.id: describe(page.events[-1])
+        for t, page in zip(running.tasks, pages, strict=True)
+        if isinstance(page, m.EventPage) and page.events
+    }
     return render(
         request,
         "overview.html",
@@ -83,6 +92,7 @@ async def overview(request: Request) -> Response:
         running=running.tasks,
         rates=rates,
         worker_of=worker_of,
+        latest=latest,
     )
 
 
@@ -127,6 +137,21 @@ def _line_kind(line: str) -> str:
     if line.startswith("@@"):
         return "hunk"
     return {"+": "add", "-": "del"}.get(line[:1], "ctx")
+
+
+@guarded(page=True)
+async def session(request: Request) -> Response:
+    """The session file an attempt's agent left (the latest attempt's that kept one), as
+    fleetd keeps it: masked like every event, under <state>/sessions/."""
+    web = web_of(request)
+    reply = await web.control.ask(m.ShowTask(task=task_id(request)))
+    assert isinstance(reply, m.TaskDetail)
+    kept = [e.result.session_file for e in reply.task.executions if e.result is not None]
+    path = next((Path(p) for p in reversed(kept) if p), None)
+    root = web.sessions_dir.resolve()
+    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+        return error_page(request, 404, f"task {reply.task.id} kept no session file")
+    return FileResponse(path, media_type="application/x-ndjson", filename=path.name)
 
 
 @guarded(mutating=True, page=True)
@@ -200,6 +225,7 @@ def routes() -> list[BaseRoute]:
         Route("/tasks", tasks),
         Route("/tasks/{task}", task),
         Route("/tasks/{task}/diff", diff),
+        Route("/tasks/{task}/session", session),
         Route("/actions/enqueue", enqueue, methods=["POST"]),
         Route("/tasks/{task}/cancel", cancel, methods=["POST"]),
         Route("/tasks/{task}/retry", retry, methods=["POST"]),

@@ -43,6 +43,7 @@ def run(config: FleetConfig, listener: socket.socket) -> None:
         feed_endpoint=paths.feed_endpoint,
         metrics_open=is_loopback(host) or not config.web.metrics_auth,
         templates=templates(),
+        sessions_dir=paths.sessions_dir,
     )
     app = build_app(web, [*api.ROUTES, *metrics.ROUTES, *pages.routes()])
     server = server_for(app)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 from collections.abc import Iterator
 
 import uvicorn
+from loguru import logger
 
 
 class Server(uvicorn.Server):
@@ -22,7 +24,22 @@ class Server(uvicorn.Server):
             signal.signal(signal.SIGTERM, previous)
 
 
+class ToLoguru(logging.Handler):
+    """uvicorn's own log records (it logs through `logging`) in fleetd's log, as every other
+    line is: one format, one level setting, plain tracebacks."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        known = ("DEBUG", "INFO", "WARNING", "ERROR")
+        level = record.levelname if record.levelname in known else "ERROR"
+        logger.opt(exception=record.exc_info).log(level, "uvicorn: {}", record.getMessage())
+
+
 def server_for(app: object) -> Server:
+    handler = ToLoguru(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers = [handler]
+        uvicorn_logger.propagate = False
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         log_config=None,

@@ -18,7 +18,9 @@ from fleetd.web.logic import follows
 from shared import messages as m
 from shared.models import TERMINAL_STATES, EventRecord
 
-STATE_CHECK_SECONDS = 1.0
+# How often a follower asks whether its task has ended when no sealed stream said so (a
+# sealed stream asks at once): rarely, since each ask is the broker's work too.
+STATE_CHECK_SECONDS = 5.0
 
 Batch = list[EventRecord]
 
@@ -68,24 +70,29 @@ async def live(
     feed_endpoint: str,
     task: int,
     position: tuple[int, int],
+    fill_gaps: bool = True,
 ) -> AsyncIterator[Batch]:
     """The stored events after `position`, then each new batch as the agent prints it, until
-    the task is in a final state (then the last stored ones, and the iterator ends)."""
+    the task is in a final state (then the last stored ones, and the iterator ends). Without
+    `fill_gaps` (a page that shows only the newest events of a firehose anyway), a batch
+    that does not follow on is sent as it is, not preceded by the missing ones."""
     follower = Follower(control, task, position)
     async with feed_of(context, feed_endpoint, task) as feed:
         # Subscribed first, then caught up: a batch that does not follow on from what was
         # sent (a late subscription, a dropped message) is filled in from the store.
         async for batch in follower.catch_up():
             yield batch
-        next_check = time.monotonic() + STATE_CHECK_SECONDS
+        next_check = time.monotonic()  # a task that has ended already ends its stream at once
         while True:
             sealed = False
-            if await feed.poll(int(STATE_CHECK_SECONDS * 1000), zmq.POLLIN):
+            wait = max(0.0, next_check - time.monotonic())
+            if await feed.poll(int(wait * 1000), zmq.POLLIN):
                 _, payload = await feed.recv_multipart()
                 message = m.FEED.decode(payload)
                 if isinstance(message, m.EventBatch):
                     first = message.events[0] if message.events else None
-                    if first and not follows(follower.position, first.execution, first.seq):
+                    gap = first and not follows(follower.position, first.execution, first.seq)
+                    if gap and fill_gaps:
                         async for batch in follower.catch_up():
                             yield batch
                     fresh = follower.after(message.events)

@@ -193,8 +193,47 @@ def test_filters_narrow_the_listing_and_its_pages(web: WebFleet) -> None:
     assert [t["id"] for t in rest.json()] == [min(ids)]
     labelled = web.api.get("/api/v1/tasks", params={"label": f"batch={tag}", "agent": "command"})
     assert sorted(t["id"] for t in labelled.json()) == ids
+    assert labelled.json() == web.fleet.json(
+        "list", "--label", f"batch={tag}", "--agent", "command"
+    )
+    everything = web.fleet.json("list", "--search", tag)
+    older = web.fleet.json("list", "--search", tag, "--before", str(max(ids)))
+    assert older == [t for t in everything if t["id"] < max(ids)] and len(older) == 2
+    refused = web.fleet.ctl("list", "--agent", "robot", check=False)
+    assert refused.returncode == 2 and "--agent" in refused.stderr
     assert web.api.get("/api/v1/tasks", params={"agent": "claude", "search": tag}).json() == []
     assert web.api.get("/api/v1/tasks", params={"agent": "robot"}).status_code == 400
     assert web.api.get("/api/v1/tasks", params={"label": "nokey"}).status_code == 400
     page = web.api.get("/tasks", params={"search": tag})
     assert page.status_code == 200 and f"{tag} 2" in page.text and "unrelated" not in page.text
+
+
+def sse(web: WebFleet, path: str) -> list[tuple[str, object]]:
+    """(event name, parsed data) of every message of an SSE stream, until `end`."""
+    messages, name = [], None
+    headers = {"accept": "text/event-stream"}
+    with web.api.stream("GET", path, headers=headers) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                messages.append((name, json.loads(line[6:])))
+                if name == "end":
+                    break
+    return messages
+
+
+def test_the_page_view_of_a_flood_sends_the_newest_events_and_counts_the_rest(
+    web: WebFleet,
+) -> None:
+    task = web.enqueue(["sh", "-c", "seq 1000"])
+    finished(web, task)
+    full = sse(web, f"/api/v1/tasks/{task}/events")
+    assert sum(len(data) for name, data in full if name == "events") == 1000
+    page = sse(web, f"/api/v1/tasks/{task}/events?view=page")
+    names = [name for name, _ in page]
+    assert names == ["skipped", "events", "end"]
+    skipped, events = page[0][1], page[1][1]
+    assert skipped["count"] == 800
+    assert [e["payload"] for e in events] == list(range(801, 1001))
+    assert skipped["before"] == f"{events[0]['execution']}:{events[0]['seq']}"

@@ -119,6 +119,7 @@ def test_log_in_see_the_fleet_and_watch_a_task_live(web: WebFleet, page, tmp_pat
     # The overview shows it running.
     page.goto(web.url + "/")
     expect(page.locator("#running")).to_contain_text("watch me work")
+    expect(page.locator("#running")).to_contain_text("$ make check (exit 0)")  # its latest
     expect(page.locator("#workers")).to_contain_text("busy")
     shot(page, "overview")
     # Back on its page, new events arrive without a reload.
@@ -134,6 +135,21 @@ def test_log_in_see_the_fleet_and_watch_a_task_live(web: WebFleet, page, tmp_pat
     shot(page, "task")
     page.check("#raw")
     expect(page.locator("#events")).to_contain_text('"seq": 1')
+
+
+def test_the_overview_follows_the_fleet_without_a_reload(
+    web: WebFleet, page, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page.evaluate("() => { window.notReloaded = true; }")
+    script = gated_agent(tmp_path, "overview", 1, 0)
+    task = web.enqueue(["sh", str(script)], prompt="appears by itself")
+    expect(page.locator("#running")).to_contain_text("appears by itself")
+    (tmp_path / "overview.gate").touch()
+    wait_for(lambda: web.fleet.show(task)["state"] == "succeeded", 60, what="the task")
+    expect(page.locator("#running")).not_to_contain_text("appears by itself")
+    assert page.evaluate("() => window.notReloaded") is True
 
 
 def test_cancel_a_running_task(web: WebFleet, page, tmp_path: Path) -> None:

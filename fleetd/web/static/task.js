@@ -61,11 +61,22 @@
   }
 
   function redraw() {
-    list.replaceChildren(...seen.map(show));
+    list.replaceChildren(...seen.filter((e) => e !== null).map(show));
   }
 
   raw.addEventListener("change", redraw);
-  const source = new EventSource("/api/v1/tasks/" + task + "/events");
+  // view=page: of a flood of events, the server sends the newest and says how many it left
+  // out; they are in the raw log (the link).
+  const source = new EventSource("/api/v1/tasks/" + task + "/events?view=page");
+  source.addEventListener("skipped", (message) => {
+    const info = JSON.parse(message.data);
+    const li = el("li", "skipped");
+    const link = el("a", "", info.count + " events not shown live (all events as JSON lines)");
+    link.href = "/api/v1/tasks/" + task + "/events";
+    li.append(link);
+    seen.push(null);
+    list.append(li);
+  });
   source.addEventListener("open", () => { state.textContent = "live"; });
   source.addEventListener("events", (message) => {
     for (const event of JSON.parse(message.data)) {

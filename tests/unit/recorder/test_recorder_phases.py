@@ -72,6 +72,18 @@ def test_an_event_query_is_answered_at_once(recorder: Recorder) -> None:
     assert reply.message.more is True
 
 
+def test_the_latest_events_and_the_count_of_all(recorder: Recorder) -> None:
+    for item in BATCHES:
+        send(recorder, item)
+    recorder.step(1)
+    [latest] = send(recorder, m.GetEvents(task=TASK, limit=2, latest=True), ref=b"q")
+    assert isinstance(latest.message, m.EventPage)
+    assert [e.seq for e in latest.message.events] == [5, 6]
+    assert latest.message.more is False
+    [count] = send(recorder, m.CountEvents(), ref=b"c")
+    assert count.message == m.EventCount(events=6)
+
+
 def test_a_request_of_another_channel_gets_an_error_reply(recorder: Recorder) -> None:
     [reply] = recorder.handle(WORKER, b"x", m.Ready(worker="w1", pid=1), b"", 1)
     assert isinstance(reply.message, m.ErrorReply) and reply.message.code == "bad_request"

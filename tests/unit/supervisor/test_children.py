@@ -52,6 +52,18 @@ def test_too_many_deaths_within_the_window_is_a_crash_loop_that_names_the_child(
         children.on_exit(child, 3.0)
 
 
+def test_a_crash_loop_of_a_child_the_fleet_can_do_without_ends_its_restarts_only() -> None:
+    children = Children(backoff_max=10, crash_loop_restarts=1, crash_loop_window=10)
+    child = Child("web", target=lambda: None, args=lambda first: (), essential=False)
+    child.process = DeadProcess()  # type: ignore[assignment]
+    children.on_exit(child, 0.0)
+    assert child.restartable and child.restart_at is not None
+    with pytest.raises(CrashLoop, match=r"web died 2 times .*runs on without it"):
+        children.on_exit(child, 1.0)
+    assert not child.restartable
+    assert children.restart_due(100.0) == []
+
+
 def test_deaths_older_than_the_window_are_forgiven() -> None:
     children = Children(backoff_max=10, crash_loop_restarts=2, crash_loop_window=10)
     child = _child()

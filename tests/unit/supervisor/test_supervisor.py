@@ -236,6 +236,20 @@ def test_a_crash_loop_stops_the_fleet_with_exit_code_1(supervisor: Supervisor) -
     assert supervisor.warnings[-1].startswith("recorder died 6 times")
 
 
+def test_a_crash_loop_of_the_web_process_leaves_the_fleet_running(
+    supervisor: Supervisor,
+) -> None:
+    def crash(child: Child, now: float) -> int:
+        raise CrashLoop("web died 6 times within 60 s (last exit code 1); fleetd runs on")
+
+    supervisor.children.on_exit = crash  # type: ignore[method-assign]
+    web = Child("web", target=lambda: None, args=lambda first: (), essential=False)
+    assert supervisor.on_child_exit(web, NOW) == []
+    assert supervisor.exit_code == 0
+    assert supervisor.shutdown.phase is Phase.RUNNING
+    assert supervisor.warnings[-1].startswith("web died 6 times")
+
+
 def test_children_are_calmed_once_a_second(supervisor: Supervisor) -> None:
     children = supervisor.children
     assert isinstance(children, FakeChildren)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 from importlib.metadata import EntryPoint, entry_points
 
-from fleetd.agents.base import Adapter, AdapterContext
+from fleetd.agents.base import Adapter, AdapterContext, AgentSummary
 from shared.errors import FleetError
+from shared.messages import Assign
 
 ENTRY_POINT_GROUP = "agent_fleet.agents"
 
@@ -71,3 +72,9 @@ class Adapters:
             return self[name]
         except FleetError:
             return None
+
+    def summary(self, assign: Assign) -> AgentSummary:
+        """The run's summary from its adapter; a plain one if the adapter cannot be loaded
+        (starting the run then says why)."""
+        adapter = self.get(assign.spec.agent)
+        return adapter.summary(assign) if adapter is not None else AgentSummary()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(30)
 def test_an_agent_that_takes_no_messages_gets_a_refusal_recorded_and_runs_on(
     worker: Worker,
 ) -> None:
-    worker.on_broker(assign(shell("echo '{\"type\":\"up\"}'; exec sleep 30")), NOW)
+    worker.on_broker(assign(shell('echo \'{"type":"up"}\'; exec sleep 30')), NOW)
     read_events(worker, 1)
     out = worker.on_broker(m.SteerExecution(execution=1, message="hello"), NOW)
     out += worker.on_broker(m.InterruptExecution(execution=1), NOW)

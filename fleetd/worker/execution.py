@@ -313,6 +313,8 @@ class Execution:
             events=self.seq,
         )
         self.summary.into(result)
+        if self.agent_input is not None and self.error is None:
+            self.error = self.agent_input.conversation.failure  # e.g. an unreadable answer
         if self.proc is not None:
             code = self.proc.returncode
             result.exit_code = code if code is not None and code >= 0 else None

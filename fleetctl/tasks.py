@@ -30,6 +30,7 @@ from shared.models import (
     BUILT_IN_AGENTS,
     TASK_STATES,
     AgentKind,
+    ClaudePermissionMode,
     SandboxMode,
     TaskSpec,
     spec_problem,
@@ -91,9 +92,19 @@ def enqueue(
     max_turns: Annotated[
         int | None,
         typer.Option(
-            help="codex app-server: most turns on the thread; it continues while the agent "
-            "says more remains"
+            help="most turns: codex (app-server) continues while the agent says more "
+            "remains; claude's --max-turns"
         ),
+    ] = None,
+    allowed_tool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-tool", help="claude: a tool the run may use (repeatable; else claude's)"
+        ),
+    ] = None,
+    permission_mode: Annotated[
+        str | None,
+        typer.Option(help="claude: default, acceptEdits, plan or bypassPermissions"),
     ] = None,
     key: Annotated[
         str | None, typer.Option(help="idempotency key: the same key gives the same task")
@@ -149,6 +160,8 @@ def enqueue(
             idle_timeout=idle_timeout,
             max_attempts=max_attempts,
             max_turns=max_turns,
+            allowed_tools=list(allowed_tool or []),
+            permission_mode=_permission_mode(permission_mode),
             key=key,
             labels=labels,
             sandbox=_sandbox(sandbox),
@@ -216,6 +229,13 @@ def _agent(agent: str | None, argv: list[str] | None) -> Any:
 def _sandbox(value: str | None) -> Any:
     if value is not None and value not in SANDBOX_MODES:
         fail(f"unknown sandbox {value!r}: {_either(SANDBOX_MODES)}", EXIT_USAGE)
+    return value
+
+
+def _permission_mode(value: str | None) -> Any:
+    modes: tuple[str, ...] = typing.get_args(ClaudePermissionMode)
+    if value is not None and value not in modes:
+        fail(f"unknown permission mode {value!r}: {_either(modes)}", EXIT_USAGE)
     return value
 
 

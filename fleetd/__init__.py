@@ -31,7 +31,8 @@ has the entry point `run()`.
     agents/         adapters, one module per agent kind (codex, claude, command), found by
                     name through the `agent_fleet.agents` entry points; Codex's
                     and Claude Code's event schemas, their private CODEX_HOME and
-                    CLAUDE_CONFIG_DIR, failure classes
+                    CLAUDE_CONFIG_DIR, failure classes; appserver/: codex app-server's
+                    JSON-RPC (generated types, the conversation, its summary)
     runtime/        what every process shares, each written once: sockets, ROUTER
                     requests, process facts (the one reader of /proc), file locks,
                     SQLite, background jobs, spool files, the agent registry, start-up

@@ -33,6 +33,7 @@ AgentKind = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_-]{0,39}\\Z")]
 BUILT_IN_AGENTS: tuple[str, ...] = ("codex", "claude", "command")
 SandboxMode = Literal["read-only", "workspace-write", "danger-full-access"]
 TimeoutKind = Literal["wall", "idle"]
+ClaudePermissionMode = Literal["default", "acceptEdits", "plan", "bypassPermissions"]
 
 
 # --- value bounds, checked by every decoder (the daemon's and fleetctl's) --------------------
@@ -99,6 +100,9 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     after_any: bool = False
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
     max_cost: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
+    # Claude Code: the tools this task may use, and its permission mode (else `[claude]`'s)
+    allowed_tools: list[Text] = []
+    permission_mode: ClaudePermissionMode | None = None
 
 
 class TokenUsage(msgspec.Struct, kw_only=True):
@@ -269,6 +273,10 @@ def spec_problem(spec: TaskSpec) -> str | None:
         return "a command task needs its argv: `fleetctl enqueue PROMPT --agent command -- ARGV...`"
     if spec.agent != "command" and not spec.prompt.strip():
         return f"a {spec.agent} task needs a prompt"
+    if (spec.allowed_tools or spec.permission_mode) and spec.agent != "claude":
+        return "--allowed-tool and --permission-mode are for `--agent claude` tasks"
+    if spec.max_turns is not None and spec.agent not in ("codex", "claude"):
+        return "--max-turns is for codex (codex.mode = app-server) and claude tasks"
     if spec.agent != "command" and spec.argv:
         return "argv (after `--`) is only for `--agent command` tasks"
     if spec.timeout is not None and spec.timeout <= 0:

@@ -12,15 +12,23 @@ from __future__ import annotations
 import dataclasses
 from importlib.metadata import EntryPoint, entry_points
 
-from fleetd.agents.base import Adapter, AdapterContext
+from fleetd.agents.base import Adapter, AdapterContext, AgentSummary
 from shared.errors import FleetError
+from shared.messages import Assign
 
 ENTRY_POINT_GROUP = "agent_fleet.agents"
+# The built-ins as pyproject.toml registers them, for a source tree run without its package
+# metadata (an install older than the entry points, or none): the same names, the same objects.
+BUILT_IN_POINTS = {
+    name: EntryPoint(name=name, value=f"fleetd.agents.{name}:plugin", group=ENTRY_POINT_GROUP)
+    for name in ("codex", "claude", "command")
+}
 
 
 def installed_agents() -> dict[str, EntryPoint]:
     """The adapters installed in this environment, by name (nothing is imported)."""
-    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    found = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    return {**BUILT_IN_POINTS, **found}
 
 
 def unknown_agent(name: str, installed: list[str]) -> str:
@@ -71,3 +79,9 @@ class Adapters:
             return self[name]
         except FleetError:
             return None
+
+    def summary(self, assign: Assign) -> AgentSummary:
+        """The run's summary from its adapter; a plain one if the adapter cannot be loaded
+        (starting the run then says why)."""
+        adapter = self.get(assign.spec.agent)
+        return adapter.summary(assign) if adapter is not None else AgentSummary()

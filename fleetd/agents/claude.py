@@ -56,19 +56,23 @@ class ClaudeAdapter:
 
     def command(self, assign: Assign, cwd: Path, env: dict[str, str]) -> AgentCommand:
         """A new session, or `--resume SESSION` to continue an earlier attempt's."""
-        config = self.config
+        config, spec = self.config, assign.spec
         argv = [find_claude(config), "-p", "--output-format", "stream-json", "--verbose"]
-        model = assign.spec.model or config.model
+        model = spec.model or config.model
         if model:
             argv += ["--model", model]
-        if config.max_turns:
-            argv += ["--max-turns", str(config.max_turns)]
+        # The task's own turns and permissions, else the `[claude]` config's.
+        max_turns = spec.max_turns or config.max_turns
+        if max_turns:
+            argv += ["--max-turns", str(max_turns)]
         if config.max_budget_usd:
             argv += ["--max-budget-usd", f"{config.max_budget_usd:g}"]
-        if config.allowed_tools:
-            argv.append("--allowedTools=" + ",".join(config.allowed_tools))
-        if config.permission_mode:
-            argv += ["--permission-mode", config.permission_mode]
+        allowed_tools = spec.allowed_tools or config.allowed_tools
+        if allowed_tools:
+            argv.append("--allowedTools=" + ",".join(allowed_tools))
+        permission_mode = spec.permission_mode or config.permission_mode
+        if permission_mode:
+            argv += ["--permission-mode", permission_mode]
         argv += config.args
         session = None
         prompt = assign.spec.prompt

@@ -12,13 +12,34 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from loguru import logger
 
 # The host's settings, global instructions and (Linux) login a run takes along.
 SEEDED_FILES = ("settings.json", "CLAUDE.md", ".credentials.json")
+
+
+# What authenticates a headless run: an API key, a long-lived OAuth token from
+# `claude setup-token`, or a gateway's bearer token; else a login's .credentials.json.
+KEY_VARIABLES = ("ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_AUTH_TOKEN")
+MISSING_CREDENTIAL = (
+    "no Claude Code credential is visible to fleetd: set ANTHROPIC_API_KEY, "
+    "CLAUDE_CODE_OAUTH_TOKEN (made by `claude setup-token`) or ANTHROPIC_AUTH_TOKEN (a "
+    "gateway's) in fleetd's environment and keep it in worker.env_allow, or sign in with "
+    "`claude` so that $CLAUDE_CONFIG_DIR/.credentials.json (default ~/.claude) exists"
+)
+
+
+def find_credential(env: Mapping[str, str], allowed: Iterable[str]) -> str | None:
+    """Where a Claude Code run would find its credential (a variable or a login), or None."""
+    allowed = set(allowed)
+    for name in KEY_VARIABLES:
+        if env.get(name) and name in allowed:
+            return f"${name}"
+    login = host_claude_dir(env) / ".credentials.json"
+    return str(login) if login.is_file() else None
 
 
 def host_claude_dir(env: Mapping[str, str]) -> Path:

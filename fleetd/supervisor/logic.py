@@ -17,6 +17,8 @@ import msgspec
 from loguru import logger
 
 from fleetd.agents import installed_agents, unknown_agent
+from fleetd.agents.claude_home import MISSING_CREDENTIAL as MISSING_CLAUDE_CREDENTIAL
+from fleetd.agents.claude_home import find_credential as find_claude_credential
 from fleetd.agents.codex_home import MISSING_CREDENTIAL, find_credential
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.background import Job
@@ -121,6 +123,11 @@ class Supervisor:
                 not self.codex_credential()
             ):
                 self._reply(client, m.ErrorReply(code="unavailable", message=MISSING_CREDENTIAL))
+            case m.Enqueue(tasks=tasks) if any(t.agent == "claude" for t in tasks) and (
+                find_claude_credential(self.env, self.config.worker.env_allow) is None
+            ):
+                refusal = m.ErrorReply(code="unavailable", message=MISSING_CLAUDE_CREDENTIAL)
+                self._reply(client, refusal)
             case (
                 m.Enqueue()
                 | m.ListTasks()

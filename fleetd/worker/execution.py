@@ -332,6 +332,8 @@ class Execution:
         self.summary.into(result)
         if self.budget is not None and result.cost_usd is None:
             result.cost_usd = self.budget.cost(result.usage, None, self.summary.spent()[2])
+        if self.agent_input is not None and self.error is None:
+            self.error = self.agent_input.conversation.failure  # e.g. an unreadable answer
         if self.proc is not None:
             code = self.proc.returncode
             result.exit_code = code if code is not None and code >= 0 else None

@@ -27,7 +27,7 @@ from typing import Any
 from loguru import logger
 
 from fleetd.agents import Adapters
-from fleetd.agents.base import AdapterContext, AgentSummary
+from fleetd.agents.base import AdapterContext
 from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
@@ -241,7 +241,7 @@ class Worker:
             grace=worker.grace_seconds,
             stderr_path=self.paths.stderr_file(assign.execution),
             agent_record=self.agent_record,
-            summary=self._summary(assign),
+            summary=self.adapters.summary(assign),
             budget=run_budget(self.config, assign.spec),
         )
         self.execution = execution
@@ -379,11 +379,6 @@ class Worker:
         self.phase_deadline = float("inf")
 
     # --- helpers -----------------------------------------------------------------------------
-
-    def _summary(self, assign: m.Assign) -> AgentSummary:
-        """The adapter's summary; a plain one if it cannot be loaded (the start says why)."""
-        adapter = self.adapters.get(assign.spec.agent)
-        return adapter.summary(assign) if adapter is not None else AgentSummary()
 
     def _heartbeat(self, now: float) -> list[Outgoing]:
         if now < self.next_heartbeat:

@@ -46,3 +46,13 @@ def test_dockerfile_pins_the_codex_version_make_installs() -> None:
     pinned = re.search(r"^CODEX_VERSION := (\S+)$", makefile, re.MULTILINE)
     assert pinned
     assert f"ARG CODEX_VERSION={pinned.group(1)}\n" in _dockerfile()
+
+
+def test_dockerfile_pins_the_claude_version_make_installs_and_puts_it_on_path() -> None:
+    makefile = (CONTAINERS.parent / "Makefile").read_text()
+    pinned = re.search(r"^CLAUDE_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert pinned
+    assert f"ARG CLAUDE_VERSION={pinned.group(1)}\n" in _dockerfile()
+    assert "COPY --from=claude /opt/claude /opt/claude" in _dockerfile()
+    path = re.search(r"^ENV PATH=(\S+) ", _dockerfile(), re.MULTILINE)
+    assert path and "/opt/claude/bin" in path.group(1).split(":")

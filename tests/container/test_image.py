@@ -152,9 +152,9 @@ def test_image_config_is_what_docker_needs(image: str) -> None:
     assert not {"OPENAI_API_KEY", API_KEY_ENV} & env.keys()
 
 
-def test_image_holds_python_git_and_codex_but_no_node(image: str) -> None:
+def test_image_holds_python_git_codex_and_claude_but_no_node(image: str) -> None:
     script = (
-        "set -e; id -u; python3 --version; git --version; codex --version;"
+        "set -e; id -u; python3 --version; git --version; codex --version; claude --version;"
         " fleetctl --help >/dev/null; if command -v npm || command -v node; then exit 9; fi"
     )
     lines = run_in_image(image, "-c", script, entrypoint="sh").splitlines()
@@ -162,6 +162,7 @@ def test_image_holds_python_git_and_codex_but_no_node(image: str) -> None:
     assert lines[1].startswith("Python 3.11")
     assert lines[2].startswith("git version")
     assert lines[3] == "codex-cli 0.169.0"
+    assert lines[4] == "2.1.332 (Claude Code)"
     # The README's way to list the settings: the entrypoint with --help.
     assert "FLEET_WORKERS" in run_in_image(image, "--help")
 

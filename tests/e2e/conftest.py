@@ -21,3 +21,11 @@ def _end_leftovers(tmp_path: Path) -> Iterator[None]:
     for pid in processes_under(tmp_path):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(params=["exec", "app-server"])
+def codex_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test that uses it runs twice: Codex driven by `codex exec --json`, then through
+    `codex app-server` (fleetd's environment carries FLEET_CODEX_MODE)."""
+    monkeypatch.setenv("FLEET_CODEX_MODE", request.param)
+    return request.param

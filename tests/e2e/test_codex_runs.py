@@ -23,7 +23,8 @@ from tests.support.model_server import ModelServer
 from tests.support.procs import processes_under
 from tests.support.requires import needs_codex
 
-pytestmark = needs_codex()
+# The same cases under both ways of driving Codex (codex.mode exec and app-server).
+pytestmark = [*needs_codex(), pytest.mark.usefixtures("codex_mode")]
 
 
 @pytest.mark.timeout(120)
@@ -142,7 +143,7 @@ def test_a_hanging_command_is_cut_and_leaves_no_process(
         task = enqueue_codex(fleet, "hang", work, *limit)
         wait_for(
             lambda: any(
-                "sleep 300" in e["payload"].get("item", {}).get("command", "")
+                e["type"] in ("item.started", "item/started") and "sleep 300" in str(e["payload"])
                 for e in fleet.events(task)
             ),
             30,

@@ -129,3 +129,22 @@ def test_task_spec_and_errors_built_from_it_are_printed_masked(tmp_path: Path) -
             assert not TERMINAL_CONTROL.findall(text)
         shown = fleet.show(task)
         assert "[REDACTED]" in shown["result"]["error"]
+
+
+def test_without_a_claude_credential_claude_tasks_are_refused_saying_how_to_give_one(
+    tmp_path: Path,
+) -> None:
+    claude_dir = tmp_path / "claude-config"
+    claude_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "CLAUDE_"))}
+    env["CLAUDE_CONFIG_DIR"] = str(claude_dir)
+    env["FLEET_CLAUDE_BIN"] = "/bin/false"  # never reached: the task is refused first
+    with running_fleet("--workers", "1", env=env) as fleet:
+        refused = fleet.ctl("enqueue", "fix the bug", "--agent", "claude", check=False)
+        assert refused.returncode == 1, refused
+        assert "no Claude Code credential" in refused.stderr
+        assert "ANTHROPIC_API_KEY" in refused.stderr and "Traceback" not in refused.stderr
+        assert fleet.json("list") == []
+        # A login made while fleetd runs counts from then on.
+        (claude_dir / ".credentials.json").write_text("{}")
+        assert fleet.enqueue("fix it", "--agent", "claude", "--timeout", "5") >= 1

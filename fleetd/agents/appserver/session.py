@@ -150,9 +150,7 @@ class AppServerSession:
         if self.phase is Phase.IN_TURN and self.turn_id is not None and self.thread_id:
             params = p.TurnInterruptParams(thread_id=self.thread_id, turn_id=self.turn_id)
             return [self._request("turn/interrupt", params)], None
-        if self.phase is Phase.STARTING and self.turns_started == 0:
-            return self._close(), None  # no turn began: nothing to end but the run
-        return [], None  # the turn/start answer is on its way; its turn is interrupted then
+        return [], None  # no turn id yet: the turn is interrupted as soon as it has one
 
     # --- what codex says ----------------------------------------------------------------------
 

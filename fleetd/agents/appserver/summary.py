@@ -13,7 +13,7 @@ import contextlib
 import msgspec
 
 from fleetd.agents.appserver import protocol as p
-from fleetd.agents.appserver.session import decode_envelope
+from fleetd.agents.appserver.session import Envelope, decode_envelope
 from fleetd.agents.base import AgentSummary
 from fleetd.agents.codex_events import AgentLine
 from shared.models import ExecutionResult, TokenUsage
@@ -34,16 +34,24 @@ class AppServerSummary(AgentSummary):
         if message is None:
             return
         if message.method is None:
-            if message.error is not None:
-                words = message.error.get("message") if isinstance(message.error, dict) else None
-                self.refusal = str(words or message.error)
-                self._keep_error(self.refusal)
+            self._response(message)
             return
         if not message.params or message.id is not None:
             return
         # Another shape than the pinned schema's is kept as an event, not read.
         with contextlib.suppress(msgspec.ValidationError):
             self._notification(message.method, message.params)
+
+    def _response(self, message: Envelope) -> None:
+        if message.error is not None:
+            words = message.error.get("message") if isinstance(message.error, dict) else None
+            self.refusal = str(words or message.error)
+            self._keep_error(self.refusal)
+        elif message.result and b'"thread"' in bytes(message.result):
+            # thread/start's or thread/resume's answer (a resumed thread has no thread/started)
+            with contextlib.suppress(msgspec.ValidationError):
+                opened = msgspec.json.decode(message.result, type=p.ThreadStartResponse)
+                self.thread_id = opened.thread.id
 
     def _notification(self, method: str, params: msgspec.Raw) -> None:
         match method:

@@ -75,3 +75,10 @@ def test_an_interrupted_turn_ends_the_run_without_failing_it() -> None:
     turn_completed(summary, "interrupted")
     result = summary.into(ExecutionResult())
     assert summary.failure() is None and "interrupted by request" in (result.reason or "")
+
+
+def test_the_thread_id_comes_from_the_open_threads_answer_too() -> None:
+    """A resumed thread announces no thread/started: its id is in thread/resume's answer."""
+    summary = AppServerSummary()
+    summary.feed(b'{"id": 2, "result": {"thread": {"id": "t-9", "preview": ""}}}', None)
+    assert summary.thread_id == "t-9"

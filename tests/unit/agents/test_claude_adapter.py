@@ -101,3 +101,20 @@ def test_resuming_a_session_that_is_gone_says_how_to_start_over(
     resume = ResumeFrom(execution=1, thread_id=SESSION, session_file=str(tmp_path / "gone"))
     with pytest.raises(FleetError, match="without --resume"):
         adapter.command(assign(2, resume=resume), tmp_path, {})
+
+
+def test_the_tasks_own_turns_tools_and_permission_mode_win_over_the_configs(
+    adapter: ClaudeAdapter, tmp_path: Path
+) -> None:
+    spec = TaskSpec(
+        prompt="p",
+        agent="claude",
+        max_turns=3,
+        allowed_tools=["Read", "Grep"],
+        permission_mode="acceptEdits",
+    )
+    task = Assign(task=1, execution=9, attempt=1, spec=spec, lease_expires_at=0)
+    argv = adapter.command(task, tmp_path, {}).argv
+    assert argv[argv.index("--max-turns") + 1] == "3"
+    assert "--allowedTools=Read,Grep" in argv and "--allowedTools=Bash,Write" not in argv
+    assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"

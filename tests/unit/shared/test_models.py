@@ -114,3 +114,12 @@ def test_codex_config_overrides_need_key_equals_value(override: str) -> None:
 
 def test_codex_config_override_with_key_and_value_is_fine() -> None:
     assert spec_problem(TaskSpec(prompt="x", codex_config=["model=o3", "a.b=c=d"])) is None
+
+
+def test_claude_only_and_turn_options_are_refused_for_other_agents() -> None:
+    tools = TaskSpec(prompt="x", agent="codex", allowed_tools=["Bash"])
+    assert "for `--agent claude` tasks" in (spec_problem(tools) or "")
+    turns = TaskSpec(prompt="x", agent="command", argv=["true"], max_turns=2)
+    assert "--max-turns is for codex" in (spec_problem(turns) or "")
+    claude = TaskSpec(prompt="x", agent="claude", max_turns=2, permission_mode="plan")
+    assert spec_problem(claude) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from typing import get_args
 from urllib.parse import urlencode
@@ -14,13 +15,16 @@ import msgspec
 
 from shared import messages as m
 from shared.errors import FleetError
-from shared.models import INT64_MAX, TASK_STATES, AgentKind
+from shared.models import BUILT_IN_AGENTS, INT64_MAX, TASK_STATES, AgentKind
 
 SESSION_COOKIE = "fleet_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf"
 PAGE_SIZE = 50
-AGENT_KINDS: tuple[str, ...] = get_args(AgentKind)
+# Any installed adapter's name may be asked for (its form is AgentKind's); the pages offer the
+# built-in ones.
+AGENT_PATTERN: str = get_args(AgentKind)[1].pattern
+AGENT_KINDS: tuple[str, ...] = BUILT_IN_AGENTS
 
 # fleetctl's exit codes and the control errors, as HTTP statuses: 400 usage, 404 unknown task,
 # 503 fleet stopping or unreachable.
@@ -107,8 +111,11 @@ def list_request(query: Mapping[str, str], default_limit: int = PAGE_SIZE) -> m.
     if state is not None and state not in TASK_STATES:
         raise BadQuery(f"unknown state {state!r}: use one of {', '.join(TASK_STATES)}")
     agent = query.get("agent") or None
-    if agent is not None and agent not in AGENT_KINDS:
-        raise BadQuery(f"unknown agent {agent!r}: use one of {', '.join(AGENT_KINDS)}")
+    if agent is not None and re.match(AGENT_PATTERN, agent) is None:
+        raise BadQuery(
+            f"bad agent name {agent!r}: one of {', '.join(AGENT_KINDS)} or an adapter's name "
+            "(lower-case letters, digits, - and _)"
+        )
     label = query.get("label") or None
     if label is not None and ("=" not in label or label.startswith("=")):
         raise BadQuery(f"label takes KEY=VALUE, not {label!r}")

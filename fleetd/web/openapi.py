@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from fleetd.web.logic import AGENT_KINDS
+from fleetd.web.logic import AGENT_PATTERN
 from shared.models import TASK_STATES, TaskSpec
 
 _ERROR = {"$ref": "#/components/responses/Error"}
@@ -51,7 +51,7 @@ def openapi_document() -> dict[str, Any]:
         {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(TASK_STATES)}},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
         {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-        {"name": "agent", "in": "query", "schema": {"type": "string", "enum": list(AGENT_KINDS)}},
+        {"name": "agent", "in": "query", "schema": {"type": "string", "pattern": AGENT_PATTERN}},
         {"name": "repo", "in": "query", "schema": {"type": "string"}},
         {"name": "label", "in": "query", "schema": {"type": "string", "pattern": "^[^=]+=.*$"}},
         {"name": "search", "in": "query", "schema": {"type": "string"}},

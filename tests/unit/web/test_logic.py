@@ -6,6 +6,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from fleetd.runtime.listen import is_loopback, load_token, parse_listen
@@ -19,6 +20,7 @@ from fleetd.web.logic import (
     resume_position,
     same_origin,
 )
+from fleetd.web.openapi import openapi_document
 from shared.errors import ConfigError
 
 TOKEN = "s3cret-token"
@@ -77,6 +79,20 @@ def test_list_queries_become_list_requests() -> None:
     for bad in ({"state": "sleeping"}, {"limit": "0"}, {"limit": "x"}, {"before": "-3"}):
         with pytest.raises(BadQuery):
             list_request(bad)
+
+
+def test_any_adapter_name_filters_and_a_malformed_one_is_refused() -> None:
+    # Adapters are plug-ins: `echo` (the example adapter) is as good a filter as `codex`.
+    assert list_request({"agent": "echo"}).agent == "echo"
+    assert list_request({"agent": "codex"}).agent == "codex"
+    for bad in ("Codex", "a b", "-x", "x" * 41):
+        with pytest.raises(BadQuery, match="bad agent name"):
+            list_request({"agent": bad})
+
+
+def test_the_openapi_document_encodes_as_json() -> None:
+    document = msgspec.json.decode(msgspec.json.encode(openapi_document()))
+    assert document["openapi"].startswith("3.")
 
 
 def test_resume_positions_from_last_event_ids() -> None:

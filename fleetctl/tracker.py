@@ -27,7 +27,7 @@ from fleetctl.common import (
 from fleetctl.display import visible_line
 from shared.config import load_config
 from shared.errors import FleetError
-from shared.tracker import TaskLink, TrackerStatus, read_status
+from shared.tracker import TaskLink, TrackerStatus, read_status, task_link
 
 app = typer.Typer()
 
@@ -42,10 +42,7 @@ def state_root(state_dir: Path | None) -> Path:
 
 def link_of(state_dir: Path | None, task: int) -> TaskLink | None:
     """The issue and pull request of `task`, if the tracker made it."""
-    status = read_status(state_root(state_dir))
-    if status is None:
-        return None
-    return next((link for link in status.links if link.task == task), None)
+    return task_link(state_root(state_dir), task)
 
 
 def link_fields(link: TaskLink | None) -> list[tuple[str, Any]]:

@@ -63,3 +63,12 @@ def read_status(state_dir: Path) -> TrackerStatus | None:
         return msgspec.json.decode(data, type=TrackerStatus)
     except msgspec.DecodeError:
         return None
+
+
+def task_link(state_dir: Path, task: int) -> TaskLink | None:
+    """The issue and pull request of `task`, if the tracker made it (`fleetctl show`, the
+    dashboard's task page and the API's task)."""
+    status = read_status(state_dir)
+    if status is None:
+        return None
+    return next((link for link in status.links if link.task == task), None)

@@ -19,6 +19,7 @@ from fleetd.web.logic import BadQuery, event_id, list_request, next_page_query, 
 from fleetd.web.openapi import openapi_document
 from shared import messages as m
 from shared.models import TaskSpec, spec_problem
+from shared.tracker import task_link
 from shared.views import (
     cancelled_json,
     diff_json,
@@ -70,7 +71,10 @@ async def list_tasks(request: Request) -> Response:
 async def show_task(request: Request) -> Response:
     reply = await web_of(request).control.ask(m.ShowTask(task=task_id(request)))
     assert isinstance(reply, m.TaskDetail)
-    return FastJSON(task_json(reply.task, with_executions=True))
+    shown = task_json(reply.task, with_executions=True)
+    # As `fleetctl show --json`: a task the tracker made names its issue and pull request.
+    link = task_link(web_of(request).state_dir, reply.task.id) if reply.task.spec.key else None
+    return FastJSON({**shown, "tracker": link} if link else shown)
 
 
 @guarded()

@@ -37,6 +37,7 @@ class Web:
     metrics_open: bool  # /metrics without the token (loopback, or web.metrics_auth off)
     templates: Environment
     sessions_dir: Path  # the kept agent session files (the only files the web role serves)
+    state_dir: Path  # for the tracker's status file: a task's issue and pull request
 
 
 def web_of(request: Request) -> Web:

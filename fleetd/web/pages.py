@@ -27,6 +27,7 @@ from fleetd.web.logic import (
 from fleetd.web.overview import describe, recent_rates
 from shared import messages as m
 from shared.models import TASK_STATES, TERMINAL_STATES, rfc3339
+from shared.tracker import task_link
 from shared.views import task_json
 
 COOKIE_SECONDS = 30 * 24 * 3600
@@ -120,6 +121,7 @@ async def task(request: Request) -> Response:
         task=view,
         spec_json=msgspec.json.format(spec, indent=2).decode(),
         finished=view.state in TERMINAL_STATES,
+        link=task_link(web_of(request).state_dir, view.id) if view.spec.key else None,
     )
 
 

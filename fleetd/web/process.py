@@ -44,6 +44,7 @@ def run(config: FleetConfig, listener: socket.socket) -> None:
         metrics_open=is_loopback(host) or not config.web.metrics_auth,
         templates=templates(),
         sessions_dir=paths.sessions_dir,
+        state_dir=paths.root,
     )
     app = build_app(web, [*api.ROUTES, *metrics.ROUTES, *pages.routes()])
     server = server_for(app)

@@ -3,6 +3,9 @@ page's CSRF token): drain and stop end fleetd as `fleetctl drain` and `stop` do.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 import pytest
 
@@ -28,3 +31,13 @@ def test_drain_and_stop_from_the_overview(action: str) -> None:
         first = web.fleet.show(running)["executions"][0]["outcome"]
         # Drain let the run finish; stop ended it and put its task back, no attempt spent.
         assert first == ("succeeded" if action == "drain" else "interrupted")
+
+
+def test_the_overview_shows_each_limit_in_use(tmp_path: Path) -> None:
+    config = tmp_path / "fleet.toml"
+    config.write_text('[limits]\n"label:team=web" = 1\n')
+    with web_fleet(env={**os.environ, "FLEET_CONFIG": str(config)}) as web:
+        running = web.enqueue(printing_agent("{}", then_wait=60), labels={"team": "web"})
+        web.fleet.wait_state(running, "running")
+        page = web.api.get("/").text
+        assert "limit label:team=web: 1 of 1 running (full)" in page

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
+from shared.tracker import TaskLink, TrackerStatus, status_file
 from tests.support.fleet import wait_for
 from tests.support.gitrepo import new_repo
 from tests.support.web import WebFleet, codex_line, printing_agent, web_fleet
@@ -240,3 +242,32 @@ def test_the_page_view_of_a_flood_sends_the_newest_events_and_counts_the_rest(
     assert skipped["count"] == 800
     assert [e["payload"] for e in events] == list(range(801, 1001))
     assert skipped["before"] == f"{events[0]['execution']}:{events[0]['seq']}"
+
+
+def test_a_task_the_tracker_made_links_its_issue_and_pull_request(web: WebFleet) -> None:
+    task = web.enqueue(["true"], prompt="from an issue", key="github:o/r#7")
+    status = TrackerStatus(
+        tracker="github",
+        api_url="http://127.0.0.1:9/",
+        pid=1,
+        updated_at=0.0,
+        links=[
+            TaskLink(
+                task=task,
+                issue="o/r#7",
+                issue_url="https://github.example/o/r/issues/7",
+                pull_url="https://github.example/o/r/pull/8",
+            )
+        ],
+    )
+    path = status_file(web.fleet.state_dir)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_bytes(msgspec.json.encode(status))
+    finished(web, task)
+    shown = web.api.get(f"/api/v1/tasks/{task}").json()
+    assert shown == web.fleet.json("show", str(task))  # the API mirrors fleetctl
+    assert shown["tracker"]["pull_url"] == "https://github.example/o/r/pull/8"
+    page = web.api.get(f"/tasks/{task}").text
+    assert 'href="https://github.example/o/r/pull/8"' in page and "o/r#7" in page
+    plain = web.enqueue(["true"], prompt="not from an issue")
+    assert "tracker" not in web.api.get(f"/api/v1/tasks/{plain}").json()

@@ -35,6 +35,7 @@ def client(tmp_path: Path):
         metrics_open=True,
         templates=templates(),
         sessions_dir=tmp_path / "sessions",
+        state_dir=tmp_path,
     )
     app = build_app(web, [Route("/api/v1/broken", broken), Route("/broken", broken)])
     with TestClient(app, raise_server_exceptions=False) as test_client:

@@ -15,6 +15,7 @@ from fleetctl import tracker
 from fleetctl.common import (
     EXIT_USAGE,
     JsonOption,
+    Session,
     echo,
     fail,
     one_line,
@@ -33,6 +34,7 @@ from shared.models import (
     ClaudePermissionMode,
     SandboxMode,
     TaskSpec,
+    TaskView,
     spec_problem,
 )
 
@@ -331,10 +333,9 @@ def list_tasks(
         label=label,
         search=search,
     )
-    reply = session(ctx).ask(ask)
-    assert isinstance(reply, m.TaskList)
+    found = _listing(session(ctx), ask)
     if json_out:
-        print_json([task_json(t, with_executions=False) for t in reply.tasks])
+        print_json([task_json(t, with_executions=False) for t in found])
         return
     rows = [
         (
@@ -345,9 +346,22 @@ def list_tasks(
             short_time(t.enqueued_at),
             one_line(t.spec.prompt),
         )
-        for t in reply.tasks
+        for t in found
     ]
     print_table(("ID", "STATE", "AGENT", "ATTEMPTS", "ENQUEUED (UTC)", "PROMPT"), rows)
+
+
+def _listing(ctl: Session, ask: m.ListTasks) -> list[TaskView]:
+    """Up to `ask.limit` tasks: a filtered listing comes in bounded windows, asked in turn."""
+    found: list[TaskView] = []
+    wanted = ask.limit
+    while True:
+        reply = ctl.ask(ask)
+        assert isinstance(reply, m.TaskList)
+        found += reply.tasks
+        if reply.next_before is None or len(found) >= wanted:
+            return found[:wanted]
+        ask = msgspec.structs.replace(ask, before=reply.next_before, limit=wanted - len(found))
 
 
 @app.command()

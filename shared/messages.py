@@ -215,6 +215,9 @@ class Enqueued(Message):
 
 class TaskList(Message):
     tasks: list[TaskView]
+    # The `before` of the next page, None when nothing older is left. A filtered listing looks
+    # at a bounded window of ids per request, so it may hold fewer than `limit` and go on.
+    next_before: int | None = None
 
 
 class TaskDetail(Message):

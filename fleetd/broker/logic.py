@@ -295,7 +295,7 @@ class Broker(SchedulingRequests):
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
-        tasks = self.store.list_tasks(
+        tasks, next_before = self.store.list_page(
             msg.state,
             msg.limit,
             msg.before,
@@ -304,7 +304,7 @@ class Broker(SchedulingRequests):
             label=msg.label,
             search=msg.search,
         )
-        return [ToPeer(peer, ref, m.TaskList(tasks=tasks))]
+        return [ToPeer(peer, ref, m.TaskList(tasks=tasks, next_before=next_before))]
 
     def _on_find(self, peer: bytes, ref: bytes, msg: m.FindTasks, now: int) -> list[ToPeer]:
         return [ToPeer(peer, ref, m.TaskList(tasks=self.store.tasks_by_key(msg.keys)))]

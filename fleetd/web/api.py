@@ -61,8 +61,8 @@ async def list_tasks(request: Request) -> Response:
     reply = await web_of(request).control.ask(ask)
     assert isinstance(reply, m.TaskList)
     headers = {}
-    if len(reply.tasks) == ask.limit and reply.tasks:
-        query = next_page_query(ask, reply.tasks[-1].id)
+    if reply.next_before is not None:  # a short page of a filtered listing may go on
+        query = next_page_query(ask, reply.next_before)
         headers["link"] = f'</api/v1/tasks?{query}>; rel="next"'
     return FastJSON([task_json(t, with_executions=False) for t in reply.tasks], headers=headers)
 

@@ -102,8 +102,7 @@ async def tasks(request: Request) -> Response:
     ask = list_request(request.query_params, PAGE_SIZE)
     reply = await web_of(request).control.ask(ask)
     assert isinstance(reply, m.TaskList)
-    more = len(reply.tasks) == ask.limit and reply.tasks
-    older = next_page_query(ask, reply.tasks[-1].id) if more else None
+    older = next_page_query(ask, reply.next_before) if reply.next_before is not None else None
     return render(
         request, "tasks.html", tasks=reply.tasks, ask=ask, older=older, agents=AGENT_KINDS
     )

@@ -521,3 +521,22 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(apsw.Error, match="newer than this fleetd knows"):
         QueueStore.open(path, 3)
+
+
+def test_a_filtered_listing_reads_a_bounded_window_and_says_where_to_go_on(
+    store: QueueStore,
+) -> None:
+    store.scan_window = 100
+    prompts = [f"needle {i}" if i in (5, 150, 290) else f"hay {i}" for i in range(1, 301)]
+    store.enqueue([spec(p) for p in prompts], 1)
+    tasks, next_before = store.list_page(None, 10, search="needle")
+    assert [t.id for t in tasks] == [290] and next_before == 201  # ids 201-300 looked at
+    found, before = [t.id for t in tasks], next_before
+    while before is not None:
+        tasks, before = store.list_page(None, 10, before, search="needle")
+        found += [t.id for t in tasks]
+    assert found == [290, 150, 5]
+    # An unfiltered page is not windowed; a full page goes on from its last task.
+    tasks, next_before = store.list_page(None, 3)
+    assert [t.id for t in tasks] == [300, 299, 298] and next_before == 298
+    assert store.list_page(None, 3, 2)[1] is None

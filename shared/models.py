@@ -98,6 +98,10 @@ class TaskSpec(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     not_before: Id | None = None
     after: list[Id] = []
     after_any: bool = False
+    # Continue the agent's thread of this earlier task (its latest run's Codex thread or Claude
+    # session) with this prompt, as the tracker's follow-ups do; a fresh run when that task ran
+    # another agent or left no thread.
+    continues: Id | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
     max_cost: Annotated[float, msgspec.Meta(gt=0, le=1e9)] | None = None
     # Claude Code: the tools this task may use, and its permission mode (else `[claude]`'s)

@@ -23,6 +23,21 @@ WORK_ITEMS = frozenset(
 )
 
 
+# What an attempt that resumes its own task's earlier attempt is told (`retry --resume`).
+RESUME_PROMPT = (
+    "The previous attempt at this task was interrupted. Continue from where it stopped, "
+    "finish the task, and say what you did."
+)
+
+
+def prompt_for(assign: Assign) -> str:
+    """The prompt of this run: RESUME_PROMPT when it resumes its own task's earlier attempt;
+    the task's own otherwise, also when it continues another task's thread (`continues`)."""
+    if assign.resume is not None and assign.spec.continues is None:
+        return RESUME_PROMPT
+    return assign.spec.prompt
+
+
 @dataclass(frozen=True)
 class ToAgent:
     """A line to write to the agent's stdin, and the event line that records it."""

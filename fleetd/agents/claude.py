@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from fleetd.agents.base import AdapterContext, AgentCommand
+from fleetd.agents.base import AdapterContext, AgentCommand, prompt_for
 from fleetd.agents.claude_events import ClaudeSummary
 from fleetd.agents.claude_home import ClaudeHomes, host_claude_dir
 from shared.config import ClaudeConfig
@@ -21,10 +21,6 @@ from shared.models import ExecutionResult
 
 # Where `make` installs the pinned CLI: the native binary of the linux-x64 package.
 NATIVE_BINARY = Path("node_modules/@anthropic-ai/claude-code-linux-x64/claude")
-RESUME_PROMPT = (
-    "The previous attempt at this task was interrupted. Continue from where it stopped, "
-    "finish the task, and say what you did."
-)
 # Set for every run: no telemetry, error reports or self-updates from a fleet's agents.
 QUIET_ENV = {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
 
@@ -75,7 +71,7 @@ class ClaudeAdapter:
             argv += ["--permission-mode", permission_mode]
         argv += config.args
         session = None
-        prompt = assign.spec.prompt
+        prompt = prompt_for(assign)
         if assign.resume is not None:
             session = assign.resume.session_file
             if not session or not Path(session).is_file():
@@ -84,7 +80,6 @@ class ClaudeAdapter:
                     f"is gone; `fleetctl retry {assign.task}` (without --resume) starts over"
                 )
             argv += ["--resume", assign.resume.thread_id]
-            prompt = RESUME_PROMPT
         # `--` so that a prompt starting with a dash is never read as a flag.
         argv += ["--", prompt]
         home = self.homes.create(assign.execution, cwd, session)

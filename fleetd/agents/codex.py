@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fleetd.agents.appserver.session import AppServerSession, Policy, ThreadSettings
 from fleetd.agents.appserver.summary import AppServerSummary
-from fleetd.agents.base import AdapterContext, AgentCommand, AgentSummary
+from fleetd.agents.base import AdapterContext, AgentCommand, AgentSummary, prompt_for
 from fleetd.agents.codex_home import PrivateHomes, host_codex_home
 from shared.config import CodexConfig
 from shared.errors import ConfigError, FleetError
@@ -19,13 +19,6 @@ from shared.models import ExecutionResult, TaskSpec
 # and one level of signal forwarding.
 NATIVE_BINARY = Path(
     "node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex"
-)
-
-
-# What a resumed thread is told: the task itself is already in the thread.
-RESUME_PROMPT = (
-    "The previous attempt at this task was interrupted. Continue from where it stopped, "
-    "finish the task, and say what you did."
 )
 
 
@@ -76,7 +69,7 @@ class CodexAdapter:
         argv = self._argv(assign.spec, cwd)
         if assign.resume is not None:
             # exec's own options go before the subcommand; `resume` takes the thread id.
-            argv += ["resume", assign.resume.thread_id, "--", RESUME_PROMPT]
+            argv += ["resume", assign.resume.thread_id, "--", prompt_for(assign)]
         else:
             # `--` so that a prompt starting with a dash is never read as a flag.
             argv += ["--", assign.spec.prompt]
@@ -98,7 +91,7 @@ class CodexAdapter:
         spec, config = assign.spec, self.config
         resume = assign.resume
         settings = ThreadSettings(
-            prompt=RESUME_PROMPT if resume is not None else spec.prompt,
+            prompt=prompt_for(assign),
             cwd=str(cwd),
             model=spec.model or config.model,
             sandbox=spec.sandbox or config.sandbox,

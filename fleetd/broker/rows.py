@@ -9,7 +9,7 @@ import apsw
 import msgspec
 from loguru import logger
 
-from fleetd.broker.dependencies import WAITING
+from fleetd.broker.dependencies import WAITING, UnknownDependency
 from fleetd.broker.policy import no_thread, not_resumable
 from shared.models import (
     ExecutionResult,
@@ -141,3 +141,20 @@ class Retried:
     state: TaskState | None = None
     resume: ResumeFrom | None = None
     refused: str | None = None
+
+
+def continue_thread(conn: apsw.Connection, task: int, spec: TaskSpec) -> None:
+    """A task that continues an earlier one resumes that task's latest agent thread."""
+    assert spec.continues is not None
+    row = conn.execute("SELECT spec FROM tasks WHERE id = ?", (spec.continues,)).fetchone()
+    if row is None or spec.continues >= task:
+        raise UnknownDependency(
+            f"continues {spec.continues}: no such task (only an earlier task's thread can be "
+            "continued); `fleetctl list` shows the tasks"
+        )
+    earlier = decode_spec(row[0])
+    if earlier.agent != spec.agent:
+        return  # another agent cannot take that thread: this run starts fresh
+    source, _ = resume_source(conn, spec.continues, earlier)
+    if source is not None:
+        conn.execute("UPDATE tasks SET resume_from = ? WHERE id = ?", (source.execution, task))

@@ -23,6 +23,7 @@ from fleetd.broker.rows import (
     Claim,
     Closed,
     Retried,
+    continue_thread,
     decode_spec,
     execution_view,
     resume_of,
@@ -120,6 +121,8 @@ class QueueStore(ScheduleReads):
                 task = conn.last_insert_rowid()
                 if spec.after:
                     link(conn, task, spec, now)
+                if spec.continues is not None:
+                    continue_thread(conn, task, spec)
                 out.append((task, True))
         return out
 

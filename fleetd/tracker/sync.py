@@ -283,7 +283,13 @@ class Sync:
         assert entry.branch is not None, "a pull request's entry has its branch"
         source = self.mirrors.update(info, (entry.branch,))
         ref = remote_ref(entry.branch)  # as pushed, with whatever a reviewer added since
-        spec = self._spec(follow_key, prompt, {}, source, ref, entry.issue_url or "")
+        # The agent's thread goes on from the latest run on this pull request (resumed when the
+        # agent can: codex, claude), the working tree from the branch as pushed.
+        latest = max(
+            [entry.task, *(e.task for e in self.ledger.values() if e.follows == key and e.task)]
+        )
+        options = {"continues": latest} if latest else {}
+        spec = self._spec(follow_key, prompt, options, source, ref, entry.issue_url or "")
         new = Entry(
             repo=entry.repo,
             number=entry.number,

@@ -130,9 +130,10 @@ def test_a_review_comment_starts_a_follow_up_that_pushes_to_the_same_branch() ->
         assert run_git(tracked.bare, "show", f"{second}:hello.txt") == "hello\nreviewed\n"
         assert second[:12] in pr_thread[0]["body"]
         polls(tracked, 3)
-        assert len(tracked.tasks()) == 2, (
-            "one follow-up, for the one comment that asks and whose author may write"
-        )
+        tasks = sorted(tracked.tasks(), key=lambda t: t["id"])
+        assert len(tasks) == 2, "one follow-up, for the one comment that asks and may write"
+        # It continues the first task's thread (a command agent has none: it runs fresh).
+        assert [t["spec"].get("continues") for t in tasks] == [None, tasks[0]["id"]]
         assert len(github.repos[REPO].pulls) == 1
 
 

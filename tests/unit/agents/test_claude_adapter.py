@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetd.agents.base import RESUME_PROMPT
 from fleetd.agents.claude import ClaudeAdapter
 from fleetd.agents.claude_home import ClaudeHomes, project_dir_name
 from fleetd.runtime.redaction import Redactor
@@ -118,3 +119,24 @@ def test_the_tasks_own_turns_tools_and_permission_mode_win_over_the_configs(
     assert argv[argv.index("--max-turns") + 1] == "3"
     assert "--allowedTools=Read,Grep" in argv and "--allowedTools=Bash,Write" not in argv
     assert argv[argv.index("--permission-mode") + 1] == "acceptEdits"
+
+
+def test_a_resumed_attempt_is_told_to_go_on_and_a_continuing_task_says_its_own_prompt(
+    adapter: ClaudeAdapter, tmp_path: Path
+) -> None:
+    workdir = tmp_path / "work"
+    session = tmp_path / "kept.jsonl"
+    session.write_text("{}\n")
+    resume = ResumeFrom(execution=1, thread_id=SESSION, session_file=str(session))
+    same_task = adapter.command(assign(2, resume=resume), workdir, {})
+    assert same_task.argv[-1] == RESUME_PROMPT
+    review = "Also rename the helper, as the reviewer asks."
+    follow_up = Assign(
+        task=9,
+        execution=3,
+        attempt=1,
+        spec=TaskSpec(prompt=review, agent="claude", continues=1),
+        lease_expires_at=0,
+        resume=resume,
+    )
+    assert adapter.command(follow_up, workdir, {}).argv[-2:] == ["--", review]

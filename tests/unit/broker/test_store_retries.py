@@ -7,6 +7,7 @@ from pathlib import Path
 import apsw
 import pytest
 
+from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.policy import Backoff
 from fleetd.broker.rows import Claim
 from fleetd.broker.schema import MIGRATIONS
@@ -310,3 +311,44 @@ def test_a_version_1_fleetd_refuses_the_upgraded_database(tmp_path: Path) -> Non
     QueueStore.open(path, 3).close()
     with pytest.raises(apsw.Error, match="newer than this fleetd knows"):
         open_database(path, MIGRATIONS[:1])
+
+
+# --- a task that continues another's thread (the tracker's follow-ups) -----------------------
+
+
+def codex_done(store: QueueStore, now: int, **result) -> tuple[int, int]:
+    claimed = claim(store, now)
+    store.finish(claimed.execution, "succeeded", ExecutionResult(exit_code=0, **result), now + 1)
+    return claimed.task, claimed.execution
+
+
+def test_a_task_that_continues_another_resumes_that_tasks_latest_thread(
+    store: QueueStore,
+) -> None:
+    first = add(store, agent="codex")
+    _, execution = codex_done(store, 5, thread_id="th-1", session_file="/codex/s.jsonl")
+    follow_up = add(store, agent="codex", continues=first)
+    claimed = claim(store, 30)
+    assert claimed.task == follow_up
+    assert claimed.resume == ResumeFrom(
+        execution=execution, thread_id="th-1", session_file="/codex/s.jsonl"
+    )
+
+
+def test_continuing_a_task_of_another_agent_or_with_no_thread_starts_fresh(
+    store: QueueStore,
+) -> None:
+    first = add(store, agent="codex")
+    codex_done(store, 5, thread_id="th-1")
+    add(store, agent="claude", continues=first)
+    assert claim(store, 30).resume is None
+    no_thread = add(store, agent="codex")
+    codex_done(store, 40)
+    add(store, agent="codex", continues=no_thread)
+    assert claim(store, 60).resume is None
+
+
+def test_continuing_a_task_that_does_not_exist_is_refused(store: QueueStore) -> None:
+    with pytest.raises(UnknownDependency, match="continues 9: no such task"):
+        add(store, agent="codex", continues=9)
+    assert store.list_tasks(None, 10) == []

@@ -11,6 +11,7 @@ import pytest
 from tests.support.codex_env import API_KEY_ENV, codex_binary
 from tests.support.codex_fleet import (
     API_KEY,
+    MODEL,
     TERMINAL,
     enqueue_codex,
     files_containing,
@@ -285,3 +286,32 @@ def test_a_resumed_run_counts_its_own_tokens_not_the_whole_threads(
     assert (one["input_tokens"], one["output_tokens"], one["total_tokens"]) == (20, 10, 30)
     assert (two["input_tokens"], two["output_tokens"], two["total_tokens"]) == (20, 10, 30)
     assert shown["executions"][1]["result"]["thread_usage"]["total_tokens"] == 60
+
+
+@pytest.mark.timeout(150)
+def test_a_task_that_continues_another_resumes_its_thread_with_its_own_prompt(
+    tmp_path: Path, server: ModelServer
+) -> None:
+    """`continues` (the tracker's review follow-ups): the second task's run resumes the first
+    task's Codex thread, and what it asks is its own prompt, not the retry's 'go on'."""
+    server.script([server.message("hello done"), server.message("goodbye done")])
+    work = workdir(tmp_path, "work")
+    with running_fleet("--workers", "1", env=fleet_env(tmp_path, server)) as fleet:
+        first = enqueue_codex(fleet, "[first] say hello", work)
+        assert fleet.wait_state(first, *TERMINAL, timeout=60)["state"] == "succeeded"
+        spec = {
+            "prompt": "[second] now say goodbye",
+            "agent": "codex",
+            "model": MODEL,
+            "cwd": str(work),
+            "continues": first,
+        }
+        line = (json.dumps(spec) + "\n").encode()
+        second = int(fleet.ctl("enqueue", "--file", "-", input=line).stdout.split()[0])
+        shown = fleet.wait_state(second, *TERMINAL, timeout=60)
+        earlier = fleet.show(first)["executions"][0]["result"]["thread_id"]
+    assert shown["state"] == "succeeded", shown
+    assert shown["executions"][0]["result"]["thread_id"] == earlier, "the same thread"
+    asked = json.dumps(server.requests[-1].body["input"])
+    assert "[first] say hello" in asked and "[second] now say goodbye" in asked
+    assert "interrupted" not in asked

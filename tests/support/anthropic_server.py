@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.scripted_server import RecordedRequest, ScriptedServer
+from tests.support.scripted_server import RecordedRequest, ScriptedServer, content_texts
 
 _ids = itertools.count(1)
 
@@ -37,15 +37,8 @@ def user_texts(body: Any) -> list[str]:
     texts: list[str] = []
     messages = body.get("messages", []) if isinstance(body, dict) else []
     for message in messages if isinstance(messages, list) else []:
-        if not isinstance(message, dict) or message.get("role") != "user":
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-            continue
-        for part in content or []:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+        if isinstance(message, dict) and message.get("role") == "user":
+            texts += content_texts(message.get("content"))
     return texts
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.support.scripted_server import RecordedRequest, ScriptedServer
+from tests.support.scripted_server import RecordedRequest, ScriptedServer, content_texts
 
 _ids = itertools.count(1)
 
@@ -34,15 +34,8 @@ def user_texts(body: Any) -> list[str]:
     texts: list[str] = []
     items = body.get("input", []) if isinstance(body, dict) else []
     for item in items if isinstance(items, list) else []:
-        if item.get("type", "message") != "message" or item.get("role") != "user":
-            continue
-        content = item.get("content")
-        if isinstance(content, str):
-            texts.append(content)
-            continue
-        for part in content or []:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
+        if item.get("type", "message") == "message" and item.get("role") == "user":
+            texts += content_texts(item.get("content"))
     return texts
 
 

@@ -30,6 +30,15 @@ class RecordedRequest:
     route: str | None = None
 
 
+def content_texts(content: Any) -> list[str]:
+    """The texts of one message's content, as both APIs give it: a string, or a list of parts
+    of which those with a `text` count."""
+    if isinstance(content, str):
+        return [content]
+    parts = content if isinstance(content, list) else []
+    return [p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)]
+
+
 @dataclass
 class _Route(Generic[TurnT]):
     """Turns served to requests whose user messages contain `needle`."""

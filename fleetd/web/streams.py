@@ -21,6 +21,10 @@ from shared.models import TERMINAL_STATES, EventRecord
 # How often a follower asks whether its task has ended when no sealed stream said so (a
 # sealed stream asks at once): rarely, since each ask is the broker's work too.
 STATE_CHECK_SECONDS = 5.0
+# A sealed stream's run is reported by its worker at once, and the task turns final moments
+# later: after a seal the state is looked at this often, for this long, not every 5 s.
+SEALED_CHECK_SECONDS = 0.1
+SEALED_CHECK_WINDOW = 5.0
 
 Batch = list[EventRecord]
 
@@ -83,6 +87,7 @@ async def live(
         async for batch in follower.catch_up():
             yield batch
         next_check = time.monotonic()  # a task that has ended already ends its stream at once
+        soon_until = 0.0  # after a seal: when to go back to the regular checks
         while True:
             sealed = False
             wait = max(0.0, next_check - time.monotonic())
@@ -102,8 +107,13 @@ async def live(
                         continue
                 else:
                     sealed = True
+            if sealed:
+                soon_until = time.monotonic() + SEALED_CHECK_WINDOW
             if sealed or time.monotonic() >= next_check:
-                next_check = time.monotonic() + STATE_CHECK_SECONDS
+                soon = time.monotonic() < soon_until
+                next_check = time.monotonic() + (
+                    SEALED_CHECK_SECONDS if soon else STATE_CHECK_SECONDS
+                )
                 if await follower.finished():
                     async for batch in follower.catch_up():
                         yield batch

@@ -11,6 +11,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote_from_bytes, quote_plus
 
 import msgspec
 import msgspec.inspect
@@ -18,7 +19,8 @@ import msgspec.inspect
 # Lines longer than this are masked as bytes only, not decoded as JSON.
 DECODE_LIMIT = 1 << 20
 REDACTED = b"[REDACTED]"
-# Secrets at least this long are also masked in base64 (shorter ones would match by chance).
+# Secrets at least this long are also masked in base64, hex and percent-encoding (shorter
+# ones would match by chance).
 BASE64_MIN = 16
 
 # Well-known credential shapes, masked even when their variable was not allow-listed.
@@ -59,7 +61,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         # Longest first, so a secret that contains another is masked whole.
         values = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
-        encoded = [f for s in values if len(s) >= BASE64_MIN for f in _base64_forms(s.encode())]
+        encoded = [f for s in values if len(s) >= BASE64_MIN for f in _encoded_forms(s.encode())]
         self.secrets = sorted({s.encode() for s in values} | set(encoded), key=len, reverse=True)
         self.texts = [s.decode() for s in self.secrets]
         self.spellings = (
@@ -133,6 +135,23 @@ def _mask_strings(value: Any, mask: Callable[[str], str]) -> Any:
     if isinstance(value, dict):
         return {mask(k): _mask_strings(v, mask) for k, v in value.items()}
     return value
+
+
+def _encoded_forms(secret: bytes) -> list[bytes]:
+    """`secret` as the encodings a tool may write it in and anyone can undo: base64, hex and
+    percent-encoding (URLs, form bodies), each in the spellings that are common."""
+    every_byte = "".join(f"%{byte:02X}" for byte in secret)
+    forms = [
+        *_base64_forms(secret),
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        quote_from_bytes(secret, safe="").encode(),
+        quote_from_bytes(secret).encode(),  # "/" kept, as in a URL's path
+        quote_plus(secret, safe="").encode(),
+        every_byte.encode(),
+        every_byte.lower().encode(),
+    ]
+    return [form for form in dict.fromkeys(forms) if form != secret]
 
 
 def _base64_forms(secret: bytes) -> list[bytes]:

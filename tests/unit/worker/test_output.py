@@ -331,3 +331,28 @@ def test_base64_secret_across_the_cut_is_masked_whole() -> None:
     splitter = LineSplitter(1024, redactor.cut_before, redactor.window)
     pieces = splitter.feed(b"x" * 1010 + encoded + b"y" * 3000 + b"\n")
     assert sum(REDACTED in redactor.mask(p)[0] for p, _ in pieces) == 1
+
+
+def _percent_forms(secret: bytes) -> list[bytes]:
+    from urllib.parse import quote_from_bytes
+
+    every_byte = "".join(f"%{b:02X}" for b in secret)
+    return [quote_from_bytes(secret, safe=""), every_byte, every_byte.lower()]
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [
+        lambda s: s.hex().encode(),
+        lambda s: s.hex().upper().encode(),
+        lambda s: _percent_forms(s)[0].encode(),
+        lambda s: _percent_forms(s)[1].encode(),
+        lambda s: _percent_forms(s)[2].encode(),
+    ],
+    ids=["hex", "HEX", "percent", "percent-every-byte", "percent-every-byte-lower"],
+)
+def test_secret_in_hex_or_percent_encoding_is_masked(encode) -> None:
+    secret = KNOWN + "/+ =&"  # characters that percent-encoding changes
+    line = b'{"url": "https://example.invalid/?t=' + encode(secret.encode()) + b'&x=1"}'
+    masked, changed = Redactor([secret]).mask(line)
+    assert changed and encode(secret.encode()) not in masked and REDACTED in masked

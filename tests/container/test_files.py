@@ -56,3 +56,14 @@ def test_dockerfile_pins_the_claude_version_make_installs_and_puts_it_on_path() 
     assert "COPY --from=claude /opt/claude /opt/claude" in _dockerfile()
     path = re.search(r"^ENV PATH=(\S+) ", _dockerfile(), re.MULTILINE)
     assert path and "/opt/claude/bin" in path.group(1).split(":")
+
+
+def test_compose_publishes_the_dashboard_on_the_hosts_loopback_only() -> None:
+    """The port compose publishes is the one fleetd listens on in the container, and the
+    host side is loopback: the dashboard is not offered to the network by default."""
+    listen = re.search(r"^\s+- FLEET_WEB_LISTEN=(\S+)$", _compose(), re.MULTILINE)
+    published = re.findall(r'^\s+- "([\d.]+):(\d+):(\d+)"$', _compose(), re.MULTILINE)
+    assert listen and published == [("127.0.0.1", "8765", "8765")]
+    config = load_config({"FLEET_WEB_LISTEN": listen.group(1)}, CONTAINERS / "fleet.toml")
+    host, port = config.web.listen.rsplit(":", 1)
+    assert host == "0.0.0.0" and port == published[0][2]

@@ -1,7 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's, driven by Playwright): log in through
 the printed link, see the workers and a running task, watch its events arrive without a
-reload, enqueue from the form, cancel a running task, open a diff. Screenshots are kept
-under test-artifacts/web/."""
+reload, enqueue from the form, cancel a running task, retry a failed one, open a diff.
+Screenshots are kept under test-artifacts/web/."""
 
 from __future__ import annotations
 
@@ -163,6 +163,23 @@ def test_cancel_a_running_task(web: WebFleet, page, tmp_path: Path) -> None:
     wait_for(lambda: web.fleet.show(task)["state"] == "cancelled", 60, what="the cancel")
     page.reload()
     expect(page.locator("#task-state")).to_have_text("cancelled")
+
+
+def test_retry_a_failed_task(web: WebFleet, page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    marker = tmp_path / "failed-once"
+    script = tmp_path / "fails-once.sh"
+    script.write_text(f"[ -e {marker} ] && exit 0\ntouch {marker}\nexit 3\n")
+    task = web.enqueue(["sh", str(script)], prompt="retry me")
+    wait_for(lambda: web.fleet.show(task)["state"] == "failed", 60, what="the first attempt")
+    page.goto(f"{web.url}/tasks/{task}")
+    expect(page.locator("#task-state")).to_have_text("failed")
+    page.click("#retry")
+    wait_for(lambda: web.fleet.show(task)["state"] == "succeeded", 60, what="the retry")
+    page.goto(f"{web.url}/tasks/{task}")
+    expect(page.locator("#task-state")).to_have_text("succeeded")
+    assert len(web.fleet.show(task)["executions"]) == 2
 
 
 def test_open_a_diff(web: WebFleet, page, tmp_path: Path) -> None:

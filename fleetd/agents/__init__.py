@@ -13,8 +13,10 @@ import dataclasses
 from importlib.metadata import EntryPoint, entry_points
 
 from fleetd.agents.base import Adapter, AdapterContext, AgentSummary
+from fleetd.agents.guard import GuardedSummary, as_summary, contained
 from shared.errors import FleetError
 from shared.messages import Assign
+from shared.models import ExecutionResult
 
 ENTRY_POINT_GROUP = "agent_fleet.agents"
 # The built-ins as pyproject.toml registers them, for a source tree run without its package
@@ -81,7 +83,27 @@ class Adapters:
             return None
 
     def summary(self, assign: Assign) -> AgentSummary:
-        """The run's summary from its adapter; a plain one if the adapter cannot be loaded
-        (starting the run then says why)."""
+        """The run's summary from its adapter, guarded (`GuardedSummary`); a plain one if the
+        adapter cannot be loaded (starting the run then says why)."""
+        name, mask = assign.spec.agent, self.context.mask
+        adapter = self.get(name)
+        if adapter is None:
+            return AgentSummary()
+        try:
+            return as_summary(GuardedSummary(adapter.summary(assign), name, mask))
+        except Exception as exc:  # a plug-in's bug fails its run, not the worker
+            guarded = GuardedSummary(AgentSummary(), name, mask)
+            guarded.broken = contained(name, "summary could not be made", exc, mask)
+            return as_summary(guarded)
+
+    def finish(self, assign: Assign, result: ExecutionResult) -> None:
+        """The adapter's `finish` for a run that ended; a plug-in's exception there is logged
+        and said in the result's error (what it keeps for a resume may be missing)."""
         adapter = self.get(assign.spec.agent)
-        return adapter.summary(assign) if adapter is not None else AgentSummary()
+        if adapter is None:
+            return
+        try:
+            adapter.finish(assign, result)
+        except Exception as exc:
+            said = contained(assign.spec.agent, "finish failed", exc, self.context.mask)
+            result.error = f"{result.error}; {said}" if result.error else said

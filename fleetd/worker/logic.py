@@ -309,9 +309,7 @@ class Worker:
         batches, outcome, result = execution.finish(now)
         out: list[Outgoing] = [ToRecorder(batch) for batch in batches]
         assign = execution.assign
-        adapter = self.adapters.get(assign.spec.agent)
-        if adapter is not None:
-            adapter.finish(assign, result)
+        self.adapters.finish(assign, result)
         if self.prepared is not None and execution.started:
             message = commit_message(assign.task, assign.spec.prompt, result.final_message)
             self.ended = (outcome, result)

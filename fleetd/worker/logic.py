@@ -37,7 +37,6 @@ from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
-from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
 from fleetd.worker.budget import run_budget
 from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing
@@ -244,7 +243,7 @@ class Worker:
         worker = self.config.worker
         execution = Execution(
             assign=assign,
-            spool=SpoolWriter(self.paths.spool_file(assign.execution)),
+            spool_path=self.paths.spool_file(assign.execution),
             redactor=self.redactor,
             max_line=worker.max_line_bytes,
             grace=worker.grace_seconds,
@@ -365,7 +364,7 @@ class Worker:
             task=assign.task,
             execution=assign.execution,
             last_seq=execution.seq,
-            spool=str(execution.spool.path),
+            spool=str(execution.spool_path),
         )
         self.scratch.release(assign)
         closing = Closing(execution, finished, now + SEAL_WAIT_SECONDS, task_lock=self.task_lock)

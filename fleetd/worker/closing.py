@@ -13,7 +13,10 @@ seal, so "every event is stored before a run is reported finished" holds.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from loguru import logger
 
 from fleetd.runtime.locks import FileLock
 from fleetd.worker.execution import Execution
@@ -58,3 +61,33 @@ class Closing:
         if self.task_lock is not None:
             self.task_lock.release()
             self.task_lock = None
+
+
+def due_reports(closings: Iterable[Closing], now: float) -> list[m.Finished]:
+    """Results whose timer is due: a seal waited for long enough, or a resend."""
+    due = []
+    for closing in closings:
+        if now < closing.deadline:
+            continue
+        if not closing.sealed:
+            logger.warning(
+                "recorder did not seal execution {} in time; it will ingest the spool later",
+                closing.id,
+            )
+            due.append(closing.report(now))
+        else:
+            due.append(closing.resend(now))
+    return due
+
+
+def held_executions(
+    running: int | None, closings: Iterable[Closing]
+) -> tuple[int | None, list[int]]:
+    """A heartbeat's `execution` and `sealing`: what keeps the worker busy (its agent's
+    execution, or else a result reported without `WorkerFree`: the broker's next Assign waits
+    for it), and every other attempt closing (their leases renewed too)."""
+    closing_ids = [(closing.id, closing.released) for closing in closings]
+    busy = running
+    if busy is None:
+        busy = next((id_ for id_, released in closing_ids if not released), None)
+    return busy, [id_ for id_, _ in closing_ids if id_ != busy]

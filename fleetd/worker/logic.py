@@ -39,7 +39,7 @@ from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
 from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
 from fleetd.worker.budget import run_budget
-from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing
+from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
@@ -164,17 +164,7 @@ class Worker:
     def step(self, now: float) -> list[Outgoing]:
         """Timers: heartbeats, the agent's limits, seal and resend deadlines; the agent's end."""
         out = self._heartbeat(now)
-        for closing in list(self.closings.values()):
-            if now < closing.deadline:
-                continue
-            if not closing.sealed:
-                logger.warning(
-                    "recorder did not seal execution {} in time; it will ingest the spool later",
-                    closing.id,
-                )
-                out.append(ToBroker(closing.report(now)))
-            else:
-                out.append(ToBroker(closing.resend(now)))
+        out += [ToBroker(report) for report in due_reports(self.closings.values(), now)]
         execution = self.execution
         if execution is not None and self.phase is Phase.RUNNING:
             execution.on_timer(now)
@@ -390,13 +380,8 @@ class Worker:
         if now < self.next_heartbeat:
             return []
         self.next_heartbeat = now + self.config.worker.heartbeat_seconds
-        # What keeps this worker busy: its agent's execution, or else a result it reported
-        # without saying it was free (the broker's next Assign waits for that result).
-        busy = [c.id for c in self.closings.values() if not c.released]
-        execution = self.execution.assign.execution if self.execution is not None else None
-        if execution is None and busy:
-            execution = busy[0]
-        sealing = [closing for closing in self.closings if closing != execution]
+        running = self.execution.assign.execution if self.execution is not None else None
+        execution, sealing = held_executions(running, self.closings.values())
         beat = m.Heartbeat(worker=self.id, pid=self.pid, execution=execution, sealing=sealing)
         return [ToBroker(beat)]
 

@@ -12,6 +12,7 @@ import importlib
 import sys
 import time
 
+from bench import peers
 from bench.common import OUT_DIR, STATE_ROOT, Report, load, machine, say
 
 BENCHMARKS = {
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "all targets met" if not missed else "missed: " + "; ".join(f"{n}: {c}" for n, c in missed)
     )
+    field = peers.summary(peers.last_run())  # the peers run apart from this suite
+    print(field)
+    rendered.append(field)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     header = (
         f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; {runs} runs; "

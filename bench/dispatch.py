@@ -25,6 +25,7 @@ from shared.models import TERMINAL_STATES, TaskSpec
 AGENT = ["/bin/date", '+{"type":"started","ns":%s%N}']
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 25.0
+TARGET_SPAWN_RATIO = 2.0  # issue 14, item 4: p50 <= 2x the same agent's direct spawn, same run
 WARMUP = 20
 
 
@@ -91,6 +92,16 @@ def run(quick: bool, runs: int) -> Report:
         direct_p50s,
     )
     report.check("client enqueue -> done p50", median(e2es), "ms", "", None, e2es)
+    spawn_ratios = [p / d for p, d in zip(p50s, direct_p50s, strict=True)]
+    spawn_ratio = median(spawn_ratios)
+    report.check(
+        "p50 / direct spawn p50 (same run)",
+        spawn_ratio,
+        "x",
+        f"<= {TARGET_SPAWN_RATIO:g}x",
+        spawn_ratio <= TARGET_SPAWN_RATIO,
+        spawn_ratios,
+    )
     report.notes.append(
         f"ratio p50 latency / control round trip: {fmt(p50 / median(rtts))}x "
         "(round trip = ListWorkers via supervisor and broker, no task)"

@@ -10,8 +10,8 @@ the rate ratio a CPU-bound 2-core machine with nothing else running would give; 
 measured ratio is what this machine gave, with its load, in wall-clock time.
 Floor: the same argv spawned directly from this process on 2 threads (Popen + communicate),
 same total, measured in the same run right before each fleet run. The ratio fleet/floor is
-the share of the raw spawn rate the fleet keeps (field, same measure: Huey 0.38, Celery 0.31,
-GNU parallel 0.19, RQ 0.07).
+the share of the raw spawn rate the fleet keeps; the field's, measured the same way, come from
+the last `../shared/peerbench` run (`bench.peers`), shown with its date.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import threading
 import time
 
+from bench import peers
 from bench.common import CpuMeter, Report, cpu_text, fleet, fleet_pids, fmt, median, say
 from shared.models import TaskSpec
 
@@ -29,7 +30,6 @@ BATCH = 500
 TARGET_RATIO = 0.5
 AIM_RATIO = 0.7
 POLL_SECONDS = 0.25
-FIELD = "Huey 0.38, Celery 0.31, GNU parallel 0.19, RQ 0.07"
 
 
 def run(quick: bool, runs: int) -> Report:
@@ -73,8 +73,24 @@ def run(quick: bool, runs: int) -> Report:
     report.check("CPU ratio floor/fleet", median(cpu_ratios), "", "", None, cpu_ratios)
     if ratio < AIM_RATIO:
         report.notes.append(f"below the aim of {AIM_RATIO:g} ({fmt(ratio)})")
-    report.notes.append(f"share of raw spawn rate: ours {fmt(ratio)}; field: {FIELD}")
+    _peers(report)
     return report
+
+
+def _peers(report: Report) -> None:
+    """Ours against Huey's in the last peerbench run (the issue's target), and the field's."""
+    last = peers.last_run()
+    ours, huey = (last.ours(), last.peer("Huey")) if last is not None else (None, None)
+    if ours is not None and huey is not None:
+        report.check(
+            "ratio, agent-fleet / Huey (last peerbench run)",
+            ours / huey,
+            "",
+            "> 1",
+            ours > huey,
+            [],
+        )
+    report.notes.append(peers.summary(last))
 
 
 def _fleet_run(f, total: int) -> float:

@@ -401,6 +401,9 @@ class Heartbeat(Message):
     worker: str
     pid: int
     execution: int | None = None
+    # Executions whose agents ended and whose streams are being sealed (their Finished not yet
+    # acknowledged): their leases are renewed too, and they do not keep the worker busy.
+    sealing: list[int] = []
 
 
 class Assign(Message):
@@ -430,6 +433,17 @@ class Finished(Message):
     execution: int
     outcome: FinishedOutcome
     result: ExecutionResult
+    # The worker already said it is free (WorkerFree): claim nothing for it with this result.
+    released: bool = False
+
+
+class WorkerFree(Message):
+    """The agent of `execution` ended and its stream is being sealed: the worker takes its next
+    task now, and reports `execution`'s Finished once the recorder has sealed the stream."""
+
+    worker: str
+    pid: int
+    execution: int
 
 
 class FinishAck(Message):
@@ -501,6 +515,7 @@ BrokerRequest = (
     | GetUsage
     | SetSchedule
     | FindTasks
+    | WorkerFree
 )
 BrokerReply = (
     RunTotals

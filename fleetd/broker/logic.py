@@ -194,6 +194,7 @@ class Broker(SchedulingRequests):
             m.Heartbeat: self._on_heartbeat,
             m.AgentStarted: self._on_agent_started,
             m.Finished: self._on_finished,
+            m.WorkerFree: self._on_worker_free,
             m.Enqueue: self._on_enqueue,
             m.ListTasks: self._on_list,
             m.ShowTask: self._on_show,
@@ -220,6 +221,9 @@ class Broker(SchedulingRequests):
 
     def _on_heartbeat(self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int) -> list[ToPeer]:
         view = self.workers.get(msg.worker)
+        # Results being sealed keep their leases; their agents ended, so nothing to cancel.
+        for execution in msg.sealing:
+            self.store.renew(execution, msg.worker, now, self.lease_us)
         if msg.execution is not None:
             if self.store.renew(msg.execution, msg.worker, now, self.lease_us):
                 if view is not None and view.pid != msg.pid:
@@ -228,16 +232,17 @@ class Broker(SchedulingRequests):
             # The lease was lost (e.g. the broker was down too long): the task may run
             # elsewhere now, so this copy must stop.
             return [ToPeer(peer, b"", m.CancelExecution(execution=msg.execution))]
+        held = [row for row in self.store.running_of(msg.worker) if row[0] not in msg.sealing]
         stale = [
             execution
-            for execution, _, claimed_at in self.store.running_of(msg.worker)
+            for execution, _, claimed_at in held
             if now - claimed_at > 2 * self.heartbeat_us
         ]
         for execution in stale:
             self._log_closed(
                 self.store.lose_execution(execution, "assignment never reached the worker", now)
             )
-        if msg.worker not in self.waiting and not self.store.running_of(msg.worker):
+        if msg.worker not in self.waiting and len(held) == len(stale):
             # A broker restart forgets who was waiting; an idle heartbeat re-announces it.
             self._set_idle(msg.worker, msg.pid, now)
             return self.dispatch(now)
@@ -249,8 +254,16 @@ class Broker(SchedulingRequests):
         self.store.mark_started(msg.execution, msg.started_at, msg.pid)
         return []
 
+    def _on_worker_free(self, peer: bytes, ref: bytes, msg: m.WorkerFree, now: int) -> list[ToPeer]:
+        """A worker's agent ended and its result follows after the seal: its next task now.
+        The execution stays running (its limits and lease held) until that result."""
+        self._set_idle(msg.worker, msg.pid, now)
+        return self.dispatch(now)
+
     def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[ToPeer]:
         worker = peer.decode()
+        if msg.released:
+            return self._on_released_result(peer, ref, msg, now)
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
         wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
         claim_for = worker if wants_work else None
@@ -276,6 +289,21 @@ class Broker(SchedulingRequests):
             self._set_idle(worker, pid, now)
             out.extend(self.dispatch(now))
         return out
+
+    def _on_released_result(
+        self, peer: bytes, ref: bytes, msg: m.Finished, now: int
+    ) -> list[ToPeer]:
+        """The result of a worker that said it was free (WorkerFree) when its agent ended: it
+        is waiting or runs its next task, so nothing is claimed for it here."""
+        gate = self._gate_after(msg, now)
+        state, _ = self.store.finish(msg.execution, msg.outcome, msg.result, now)
+        ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
+        if state is None:
+            return [ack]  # a resent result, already recorded
+        # The run no longer holds a limit's slot; the task may be queued again.
+        if not gate.open or self.schedule.has_budgets or state == "queued":
+            self._news()
+        return [ack, *self.dispatch(now)]
 
     def _on_enqueue(self, peer: bytes, ref: bytes, msg: m.Enqueue, now: int) -> list[ToPeer]:
         for index, spec in enumerate(msg.tasks):

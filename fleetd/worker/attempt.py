@@ -69,7 +69,9 @@ def cut_short(finished: m.Finished, stored: int, printed: int) -> m.Finished:
     lost = f"events {stored + 1} to {printed} could not be stored (disk full)"
     result.error = f"{result.error}; {lost}" if result.error else lost
     outcome = "failed" if finished.outcome == "succeeded" else finished.outcome
-    return m.Finished(execution=finished.execution, outcome=outcome, result=result)
+    return m.Finished(
+        execution=finished.execution, outcome=outcome, result=result, released=finished.released
+    )
 
 
 def prepare_workspace(workspaces: Workspaces, assign: m.Assign, lock: FileLock) -> Prepared:

@@ -1,13 +1,18 @@
 """The worker's logic, socket-free: messages, agent output and `now` in, outgoing messages out.
 
-One execution at a time, through these phases:
+One agent at a time, through these phases:
 
     IDLE --Assign--> PREPARING (a repository task's worktree, on the helper thread)
          --> RUNNING (the agent; events to the spool, then the recorder)
          --> COMMITTING (a repository task's work committed, on the helper thread)
-         --> SEALING (StreamEnd sent; wait, bounded, for the recorder's StreamSealed)
-         --> REPORTING (Finished sent, resent until the broker's FinishAck, or the next
-             Assign that acknowledges it) --> IDLE
+         --> IDLE, the attempt closing (`fleetd.worker.closing`): SEALING (StreamEnd sent;
+             wait, bounded, for the recorder's StreamSealed), then REPORTING (Finished sent,
+             resent until the broker's FinishAck, or the next Assign that acknowledges it)
+
+While an attempt closes, the worker can run the next: when nothing else is closing, it tells
+the broker it is free (`WorkerFree`) as it sends the StreamEnd, and reports the result after
+the seal; otherwise the broker hands it the next task with the result's acknowledgement, as
+before. So at most two attempts close at once, and one runs.
 
 PREPARING and COMMITTING happen only for tasks with a repository. An attempt that cannot
 start (no such directory, no agent binary, a failed hook) goes through RUNNING with no agent
@@ -32,9 +37,9 @@ from fleetd.runtime.agent_registry import AgentRecord
 from fleetd.runtime.background import BackgroundJob, Job
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.redaction import Redactor, mask_message
-from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_workspace
 from fleetd.worker.budget import run_budget
+from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
@@ -43,9 +48,6 @@ from shared import messages as m
 from shared.config import FleetConfig, agent_environment
 from shared.errors import FleetError
 from shared.models import ExecutionResult, FinishedOutcome
-
-SEAL_WAIT_SECONDS = 10.0
-RESEND_SECONDS = 2.0
 
 
 class Phase(enum.Enum):
@@ -64,10 +66,10 @@ class ToBroker:
 
 @dataclass(frozen=True)
 class ToRecorder:
-    """An encoded recorder request; `seals` marks the StreamEnd the worker waits on."""
+    """An encoded recorder request; `seals` names the execution whose StreamEnd it is."""
 
     payload: bytes
-    seals: bool = False
+    seals: int | None = None
 
 
 Outgoing = ToBroker | ToRecorder
@@ -97,14 +99,13 @@ class Worker:
         self.scratch = Scratch(self.paths, worker_id)
         self.job: Job = job or BackgroundJob(f"{worker_id}-workspace")
         self.phase = Phase.IDLE
-        self.phase_deadline = float("inf")
         self.next_heartbeat = 0.0
         self.stopping = False
         self.execution: Execution | None = None
         self.prepared: Prepared | None = None
         self.task_lock: FileLock | None = None
         self.ended: tuple[FinishedOutcome, ExecutionResult] | None = None  # while committing
-        self.finished: m.Finished | None = None  # while sealing and reporting
+        self.closings: dict[int, Closing] = {}  # attempts being sealed or reported, by execution
 
     # --- in ----------------------------------------------------------------------------------
 
@@ -133,17 +134,15 @@ class Worker:
         return []
 
     def on_recorder(self, message: m.Message, now: float) -> list[Outgoing]:
-        execution = self.execution
-        if (
-            isinstance(message, m.StreamSealed)
-            and self.phase is Phase.SEALING
-            and execution is not None
-            and message.execution == execution.assign.execution
-        ):
-            if message.last_seq < execution.seq and self.finished is not None:
-                self.finished = cut_short(self.finished, message.last_seq, execution.seq)
-            return self._report(now)
-        return []
+        if not isinstance(message, m.StreamSealed):
+            return []
+        closing = self.closings.get(message.execution)
+        if closing is None or closing.sealed:
+            return []
+        printed = closing.execution.seq
+        if message.last_seq < printed:
+            closing.finished = cut_short(closing.finished, message.last_seq, printed)
+        return [ToBroker(closing.report(now))]
 
     def on_agent_fd(self, fd: int, now: float) -> list[Outgoing]:
         """One of the agent's pipes (or its pidfd) is readable."""
@@ -165,23 +164,12 @@ class Worker:
     def step(self, now: float) -> list[Outgoing]:
         """Timers: heartbeats, the agent's limits, seal and resend deadlines; the agent's end."""
         out = self._heartbeat(now)
+        out += [ToBroker(report) for report in due_reports(self.closings.values(), now)]
         execution = self.execution
-        if execution is None:
-            return out
-        if self.phase is Phase.RUNNING:
+        if execution is not None and self.phase is Phase.RUNNING:
             execution.on_timer(now)
             if execution.done:
                 out += self._agent_done(execution, now)
-        elif now >= self.phase_deadline:
-            if self.phase is Phase.SEALING:
-                logger.warning(
-                    "recorder did not seal execution {} in time; it will ingest the spool later",
-                    execution.assign.execution,
-                )
-                out += self._report(now)
-            elif self.phase is Phase.REPORTING and self.finished is not None:
-                self.phase_deadline = now + RESEND_SECONDS
-                out.append(ToBroker(self.finished))
         return out
 
     def stop(self, now: float) -> list[Outgoing]:
@@ -194,9 +182,12 @@ class Worker:
     def undeliverable(self, outgoing: Outgoing, now: float) -> list[Outgoing]:
         """The recorder could not take `outgoing`. Event batches wait in the spool; a StreamEnd
         that cannot be sent is not waited for: the run is reported (the sweep takes the spool)."""
-        if isinstance(outgoing, ToRecorder) and outgoing.seals and self.phase is Phase.SEALING:
-            return self._report(now)
-        return []
+        if not isinstance(outgoing, ToRecorder) or outgoing.seals is None:
+            return []
+        closing = self.closings.get(outgoing.seals)
+        if closing is None or closing.sealed:
+            return []
+        return [ToBroker(closing.report(now))]
 
     # --- what the loop asks ------------------------------------------------------------------
 
@@ -208,14 +199,21 @@ class Worker:
 
     def next_timeout(self, now: float) -> float:
         """Seconds until the next timer is due."""
-        due = [self.next_heartbeat, self.phase_deadline]
+        due = [self.next_heartbeat, *(closing.deadline for closing in self.closings.values())]
         if self.execution is not None and self.phase is Phase.RUNNING:
             due.append(self.execution.next_deadline())
         return max(0.0, min(due) - now)
 
     @property
     def can_exit(self) -> bool:
-        return self.stopping and self.phase is Phase.IDLE
+        return self.stopping and self.phase is Phase.IDLE and not self.closings
+
+    def closing_phase(self, execution: int) -> Phase | None:
+        """SEALING or REPORTING for an attempt that is closing; None for any other."""
+        closing = self.closings.get(execution)
+        if closing is None:
+            return None
+        return Phase.REPORTING if closing.sealed else Phase.SEALING
 
     def close(self) -> None:
         self.job.close()
@@ -235,7 +233,7 @@ class Worker:
         worker = self.config.worker
         execution = Execution(
             assign=assign,
-            spool=SpoolWriter(self.paths.spool_file(assign.execution)),
+            spool_path=self.paths.spool_file(assign.execution),
             redactor=self.redactor,
             max_line=worker.max_line_bytes,
             grace=worker.grace_seconds,
@@ -339,42 +337,40 @@ class Worker:
     def _seal(
         self, execution: Execution, outcome: FinishedOutcome, result: ExecutionResult, now: float
     ) -> list[Outgoing]:
+        """The agent's part is over: the attempt closes (sealed, then reported) beside the
+        worker's next one; the broker hears the worker is free if nothing else is closing."""
         assign = execution.assign
+        # Not while stopping (no next task comes), nor with another attempt still closing (at
+        # most one result is pending behind a running agent).
+        released = not self.stopping and not self.closings
         # Errors may quote the spec (argv, cwd), which may hold a secret: stored masked.
         result = mask_message(result, self.redactor)
-        self.finished = m.Finished(execution=assign.execution, outcome=outcome, result=result)
+        finished = m.Finished(
+            execution=assign.execution, outcome=outcome, result=result, released=released
+        )
         end = m.StreamEnd(
             task=assign.task,
             execution=assign.execution,
             last_seq=execution.seq,
-            spool=str(execution.spool.path),
+            spool=str(execution.spool_path),
         )
         self.scratch.release(assign)
-        self.phase = Phase.SEALING
-        self.phase_deadline = now + SEAL_WAIT_SECONDS
-        return [ToRecorder(m.RECORDER_REQUESTS.encode(end), seals=True)]
-
-    def _report(self, now: float) -> list[Outgoing]:
-        assert self.execution is not None and self.finished is not None
-        # Closing the spool frees its lock: if the recorder missed the end, its sweep takes it.
-        self.execution.close_spool()
-        self.phase = Phase.REPORTING
-        self.phase_deadline = now + RESEND_SECONDS
-        return [ToBroker(self.finished)]
-
-    def _on_finish_ack(self, execution: int) -> None:
-        if self.finished is not None and self.finished.execution == execution:
-            self._become_idle()
-
-    def _become_idle(self) -> None:
-        if self.task_lock is not None:
-            self.task_lock.release()
-            self.task_lock = None
+        closing = Closing(execution, finished, now + SEAL_WAIT_SECONDS, task_lock=self.task_lock)
+        self.closings[assign.execution] = closing
+        self.task_lock = None
         self.prepared = None
         self.execution = None
-        self.finished = None
         self.phase = Phase.IDLE
-        self.phase_deadline = float("inf")
+        out: list[Outgoing] = [ToRecorder(m.RECORDER_REQUESTS.encode(end), seals=assign.execution)]
+        if released:
+            free = m.WorkerFree(worker=self.id, pid=self.pid, execution=assign.execution)
+            out.append(ToBroker(free))
+        return out
+
+    def _on_finish_ack(self, execution: int) -> None:
+        closing = self.closings.pop(execution, None)
+        if closing is not None:
+            closing.done()
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -382,8 +378,10 @@ class Worker:
         if now < self.next_heartbeat:
             return []
         self.next_heartbeat = now + self.config.worker.heartbeat_seconds
-        execution = self.execution.assign.execution if self.execution is not None else None
-        return [ToBroker(m.Heartbeat(worker=self.id, pid=self.pid, execution=execution))]
+        running = self.execution.assign.execution if self.execution is not None else None
+        execution, sealing = held_executions(running, self.closings.values())
+        beat = m.Heartbeat(worker=self.id, pid=self.pid, execution=execution, sealing=sealing)
+        return [ToBroker(beat)]
 
     def _cancel(self, now: float) -> None:
         """A cancel reaches the agent while it is being prepared or runs; after, it is late."""
@@ -391,7 +389,7 @@ class Worker:
         if self.phase in (Phase.PREPARING, Phase.RUNNING):
             logger.info("cancelling execution {}", self.execution.assign.execution)
             self._end("cancelled", now)
-        else:
+        else:  # committing: the agent ended already
             logger.info(
                 "execution {} already ended; too late to cancel", self.execution.assign.execution
             )

@@ -141,6 +141,7 @@ SAMPLES: dict[type, m.Message] = {
     m.AgentStarted: m.AgentStarted(execution=4, started_at=110, pid=43),
     m.Finished: m.Finished(execution=4, outcome="timed_out", result=RESULT),
     m.FinishAck: m.FinishAck(execution=4),
+    m.WorkerFree: m.WorkerFree(worker="w1", pid=42, execution=4),
     m.CancelExecution: m.CancelExecution(execution=4),
     m.WorkerGone: m.WorkerGone(worker="w1", reason="exit 1"),
     m.SetDispatch: m.SetDispatch(dispatching=False),

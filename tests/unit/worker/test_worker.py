@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.worker.logic import RESEND_SECONDS, SEAL_WAIT_SECONDS, Phase, ToRecorder, Worker
+from fleetd.worker.closing import RESEND_SECONDS, SEAL_WAIT_SECONDS
+from fleetd.worker.logic import Phase, ToRecorder, Worker
 from shared import messages as m
 from shared.config import FleetConfig
 from tests.unit.worker.drive import (
@@ -45,14 +46,14 @@ def test_assign_starts_the_agent_and_reports_it_started(worker: Worker) -> None:
 def test_a_whole_attempt_goes_running_sealing_reporting_idle(worker: Worker) -> None:
     worker.on_broker(assign(shell(TWO_EVENTS)), NOW)
     out = run_agent(worker)
-    assert worker.phase is Phase.SEALING
+    assert worker.closing_phase(1) is Phase.SEALING
     assert events_of(out) == [b'{"type":"one"}', b'{"type":"two"}']
     end = stream_end(out)
     assert (end.task, end.execution, end.last_seq) == (1, 1, 2)
     assert to_broker(out, m.Finished) == []  # not before the stream is sealed
 
     reported = seal(worker, out)
-    assert worker.phase is Phase.REPORTING
+    assert worker.closing_phase(1) is Phase.REPORTING
     report = finished(reported)
     assert (report.execution, report.outcome) == (1, "succeeded")
     assert report.result.exit_code == 0 and report.result.events == 2
@@ -91,7 +92,7 @@ def test_a_finished_is_resent_until_acknowledged(worker: Worker) -> None:
     assert to_broker(worker.step(NOW + RESEND_SECONDS * 1.5), m.Finished) == []
     assert to_broker(worker.step(NOW + RESEND_SECONDS * 2), m.Finished) == [report]
     worker.on_broker(m.FinishAck(execution=99), NOW)  # another execution's: ignored
-    assert worker.phase is Phase.REPORTING
+    assert worker.closing_phase(1) is Phase.REPORTING
     worker.on_broker(m.FinishAck(execution=1), NOW)
     assert worker.phase is Phase.IDLE
     assert to_broker(worker.step(NOW + RESEND_SECONDS * 9), m.Finished) == []
@@ -101,9 +102,9 @@ def test_a_seal_that_never_comes_is_waited_for_bounded(worker: Worker) -> None:
     worker.on_broker(assign(shell("true")), NOW)
     run_agent(worker)
     assert to_broker(worker.step(NOW + SEAL_WAIT_SECONDS - 0.1), m.Finished) == []
-    assert worker.phase is Phase.SEALING
+    assert worker.closing_phase(1) is Phase.SEALING
     report = finished(worker.step(NOW + SEAL_WAIT_SECONDS))
-    assert worker.phase is Phase.REPORTING
+    assert worker.closing_phase(1) is Phase.REPORTING
     assert report.outcome == "succeeded"  # the recorder's sweep will take the spool
 
 
@@ -111,7 +112,7 @@ def test_a_seal_of_another_execution_is_ignored(worker: Worker) -> None:
     worker.on_broker(assign(shell("true")), NOW)
     run_agent(worker)
     assert worker.on_recorder(m.StreamSealed(task=9, execution=9, last_seq=0), NOW) == []
-    assert worker.phase is Phase.SEALING
+    assert worker.closing_phase(1) is Phase.SEALING
 
 
 def test_a_stream_sealed_short_cannot_report_success(worker: Worker) -> None:
@@ -128,7 +129,7 @@ def test_a_stream_end_the_recorder_cannot_take_is_not_waited_for(worker: Worker)
     out = run_agent(worker)
     [end] = [o for o in out if isinstance(o, ToRecorder) and o.seals]
     report = finished(worker.undeliverable(end, NOW))
-    assert worker.phase is Phase.REPORTING and report.outcome == "succeeded"
+    assert worker.closing_phase(1) is Phase.REPORTING and report.outcome == "succeeded"
 
 
 def test_an_event_batch_the_recorder_cannot_take_changes_nothing(worker: Worker) -> None:
@@ -136,7 +137,7 @@ def test_an_event_batch_the_recorder_cannot_take_changes_nothing(worker: Worker)
     out = run_agent(worker)
     batch = next(o for o in out if isinstance(o, ToRecorder) and not o.seals)
     assert worker.undeliverable(batch, NOW) == []  # the spool holds it for the recorder
-    assert worker.phase is Phase.SEALING
+    assert worker.closing_phase(1) is Phase.SEALING
 
 
 def test_an_assign_while_busy_is_refused_as_interrupted(worker: Worker) -> None:
@@ -182,7 +183,7 @@ def test_an_assign_that_acknowledges_the_last_run_starts_the_next(worker: Worker
     """The broker's Assign after a Finished carries its acknowledgement: no FinishAck first."""
     worker.on_broker(assign(shell("echo one"), execution=1), NOW)
     report = finished(seal(worker, run_agent(worker)))
-    assert report.execution == 1 and worker.phase is Phase.REPORTING
+    assert report.execution == 1 and worker.closing_phase(1) is Phase.REPORTING
     out = worker.on_broker(assign(shell("echo two"), task=2, execution=2, acknowledges=1), NOW)
     assert to_broker(out, m.AgentStarted)  # not refused as busy
     assert worker.execution is not None and worker.execution.assign.execution == 2

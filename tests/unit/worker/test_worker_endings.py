@@ -100,7 +100,7 @@ def report_after(worker: Worker, phase: Phase, request: Callable[[], object]) ->
     if phase is Phase.REPORTING:
         out = seal(worker, out)
     request()
-    assert worker.phase is phase
+    assert worker.closing_phase(1) is phase
     if phase is Phase.SEALING:
         out = seal(worker, out)
     return finished(out)
@@ -258,7 +258,7 @@ def test_a_repository_task_is_prepared_run_committed_then_sealed(
     assert worker.phase is Phase.COMMITTING
     assert job.calls[-1] == "commit_work"
     out = worker.on_job_done(NOW)
-    assert worker.phase is Phase.SEALING
+    assert worker.closing_phase(1) is Phase.SEALING
     report = finished(seal(worker, out))
     workspace = report.result.workspace
     assert report.outcome == "succeeded" and workspace is not None
@@ -319,7 +319,7 @@ def test_cancel_or_stop_while_preparing_never_starts_the_agent(
     report = ended(worker)
     assert report.outcome == ("cancelled" if request_ == "cancel" else "interrupted")
     assert report.result.workspace is None
-    assert worker.execution is not None
+    assert worker.closing_phase(1) is Phase.REPORTING  # held until acknowledged
     assert not (worker.paths.workspace(1) / "ran").exists()
 
 

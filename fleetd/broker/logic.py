@@ -99,6 +99,10 @@ class Broker(SchedulingRequests):
             return now >= self.wake_at
         return self.claims is Claims.TRY
 
+    def wake(self) -> None:
+        """Another broker sharing the queue may have made a task claimable."""
+        self._news()
+
     def _news(self) -> None:
         """Something may have become claimable (a task queued or requeued, a backoff over).
 

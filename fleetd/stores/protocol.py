@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from fleetd.broker.budgets import Spend
 from fleetd.broker.rows import Claim, Closed, Retried
 from fleetd.broker.scheduling import Gate
+from shared.errors import FleetError
 from shared.messages import UsageGroup
 from shared.models import (
     ExecutionResult,
@@ -26,6 +27,10 @@ from shared.models import (
     TaskView,
     UsageRow,
 )
+
+
+class StoreUnavailable(FleetError):
+    """The queue's database cannot be reached (and the store was told to stop waiting)."""
 
 
 @runtime_checkable

@@ -58,7 +58,7 @@ def open_store(
 
 
 @pytest.fixture(scope="session")
-def pg_migrated_template(pg_cluster) -> str:  # noqa: ANN001
+def pg_migrated_template(pg_cluster) -> str:
     """A database with the queue's schema, that each test's database is copied from (a copy
     costs what an empty one does; migrating costs as much again)."""
     from fleetd.stores.postgres import PgQueueStore

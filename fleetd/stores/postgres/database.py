@@ -81,6 +81,17 @@ class Tx:
         with self.conn.cursor() as cursor:
             cursor.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
 
+    def returning_many(self, sql: str, rows: list[tuple]) -> list[tuple | None]:
+        """Each row's RETURNING (None where it returned nothing), in order: psycopg pipelines
+        the statements, one round trip for all rather than one each."""
+        out: list[tuple | None] = []
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows, returning=True)  # type: ignore[arg-type]
+            while True:
+                out.append(cursor.fetchone())
+                if not cursor.nextset():
+                    return out
+
 
 class Database:
     """One PostgreSQL connection, reconnected with capped back-off when it fails."""

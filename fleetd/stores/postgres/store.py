@@ -231,13 +231,16 @@ class PgQueueStore(PgReads):
         self, execution: int, worker: str, now: int, lease_us: int, lease: int | None = None
     ) -> bool:
         """Extend a running execution's lease; False if this node's worker no longer holds it
-        (or `lease` is not its token: the lease was taken over)."""
+        (or `lease` is not its token: the lease was taken over), or if its task's cancel was
+        asked for, perhaps on another node, whose broker cannot reach this worker: the broker
+        then tells its worker to stop, as for a lost lease, within a heartbeat."""
         return self._write(
             lambda tx: (
                 tx.execute(
-                    "UPDATE executions SET lease_expires_at = ? WHERE id = ? AND worker = ?"
-                    " AND node = ? AND outcome = 'running'"
-                    " AND lease_token = coalesce(?, lease_token)",
+                    "UPDATE executions e SET lease_expires_at = ? FROM tasks t"
+                    " WHERE e.id = ? AND e.worker = ? AND e.node = ? AND e.outcome = 'running'"
+                    " AND e.lease_token = coalesce(?, e.lease_token)"
+                    " AND t.id = e.task_id AND t.cancel_requested = 0",
                     (now + lease_us, execution, worker, self.node, lease),
                 ).rowcount
                 == 1

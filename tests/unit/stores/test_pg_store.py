@@ -229,3 +229,17 @@ def test_a_schema_newer_than_this_fleetd_is_refused(pg_url: str) -> None:
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
     with pytest.raises(SchemaTooNew, match="upgrade agent-fleet"):
         PgQueueStore.open(pg_url, 3, wait=False, listen=False)
+
+
+def test_a_cancel_on_one_node_stops_the_run_on_another_at_its_next_heartbeat(open_node) -> None:
+    node_a, node_b = open_node("node-a"), open_node("node-b")
+    [task] = enqueue(node_a, 1)
+    claim = node_b.claim("worker-1", 10, LEASE)
+    assert claim is not None
+    assert node_b.renew(claim.execution, "worker-1", 15, LEASE, lease=claim.lease)
+    # node-a's broker cannot reach node-b's worker: it only marks the task.
+    assert node_a.cancel(task, 20) == ("running", claim.execution, "worker-1")
+    assert not node_b.renew(claim.execution, "worker-1", 25, LEASE, lease=claim.lease)
+    # node-b's broker sends its worker CancelExecution; the worker's result closes the task.
+    state, _ = node_b.finish(claim.execution, "cancelled", ExecutionResult(), 30, lease=claim.lease)
+    assert state == "cancelled"

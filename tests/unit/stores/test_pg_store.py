@@ -274,3 +274,30 @@ def test_an_idle_broker_woken_by_another_nodes_enqueue_assigns_at_once(open_node
     broker_b.wake()  # what broker/process.py does when drain_wakeups says so
     [out] = broker_b.step(30)
     assert isinstance(out.message, m.Assign) and out.peer == b"w1"
+
+
+def test_a_dependency_finishing_on_another_node_while_its_dependent_is_enqueued(
+    open_node,
+) -> None:
+    """Node B finishes task X while node A enqueues Y --after X: whichever commits first, Y
+    is released (or cancelled), never left waiting for a settle that already ran."""
+    node_a, node_b = open_node("node-a", listen=False), open_node("node-b", listen=False)
+    done = ExecutionResult(exit_code=0)
+    dependents = []
+    for round_ in range(40):
+        [after] = enqueue(node_b, 1, now=round_, priority=10)  # claimed before the dependents
+        claim = node_b.claim("w", round_, LEASE)
+        assert claim is not None and claim.task == after
+        start = threading.Barrier(2)
+
+        def finish(execution: int = claim.execution) -> None:
+            start.wait()
+            node_b.finish(execution, "succeeded", done, round_)
+
+        thread = threading.Thread(target=finish)
+        thread.start()
+        start.wait()
+        dependents += enqueue(node_a, 1, now=round_, after=[after])
+        thread.join(30)
+    stuck = [t for t in dependents if (view := node_a.get_task(t)) and view.waiting]
+    assert stuck == [], "dependents left waiting for a task that had already ended"

@@ -290,11 +290,11 @@ def test_a_dependency_finishing_on_another_node_while_its_dependent_is_enqueued(
         assert claim is not None and claim.task == after
         start = threading.Barrier(2)
 
-        def finish(execution: int = claim.execution) -> None:
+        def finish(execution: int, now: int, start: threading.Barrier) -> None:
             start.wait()
-            node_b.finish(execution, "succeeded", done, round_)
+            node_b.finish(execution, "succeeded", done, now)
 
-        thread = threading.Thread(target=finish)
+        thread = threading.Thread(target=finish, args=(claim.execution, round_, start))
         thread.start()
         start.wait()
         dependents += enqueue(node_a, 1, now=round_, after=[after])

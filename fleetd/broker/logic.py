@@ -19,9 +19,10 @@ from fleetd.broker.budgets import Schedule
 from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
-from fleetd.broker.store import KeyConflict, QueueStore
+from fleetd.broker.store import KeyConflict
 from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
+from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, spec_problem
@@ -41,7 +42,7 @@ class Claims(enum.Enum):
 class Broker(SchedulingRequests):
     """The broker's logic, socket-free: `handle` one request, `step` the timers."""
 
-    def __init__(self, store: QueueStore, config: FleetConfig) -> None:
+    def __init__(self, store: QueueStoreAPI, config: FleetConfig) -> None:
         self.store = store
         self.config = config
         self.lease_us = int(config.queue.lease_seconds * 1_000_000)
@@ -97,6 +98,10 @@ class Broker(SchedulingRequests):
         if self.claims is Claims.DISK_FULL:
             return now >= self.wake_at
         return self.claims is Claims.TRY
+
+    def wake(self) -> None:
+        """Another broker sharing the queue may have made a task claimable."""
+        self._news()
 
     def _news(self) -> None:
         """Something may have become claimable (a task queued or requeued, a backoff over).
@@ -405,7 +410,7 @@ class Broker(SchedulingRequests):
         self, peer: bytes, ref: bytes, msg: m.GetRunTotals, now: int
     ) -> list[ToPeer]:
         self.store.store_started()  # the start times kept for the next write count too
-        return [ToPeer(peer, ref, self.tally.totals(self.store.conn))]
+        return [ToPeer(peer, ref, self.tally.totals(self.store))]
 
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:

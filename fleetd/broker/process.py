@@ -8,13 +8,14 @@ import zmq
 from loguru import logger
 
 from fleetd.broker.logic import Broker
-from fleetd.broker.policy import Backoff
-from fleetd.broker.store import QueueStore
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
+from fleetd.stores import open_queue_store
+from fleetd.stores.protocol import QueueStoreAPI, StoreUnavailable
 from shared import messages as m
 from shared.config import FleetConfig
+from shared.errors import FleetError
 from shared.models import now_us
 
 RECV_BATCH = 256
@@ -25,8 +26,12 @@ def run(config: FleetConfig, recover: bool) -> None:
     """The broker process's entry point (started by the supervisor)."""
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
-    backoff = Backoff(config.queue.retry_backoff_seconds, config.queue.retry_backoff_max)
-    store = QueueStore.open(paths.queue_db, config.queue.max_attempts, backoff)
+    try:
+        # A PostgreSQL outage at start is waited out here (until a stop signal).
+        store = open_queue_store(config, stop=lambda: shutdown.received is not None)
+    except FleetError as exc:  # stopped while waiting, or a schema newer than this fleetd
+        logger.error("{}", exc)
+        return
     broker = Broker(store, config)
     if recover:
         broker.recover("fleetd stopped without ending this run", now_us())
@@ -38,27 +43,45 @@ def run(config: FleetConfig, recover: bool) -> None:
     sock.bind(paths.broker_endpoint)
     logger.info("broker ready on {}", paths.broker_endpoint)
     try:
-        _loop(broker, sock, shutdown)
+        _loop(broker, store, sock, shutdown)
+    except StoreUnavailable as exc:  # told to stop while the database was out
+        logger.warning("broker stopping during an outage: {}", exc)
     finally:
         context.destroy()  # each socket closes with its own linger
         store.close()
     logger.info("broker stopped")
 
 
-def _loop(broker: Broker, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
+def _loop(broker: Broker, store: QueueStoreAPI, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(shutdown.fd, zmq.POLLIN)
+    wakeup_fd = None
     while shutdown.received is None:
+        wakeup_fd = _watch_wakeups(poller, wakeup_fd, store.wakeup_fd())
         events = dict(poller.poll(POLL_MS))
         if shutdown.fd in events:
             shutdown.drain()
+        # Another node's enqueue or finish (PostgreSQL's NOTIFY): claim now, not at a poll.
+        # Asked every turn, fd or not: a listener that lost its connection reconnects here.
+        if store.drain_wakeups():
+            broker.wake()
         out: list[ToPeer] = []
         for frames in islice(waiting(sock), RECV_BATCH):
             out.extend(_serve(broker, frames))
         out.extend(broker.step(now_us()))
         for outgoing in out:
             _send(broker, sock, outgoing)
+
+
+def _watch_wakeups(poller: zmq.Poller, watched: int | None, current: int | None) -> int | None:
+    """Poll the store's wake-up fd, the new one after it reconnected."""
+    if current != watched:
+        if watched is not None:
+            poller.unregister(watched)
+        if current is not None:
+            poller.register(current, zmq.POLLIN)
+    return current
 
 
 def _serve(broker: Broker, frames: list[bytes]) -> list[ToPeer]:

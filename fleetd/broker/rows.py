@@ -3,7 +3,7 @@ what the store's claims, closes and retries return."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apsw
 import msgspec
@@ -122,6 +122,9 @@ class Claim:
     spec: TaskSpec
     lease_expires_at: int
     resume: ResumeFrom | None = None
+    # The fencing token of this claim's lease (SQLite: the execution id; PostgreSQL: from a
+    # sequence); left out of comparisons, which are about what was claimed.
+    lease: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ import pytest
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.store import KeyConflict, QueueStore
+from fleetd.stores.protocol import QueueStoreAPI
 from shared.models import ExecutionResult, TaskSpec
-from tests.unit.broker.queries import execution_holder
+from tests.unit.broker.queries import execution_holder, sql
 
 LEASE = 1_000
 
@@ -98,7 +99,7 @@ def test_idempotency_key_within_one_batch(store: QueueStore) -> None:
 
 
 def test_a_stored_spec_out_of_todays_bounds_still_reads(store: QueueStore) -> None:
-    store.conn.execute(
+    sql(store).execute(
         "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES ('queued', ?, 3, 1)",
         ('{"prompt":"nul","agent":"command","argv":["echo","a\\u0000b"]}',),
     )
@@ -446,6 +447,7 @@ def test_list_tasks_newest_first_with_state_and_limit(store: QueueStore) -> None
     assert [t.id for t in store.list_tasks("running", 10)] == [1]
 
 
+@pytest.mark.sqlite_only  # counts SQLite's changes
 def test_a_start_is_written_with_the_next_transaction_not_one_of_its_own(
     store: QueueStore,
 ) -> None:
@@ -456,9 +458,11 @@ def test_a_start_is_written_with_the_next_transaction_not_one_of_its_own(
     store.mark_started(execution, 15, 99)
     assert store.conn.total_changes() == written  # nothing written yet
     store.finish(execution, "succeeded", ExecutionResult(exit_code=0), 20)
-    row = store.conn.execute(
-        "SELECT started_at, agent_pid FROM executions WHERE id = ?", (execution,)
-    ).fetchone()
+    row = (
+        sql(store)
+        .execute("SELECT started_at, agent_pid FROM executions WHERE id = ?", (execution,))
+        .fetchone()
+    )
     assert row == (15, 99)
 
 
@@ -540,3 +544,21 @@ def test_a_filtered_listing_reads_a_bounded_window_and_says_where_to_go_on(
     tasks, next_before = store.list_page(None, 3)
     assert [t.id for t in tasks] == [300, 299, 298] and next_before == 298
     assert store.list_page(None, 3, 2)[1] is None
+
+
+def test_the_store_is_the_seams_store_and_its_lease_token_fences(
+    store: QueueStore,
+) -> None:
+    assert isinstance(store, QueueStoreAPI)
+    store.enqueue([TaskSpec(prompt="fenced")], 1)
+    claim = store.claim("w1", 10, 1_000_000)
+    assert claim is not None and claim.lease > 0
+    stale = claim.lease + 1
+    assert not store.renew(claim.execution, "w1", 20, 1_000_000, lease=stale)
+    assert store.renew(claim.execution, "w1", 20, 1_000_000, lease=claim.lease)
+    result = ExecutionResult(exit_code=0)
+    assert store.finish(claim.execution, "succeeded", result, 30, lease=stale) == (None, None)
+    assert store.get_task(claim.task).state == "running"
+    assert store.finish(claim.execution, "succeeded", result, 30, lease=claim.lease)[0] == (
+        "succeeded"
+    )

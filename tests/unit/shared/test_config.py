@@ -14,6 +14,7 @@ from shared.config import (
     iter_settings,
     load_config,
     setting_keys,
+    url_without_password,
 )
 from shared.errors import ConfigError
 
@@ -265,7 +266,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
     expected = [key for key in expected if key not in TABLES]
     expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 57 + 8
+    assert len(expected) == 57 + 9  # + queue.url
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -356,3 +357,23 @@ def test_a_bad_tracker_value_is_refused_by_name(home: Path, tmp_path: Path, line
     path = toml(tmp_path, f"[tracker.github]\n{line}\n")
     with pytest.raises(ConfigError, match=line.split(" ")[0]):
         load_config(env_of(home), path)
+
+
+def test_queue_url_defaults_to_sqlite_and_takes_a_postgresql_url() -> None:
+    assert load_config({"HOME": "/tmp"}).queue.url == "sqlite"
+    url = "postgresql://fleet:hunter2-secret@db.example:5432/fleet"
+    config = load_config({"HOME": "/tmp", "FLEET_QUEUE_URL": url})
+    assert config.queue.url == url and config.queue.postgres
+
+
+def test_a_bad_queue_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"HOME": "/tmp", "FLEET_QUEUE_URL": "mysql://fleet:hunter2-secret@db/fleet"})
+    assert "queue.url" in str(caught.value) and "mysql" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_url_without_password_masks_the_authority_and_parameters() -> None:
+    masked = url_without_password("postgresql://fleet:p@ss:wd@db:5432/q?password=x&sslmode=on")
+    assert masked == "postgresql://fleet:***@db:5432/q?password=***&sslmode=on"
+    assert url_without_password("postgresql://db/q") == "postgresql://db/q"

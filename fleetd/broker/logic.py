@@ -49,6 +49,8 @@ class Broker(SchedulingRequests):
         self.heartbeat_us = int(config.worker.heartbeat_seconds * 1_000_000)
         self.dispatching = True
         self.waiting: OrderedDict[str, None] = OrderedDict()
+        # Workers free (WorkerFree) whose next claim waits for that result: see _on_worker_free.
+        self.awaiting_result: dict[str, int] = {}
         self.workers: dict[str, WorkerView] = {}
         self.claims = Claims.TRY
         self.wake_at = float("inf")  # when claims are tried again by themselves
@@ -221,6 +223,7 @@ class Broker(SchedulingRequests):
     def _on_ready(self, peer: bytes, ref: bytes, msg: m.Ready, now: int) -> list[ToPeer]:
         # A worker announcing itself holds nothing: whatever we think it holds was lost.
         self._log_closed(self.store.lose_worker(msg.worker, "worker restarted", now))
+        self.awaiting_result.pop(msg.worker, None)
         self._set_idle(msg.worker, msg.pid, now)
         return self.dispatch(now)
 
@@ -247,7 +250,8 @@ class Broker(SchedulingRequests):
             self._log_closed(
                 self.store.lose_execution(execution, "assignment never reached the worker", now)
             )
-        if msg.worker not in self.waiting and len(held) == len(stale):
+        idle = msg.worker not in self.waiting and msg.worker not in self.awaiting_result
+        if idle and len(held) == len(stale):
             # A broker restart forgets who was waiting; an idle heartbeat re-announces it.
             self._set_idle(msg.worker, msg.pid, now)
             return self.dispatch(now)
@@ -262,13 +266,20 @@ class Broker(SchedulingRequests):
     def _on_worker_free(self, peer: bytes, ref: bytes, msg: m.WorkerFree, now: int) -> list[ToPeer]:
         """A worker's agent ended and its result follows after the seal: its next task now.
         The execution stays running (its limits and lease held) until that result."""
+        if self.store.has_dependents(msg.execution):
+            # Its result may release tasks that outrank what is queued now (a dependent's
+            # priority): this worker's next claim is made with the result, as without the
+            # overlap, so that they are not passed over.
+            self.awaiting_result[msg.worker] = msg.execution
+            return []
         self._set_idle(msg.worker, msg.pid, now)
         return self.dispatch(now)
 
     def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[ToPeer]:
         worker = peer.decode()
-        if msg.released:
+        if msg.released and self.awaiting_result.get(worker) != msg.execution:
             return self._on_released_result(peer, ref, msg, now)
+        self.awaiting_result.pop(worker, None)
         # A worker reporting `interrupted` is stopping (or refused a task while busy).
         wants_work = self.dispatching and self.claims is Claims.TRY and msg.outcome != "interrupted"
         claim_for = worker if wants_work else None
@@ -387,6 +398,7 @@ class Broker(SchedulingRequests):
     def _on_worker_gone(self, peer: bytes, ref: bytes, msg: m.WorkerGone, now: int) -> list[ToPeer]:
         self._log_closed(self.store.lose_worker(msg.worker, msg.reason, now))
         self.waiting.pop(msg.worker, None)
+        self.awaiting_result.pop(msg.worker, None)
         self.workers.pop(msg.worker, None)
         return [ToPeer(peer, ref, m.Accepted()), *self.dispatch(now)]
 

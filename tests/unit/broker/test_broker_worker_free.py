@@ -118,3 +118,19 @@ def test_an_idle_heartbeat_does_not_lose_a_result_being_sealed(
     out = broker.handle(b"w1", b"", beat, 2_000_001 + 5)
     assert execution_holder(store, 1) == ("running", "w1")
     assert assigns(out) == [(b"w1", 2, 2)]
+
+
+def test_a_free_worker_whose_run_has_dependents_is_claimed_for_with_its_result(
+    broker: Broker,
+) -> None:
+    """A dependent released by the result may outrank what is queued: the worker's next claim
+    waits for that result (as without the overlap), so the dependent is not passed over."""
+    ready(broker, now=0)
+    enqueue(broker, "parent", now=0)  # task 1, execution 1 on w1
+    child = TaskSpec(prompt="child", after=[1], priority=9)
+    broker.handle(CLIENT, b"r", m.Enqueue(tasks=[child, TaskSpec(prompt="other")]), 1)
+    assert free(broker, 1, now=2) == []  # task 3 ("other") is not handed out before the result
+    out = released(broker, 1, now=3)
+    assert assigns(out) == [(b"w1", 2, 2)]  # the child, by its priority
+    [assign] = [o.message for o in out if isinstance(o.message, m.Assign)]
+    assert assign.acknowledges == 1

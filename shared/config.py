@@ -16,6 +16,7 @@ ENV_PREFIX = "FLEET_"
 # Variables that are not settings but are read by the tools themselves.
 ENV_NOT_SETTINGS = frozenset({"FLEET_CONFIG"})
 DEFAULT_WEB_LISTEN = "127.0.0.1:8765"
+QUEUE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def _doc(default_type: Any, text: str, **limits: Any) -> Any:
@@ -35,6 +36,23 @@ class QueueConfig(Section):
         float, "first wait before retrying a transient failure (doubles, with jitter)", ge=0
     ) = 5.0
     retry_backoff_max: _doc(float, "longest wait between retries", ge=0) = 300.0
+    url: _doc(
+        str,
+        "where the queue lives: `sqlite` (queue.db in the state directory, one host) or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB (shared by the fleetd of several hosts)",
+    ) = "sqlite"
+
+    def __post_init__(self) -> None:
+        if self.url != "sqlite" and not self.url.startswith(QUEUE_URL_SCHEMES):
+            # Only the scheme is named: the rest of a URL may hold its password.
+            scheme = self.url.partition("://")[0] if "://" in self.url else "no scheme"
+            raise ValueError(
+                f"queue.url must be `sqlite` or a postgresql:// URL, not one with {scheme!r}"
+            )
+
+    @property
+    def postgres(self) -> bool:
+        return self.url != "sqlite"
 
 
 class WorkerConfig(Section):
@@ -498,3 +516,12 @@ def default_node_name() -> str:
     label = socket.gethostname().split(".")[0]
     name = re.sub(r"[^A-Za-z0-9._-]", "-", label)[:63].lstrip("._-")
     return name or "node"
+
+
+def url_without_password(url: str) -> str:
+    """A database URL fit for a log line or an error: its password (in the authority or a
+    `password=` parameter) replaced by `***`."""
+    import re
+
+    url = re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", url)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)

@@ -28,3 +28,6 @@ def server() -> Iterator[ModelServer]:
     """The tests' model endpoint on 127.0.0.1 (a scripted Responses API), stopped after."""
     with ModelServer() as model_server:
         yield model_server
+
+# The PostgreSQL fixtures (`pg_cluster`, `pg_url`): a cluster started at first use only.
+pytest_plugins = ["tests.support.postgres"]

@@ -8,11 +8,10 @@ import zmq
 from loguru import logger
 
 from fleetd.broker.logic import Broker
-from fleetd.broker.policy import Backoff
-from fleetd.broker.store import QueueStore
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
+from fleetd.stores import open_queue_store
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import now_us
@@ -25,8 +24,7 @@ def run(config: FleetConfig, recover: bool) -> None:
     """The broker process's entry point (started by the supervisor)."""
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
-    backoff = Backoff(config.queue.retry_backoff_seconds, config.queue.retry_backoff_max)
-    store = QueueStore.open(paths.queue_db, config.queue.max_attempts, backoff)
+    store = open_queue_store(config)
     broker = Broker(store, config)
     if recover:
         broker.recover("fleetd stopped without ending this run", now_us())

@@ -8,6 +8,7 @@ transaction. The SQL avoids anything only SQLite can do, so a PostgreSQL store (
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,9 +62,14 @@ class QueueStore(ScheduleReads):
     """Tasks and their executions; the only writer of `queue.db`."""
 
     def __init__(
-        self, conn: apsw.Connection, default_max_attempts: int, backoff: Backoff | None = None
+        self,
+        conn: apsw.Connection,
+        default_max_attempts: int,
+        backoff: Backoff | None = None,
+        node: str | None = None,
     ) -> None:
         self.conn = conn
+        self.node = node or socket.gethostname()  # stamped on its executions
         self.default_max_attempts = default_max_attempts
         self.backoff = backoff or Backoff()
         self.started: dict[int, tuple[int, int]] = {}  # execution: (started_at, agent pid)
@@ -71,9 +77,13 @@ class QueueStore(ScheduleReads):
 
     @classmethod
     def open(
-        cls, path: Path, default_max_attempts: int, backoff: Backoff | None = None
+        cls,
+        path: Path,
+        default_max_attempts: int,
+        backoff: Backoff | None = None,
+        node: str | None = None,
     ) -> QueueStore:
-        return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff)
+        return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff, node)
 
     def close(self) -> None:
         self.store_started()

@@ -14,6 +14,7 @@ from shared.config import (
     iter_settings,
     load_config,
     setting_keys,
+    url_without_password,
 )
 from shared.errors import ConfigError
 
@@ -265,7 +266,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
     expected = [key for key in expected if key not in TABLES]
     expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 58 + 8  # node.name: 58
+    assert len(expected) == 58 + 9  # + queue.url, node.name
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -373,3 +374,23 @@ def test_node_name_comes_from_the_environment(home: Path) -> None:
 def test_an_unsafe_node_name_is_refused_by_key(home: Path, name: str) -> None:
     with pytest.raises(ConfigError, match=r"node\.name"):
         load_config(env_of(home, FLEET_NODE_NAME=name))
+
+
+def test_queue_url_defaults_to_sqlite_and_takes_a_postgresql_url() -> None:
+    assert load_config({"HOME": "/tmp"}).queue.url == "sqlite"
+    url = "postgresql://fleet:hunter2-secret@db.example:5432/fleet"
+    config = load_config({"HOME": "/tmp", "FLEET_QUEUE_URL": url})
+    assert config.queue.url == url and config.queue.postgres
+
+
+def test_a_bad_queue_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"HOME": "/tmp", "FLEET_QUEUE_URL": "mysql://fleet:hunter2-secret@db/fleet"})
+    assert "queue.url" in str(caught.value) and "mysql" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_url_without_password_masks_the_authority_and_parameters() -> None:
+    masked = url_without_password("postgresql://fleet:p@ss:wd@db:5432/q?password=x&sslmode=on")
+    assert masked == "postgresql://fleet:***@db:5432/q?password=***&sslmode=on"
+    assert url_without_password("postgresql://db/q") == "postgresql://db/q"

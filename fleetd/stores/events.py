@@ -43,17 +43,12 @@ class EventStore(Protocol):
     def close(self) -> None: ...
 
 
-def is_postgres_url(url: str | None) -> bool:
-    return bool(url) and str(url).startswith(("postgresql://", "postgres://"))
-
-
 def open_event_store(config: FleetConfig) -> EventStore:
     """The event log for this config: PostgreSQL when `queue.url` names it, else events.db."""
-    url = getattr(config.queue, "url", None)
-    if is_postgres_url(url):
-        from fleetd.stores.postgres_events import PostgresEventLog
+    if config.queue.postgres:
+        from fleetd.stores.postgres_events import PostgresEventLog  # psycopg only for it
 
-        return PostgresEventLog.open(url)
+        return PostgresEventLog.open(config.queue.url)
     from fleetd.recorder.eventlog import EventLog
 
     return EventLog.open(config.paths().events_db)

@@ -22,6 +22,7 @@ import psycopg
 from loguru import logger
 
 from fleetd.stores.errors import StoreUnavailable
+from shared.config import url_without_password
 from shared.models import EventRecord
 
 SCHEMA = """
@@ -78,12 +79,8 @@ BACKOFF_MAX = 5.0
 
 
 def server_of(url: str) -> str:
-    """host:port/dbname of a URL, for messages: never its password."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "the configured PostgreSQL server"
-    return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    """The URL fit for messages: never its password."""
+    return url_without_password(url)
 
 
 class Reconnecting:

@@ -105,6 +105,7 @@ class Worker:
         self.task_lock: FileLock | None = None
         self.ended: tuple[FinishedOutcome, ExecutionResult] | None = None  # while committing
         self.finished: m.Finished | None = None  # while sealing and reporting
+        self.fenced = False  # the execution's lease was lost: it reports nothing more
 
     # --- in ----------------------------------------------------------------------------------
 
@@ -123,6 +124,8 @@ class Worker:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
                 self._on_finish_ack(execution)
+            case m.LeaseLost(execution=execution):
+                return self._lease_lost(execution, now)
             case m.SteerExecution(execution=execution) | m.InterruptExecution(execution=execution):
                 # Late (the agent ended, its stream sealed): nothing left to tell or record.
                 running = self.execution if self.phase is Phase.RUNNING else None
@@ -312,7 +315,7 @@ class Worker:
         adapter = self.adapters.get(assign.spec.agent)
         if adapter is not None:
             adapter.finish(assign, result)
-        if self.prepared is not None and execution.started:
+        if self.prepared is not None and execution.started and not self.fenced:
             message = commit_message(assign.task, assign.spec.prompt, result.final_message)
             self.ended = (outcome, result)
             self.phase = Phase.COMMITTING
@@ -360,6 +363,9 @@ class Worker:
         assert self.execution is not None and self.finished is not None
         # Closing the spool frees its lock: if the recorder missed the end, its sweep takes it.
         self.execution.close_spool()
+        if self.fenced:
+            self._become_idle()  # the queue would refuse the result: nothing to report
+            return []
         self.phase = Phase.REPORTING
         self.phase_deadline = now + RESEND_SECONDS
         return [ToBroker(self.finished)]
@@ -375,6 +381,7 @@ class Worker:
         self.prepared = None
         self.execution = None
         self.finished = None
+        self.fenced = False
         self.phase = Phase.IDLE
         self.phase_deadline = float("inf")
 
@@ -397,6 +404,19 @@ class Worker:
             logger.info(
                 "execution {} already ended; too late to cancel", self.execution.assign.execution
             )
+
+    def _lease_lost(self, execution: int, now: float) -> list[Outgoing]:
+        """The task may run elsewhere now: end the agent's group as a cancel does, keep the
+        events it printed (its stream is sealed as usual), and report nothing for it."""
+        if self.execution is None or self.execution.assign.execution != execution:
+            return []
+        logger.warning("execution {}: its lease was lost; ending its agent", execution)
+        self.fenced = True
+        if self.phase in (Phase.PREPARING, Phase.RUNNING):
+            self._end("cancelled", now)
+        elif self.phase is Phase.REPORTING:
+            self._become_idle()
+        return []
 
     def _end(self, reason: EndReason, now: float) -> None:
         """End the agent (or the workspace step in progress) for `reason`."""

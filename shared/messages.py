@@ -258,6 +258,8 @@ class QueueCounts(Message):
     workers: list[WorkerView]
     dispatching: bool
     schedule: ScheduleView | None = None
+    # The workers of the other nodes sharing the queue, as their last heartbeat said.
+    other_workers: list[WorkerView] = []
 
 
 class TaskDiff(Message):
@@ -299,6 +301,8 @@ class Status(Message):
     # default port was taken.
     web_url: str | None = None
     schedule: ScheduleView | None = None  # limits in use, budgets spent, agents held back
+    # The workers of the other nodes sharing the queue (`workers` are this node's own).
+    other_workers: list[WorkerView] = []
 
 
 class PrioritySet(Message):
@@ -442,6 +446,14 @@ class CancelExecution(Message):
     execution: int
 
 
+class LeaseLost(Message):
+    """This execution's lease is gone (broker -> worker): it was taken over, or this node lost
+    the database for longer than a lease. The task may run elsewhere now: end the agent's
+    group, as a cancel does, and report nothing more for it (the queue would refuse it)."""
+
+    execution: int
+
+
 class WorkerGone(Message):
     """The supervisor saw a worker die: its executions are lost."""
 
@@ -521,6 +533,7 @@ BrokerReply = (
     | InterruptExecution
     | PrioritySet
     | Usage
+    | LeaseLost
 )
 
 # --- recorder channel ------------------------------------------------------------------------

@@ -234,6 +234,7 @@ class WorkerView(msgspec.Struct, kw_only=True):
     # When its node was last heard of (`nodes` table), for another node's workers; None: this
     # node's own, as its broker sees them.
     seen_at: int | None = None
+    lost: bool = False  # its node has not been heard of for longer than a lease
 
 
 class ProcessView(msgspec.Struct, kw_only=True):

@@ -17,16 +17,21 @@ from loguru import logger
 from fleetd.broker import steering
 from fleetd.broker.budgets import Schedule
 from fleetd.broker.dependencies import UnknownDependency
+from fleetd.broker.reach import DatabaseWatch
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
+from fleetd.stores.errors import StoreUnavailable
+from fleetd.stores.nodes import other_workers
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
+# What workers send that is resent or repeated: answered nothing while the database is away.
+WORKER_REPORTS = (m.Ready, m.Heartbeat, m.AgentStarted, m.Finished)
 DISK_FULL_RETRY_US = 1_000_000
 
 
@@ -54,6 +59,8 @@ class Broker(SchedulingRequests):
         self.next_lease_check = 0
         self.tally = RunTally()  # /metrics' counters
         self.schedule = Schedule(config.limits, config.budget)
+        self.node = config.node.name
+        self.reach = DatabaseWatch(self.lease_us)
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -63,10 +70,18 @@ class Broker(SchedulingRequests):
 
     def step(self, now: int) -> list[ToPeer]:
         """Expire leases when due, then hand out what can be handed out."""
+        try:
+            return self._step(now)
+        except StoreUnavailable as exc:
+            return self._unreachable(now, exc)
+
+    def _step(self, now: int) -> list[ToPeer]:
         if now >= self.next_lease_check:
             self.next_lease_check = now + LEASE_CHECK_INTERVAL_US
             try:
                 self._log_closed(self.store.lose_expired(now))
+                self.store.beat_node(self._worker_list(), now)
+                self.reach.reached(now)
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
             self._news()  # also wakes tasks whose not_before has passed
@@ -116,6 +131,7 @@ class Broker(SchedulingRequests):
             task=claim.task,
             execution=claim.execution,
             since=now,
+            node=self.node,
         )
         message = m.Assign(
             task=claim.task,
@@ -160,8 +176,17 @@ class Broker(SchedulingRequests):
             self.workers.pop(outgoing.peer.decode(), None)
             self._news()
 
+    def _unreachable(self, now: int, exc: StoreUnavailable) -> list[ToPeer]:
+        """The database did not answer: past a lease, this node's agents stop (once)."""
+        if not self.reach.failed(now, str(exc)):
+            return []
+        busy = [w for w in self.workers.values() if w.state == "busy" and w.execution]
+        return [ToPeer(w.id.encode(), b"", m.LeaseLost(execution=w.execution)) for w in busy]
+
     def _set_idle(self, worker: str, pid: int | None, now: int) -> None:
-        self.workers[worker] = WorkerView(id=worker, pid=pid, state="idle", since=now)
+        self.workers[worker] = WorkerView(
+            id=worker, pid=pid, state="idle", since=now, node=self.node
+        )
         self.waiting[worker] = None
 
     def _log_closed(self, closed: list[Closed]) -> None:
@@ -186,7 +211,14 @@ class Broker(SchedulingRequests):
                 code="bad_request", message=f"the broker does not serve {type(request).__name__}"
             )
             return [ToPeer(peer, ref, reply)]
-        return handler(peer, ref, request, now)
+        try:
+            return handler(peer, ref, request, now)
+        except StoreUnavailable as exc:
+            out = self._unreachable(now, exc)
+            if isinstance(request, WORKER_REPORTS):
+                return out  # each is resent or repeated: the lease decides meanwhile
+            unavailable = m.ErrorReply(code="unavailable", message=str(exc))
+            return [ToPeer(peer, ref, unavailable), *out]
 
     def _handlers(self) -> dict[type, Callable[..., list[ToPeer]]]:
         return {
@@ -225,9 +257,9 @@ class Broker(SchedulingRequests):
                 if view is not None and view.pid != msg.pid:
                     self.workers[msg.worker] = _with_pid(view, msg.pid)
                 return []
-            # The lease was lost (e.g. the broker was down too long): the task may run
-            # elsewhere now, so this copy must stop.
-            return [ToPeer(peer, b"", m.CancelExecution(execution=msg.execution))]
+            # The lease was lost (taken over, the task cancelled, or the broker down too
+            # long): the task may run elsewhere now, so this copy stops and reports nothing.
+            return [ToPeer(peer, b"", m.LeaseLost(execution=msg.execution))]
         stale = [
             execution
             for execution, _, claimed_at in self.store.running_of(msg.worker)
@@ -346,7 +378,12 @@ class Broker(SchedulingRequests):
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_workers(self, peer: bytes, ref: bytes, msg: m.ListWorkers, now: int) -> list[ToPeer]:
-        return [ToPeer(peer, ref, m.WorkerList(workers=self._worker_list()))]
+        workers = self._worker_list() + self._other_workers(now)
+        return [ToPeer(peer, ref, m.WorkerList(workers=workers))]
+
+    def _other_workers(self, now: int) -> list[WorkerView]:
+        """The other nodes' workers, from their heartbeats (none on SQLite: one node)."""
+        return other_workers(self.store.other_nodes(now), now, self.lease_us)
 
     def _worker_list(self) -> list[WorkerView]:
         return sorted(self.workers.values(), key=lambda w: (len(w.id), w.id))
@@ -370,6 +407,7 @@ class Broker(SchedulingRequests):
             workers=self._worker_list(),
             dispatching=self.dispatching,
             schedule=self._schedule_view(now),
+            other_workers=self._other_workers(now),
         )
         return [ToPeer(peer, ref, reply)]
 
@@ -388,4 +426,5 @@ def _with_pid(view: WorkerView, pid: int) -> WorkerView:
         task=view.task,
         execution=view.execution,
         since=view.since,
+        node=view.node,
     )

@@ -24,7 +24,7 @@ def run(config: FleetConfig, recover: bool) -> None:
     """The broker process's entry point (started by the supervisor)."""
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
-    store = open_queue_store(config)
+    store = open_queue_store(config, node=config.node.name)
     broker = Broker(store, config)
     if recover:
         broker.recover("fleetd stopped without ending this run", now_us())

@@ -142,6 +142,7 @@ SAMPLES: dict[type, m.Message] = {
     m.Finished: m.Finished(execution=4, outcome="timed_out", result=RESULT),
     m.FinishAck: m.FinishAck(execution=4),
     m.CancelExecution: m.CancelExecution(execution=4),
+    m.LeaseLost: m.LeaseLost(execution=4),
     m.WorkerGone: m.WorkerGone(worker="w1", reason="exit 1"),
     m.SetDispatch: m.SetDispatch(dispatching=False),
     m.GetCounts: m.GetCounts(),

@@ -20,11 +20,12 @@ from fleetd.broker.dependencies import UnknownDependency
 from fleetd.broker.reach import DatabaseWatch
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
-from fleetd.broker.store import KeyConflict, QueueStore
+from fleetd.broker.store import KeyConflict
 from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
 from fleetd.stores.errors import StoreUnavailable
 from fleetd.stores.nodes import other_workers
+from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, spec_problem
@@ -46,7 +47,7 @@ class Claims(enum.Enum):
 class Broker(SchedulingRequests):
     """The broker's logic, socket-free: `handle` one request, `step` the timers."""
 
-    def __init__(self, store: QueueStore, config: FleetConfig) -> None:
+    def __init__(self, store: QueueStoreAPI, config: FleetConfig) -> None:
         self.store = store
         self.config = config
         self.lease_us = int(config.queue.lease_seconds * 1_000_000)
@@ -415,7 +416,7 @@ class Broker(SchedulingRequests):
         self, peer: bytes, ref: bytes, msg: m.GetRunTotals, now: int
     ) -> list[ToPeer]:
         self.store.store_started()  # the start times kept for the next write count too
-        return [ToPeer(peer, ref, self.tally.totals(self.store.conn))]
+        return [ToPeer(peer, ref, self.tally.totals(self.store))]
 
 
 def _with_pid(view: WorkerView, pid: int) -> WorkerView:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import apsw
 import msgspec
 
+from fleetd.broker import tally
 from fleetd.broker.budgets import Spend
 from fleetd.broker.rows import decode_spec
 from fleetd.broker.scheduling import Gate, decode_scope
@@ -122,6 +123,12 @@ class ScheduleReads:
 
     def usage(self, since: int, by: UsageGroup) -> list[UsageRow]:
         return usage(self.conn, since, by)
+
+    def tally_rows(self, after: int, running: list[int]) -> list[tuple]:
+        return tally.tally_rows(self.conn, after, running)
+
+    def oldest_queued(self) -> int | None:
+        return tally.oldest_queued(self.conn)
 
     def running_specs(self) -> list[TaskSpec]:
         """The specs of the running tasks (what the concurrency limits count)."""

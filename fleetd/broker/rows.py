@@ -3,7 +3,7 @@ what the store's claims, closes and retries return."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import apsw
 import msgspec
@@ -25,7 +25,7 @@ TASK_COLUMNS = (
     " priority, waiting"
 )
 EXECUTION_COLUMNS = (
-    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
+    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id, node"
 )
 
 
@@ -99,7 +99,7 @@ def task_view(row: tuple) -> TaskView:
 
 
 def execution_view(row: tuple) -> ExecutionView:
-    execution, attempt, worker, outcome, claimed, started, finished, result, _ = row
+    execution, attempt, worker, outcome, claimed, started, finished, result, _, node = row
     return ExecutionView(
         id=execution,
         attempt=attempt,
@@ -109,6 +109,7 @@ def execution_view(row: tuple) -> ExecutionView:
         started_at=started,
         finished_at=finished,
         result=decode_result(result) if result else None,
+        node=node,
     )
 
 
@@ -122,6 +123,9 @@ class Claim:
     spec: TaskSpec
     lease_expires_at: int
     resume: ResumeFrom | None = None
+    # The fencing token of this claim's lease (SQLite: the execution id; PostgreSQL: from a
+    # sequence); left out of comparisons, which are about what was claimed.
+    lease: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)

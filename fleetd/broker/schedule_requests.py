@@ -8,8 +8,8 @@ from loguru import logger
 
 from fleetd.broker.budgets import Schedule, Spend
 from fleetd.broker.scheduling import Gate
-from fleetd.broker.store import QueueStore
 from fleetd.runtime.routing import ToPeer
+from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.config import BudgetConfig
 from shared.models import ScheduleView
@@ -18,7 +18,7 @@ from shared.models import ScheduleView
 class SchedulingRequests:
     """A part of `Broker`: what it does for scheduling (its store and schedule are the Broker's)."""
 
-    store: QueueStore
+    store: QueueStoreAPI
     schedule: Schedule
 
     def dispatch(self, now: int) -> list[ToPeer]:

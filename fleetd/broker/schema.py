@@ -85,4 +85,9 @@ MIGRATIONS = [
             ON CONFLICT (state) DO UPDATE SET n = n + 1;
     END;
     """,
+    # v5 (issue 12): the node (fleetd) that claimed each execution. On SQLite one node owns
+    # the queue, so it is a record only; the lease token is the execution id itself.
+    """
+    ALTER TABLE executions ADD COLUMN node TEXT;
+    """,
 ]

@@ -138,14 +138,27 @@ class QueueStore(ScheduleReads):
                 out.append((task, True))
         return out
 
-    def claim(self, worker: str, now: int, lease_us: int, gate: Gate | None = None) -> Claim | None:
+    def claim(
+        self,
+        worker: str,
+        now: int,
+        lease_us: int,
+        gate: Gate | None = None,
+        node: str | None = None,
+    ) -> Claim | None:
         """Take the first queued task (priority, then FIFO) that the gate lets start, as a new
-        running execution."""
+        running execution of `node` (default: this store's)."""
         with self._write() as conn:
-            return self._claim_in(conn, worker, now, lease_us, gate)
+            return self._claim_in(conn, worker, now, lease_us, gate, node)
 
     def _claim_in(
-        self, conn: apsw.Connection, worker: str, now: int, lease_us: int, gate: Gate | None
+        self,
+        conn: apsw.Connection,
+        worker: str,
+        now: int,
+        lease_us: int,
+        gate: Gate | None,
+        node: str | None = None,
     ) -> Claim | None:
         row = first_fit(conn, now, gate)
         if row is None:
@@ -159,20 +172,27 @@ class QueueStore(ScheduleReads):
         )
         conn.execute(
             "INSERT INTO executions (task_id, attempt, worker, outcome, claimed_at,"
-            " lease_expires_at) VALUES (?, ?, ?, 'running', ?, ?)",
-            (task_id, attempt, worker, now, now + lease_us),
+            " lease_expires_at, node) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+            (task_id, attempt, worker, now, now + lease_us, node or self.node),
         )
+        execution = conn.last_insert_rowid()
         return Claim(
             task=task_id,
-            execution=conn.last_insert_rowid(),
+            execution=execution,
             attempt=attempt,
             spec=decode_spec(spec_json),
             lease_expires_at=now + lease_us,
             resume=resume_of(conn, resume_from) if resume_from is not None else None,
+            lease=execution,  # one broker per file: each claim's new execution is its fence
         )
 
-    def renew(self, execution: int, worker: str, now: int, lease_us: int) -> bool:
-        """Extend a running execution's lease; False if the worker no longer holds it."""
+    def renew(
+        self, execution: int, worker: str, now: int, lease_us: int, lease: int | None = None
+    ) -> bool:
+        """Extend a running execution's lease; False if the worker no longer holds it (or
+        `lease` is not its token)."""
+        if lease is not None and lease != execution:
+            return False
         with self._write() as conn:
             conn.execute(
                 "UPDATE executions SET lease_expires_at = ?"
@@ -181,12 +201,15 @@ class QueueStore(ScheduleReads):
             )
             return conn.changes() == 1
 
-    def mark_started(self, execution: int, started_at: int, pid: int) -> None:
+    def mark_started(
+        self, execution: int, started_at: int, pid: int, lease: int | None = None
+    ) -> None:
         """Kept for the next write transaction (a no-op task's Finished comes right after, and
         the lease check writes every second), saving a commit per task; a read stores it
         first. A broker crash loses the start times of the last second's runs, which it
-        marks lost at its restart anyway."""
-        self.started[execution] = (started_at, pid)
+        marks lost at its restart anyway. A stale `lease` is ignored."""
+        if lease is None or lease == execution:
+            self.started[execution] = (started_at, pid)
 
     def store_started(self) -> None:
         """Write the start times not yet written, so that a read sees them."""
@@ -218,12 +241,15 @@ class QueueStore(ScheduleReads):
         claim_for: str | None = None,
         lease_us: int = 0,
         gate: Gate | None = None,
+        lease: int | None = None,
     ) -> tuple[TaskState | None, Claim | None]:
         """Close an execution with the worker's outcome; optionally claim the worker's next task.
 
         Returns the task's new state (None if the execution was already closed: a resent
-        result) and the next claim. Both happen in one transaction.
+        result, or a stale `lease`) and the next claim. Both happen in one transaction.
         """
+        if lease is not None and lease != execution:
+            return None, None
         with self._write() as conn:
             state = self._close(conn, execution, outcome, result, now)
             # A resent result (state None) must not claim: its first copy already did.
@@ -370,6 +396,12 @@ class QueueStore(ScheduleReads):
                 (source.execution if source else None, task),
             )
         return Retried(state="queued", resume=source)
+
+    def wakeup_fd(self) -> int | None:
+        return None  # this broker is the queue's only writer: nothing else makes news
+
+    def drain_wakeups(self) -> bool:
+        return False
 
     # --- reads -------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 from collections import defaultdict
+from typing import Protocol
 
 import apsw
 import msgspec
@@ -92,11 +93,8 @@ class RunTally:
         self.seen_upto = 0  # every execution up to this id has been read once
         self.running: set[int] = set()  # those of them that were running then
 
-    def totals(self, conn: apsw.Connection) -> m.RunTotals:
-        rows = conn.execute(_NEW, (self.seen_upto,)).fetchall()
-        if self.running:
-            ids = msgspec.json.encode(sorted(self.running)).decode()
-            rows += conn.execute(_OPEN, (ids,)).fetchall()
+    def totals(self, store: TallyReads) -> m.RunTotals:
+        rows = store.tally_rows(self.seen_upto, sorted(self.running))
         finished = []
         for row in rows:
             execution, outcome = row[0], row[2]
@@ -107,7 +105,24 @@ class RunTally:
                 self.running.discard(execution)
                 finished.append(row)
         self.counted.add_rows(finished)
-        (oldest,) = conn.execute(
-            "SELECT min(enqueued_at) FROM tasks WHERE state = 'queued'"
-        ).fetchone()
-        return self.counted.reply(oldest)
+        return self.counted.reply(store.oldest_queued())
+
+
+class TallyReads(Protocol):
+    """What the tally reads of a store (`tally_rows` below, for SQLite)."""
+
+    def tally_rows(self, after: int, running: list[int]) -> list[tuple]: ...
+
+    def oldest_queued(self) -> int | None: ...
+
+
+def tally_rows(conn: apsw.Connection, after: int, running: list[int]) -> list[tuple]:
+    """The executions after id `after` and those of `running`, as `Totals.add_rows` takes them."""
+    rows = conn.execute(_NEW, (after,)).fetchall()
+    if running:
+        rows += conn.execute(_OPEN, (msgspec.json.encode(running).decode(),)).fetchall()
+    return rows
+
+
+def oldest_queued(conn: apsw.Connection) -> int | None:
+    return conn.execute("SELECT min(enqueued_at) FROM tasks WHERE state = 'queued'").fetchone()[0]

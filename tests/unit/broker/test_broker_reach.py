@@ -116,3 +116,19 @@ def test_workers_carry_their_node(node: Broker) -> None:
     busy_node(node)
     [reply] = node.handle(CLIENT, b"w", m.ListWorkers(), 3)
     assert {(w.id, w.node) for w in reply.message.workers} == {("w1", "host-a"), ("w2", "host-a")}
+
+
+def test_executions_carry_the_node_that_claimed_them(tmp_path: Path) -> None:
+    store = QueueStore.open(tmp_path / "n.db", 3, node="host-b")
+    try:
+        config = load_config({"HOME": str(tmp_path), "FLEET_NODE_NAME": "host-b"})
+        broker = Broker(store, config)
+        ready(broker, "w1")
+        enqueue(broker, "a", now=1)
+        [reply] = broker.handle(CLIENT, b"s", m.ShowTask(task=1), 2)
+        assert [e.node for e in reply.message.task.executions] == ["host-b"]
+        from shared.views import task_json
+
+        assert task_json(reply.message.task, True)["executions"][0]["node"] == "host-b"
+    finally:
+        store.close()

@@ -10,6 +10,7 @@ import pytest
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.store import KeyConflict, QueueStore
+from fleetd.stores.protocol import QueueStoreAPI
 from shared.models import ExecutionResult, TaskSpec
 from tests.unit.broker.queries import execution_holder
 
@@ -540,3 +541,21 @@ def test_a_filtered_listing_reads_a_bounded_window_and_says_where_to_go_on(
     tasks, next_before = store.list_page(None, 3)
     assert [t.id for t in tasks] == [300, 299, 298] and next_before == 298
     assert store.list_page(None, 3, 2)[1] is None
+
+
+def test_the_sqlite_store_is_the_seams_store_and_its_lease_token_fences(
+    store: QueueStore,
+) -> None:
+    assert isinstance(store, QueueStoreAPI)
+    store.enqueue([TaskSpec(prompt="fenced")], 1)
+    claim = store.claim("w1", 10, 1_000_000)
+    assert claim is not None and claim.lease == claim.execution
+    stale = claim.lease + 1
+    assert not store.renew(claim.execution, "w1", 20, 1_000_000, lease=stale)
+    assert store.renew(claim.execution, "w1", 20, 1_000_000, lease=claim.lease)
+    result = ExecutionResult(exit_code=0)
+    assert store.finish(claim.execution, "succeeded", result, 30, lease=stale) == (None, None)
+    assert store.get_task(claim.task).state == "running"
+    assert store.finish(claim.execution, "succeeded", result, 30, lease=claim.lease)[0] == (
+        "succeeded"
+    )

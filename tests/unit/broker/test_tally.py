@@ -23,7 +23,7 @@ def run(store: QueueStore, outcome: str, now: int, **result: object) -> int:
 def test_counts_runs_tokens_failures_and_histograms(store: QueueStore) -> None:
     run(store, "succeeded", 1, usage=TokenUsage(input_tokens=10, output_tokens=4))
     run(store, "failed", 10_000_000, failure_class="permanent")
-    totals = RunTally().totals(store.conn)
+    totals = RunTally().totals(store)
     assert totals.runs == {"command": {"succeeded": 1, "failed": 1}}
     assert totals.tokens["command"] == {"input": 10, "output": 4}
     assert totals.failures == {"permanent": 1}
@@ -41,12 +41,12 @@ def test_a_run_that_ends_after_a_later_one_is_counted_once(store: QueueStore) ->
     slow = store.claim("w1", 2, LEASE)
     assert slow is not None
     run(store, "succeeded", 100)
-    first = tally.totals(store.conn)
+    first = tally.totals(store)
     assert first.runs == {"command": {"succeeded": 1}}
     assert tally.running == {slow.execution}  # read again next time, the rest never
     store.finish(slow.execution, "failed", ExecutionResult(), 5_000_000, None, LEASE)
-    second = tally.totals(store.conn)
-    third = tally.totals(store.conn)
+    second = tally.totals(store)
+    third = tally.totals(store)
     assert second.runs == third.runs == {"command": {"succeeded": 1, "failed": 1}}
     assert tally.running == set()
 
@@ -55,9 +55,9 @@ def test_a_new_tally_over_the_same_store_gives_the_same_counters(store: QueueSto
     """What a restarted broker reports: computed from queue.db, not remembered."""
     for index in range(5):
         run(store, "succeeded" if index % 2 else "failed", index * 10_000_000)
-    assert RunTally().totals(store.conn) == RunTally().totals(store.conn)
+    assert RunTally().totals(store) == RunTally().totals(store)
 
 
 def test_the_oldest_queued_task_is_reported(store: QueueStore) -> None:
     store.enqueue([TaskSpec(prompt="a"), TaskSpec(prompt="b")], 42)
-    assert RunTally().totals(store.conn).queue_oldest_us == 42
+    assert RunTally().totals(store).queue_oldest_us == 42

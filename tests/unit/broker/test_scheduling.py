@@ -10,6 +10,7 @@ from fleetd.broker.scheduling import Gate, Hold, limits_of
 from fleetd.broker.store import QueueStore
 from shared.models import ExecutionResult, TaskSpec, TokenUsage
 from shared.selectors import parse_selector
+from tests.unit.broker.queries import sql
 
 LEASE = 1_000
 
@@ -26,9 +27,11 @@ def claimed(store: QueueStore, now: int = 10, gate: Gate | None = None) -> int |
 
 
 def finish(store: QueueStore, task: int, outcome="succeeded", now: int = 20) -> None:
-    [execution] = store.conn.execute(
-        "SELECT id FROM executions WHERE task_id = ? AND outcome = 'running'", (task,)
-    ).fetchone()
+    [execution] = (
+        sql(store)
+        .execute("SELECT id FROM executions WHERE task_id = ? AND outcome = 'running'", (task,))
+        .fetchone()
+    )
     store.finish(execution, outcome, ExecutionResult(), now)
 
 
@@ -62,12 +65,17 @@ def test_set_priority_reorders_a_queued_task(store: QueueStore) -> None:
     assert store.set_priority(99, 1) is None
 
 
+@pytest.mark.sqlite_only  # SQLite's query plan
 def test_the_claim_uses_the_claim_index(store: QueueStore) -> None:
-    plan = store.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT id, spec, executions, resume_from FROM tasks"
-        " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id",
-        (0,),
-    ).fetchall()
+    plan = (
+        sql(store)
+        .execute(
+            "EXPLAIN QUERY PLAN SELECT id, spec, executions, resume_from FROM tasks"
+            " WHERE state = 'queued' AND not_before <= ? ORDER BY priority DESC, id",
+            (0,),
+        )
+        .fetchall()
+    )
     details = " ".join(str(row[-1]) for row in plan)
     assert "tasks_claim" in details and "TEMP B-TREE" not in details
 
@@ -251,9 +259,9 @@ def test_usage_groups_the_finished_executions(store: QueueStore) -> None:
     b = add(store, agent="claude")
     for task, tokens, cost, at in ((a, 100, 0.5, day), (b, 40, 0.25, 2 * day + 5)):
         claimed(store, now=at - 1)
-        [execution] = store.conn.execute(
-            "SELECT id FROM executions WHERE task_id = ?", (task,)
-        ).fetchone()
+        [execution] = (
+            sql(store).execute("SELECT id FROM executions WHERE task_id = ?", (task,)).fetchone()
+        )
         usage = TokenUsage(input_tokens=tokens, total_tokens=tokens)
         store.finish(execution, "succeeded", ExecutionResult(usage=usage, cost_usd=cost), at)
     by_day = {row.key: (row.tokens, row.cost_usd) for row in store.usage(0, "day")}
@@ -266,10 +274,13 @@ def test_usage_groups_the_finished_executions(store: QueueStore) -> None:
     assert {r.key for r in store.usage(0, "label")} == {"team=web", "(no label)"}
 
 
+@pytest.mark.sqlite_only  # SQLite's query plan
 def test_a_held_agent_kind_is_left_out_by_the_query_itself(store: QueueStore) -> None:
-    plan = store.conn.execute(
-        "EXPLAIN QUERY PLAN " + CLAIM_ORDER.format(" AND agent NOT IN (?)"), (0, "claude")
-    ).fetchall()
+    plan = (
+        sql(store)
+        .execute("EXPLAIN QUERY PLAN " + CLAIM_ORDER.format(" AND agent NOT IN (?)"), (0, "claude"))
+        .fetchall()
+    )
     details = " ".join(str(row[-1]) for row in plan)
     assert "tasks_claim" in details and "TEMP B-TREE" not in details
     gate = Gate(limits_of({"agent:claude": 0, "repo:/src/app": 0}))
@@ -295,7 +306,7 @@ def test_a_version_2_queue_gets_its_agent_and_repo_columns(tmp_path) -> None:
     old.close()
     store = QueueStore.open(path, 3)
     try:
-        rows = store.conn.execute("SELECT agent, repo FROM tasks ORDER BY id").fetchall()
+        rows = sql(store).execute("SELECT agent, repo FROM tasks ORDER BY id").fetchall()
         assert rows == [("codex", None), ("claude", "/r")]
         gate = Gate(limits_of({"agent:codex": 0}))
         assert claimed(store, gate=gate) == 2

@@ -12,7 +12,7 @@ from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.store import KeyConflict, QueueStore
 from fleetd.stores.protocol import QueueStoreAPI
 from shared.models import ExecutionResult, TaskSpec
-from tests.unit.broker.queries import execution_holder
+from tests.unit.broker.queries import execution_holder, sql
 
 LEASE = 1_000
 
@@ -99,7 +99,7 @@ def test_idempotency_key_within_one_batch(store: QueueStore) -> None:
 
 
 def test_a_stored_spec_out_of_todays_bounds_still_reads(store: QueueStore) -> None:
-    store.conn.execute(
+    sql(store).execute(
         "INSERT INTO tasks (state, spec, max_attempts, enqueued_at) VALUES ('queued', ?, 3, 1)",
         ('{"prompt":"nul","agent":"command","argv":["echo","a\\u0000b"]}',),
     )
@@ -447,6 +447,7 @@ def test_list_tasks_newest_first_with_state_and_limit(store: QueueStore) -> None
     assert [t.id for t in store.list_tasks("running", 10)] == [1]
 
 
+@pytest.mark.sqlite_only  # counts SQLite's changes
 def test_a_start_is_written_with_the_next_transaction_not_one_of_its_own(
     store: QueueStore,
 ) -> None:
@@ -457,9 +458,11 @@ def test_a_start_is_written_with_the_next_transaction_not_one_of_its_own(
     store.mark_started(execution, 15, 99)
     assert store.conn.total_changes() == written  # nothing written yet
     store.finish(execution, "succeeded", ExecutionResult(exit_code=0), 20)
-    row = store.conn.execute(
-        "SELECT started_at, agent_pid FROM executions WHERE id = ?", (execution,)
-    ).fetchone()
+    row = (
+        sql(store)
+        .execute("SELECT started_at, agent_pid FROM executions WHERE id = ?", (execution,))
+        .fetchone()
+    )
     assert row == (15, 99)
 
 

@@ -1,0 +1,203 @@
+"""The PostgreSQL store's connections: one for its transactions, one that LISTENs, and the
+waiting out of an outage (a restart, a failover, a cut network) with capped back-off.
+
+The broker is one thread doing one transaction at a time, so it holds one connection rather
+than a pool: psycopg_pool's reconnection doubles its wait without a cap and logs every try,
+where an outage here must cost one log line and be noticed within a few seconds of its end.
+
+Every transaction is a function of its connection (`run`), so that a lost connection or a
+deadlock runs it again from the start on a fresh one. A commit whose reply was lost may thus
+be applied twice: a claim's first execution then expires with its lease (at-least-once, as
+everywhere); an enqueue without an idempotency key may be stored twice (a key makes it once).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+from loguru import logger
+from psycopg import errors
+
+from shared.config import url_without_password
+from shared.errors import FleetError
+
+T = TypeVar("T")
+
+FIRST_DELAY = 0.1
+MAX_DELAY = 5.0  # an outage's end is noticed within this long
+MAX_ROLLBACK_RETRIES = 20  # deadlocks and serialization failures: run again at once
+CHANNEL = "fleet_queue"
+# libpq settings: a dead server or a cut link surfaces as an error within seconds, not at
+# the kernel's TCP timeout (minutes), so the broker waits it out and its leases stay honest.
+CONNECT_OPTIONS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
+
+class StoreUnavailable(FleetError):
+    """PostgreSQL cannot be reached (and we were told to stop waiting, or not to wait)."""
+
+
+def connect(url: str, name: str, autocommit: bool = False) -> psycopg.Connection:
+    """A connection to `url`; its failure says where, never with the password."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, application_name=name, **CONNECT_OPTIONS)
+    except psycopg.Error as exc:
+        raise StoreUnavailable(describe(url, exc)) from None
+
+
+def describe(url: str, exc: BaseException) -> str:
+    """What went wrong reaching `url`, in one line without its password."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    password = psycopg.conninfo.conninfo_to_dict(url).get("password") if "://" in url else None
+    if password:
+        detail = detail.replace(str(password), "***")
+    return f"cannot use the PostgreSQL queue at {url_without_password(url)}: {detail}"
+
+
+_TRANSLATED: dict[str, str] = {}  # each query's `%s` spelling, made once
+
+
+class Tx:
+    """A transaction's connection, with the `?` placeholders the SQLite store's SQL uses (so
+    the helpers that build its queries serve both stores)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, args: Any = ()) -> psycopg.Cursor:
+        query = _TRANSLATED.get(sql)
+        if query is None:
+            query = _TRANSLATED.setdefault(sql, sql.replace("?", "%s"))
+        return self.conn.execute(query, args)  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+
+class Database:
+    """One PostgreSQL connection, reconnected with capped back-off when it fails."""
+
+    def __init__(
+        self, url: str, name: str, stop: Callable[[], bool] | None = None, wait: bool = True
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.stop = stop or (lambda: False)
+        self.wait = wait  # False (`fleetd migrate`): an outage is an error at once
+        self.conn: psycopg.Connection | None = None
+        self.down_since: float | None = None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def run(self, work: Callable[[Tx], T]) -> T:
+        """`work` in one transaction, run again (from the start) after a deadlock or on a new
+        connection after an outage, until it commits."""
+        delay = FIRST_DELAY
+        rollbacks = 0
+        while True:
+            try:
+                if self.conn is None or self.conn.closed:
+                    self.conn = connect(self.url, self.name)
+                with self.conn.transaction():
+                    result = work(Tx(self.conn))
+            except (errors.SerializationFailure, errors.DeadlockDetected):
+                rollbacks += 1  # a deadlock or serialization failure: PostgreSQL chose us
+                if rollbacks > MAX_ROLLBACK_RETRIES:
+                    raise
+                continue
+            except (psycopg.OperationalError, StoreUnavailable) as exc:
+                self._outage(exc)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_DELAY)
+                continue
+            if self.down_since is not None:
+                logger.info(
+                    "the PostgreSQL queue is reachable again (after {:.1f} s)",
+                    time.monotonic() - self.down_since,
+                )
+                self.down_since = None
+            return result
+
+    def _outage(self, exc: BaseException) -> None:
+        """Drop a broken connection; log the outage's first failure only; give up if told."""
+        if self.conn is not None and (self.conn.broken or self.conn.closed):
+            self.close()
+        message = str(exc) if isinstance(exc, StoreUnavailable) else describe(self.url, exc)
+        if not self.wait:
+            raise StoreUnavailable(message) from None
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            logger.warning("{}; waiting for it (retrying up to every {:g} s)", message, MAX_DELAY)
+        if self.stop():
+            raise StoreUnavailable(message) from None
+
+
+class Listener:
+    """A LISTENing connection whose fd wakes the broker's poll loop on NOTIFY; reconnected
+    quietly (the main connection logs outages) when it breaks."""
+
+    def __init__(self, url: str, name: str, node: str) -> None:
+        self.url = url
+        self.name = name
+        self.node = node
+        self.conn: psycopg.Connection | None = None
+        self.retry_at = 0.0
+        self.delay = FIRST_DELAY
+
+    def fd(self) -> int | None:
+        return self.conn.fileno() if self.conn is not None else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def drain(self) -> bool:
+        """Read the notifications waiting, without blocking: True if another node's (or a
+        reconnect, after which some may have been missed)."""
+        if self.conn is None:
+            return self._reconnect()
+        news = False
+        try:
+            pgconn = self.conn.pgconn
+            pgconn.consume_input()
+            while (note := pgconn.notifies()) is not None:
+                news = news or note.extra.decode(errors="replace") != self.node
+        except psycopg.Error:
+            self.close()
+            return self._reconnect()
+        except Exception as exc:  # psycopg.pq raises its own errors for a dead socket
+            logger.debug("the LISTEN connection failed: {}", type(exc).__name__)
+            self.close()
+            return self._reconnect()
+        return news
+
+    def _reconnect(self) -> bool:
+        now = time.monotonic()
+        if now < self.retry_at:
+            return False
+        try:
+            self.conn = connect(self.url, self.name, autocommit=True)
+            self.conn.execute(f"LISTEN {CHANNEL}")
+        except (StoreUnavailable, psycopg.Error):
+            self.close()
+            self.retry_at = now + self.delay
+            self.delay = min(self.delay * 2, MAX_DELAY)
+            return False
+        self.delay = FIRST_DELAY
+        return True  # notifications may have been missed while it was down

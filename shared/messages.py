@@ -405,6 +405,7 @@ class Heartbeat(Message):
     worker: str
     pid: int
     execution: int | None = None
+    lease: Id | None = None  # the execution's lease token (Assign.lease), the fence
 
 
 class Assign(Message):
@@ -418,6 +419,9 @@ class Assign(Message):
     resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
     # The worker's last execution, whose Finished this Assign also acknowledges (FinishAck).
     acknowledges: int | None = None
+    # The claim's lease token (the fence): the worker's Heartbeat, AgentStarted and Finished
+    # carry it back, and the queue refuses them once another claim took the task over.
+    lease: Id | None = None
 
 
 class AgentStarted(Message):
@@ -426,6 +430,7 @@ class AgentStarted(Message):
     execution: int
     started_at: int
     pid: int
+    lease: Id | None = None  # Assign.lease
 
 
 class Finished(Message):
@@ -434,6 +439,7 @@ class Finished(Message):
     execution: int
     outcome: FinishedOutcome
     result: ExecutionResult
+    lease: Id | None = None  # Assign.lease: a stale one is refused (and acknowledged)
 
 
 class FinishAck(Message):

@@ -142,6 +142,7 @@ class Broker(SchedulingRequests):
             lease_expires_at=claim.lease_expires_at,
             resume=claim.resume,
             acknowledges=acknowledges,
+            lease=claim.lease or None,
         )
         return ToPeer(worker.encode(), b"", message)
 
@@ -254,7 +255,7 @@ class Broker(SchedulingRequests):
     def _on_heartbeat(self, peer: bytes, ref: bytes, msg: m.Heartbeat, now: int) -> list[ToPeer]:
         view = self.workers.get(msg.worker)
         if msg.execution is not None:
-            if self.store.renew(msg.execution, msg.worker, now, self.lease_us):
+            if self.store.renew(msg.execution, msg.worker, now, self.lease_us, msg.lease):
                 if view is not None and view.pid != msg.pid:
                     self.workers[msg.worker] = _with_pid(view, msg.pid)
                 return []
@@ -279,7 +280,7 @@ class Broker(SchedulingRequests):
     def _on_agent_started(
         self, peer: bytes, ref: bytes, msg: m.AgentStarted, now: int
     ) -> list[ToPeer]:
-        self.store.mark_started(msg.execution, msg.started_at, msg.pid)
+        self.store.mark_started(msg.execution, msg.started_at, msg.pid, msg.lease)
         return []
 
     def _on_finished(self, peer: bytes, ref: bytes, msg: m.Finished, now: int) -> list[ToPeer]:
@@ -289,7 +290,7 @@ class Broker(SchedulingRequests):
         claim_for = worker if wants_work else None
         gate = self._gate_after(msg, now)
         state, claim = self.store.finish(
-            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate
+            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate, msg.lease
         )
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:

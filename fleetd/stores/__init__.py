@@ -7,6 +7,7 @@ embedded default, `fleetd.broker.store`), PostgreSQL for several (`fleetd.stores
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fleetd.broker.policy import Backoff
@@ -16,7 +17,9 @@ if TYPE_CHECKING:
     from fleetd.stores.protocol import QueueStoreAPI
 
 
-def open_queue_store(config: FleetConfig, node: str | None = None) -> QueueStoreAPI:
+def open_queue_store(
+    config: FleetConfig, node: str | None = None, stop: Callable[[], bool] | None = None
+) -> QueueStoreAPI:
     """The queue store `config.queue.url` names, opened (and migrated) for this node.
 
     `node` names this fleetd among those sharing a PostgreSQL queue (default: the host name);
@@ -31,4 +34,4 @@ def open_queue_store(config: FleetConfig, node: str | None = None) -> QueueStore
         return QueueStore.open(config.paths().queue_db, queue.max_attempts, backoff, node=node)
     from fleetd.stores.postgres import PgQueueStore  # psycopg is imported only for it
 
-    return PgQueueStore.open(queue.url, queue.max_attempts, backoff, node=node)
+    return PgQueueStore.open(queue.url, queue.max_attempts, backoff, node=node, stop=stop)

@@ -13,14 +13,7 @@ import msgspec
 
 from shared.models import WorkerView
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
-    name text PRIMARY KEY,
-    seen_at bigint NOT NULL,
-    worker_count integer NOT NULL,
-    workers bytea NOT NULL
-);
-"""
+# The table: migration v2 of fleetd/stores/postgres/schema.py.
 BEAT = """
 INSERT INTO nodes (name, seen_at, worker_count, workers) VALUES (%s, %s, %s, %s)
 ON CONFLICT (name) DO UPDATE

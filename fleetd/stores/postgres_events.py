@@ -22,28 +22,12 @@ import psycopg
 from loguru import logger
 
 from fleetd.stores.errors import StoreUnavailable
+from fleetd.stores.postgres import schema
 from shared.config import url_without_password
 from shared.models import EventRecord
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS event_streams (
-    execution_id bigint PRIMARY KEY,
-    task_id bigint NOT NULL,
-    last_seq bigint NOT NULL DEFAULT 0,
-    sealed_at bigint
-);
-CREATE INDEX IF NOT EXISTS event_streams_task ON event_streams (task_id, execution_id);
-CREATE TABLE IF NOT EXISTS events (
-    execution_id bigint NOT NULL,
-    seq bigint NOT NULL,
-    ts bigint NOT NULL,
-    type text NOT NULL,
-    flags integer NOT NULL,
-    payload bytea NOT NULL,
-    PRIMARY KEY (execution_id, seq)
-);
-"""
-SCHEMA_LOCK = 0x666C6565  # pg_advisory_xact_lock key: two nodes starting at once do not race
+# The tables: migration v2 of fleetd/stores/postgres/schema.py, applied by whichever of the
+# broker and the recorder opens the database first (under the migration lock).
 
 INSERT_EVENTS = """
 INSERT INTO events (execution_id, seq, ts, type, flags, payload)
@@ -168,9 +152,12 @@ class PostgresEventLog:
     def _ensure_schema(self) -> None:
         if self.schema_ready:
             return
-        with self.db.cursor() as cur, cur.connection.transaction():
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            cur.execute(SCHEMA)
+        conn = self.db.get()
+        try:
+            schema.migrate(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self.db.failed(exc)
+            raise StoreUnavailable(f"PostgreSQL at {self.db.where} cannot be reached") from None
         self.schema_ready = True
 
     def store(

@@ -233,6 +233,7 @@ class Worker:
                 execution=assign.execution,
                 outcome="interrupted",
                 result=ExecutionResult(error="worker was busy"),
+                lease=assign.lease,
             )
             return [ToBroker(refusal)]
         worker = self.config.worker
@@ -303,7 +304,10 @@ class Worker:
             return []
         logger.debug("execution {} started pid {}", assign.execution, execution.proc.pid)
         started = m.AgentStarted(
-            execution=assign.execution, started_at=execution.started_at, pid=execution.proc.pid
+            execution=assign.execution,
+            started_at=execution.started_at,
+            pid=execution.proc.pid,
+            lease=assign.lease,
         )
         return [ToBroker(started), *(ToRecorder(batch) for batch in batches)]
 
@@ -347,7 +351,9 @@ class Worker:
         assign = execution.assign
         # Errors may quote the spec (argv, cwd), which may hold a secret: stored masked.
         result = mask_message(result, self.redactor)
-        self.finished = m.Finished(execution=assign.execution, outcome=outcome, result=result)
+        self.finished = m.Finished(
+            execution=assign.execution, outcome=outcome, result=result, lease=assign.lease
+        )
         end = m.StreamEnd(
             task=assign.task,
             execution=assign.execution,
@@ -392,7 +398,9 @@ class Worker:
             return []
         self.next_heartbeat = now + self.config.worker.heartbeat_seconds
         execution = self.execution.assign.execution if self.execution is not None else None
-        return [ToBroker(m.Heartbeat(worker=self.id, pid=self.pid, execution=execution))]
+        lease = self.execution.assign.lease if self.execution is not None else None
+        beat = m.Heartbeat(worker=self.id, pid=self.pid, execution=execution, lease=lease)
+        return [ToBroker(beat)]
 
     def _cancel(self, now: float) -> None:
         """A cancel reaches the agent while it is being prepared or runs; after, it is late."""

@@ -21,8 +21,10 @@ import psycopg
 from loguru import logger
 from psycopg import errors
 
+# PostgreSQL cannot be reached (and we were told to stop waiting, or not to wait): the one
+# exception every store raises for it, which the broker and the recorder wait out.
+from fleetd.stores.errors import StoreUnavailable
 from shared.config import url_without_password
-from shared.errors import FleetError
 
 T = TypeVar("T")
 
@@ -40,10 +42,6 @@ CONNECT_OPTIONS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
 }
-
-
-class StoreUnavailable(FleetError):
-    """PostgreSQL cannot be reached (and we were told to stop waiting, or not to wait)."""
 
 
 def connect(url: str, name: str, autocommit: bool = False) -> psycopg.Connection:

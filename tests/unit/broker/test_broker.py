@@ -69,6 +69,7 @@ def test_enqueue_to_a_ready_worker_assigns_it(broker: Broker, store: QueueStore)
                 attempt=1,
                 spec=TaskSpec(prompt="a"),
                 lease_expires_at=1 + LEASE_US,
+                lease=1,  # the first lease token, on either store
             ),
         ),
     ]

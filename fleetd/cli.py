@@ -67,7 +67,10 @@ def fleetd(
         typer.Option("--web-listen", help="dashboard address HOST:PORT, or off (FLEET_WEB_LISTEN)"),
     ] = None,
 ) -> None:
-    """Run the agent-fleet daemon: a supervisor, a broker, a recorder and N workers."""
+    """Run the agent-fleet daemon: a supervisor, a broker, a recorder and N workers.
+
+    `fleetd migrate` applies the PostgreSQL queue's schema migrations (see its --help).
+    """
     os.umask(PRIVATE_UMASK)
     flags = {
         "workers": workers,
@@ -167,4 +170,9 @@ def _tail(path: Path, start: int, lines: int = 15) -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["migrate"]:  # the one subcommand; `fleetd [OPTIONS]` runs the fleet
+        from fleetd.migrate import main as migrate
+
+        migrate(sys.argv[2:])
+        return
     app()

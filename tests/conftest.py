@@ -29,5 +29,6 @@ def server() -> Iterator[ModelServer]:
     with ModelServer() as model_server:
         yield model_server
 
+
 # The PostgreSQL fixtures (`pg_cluster`, `pg_url`): a cluster started at first use only.
 pytest_plugins = ["tests.support.postgres"]

@@ -7,6 +7,7 @@ module (`fleetd.broker.process`) owns the ROUTER socket and feeds it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
@@ -114,6 +115,10 @@ class Broker(SchedulingRequests):
             return now >= self.wake_at
         return self.claims is Claims.TRY
 
+    def wake(self) -> None:
+        """Another broker sharing the queue may have made a task claimable."""
+        self._news()
+
     def _news(self) -> None:
         """Something may have become claimable (a task queued or requeued, a backoff over).
 
@@ -172,9 +177,11 @@ class Broker(SchedulingRequests):
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
         if isinstance(outgoing.message, m.Assign):
             execution = outgoing.message.execution
-            self.store.finish(
-                execution, "interrupted", m.ExecutionResult(error="worker unreachable"), now
-            )
+            # Without the database its lease expires instead, and the task goes back then.
+            with contextlib.suppress(StoreUnavailable):
+                self.store.finish(
+                    execution, "interrupted", m.ExecutionResult(error="worker unreachable"), now
+                )
             self.workers.pop(outgoing.peer.decode(), None)
             self._news()
 

@@ -14,6 +14,7 @@ from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.stores import open_queue_store
+from fleetd.stores.protocol import QueueStoreAPI, StoreUnavailable
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import now_us
@@ -28,7 +29,12 @@ def run(config: FleetConfig, recover: bool) -> None:
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
     patience = OutagePatience(shutdown)
-    store = open_queue_store(config, node=config.node.name, stop=patience)
+    try:
+        # A PostgreSQL outage at start is waited out here (until a stop signal).
+        store = open_queue_store(config, node=config.node.name, stop=patience)
+    except StoreUnavailable as exc:
+        logger.error("{}", exc)
+        return
     broker = Broker(store, config)
     if recover:
         broker.recover("fleetd stopped without ending this run", now_us())
@@ -41,7 +47,9 @@ def run(config: FleetConfig, recover: bool) -> None:
     sock.bind(paths.broker_endpoint)
     logger.info("broker ready on {}", paths.broker_endpoint)
     try:
-        _loop(broker, sock, shutdown)
+        _loop(broker, store, sock, shutdown)
+    except StoreUnavailable as exc:  # told to stop while the database was out
+        logger.warning("broker stopping during an outage: {}", exc)
     finally:
         context.destroy()  # each socket closes with its own linger
         store.close()
@@ -71,20 +79,35 @@ class OutagePatience:
         return since is not None and time.monotonic() - since > OUTAGE_HOLD_S
 
 
-def _loop(broker: Broker, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
+def _loop(broker: Broker, store: QueueStoreAPI, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     poller.register(shutdown.fd, zmq.POLLIN)
+    wakeup_fd = None
     while shutdown.received is None:
+        wakeup_fd = _watch_wakeups(poller, wakeup_fd, store.wakeup_fd())
         events = dict(poller.poll(POLL_MS))
         if shutdown.fd in events:
             shutdown.drain()
+        # Another node's enqueue or finish (PostgreSQL's NOTIFY): claim now, not at a poll.
+        if wakeup_fd is not None and store.drain_wakeups():
+            broker.wake()
         out: list[ToPeer] = []
         for frames in islice(waiting(sock), RECV_BATCH):
             out.extend(_serve(broker, frames))
         out.extend(broker.step(now_us()))
         for outgoing in out:
             _send(broker, sock, outgoing)
+
+
+def _watch_wakeups(poller: zmq.Poller, watched: int | None, current: int | None) -> int | None:
+    """Poll the store's wake-up fd, the new one after it reconnected."""
+    if current != watched:
+        if watched is not None:
+            poller.unregister(watched)
+        if current is not None:
+            poller.register(current, zmq.POLLIN)
+    return current
 
 
 def _serve(broker: Broker, frames: list[bytes]) -> list[ToPeer]:

@@ -23,7 +23,8 @@ def open_queue_store(
     """The queue store `config.queue.url` names, opened (and migrated) for this node.
 
     `node` names this fleetd among those sharing a PostgreSQL queue (default: the host name);
-    its executions carry it, and a starting broker recovers only its own node's.
+    its executions carry it, and a starting broker recovers only its own node's. An outage
+    of PostgreSQL is waited out until `stop()` says to give up (StoreUnavailable).
     """
     queue = config.queue
     backoff = Backoff(queue.retry_backoff_seconds, queue.retry_backoff_max)

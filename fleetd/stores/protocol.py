@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 from fleetd.broker.budgets import Spend
 from fleetd.broker.rows import Claim, Closed, Retried
 from fleetd.broker.scheduling import Gate
+from fleetd.stores.errors import StoreUnavailable
 from fleetd.stores.nodes import NodeBeat
 from shared.messages import UsageGroup
 from shared.models import (
@@ -28,6 +29,10 @@ from shared.models import (
     UsageRow,
     WorkerView,
 )
+
+# The queue's database cannot be reached (and the store was told to stop waiting): one
+# exception for every store, defined beside the stores' other errors.
+__all__ = ["QueueStoreAPI", "StoreUnavailable"]
 
 
 @runtime_checkable

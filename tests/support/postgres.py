@@ -180,10 +180,10 @@ class PgCluster:
             cursor = conn.execute(sql)  # type: ignore[arg-type]
             return cursor.fetchall() if cursor.description else []
 
-    def create_database(self) -> str:
-        """A fresh, empty database (copied from the template); its name."""
+    def create_database(self, template: str = TEMPLATE) -> str:
+        """A fresh database copied from `template` (default: an empty one); its name."""
         name = f"t{os.getpid()}_{next(self._names)}"
-        self.admin(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        self.admin(f"CREATE DATABASE {name} TEMPLATE {template}")
         return name
 
     def drop_database(self, name: str) -> None:

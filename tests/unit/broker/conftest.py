@@ -50,8 +50,22 @@ def open_store(
         return QueueStore.open(tmp_path / "q.db", max_attempts, backoff)
     from fleetd.stores.postgres import PgQueueStore
 
-    url = request.getfixturevalue("pg_url")
+    cluster = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database(request.getfixturevalue("pg_migrated_template"))
+    request.addfinalizer(lambda: cluster.drop_database(name))
+    url = cluster.url(name)
     return PgQueueStore.open(url, max_attempts, backoff, node="node-a", wait=False)
+
+
+@pytest.fixture(scope="session")
+def pg_migrated_template(pg_cluster) -> str:
+    """A database with the queue's schema, that each test's database is copied from (a copy
+    costs what an empty one does; migrating costs as much again)."""
+    from fleetd.stores.postgres import PgQueueStore
+
+    name = pg_cluster.create_database()
+    PgQueueStore.open(pg_cluster.url(name), 3, wait=False, listen=False).close()
+    return name
 
 
 @pytest.fixture

@@ -546,13 +546,13 @@ def test_a_filtered_listing_reads_a_bounded_window_and_says_where_to_go_on(
     assert store.list_page(None, 3, 2)[1] is None
 
 
-def test_the_sqlite_store_is_the_seams_store_and_its_lease_token_fences(
+def test_the_store_is_the_seams_store_and_its_lease_token_fences(
     store: QueueStore,
 ) -> None:
     assert isinstance(store, QueueStoreAPI)
     store.enqueue([TaskSpec(prompt="fenced")], 1)
     claim = store.claim("w1", 10, 1_000_000)
-    assert claim is not None and claim.lease == claim.execution
+    assert claim is not None and claim.lease > 0
     stale = claim.lease + 1
     assert not store.renew(claim.execution, "w1", 20, 1_000_000, lease=stale)
     assert store.renew(claim.execution, "w1", 20, 1_000_000, lease=claim.lease)

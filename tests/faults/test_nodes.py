@@ -1,0 +1,157 @@
+"""Several fleetd nodes sharing one PostgreSQL queue (real processes, separate state
+directories, distinct FLEET_NODE_NAME, the session's test cluster), and what each fault does.
+
+The truth is read from PostgreSQL: tasks, executions, events.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.nodes import (
+    check_exactly_once,
+    check_streams,
+    kill_host,
+    node_env,
+    query,
+    running_on,
+    spooled,
+    stored_events,
+    task_lines,
+    unfinished,
+)
+from tests.support.postgres import PASSWORD, PgCluster
+from tests.support.procs import is_alive, processes_under
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+class Nodes:
+    """Fleets by node name, in one temporary root; all closed (and checked gone) at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.root = short_tempdir("nodes")
+        self.copies = self.root / "copies"
+        self.copies.mkdir()
+        self.fleets: dict[str, Fleet] = {}
+
+    def start(self, name: str, workers: int = 2, **settings: str) -> Fleet:
+        fleet = self.fleets.get(name) or Fleet(
+            self.root / name, node_env(self.url, name, **settings)
+        )
+        self.fleets[name] = fleet
+        return fleet.start("--workers", str(workers))
+
+    def enqueue(self, via: str, count: int, lines: int, pause: float) -> None:
+        specs = task_lines(count, self.copies, lines, pause)
+        self.fleets[via].ctl("enqueue", "--file", "-", input=specs)
+
+    def close(self) -> list[int]:
+        for fleet in self.fleets.values():
+            fleet.close()
+        left = processes_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return left
+
+
+@pytest.fixture
+def nodes(pg_url: str) -> Iterator[Nodes]:
+    made = Nodes(pg_url)
+    try:
+        yield made
+    finally:
+        left = made.close()
+    assert not left, f"processes left behind: {left}"
+
+
+def wait_all_ended(nodes: Nodes, timeout: float) -> None:
+    def ended() -> bool:
+        return unfinished(nodes.url) == 0
+
+    try:
+        wait_for(ended, timeout, 0.5, "every task to end")
+    except AssertionError as stalled:
+        logs = "\n".join(f"--- {n} ---\n{f.log()[-3000:]}" for n, f in nodes.fleets.items())
+        rows = query(nodes.url, "SELECT id, task_id, node, worker, outcome FROM executions")
+        raise AssertionError(f"{stalled}\nexecutions: {rows}\n{logs}") from stalled
+
+
+@pytest.mark.timeout(360)
+def test_a_node_killed_mid_work_loses_nothing(nodes: Nodes) -> None:
+    tasks = 12
+    for name in ("a", "b", "c"):
+        nodes.start(name)
+    nodes.enqueue("b", tasks, lines=12, pause=0.25)
+    # Mid-work: node a runs something whose first events are already in PostgreSQL.
+    wait_for(
+        lambda: any(events for _, events in running_on(nodes.url, "a")),
+        60,
+        0.1,
+        "node a to run a task with events stored",
+    )
+    agents = kill_host(nodes.fleets["a"])
+    assert agents and not any(is_alive(pid) for pid in agents)
+    in_spool = spooled(nodes.fleets["a"].state_dir)
+    lost = [e for e, _ in running_on(nodes.url, "a")]
+    assert lost
+
+    wait_all_ended(nodes, 180)  # by b and c alone
+    per_node = check_exactly_once(nodes.url, tasks)
+    assert per_node["a lost"] == len(lost), per_node
+    assert per_node["b succeeded"] and per_node["c succeeded"], per_node
+
+    # The host comes back: its recorder takes in its spool; nothing of its own still runs.
+    nodes.start("a")
+    wait_for(lambda: in_spool <= stored_events(nodes.url), 60, 0.2, "a's spool in PostgreSQL")
+    wait_for(lambda: not list((nodes.fleets["a"].state_dir / "spool").iterdir()), 30, 0.2)
+    assert running_on(nodes.url, "a") == []
+    assert [w["state"] for w in nodes.fleets["a"].json("workers", "--node", "a")] == [
+        "idle",
+        "idle",
+    ]
+    assert check_streams(nodes.url, nodes.copies) > 0
+    # Any node shows every node's workers, and fleetctl never prints the URL's password.
+    shown = nodes.fleets["c"].ctl("workers")
+    assert {"a", "b", "c"} <= {w["node"] for w in nodes.fleets["c"].json("workers")}
+    assert PASSWORD not in shown.stdout + shown.stderr
+    for fleet in nodes.fleets.values():
+        assert PASSWORD not in fleet.log()
+
+
+@pytest.mark.timeout(300)
+def test_postgres_restarted_mid_work_loses_nothing_and_crashes_nothing(
+    nodes: Nodes, pg_cluster: PgCluster
+) -> None:
+    tasks = 10
+    for name in ("a", "b"):
+        nodes.start(name)
+    nodes.enqueue("a", tasks, lines=10, pause=0.2)
+    wait_for(
+        lambda: running_on(nodes.url, "a") and running_on(nodes.url, "b"),
+        60,
+        0.1,
+        "both nodes to run tasks",
+    )
+    restarts_before = {n: _restarts(f) for n, f in nodes.fleets.items()}
+    pg_cluster.restart(mode="fast", down_seconds=2.0)
+    wait_all_ended(nodes, 200)
+    check_exactly_once(nodes.url, tasks)
+    assert query(nodes.url, "SELECT DISTINCT state FROM tasks") == [("succeeded",)]
+    # No child crashed over it (each waited the outage out), let alone looped.
+    assert {n: _restarts(f) for n, f in nodes.fleets.items()} == restarts_before
+    wait_for(lambda: not _spools_left(nodes), 30, 0.2, "the spools to be taken in")
+    assert check_streams(nodes.url, nodes.copies) > 0
+
+
+def _restarts(fleet: Fleet) -> dict[str, int]:
+    return {p.role: p.restarts for p in fleet.status().processes}
+
+
+def _spools_left(nodes: Nodes) -> list[Path]:
+    return [p for f in nodes.fleets.values() for p in (f.state_dir / "spool").iterdir()]

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from fleetd.runtime.agent_registry import AgentRegistry
 from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.netns import listening_on, network_namespace
 from tests.support.nodes import (
     check_exactly_once,
     check_streams,
@@ -155,3 +157,71 @@ def _restarts(fleet: Fleet) -> dict[str, int]:
 
 def _spools_left(nodes: Nodes) -> list[Path]:
     return [p for f in nodes.fleets.values() for p in (f.state_dir / "spool").iterdir()]
+
+
+@pytest.mark.timeout(300)
+def test_a_node_cut_off_from_the_database_stops_its_agents_and_its_tasks_run_elsewhere(
+    nodes: Nodes, pg_cluster: PgCluster
+) -> None:
+    tasks = 4
+    with network_namespace() as ns, listening_on(pg_cluster, ns.host_ip, f"{ns.host_ip}/30"):
+        cut_url = nodes.url.replace("@127.0.0.1:", f"@{ns.host_ip}:")
+        cut = Fleet(nodes.root / "cut", node_env(cut_url, "cut"))
+        nodes.fleets["cut"] = cut
+        cut.start("--workers", "2", launcher=ns.launcher())
+        # Alone, the cut-off node claims two tasks; the other node starts once they run.
+        nodes.enqueue("cut", tasks, lines=80, pause=0.25)
+        wait_for(
+            lambda: sum(1 for _, events in running_on(nodes.url, "cut") if events) == 2,
+            60,
+            0.1,
+            "the node to run two tasks",
+        )
+        nodes.start("b")
+        held = [e for e, _ in running_on(nodes.url, "cut")]
+        agents = [pid for _, pid, _ in AgentRegistry(cut.state_dir / "agents").leftovers()]
+        assert len(agents) == 2
+
+        ns.link(up=False)
+        # Its leases expire: the other node takes the tasks over...
+        wait_for(
+            lambda: (
+                query(
+                    nodes.url,
+                    "SELECT count(*) FROM executions WHERE id = ANY(%s) AND outcome = 'lost'",
+                    (held,),
+                )[0][0]
+                == 2
+            ),
+            60,
+            0.2,
+            "the cut-off node's executions to be lost",
+        )
+        # ... and the node, still cut off, ends its own agents (it cannot hear any fence).
+        wait_for(lambda: not any(is_alive(pid) for pid in agents), 60, 0.2, "its agents to end")
+        assert "longer than a lease" in cut.log()
+        wait_all_ended(nodes, 200)
+        ns.link(up=True)  # its late reports now reach the queue, and the fence refuses them
+        wait_for(lambda: _idle(cut), 60, 0.5, "the node to be idle again")
+
+        check_exactly_once(nodes.url, tasks)
+        assert query(
+            nodes.url, "SELECT DISTINCT outcome FROM executions WHERE id = ANY(%s)", (held,)
+        ) == [("lost",)]
+        assert query(nodes.url, "SELECT DISTINCT state FROM tasks") == [("succeeded",)]
+        rerun = query(
+            nodes.url,
+            "SELECT DISTINCT e.node FROM executions e JOIN executions h ON h.task_id = e.task_id"
+            " WHERE h.id = ANY(%s) AND e.outcome = 'succeeded'",
+            (held,),
+        )
+        assert rerun == [("b",)]
+        cut.close()  # inside the namespace's lifetime
+
+
+def _idle(fleet: Fleet) -> bool:
+    try:
+        workers = fleet.json("workers", "--node", "cut")
+    except AssertionError:
+        return False
+    return bool(workers) and all(w["state"] == "idle" for w in workers)

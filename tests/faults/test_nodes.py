@@ -6,70 +6,37 @@ The truth is read from PostgreSQL: tasks, executions, events.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fleetd.runtime.agent_registry import AgentRegistry
-from tests.support.fleet import Fleet, short_tempdir, wait_for
+from tests.support.fleet import Fleet, wait_for
 from tests.support.netns import listening_on, network_namespace
 from tests.support.nodes import (
+    Nodes,
     check_exactly_once,
     check_streams,
     kill_host,
     node_env,
     query,
+    running_nodes,
     running_on,
     spooled,
     stored_events,
-    task_lines,
     unfinished,
 )
 from tests.support.postgres import PASSWORD, PgCluster
-from tests.support.procs import is_alive, processes_under
+from tests.support.procs import is_alive
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-class Nodes:
-    """Fleets by node name, in one temporary root; all closed (and checked gone) at the end."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.root = short_tempdir("nodes")
-        self.copies = self.root / "copies"
-        self.copies.mkdir()
-        self.fleets: dict[str, Fleet] = {}
-
-    def start(self, name: str, workers: int = 2, **settings: str) -> Fleet:
-        fleet = self.fleets.get(name) or Fleet(
-            self.root / name, node_env(self.url, name, **settings)
-        )
-        self.fleets[name] = fleet
-        return fleet.start("--workers", str(workers))
-
-    def enqueue(self, via: str, count: int, lines: int, pause: float) -> None:
-        specs = task_lines(count, self.copies, lines, pause)
-        self.fleets[via].ctl("enqueue", "--file", "-", input=specs)
-
-    def close(self) -> list[int]:
-        for fleet in self.fleets.values():
-            fleet.close()
-        left = processes_under(self.root)
-        shutil.rmtree(self.root, ignore_errors=True)
-        return left
-
-
 @pytest.fixture
 def nodes(pg_url: str) -> Iterator[Nodes]:
-    made = Nodes(pg_url)
-    try:
+    with running_nodes(pg_url) as made:
         yield made
-    finally:
-        left = made.close()
-    assert not left, f"processes left behind: {left}"
 
 
 def wait_all_ended(nodes: Nodes, timeout: float) -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import psycopg
 from fleetd.runtime.agent_registry import AgentRegistry
 from fleetd.runtime.spool import read_records
 from shared import messages as m
-from tests.support.fleet import Fleet
+from tests.support.fleet import Fleet, short_tempdir
 from tests.support.procs import processes_under, session_members
 
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
@@ -174,3 +175,43 @@ def workers_json(fleet: Fleet, *args: str) -> list[dict[str, Any]]:
 
 def env_without(env: Mapping[str, str], *names: str) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in names}
+
+
+class Nodes:
+    """Fleets by node name, in one temporary root; all closed (and checked gone) at the end."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.root = short_tempdir("nodes")
+        self.copies = self.root / "copies"
+        self.copies.mkdir()
+        self.fleets: dict[str, Fleet] = {}
+
+    def start(self, name: str, workers: int = 2, **settings: str) -> Fleet:
+        fleet = self.fleets.get(name) or Fleet(
+            self.root / name, node_env(self.url, name, **settings)
+        )
+        self.fleets[name] = fleet
+        return fleet.start("--workers", str(workers))
+
+    def enqueue(self, via: str, count: int, lines: int, pause: float) -> None:
+        specs = task_lines(count, self.copies, lines, pause)
+        self.fleets[via].ctl("enqueue", "--file", "-", input=specs)
+
+    def close(self) -> list[int]:
+        for fleet in self.fleets.values():
+            fleet.close()
+        left = processes_under(self.root)
+        shutil.rmtree(self.root, ignore_errors=True)
+        return left
+
+
+@contextlib.contextmanager
+def running_nodes(url: str) -> Iterator[Nodes]:
+    """Nodes on the queue at `url`, each closed at the end; fails if a process is left."""
+    made = Nodes(url)
+    try:
+        yield made
+    finally:
+        left = made.close()
+    assert not left, f"processes left behind: {left}"

@@ -15,6 +15,10 @@ has the entry point `run()`.
                     leases, dispatch to idle workers; scheduling: the claim's gate of limits
                     and holds (scheduling.py, reads.py), dependencies (dependencies.py),
                     fleet budgets and rate-limit holds (budgets.py)
+    stores/         the queue's seam (protocol.py: QueueStoreAPI) and open_queue_store,
+                    which opens queue.url's store: broker/store.py (SQLite) or postgres/
+                    (several hosts: SKIP LOCKED claims, lease tokens, nodes, NOTIFY,
+                    migrations, outages waited out)
     recorder/       the event log: every agent line in events.db (eventlog.py), batches
                     filled from the spools, the live feed, sealed streams
     worker/         one attempt at a time: the agent process (execution.py,

@@ -51,7 +51,7 @@ def migrate(
         return
     # Imported here: psycopg is needed only with a PostgreSQL queue.
     from fleetd.stores.postgres import schema
-    from fleetd.stores.postgres.database import connect, describe
+    from fleetd.stores.postgres.database import BadQueueUrl, connect, describe
     from fleetd.stores.protocol import StoreUnavailable
 
     url = config.queue.url
@@ -65,7 +65,7 @@ def migrate(
                 typer.echo(f"{where}: schema version {version}; {pending} migration(s) pending")
                 return
             applied = schema.migrate(conn)
-    except (StoreUnavailable, schema.SchemaTooNew) as exc:
+    except (StoreUnavailable, BadQueueUrl, schema.SchemaTooNew) as exc:
         typer.echo(f"fleetd migrate: {exc}", err=True)
         raise typer.Exit(1) from None
     except Exception as exc:  # a failed migration: its transaction was rolled back

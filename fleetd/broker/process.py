@@ -17,6 +17,7 @@ from fleetd.stores import open_queue_store
 from fleetd.stores.protocol import QueueStoreAPI, StoreUnavailable
 from shared import messages as m
 from shared.config import FleetConfig
+from shared.errors import FleetError
 from shared.models import now_us
 
 RECV_BATCH = 256
@@ -32,7 +33,7 @@ def run(config: FleetConfig, recover: bool) -> None:
     try:
         # A PostgreSQL outage at start is waited out here (until a stop signal).
         store = open_queue_store(config, node=config.node.name, stop=patience)
-    except StoreUnavailable as exc:
+    except FleetError as exc:  # stopped while waiting, or a schema newer than this fleetd
         logger.error("{}", exc)
         return
     broker = Broker(store, config)
@@ -90,7 +91,8 @@ def _loop(broker: Broker, store: QueueStoreAPI, sock: zmq.Socket, shutdown: Shut
         if shutdown.fd in events:
             shutdown.drain()
         # Another node's enqueue or finish (PostgreSQL's NOTIFY): claim now, not at a poll.
-        if wakeup_fd is not None and store.drain_wakeups():
+        # Asked every turn, fd or not: a listener that lost its connection reconnects here.
+        if store.drain_wakeups():
             broker.wake()
         out: list[ToPeer] = []
         for frames in islice(waiting(sock), RECV_BATCH):

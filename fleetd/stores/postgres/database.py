@@ -25,6 +25,7 @@ from psycopg import errors
 # exception every store raises for it, which the broker and the recorder wait out.
 from fleetd.stores.errors import StoreUnavailable
 from shared.config import url_without_password
+from shared.errors import FleetError
 
 T = TypeVar("T")
 
@@ -48,14 +49,23 @@ def connect(url: str, name: str, autocommit: bool = False) -> psycopg.Connection
     """A connection to `url`; its failure says where, never with the password."""
     try:
         return psycopg.connect(url, autocommit=autocommit, application_name=name, **CONNECT_OPTIONS)
-    except psycopg.Error as exc:
+    except psycopg.OperationalError as exc:  # down, unreachable, refused: worth waiting for
         raise StoreUnavailable(describe(url, exc)) from None
+    except psycopg.Error as exc:  # a URL libpq cannot read: waiting would not help
+        raise BadQueueUrl(describe(url, exc) + "; fix queue.url (FLEET_QUEUE_URL)") from None
+
+
+class BadQueueUrl(FleetError):
+    """queue.url is not a connection string libpq can read."""
 
 
 def describe(url: str, exc: BaseException) -> str:
     """What went wrong reaching `url`, in one line without its password."""
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    password = psycopg.conninfo.conninfo_to_dict(url).get("password") if "://" in url else None
+    try:
+        password = psycopg.conninfo.conninfo_to_dict(url).get("password")
+    except psycopg.Error:
+        password = None
     if password:
         detail = detail.replace(str(password), "***")
     return f"cannot use the PostgreSQL queue at {url_without_password(url)}: {detail}"
@@ -82,6 +92,17 @@ class Tx:
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         with self.conn.cursor() as cursor:
             cursor.executemany(sql.replace("?", "%s"), rows)  # type: ignore[arg-type]
+
+    def returning_many(self, sql: str, rows: list[tuple]) -> list[tuple | None]:
+        """Each row's RETURNING (None where it returned nothing), in order: psycopg pipelines
+        the statements, one round trip for all rather than one each."""
+        out: list[tuple | None] = []
+        with self.conn.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows, returning=True)  # type: ignore[arg-type]
+            while True:
+                out.append(cursor.fetchone())
+                if not cursor.nextset():
+                    return out
 
 
 class Database:

@@ -149,42 +149,53 @@ class PgQueueStore(PgReads):
     def enqueue(self, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]:
         """As the SQLite store's; a key enqueued at the same moment on another node gives its
         task (the unique index decides), never two."""
-        return self._write(lambda tx: [self._enqueue_one(tx, s, now) for s in specs], True)  # type: ignore[return-value]
+        if not specs:
+            return []
+        return self._write(lambda tx: self._enqueue_in(tx, specs, now), notify=True)  # type: ignore[return-value]
 
-    def _enqueue_one(self, tx: Tx, spec: TaskSpec, now: int) -> tuple[int, bool]:
-        row = tx.execute(
+    def _enqueue_in(self, tx: Tx, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]:
+        """All the rows in one round trip; then, in order, what a key names already and what
+        the new tasks wait for (a task waits only for earlier ones, inserted by then)."""
+        inserted = tx.returning_many(
             "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
             " priority, not_before, ready_at, agent, repo)"
             " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            (
-                _json_encode(spec).decode(),
-                spec.key,
-                spec.max_attempts or self.default_max_attempts,
-                now,
-                spec.priority,
-                spec.not_before or 0,
-                spec.not_before or 0,
-                spec.agent,
-                spec.repo.rstrip("/") if spec.repo else None,
-            ),
-        ).fetchone()
-        if row is None:  # the key names a task already
-            known = tx.execute(
-                "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
-            ).fetchone()
-            if not same_task(decode_spec(known[1]), spec):
-                raise KeyConflict(
-                    f"key {spec.key!r} is task {known[0]}, enqueued with another spec: give "
-                    f"this task another key (`fleetctl show {known[0]}` shows that one)"
+            [
+                (
+                    _json_encode(spec).decode(),
+                    spec.key,
+                    spec.max_attempts or self.default_max_attempts,
+                    now,
+                    spec.priority,
+                    spec.not_before or 0,
+                    spec.not_before or 0,
+                    spec.agent,
+                    spec.repo.rstrip("/") if spec.repo else None,
                 )
-            return known[0], False
-        task = row[0]
-        if spec.after:
-            link(tx, task, spec, now)  # type: ignore[arg-type]
-        if spec.continues is not None:
-            continue_thread(tx, task, spec)  # type: ignore[arg-type]
-        return task, True
+                for spec in specs
+            ],
+        )
+        out: list[tuple[int, bool]] = []
+        for spec, row in zip(specs, inserted, strict=True):
+            if row is None:  # the key names a task already
+                known = tx.execute(
+                    "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
+                ).fetchone()
+                if not same_task(decode_spec(known[1]), spec):
+                    raise KeyConflict(
+                        f"key {spec.key!r} is task {known[0]}, enqueued with another spec: give "
+                        f"this task another key (`fleetctl show {known[0]}` shows that one)"
+                    )
+                out.append((known[0], False))
+                continue
+            task = row[0]
+            if spec.after:
+                link(tx, task, spec, now)  # type: ignore[arg-type]
+            if spec.continues is not None:
+                continue_thread(tx, task, spec)  # type: ignore[arg-type]
+            out.append((task, True))
+        return out
 
     def claim(
         self,
@@ -230,13 +241,16 @@ class PgQueueStore(PgReads):
         self, execution: int, worker: str, now: int, lease_us: int, lease: int | None = None
     ) -> bool:
         """Extend a running execution's lease; False if this node's worker no longer holds it
-        (or `lease` is not its token: the lease was taken over)."""
+        (or `lease` is not its token: the lease was taken over), or if its task's cancel was
+        asked for, perhaps on another node, whose broker cannot reach this worker: the broker
+        then tells its worker to stop, as for a lost lease, within a heartbeat."""
         return self._write(
             lambda tx: (
                 tx.execute(
-                    "UPDATE executions SET lease_expires_at = ? WHERE id = ? AND worker = ?"
-                    " AND node = ? AND outcome = 'running'"
-                    " AND lease_token = coalesce(?, lease_token)",
+                    "UPDATE executions e SET lease_expires_at = ? FROM tasks t"
+                    " WHERE e.id = ? AND e.worker = ? AND e.node = ? AND e.outcome = 'running'"
+                    " AND e.lease_token = coalesce(?, e.lease_token)"
+                    " AND t.id = e.task_id AND t.cancel_requested = 0",
                     (now + lease_us, execution, worker, self.node, lease),
                 ).rowcount
                 == 1

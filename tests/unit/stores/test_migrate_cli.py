@@ -57,3 +57,12 @@ def test_migrate_usage_errors_exit_2(pg_url: str) -> None:
     assert run.returncode == 2 and "No such option" in run.stderr
     bad = migrate("mysql://fleet:" + PASSWORD + "@db/fleet")
     assert bad.returncode == 2 and "queue.url" in bad.stderr and PASSWORD not in bad.stderr
+
+
+def test_a_url_libpq_cannot_read_is_an_error_to_fix_not_an_outage_to_wait_for(
+    pg_cluster: PgCluster,
+) -> None:
+    run = migrate(pg_cluster.url("postgres") + "?no_such_option=1")
+    assert run.returncode == 1
+    assert "fix queue.url" in run.stderr and "Traceback" not in run.stderr
+    assert PASSWORD not in run.stdout + run.stderr

@@ -19,6 +19,7 @@ from fleetd.stores.postgres import PgQueueStore
 from fleetd.stores.postgres.schema import MIGRATIONS
 from fleetd.stores.protocol import QueueStoreAPI
 from shared.models import ExecutionResult, TaskSpec
+from tests.support.fleet import wait_for
 from tests.support.postgres import PASSWORD, PgCluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
@@ -177,7 +178,16 @@ def test_a_database_restart_is_waited_out_in_one_log_line(
         finally:
             restarter.join()
         assert store.counts() == {"queued": 2}
-        assert store.drain_wakeups() in (True, False)  # the listener reconnects by itself
+        # The LISTEN connection died too: draining reconnects it (news: some may be missed)...
+        wait_for(store.drain_wakeups, 30, what="the listener to reconnect")
+        fd = store.wakeup_fd()
+        assert fd is not None
+        # ... and another node's enqueue wakes it again.
+        other = PgQueueStore.open(pg_url, 3, node="node-b", wait=False, listen=False)
+        enqueue(other, 1)
+        other.close()
+        assert select.select([fd], [], [], 30)[0] == [fd]
+        assert store.drain_wakeups()
     finally:
         store.close()
         logger.remove(sink)
@@ -229,3 +239,17 @@ def test_a_schema_newer_than_this_fleetd_is_refused(pg_url: str) -> None:
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (len(MIGRATIONS) + 1,))
     with pytest.raises(SchemaTooNew, match="upgrade agent-fleet"):
         PgQueueStore.open(pg_url, 3, wait=False, listen=False)
+
+
+def test_a_cancel_on_one_node_stops_the_run_on_another_at_its_next_heartbeat(open_node) -> None:
+    node_a, node_b = open_node("node-a"), open_node("node-b")
+    [task] = enqueue(node_a, 1)
+    claim = node_b.claim("worker-1", 10, LEASE)
+    assert claim is not None
+    assert node_b.renew(claim.execution, "worker-1", 15, LEASE, lease=claim.lease)
+    # node-a's broker cannot reach node-b's worker: it only marks the task.
+    assert node_a.cancel(task, 20) == ("running", claim.execution, "worker-1")
+    assert not node_b.renew(claim.execution, "worker-1", 25, LEASE, lease=claim.lease)
+    # node-b's broker sends its worker CancelExecution; the worker's result closes the task.
+    state, _ = node_b.finish(claim.execution, "cancelled", ExecutionResult(), 30, lease=claim.lease)
+    assert state == "cancelled"

@@ -18,7 +18,7 @@ from loguru import logger
 from fleetd.broker import steering
 from fleetd.broker.budgets import Schedule
 from fleetd.broker.dependencies import UnknownDependency
-from fleetd.broker.reach import DatabaseWatch
+from fleetd.broker.reach import DatabaseWatch, Reach
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
 from fleetd.broker.store import KeyConflict
@@ -87,6 +87,8 @@ class Broker(SchedulingRequests):
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
             self._news()  # also wakes tasks whose not_before has passed
+        if self.reach.phase is not Reach.REACHABLE:
+            return []  # no claim until the lease check reaches the database again
         if now >= self.wake_at:
             self._news()
         return self.dispatch(now)
@@ -220,6 +222,10 @@ class Broker(SchedulingRequests):
                 code="bad_request", message=f"the broker does not serve {type(request).__name__}"
             )
             return [ToPeer(peer, ref, reply)]
+        if self.reach.phase is not Reach.REACHABLE and isinstance(request, WORKER_REPORTS):
+            # Each would wait on the database in turn while the loop holds the LeaseLost it
+            # owes the workers: the lease check alone probes the database until it answers.
+            return []
         try:
             return handler(peer, ref, request, now)
         except StoreUnavailable as exc:

@@ -137,7 +137,8 @@ def test_a_node_cut_off_from_the_database_stops_its_agents_and_its_tasks_run_els
         nodes.fleets["cut"] = cut
         cut.start("--workers", "2", launcher=ns.launcher())
         # Alone, the cut-off node claims two tasks; the other node starts once they run.
-        nodes.enqueue("cut", tasks, lines=80, pause=0.25)
+        # Agents that run until released: only an end from outside stops them early.
+        nodes.enqueue("cut", tasks, lines=2000, pause=0.25)
         wait_for(
             lambda: sum(1 for _, events in running_on(nodes.url, "cut") if events) == 2,
             60,
@@ -165,8 +166,12 @@ def test_a_node_cut_off_from_the_database_stops_its_agents_and_its_tasks_run_els
             "the cut-off node's executions to be lost",
         )
         # ... and the node, still cut off, ends its own agents (it cannot hear any fence).
-        wait_for(lambda: not any(is_alive(pid) for pid in agents), 60, 0.2, "its agents to end")
+        try:
+            wait_for(lambda: not any(is_alive(pid) for pid in agents), 30, 0.2, "its agents")
+        except AssertionError as late:
+            raise AssertionError(f"{late}\n{cut.log()[-6000:]}") from late
         assert "longer than a lease" in cut.log()
+        (nodes.copies / "release").touch()  # the reruns elsewhere may end now
         wait_all_ended(nodes, 200)
         ns.link(up=True)  # its late reports now reach the queue, and the fence refuses them
         wait_for(lambda: _idle(cut), 60, 0.5, "the node to be idle again")

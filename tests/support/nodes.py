@@ -2,7 +2,8 @@
 its own state directory and FLEET_NODE_NAME; the truth read from PostgreSQL itself.
 
 The test agent prints numbered lines tagged with a fresh run id, appending each to its own
-copy first (so the copy is never shorter than what reached stdout), as the soak's does.
+copy first (so the copy is never shorter than what reached stdout), as the soak's does; it
+stops early, exit 0, once the copies' directory holds a file named `release`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 AGENT = r"""
 read -r id < /proc/sys/kernel/random/uuid
 i=1
-while [ "$i" -le "$2" ]; do
+while [ "$i" -le "$2" ] && [ ! -e "$1/release" ]; do
   line="{\"run\":\"$id\",\"n\":$i}"
   echo "$line" >> "$1/$id"
   echo "$line"

@@ -26,6 +26,7 @@ class Unplugged:
     def __init__(self, store: QueueStore) -> None:
         self.store = store
         self.down = False
+        self.calls = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.store, name)
@@ -33,6 +34,7 @@ class Unplugged:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
             if self.down:
                 raise StoreUnavailable("PostgreSQL at db:5432/fleet cannot be reached")
             return attr(*args, **kwargs)
@@ -108,8 +110,26 @@ def test_requests_during_an_outage_are_answered_unavailable_or_left_to_be_resent
     heartbeat = m.Heartbeat(worker="w2", pid=100, execution=2)
     assert node.handle(b"w2", b"", heartbeat, 5) == []
     plug.down = False
-    [ack] = finished(node, 1, now=6)
+    assert finished(node, 1, now=6) == []  # until a lease check reaches the database again
+    node.step(2 + LEASE_CHECK_INTERVAL_US)
+    [ack] = finished(node, 1, now=3 + LEASE_CHECK_INTERVAL_US)
     assert ack.message == m.FinishAck(execution=1)
+
+
+def test_while_unreachable_worker_reports_do_not_wait_on_the_database(
+    node: Broker, plug: Unplugged
+) -> None:
+    """Each call would block on the dead link in turn, holding back the LeaseLost the loop
+    owes the workers: only the lease check probes the database."""
+    busy_node(node)
+    plug.down = True
+    node.step(2 + LEASE_CHECK_INTERVAL_US)  # the lease check finds it unreachable
+    calls = plug.calls
+    heartbeat = m.Heartbeat(worker="w2", pid=100, execution=2)
+    for now in range(10, 20):
+        assert node.handle(b"w2", b"", heartbeat, now) == []
+    assert finished(node, 1, now=21) == []
+    assert plug.calls == calls
 
 
 def test_workers_carry_their_node(node: Broker) -> None:

@@ -85,6 +85,12 @@ def test_a_node_killed_mid_work_loses_nothing(nodes: Nodes) -> None:
         "idle",
     ]
     assert check_streams(nodes.url, nodes.copies) > 0
+    # Any node reads any task's events: c's fleetctl, a task b ran.
+    [(task, execution)] = query(
+        nodes.url, "SELECT task_id, id FROM executions WHERE node = 'b' ORDER BY id LIMIT 1"
+    )
+    shown = nodes.fleets["c"].events(task)
+    assert [e["seq"] for e in shown if e["execution"] == execution][:3] == [1, 2, 3]
     # Any node shows every node's workers, and fleetctl never prints the URL's password.
     shown = nodes.fleets["c"].ctl("workers")
     assert {"a", "b", "c"} <= {w["node"] for w in nodes.fleets["c"].json("workers")}

@@ -191,6 +191,12 @@ class PgQueueStore(PgReads):
                 continue
             task = row[0]
             if spec.after:
+                # Another node may be ending one of them now: locked, its end waits for this
+                # commit (and its settle then sees these task_deps rows), or this reads its end.
+                tx.execute(
+                    "SELECT id FROM tasks WHERE id = ANY(?) ORDER BY id FOR NO KEY UPDATE",
+                    (list(spec.after),),
+                )
                 link(tx, task, spec, now)  # type: ignore[arg-type]
             if spec.continues is not None:
                 continue_thread(tx, task, spec)  # type: ignore[arg-type]

@@ -253,3 +253,51 @@ def test_a_cancel_on_one_node_stops_the_run_on_another_at_its_next_heartbeat(ope
     # node-b's broker sends its worker CancelExecution; the worker's result closes the task.
     state, _ = node_b.finish(claim.execution, "cancelled", ExecutionResult(), 30, lease=claim.lease)
     assert state == "cancelled"
+
+
+def test_an_idle_broker_woken_by_another_nodes_enqueue_assigns_at_once(open_node, tmp_path) -> None:
+    """The broker side of LISTEN/NOTIFY: without the wake-up, an idle broker that found nothing
+    claimable would look again only at its next lease check (a second later)."""
+    from fleetd.broker.logic import Broker
+    from shared import messages as m
+    from shared.config import load_config
+
+    store_a, store_b = open_node("node-a"), open_node("node-b")
+    broker_b = Broker(store_b, load_config({"HOME": str(tmp_path)}))
+    broker_b.step(0)  # its first lease check: the next is due at 1 s
+    assert broker_b.handle(b"w1", b"", m.Ready(worker="w1", pid=100), 10) == []  # nothing yet
+    enqueue(store_a, 1)  # on node-a, by fleetctl there
+    assert broker_b.step(20) == [], "without news the idle broker does not look again"
+    fd = store_b.wakeup_fd()
+    assert fd is not None and select.select([fd], [], [], 30)[0] == [fd]
+    assert store_b.drain_wakeups()
+    broker_b.wake()  # what broker/process.py does when drain_wakeups says so
+    [out] = broker_b.step(30)
+    assert isinstance(out.message, m.Assign) and out.peer == b"w1"
+
+
+def test_a_dependency_finishing_on_another_node_while_its_dependent_is_enqueued(
+    open_node,
+) -> None:
+    """Node B finishes task X while node A enqueues Y --after X: whichever commits first, Y
+    is released (or cancelled), never left waiting for a settle that already ran."""
+    node_a, node_b = open_node("node-a", listen=False), open_node("node-b", listen=False)
+    done = ExecutionResult(exit_code=0)
+    dependents = []
+    for round_ in range(40):
+        [after] = enqueue(node_b, 1, now=round_, priority=10)  # claimed before the dependents
+        claim = node_b.claim("w", round_, LEASE)
+        assert claim is not None and claim.task == after
+        start = threading.Barrier(2)
+
+        def finish(execution: int, now: int, start: threading.Barrier) -> None:
+            start.wait()
+            node_b.finish(execution, "succeeded", done, now)
+
+        thread = threading.Thread(target=finish, args=(claim.execution, round_, start))
+        thread.start()
+        start.wait()
+        dependents += enqueue(node_a, 1, now=round_, after=[after])
+        thread.join(30)
+    stuck = [t for t in dependents if (view := node_a.get_task(t)) and view.waiting]
+    assert stuck == [], "dependents left waiting for a task that had already ended"

@@ -6,12 +6,15 @@ The truth is read from PostgreSQL: tasks, executions, events.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fleetd.runtime.agent_registry import AgentRegistry
+from fleetd.web.streams import STATE_CHECK_SECONDS
 from tests.support.fleet import Fleet, wait_for
 from tests.support.netns import listening_on, network_namespace
 from tests.support.nodes import (
@@ -29,6 +32,7 @@ from tests.support.nodes import (
 )
 from tests.support.postgres import PASSWORD, PgCluster
 from tests.support.procs import is_alive
+from tests.support.web import WebFleet
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -203,3 +207,33 @@ def _idle(fleet: Fleet) -> bool:
     except AssertionError:
         return False
     return bool(workers) and all(w["state"] == "idle" for w in workers)
+
+
+@pytest.mark.timeout(120)
+def test_a_dashboard_streams_a_task_another_node_runs(nodes: Nodes) -> None:
+    """Another node's events are not on this node's feed: its dashboard's stream reads them
+    from the shared store as the run goes on, not only once the task has ended."""
+    nodes.start("b", workers=1)
+    nodes.enqueue("b", 1, lines=2000, pause=0.25)  # runs until released
+    wait_for(lambda: any(n for _, n in running_on(nodes.url, "b")), 60, 0.1, "b to run it")
+    nodes.start("a", workers=1, FLEET_WEB_LISTEN="127.0.0.1:0")
+    web = WebFleet(nodes.fleets["a"])
+    try:
+        [(task,)] = query(nodes.url, "SELECT id FROM tasks")
+        headers = {"accept": "text/event-stream"}
+        seen: list[int] = []
+        batches = 0
+        timeout = httpx.Timeout(30, read=STATE_CHECK_SECONDS * 3)
+        path = f"/api/v1/tasks/{task}/events"
+        with web.api.stream("GET", path, headers=headers, timeout=timeout) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ["):
+                    seen += [e["seq"] for e in json.loads(line[6:])]
+                    batches += 1
+                    if batches == 3:
+                        break  # stored ones, then later ones twice while the task ran on b
+        assert seen == list(range(1, seen[-1] + 1))
+        assert query(nodes.url, "SELECT state FROM tasks") == [("running",)]
+    finally:
+        web.close()
+        (nodes.copies / "release").touch()

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "memory": "bench.memory",
     "scale": "bench.scale",
     "web": "bench.web",
+    "nodes": "bench.nodes",
 }
 
 

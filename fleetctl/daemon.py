@@ -17,28 +17,35 @@ from fleetctl.common import (
     print_table,
     session,
 )
-from fleetctl.status import WORKER_HEADERS, print_status, worker_json, worker_rows
+from fleetctl.status import WORKER_HEADERS, on_node, print_status, worker_json, worker_rows
 from shared import messages as m
 from shared.namespaces import pid_namespace
 
 app = typer.Typer()
 
 
-@app.command()
-def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """The daemon: pid, uptime, tasks per state, processes and workers."""
-    print_status(session(ctx), json_out)
+NodeOption = Annotated[
+    str | None,
+    typer.Option("--node", metavar="NAME", help="only this node's workers (node.name)"),
+]
 
 
 @app.command()
-def workers(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """The workers: id, pid, idle or busy, current task, since when."""
+def status(ctx: typer.Context, json_out: JsonOption = False, node: NodeOption = None) -> None:
+    """The daemon: pid, uptime, tasks per state, processes and every node's workers."""
+    print_status(session(ctx), json_out, node)
+
+
+@app.command()
+def workers(ctx: typer.Context, json_out: JsonOption = False, node: NodeOption = None) -> None:
+    """Every node's workers: id, pid, idle or busy, current task, since when, node."""
     reply = session(ctx).ask(m.ListWorkers())
     assert isinstance(reply, m.WorkerList)
+    shown = on_node(reply.workers, node)
     if json_out:
-        print_json([worker_json(w) for w in reply.workers])
+        print_json([worker_json(w) for w in shown])
     else:
-        print_table(WORKER_HEADERS, worker_rows(reply.workers))
+        print_table(WORKER_HEADERS, worker_rows(shown))
 
 
 @app.command()

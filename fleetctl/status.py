@@ -3,19 +3,27 @@ that runs it before any typer app is built (fleetctl.app) both call `print_statu
 
 from __future__ import annotations
 
+import msgspec
+
 from fleetctl.common import Session, echo, print_json, print_table, short_time
 from fleetctl.display import visible_line
 from shared import messages as m
 from shared.models import TASK_STATES, ScheduleView, WorkerView, rfc3339
 from shared.views import status_json, worker_json  # noqa: F401 (worker_json: `workers`)
 
-WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)")
+WORKER_HEADERS = ("WORKER", "PID", "STATE", "TASK", "SINCE (UTC)", "NODE")
 
 
-def print_status(ctl: Session, json_out: bool) -> None:
-    """The daemon: pid, uptime, tasks per state, processes and workers."""
+def print_status(ctl: Session, json_out: bool, node: str | None = None) -> None:
+    """The daemon: pid, uptime, tasks per state, processes and workers (of `node`, or all)."""
     reply = ctl.ask(m.GetStatus())
     assert isinstance(reply, m.Status)
+    if node is not None:
+        reply = msgspec.structs.replace(
+            reply,
+            workers=on_node(reply.workers, node),
+            other_workers=on_node(reply.other_workers, node),
+        )
     counts = {state: reply.counts.get(state, 0) for state in TASK_STATES}
     if json_out:
         print_json(status_json(reply))
@@ -34,11 +42,22 @@ def print_status(ctl: Session, json_out: bool) -> None:
     rows = [(p.role, p.pid, "alive" if p.alive else "down", p.restarts) for p in reply.processes]
     print_table(("PROCESS", "PID", "STATE", "RESTARTS"), rows)
     echo("")
-    print_table(WORKER_HEADERS, worker_rows(reply.workers))
+    print_table(WORKER_HEADERS, worker_rows(reply.workers + reply.other_workers))
 
 
 def worker_rows(workers: list[WorkerView]) -> list[tuple[object, ...]]:
-    return [(w.id, w.pid, w.state, w.task, short_time(w.since)) for w in workers]
+    return [(w.id, w.pid, w.state, w.task, short_time(w.since), _node(w)) for w in workers]
+
+
+def _node(worker: WorkerView) -> str:
+    if worker.lost:
+        return f"{worker.node} (lost: not heard of since {short_time(worker.seen_at or 0)})"
+    return worker.node or ""
+
+
+def on_node(workers: list[WorkerView], node: str | None) -> list[WorkerView]:
+    """The workers of one node (`--node NAME`), or all."""
+    return [w for w in workers if node is None or w.node == node]
 
 
 def _duration(seconds: float) -> str:

@@ -18,7 +18,9 @@ has the entry point `run()`.
     stores/         the queue's seam (protocol.py: QueueStoreAPI) and open_queue_store,
                     which opens queue.url's store: broker/store.py (SQLite) or postgres/
                     (several hosts: SKIP LOCKED claims, lease tokens, nodes, NOTIFY,
-                    migrations, outages waited out)
+                    migrations, outages waited out); the event log's seam (events.py:
+                    EventStore, open_event_store) and its PostgreSQL store
+                    (postgres_events.py); the nodes' heartbeats (nodes.py)
     recorder/       the event log: every agent line in events.db (eventlog.py), batches
                     filled from the spools, the live feed, sealed streams
     worker/         one attempt at a time: the agent process (execution.py,

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from shared.errors import ConfigError
-from shared.models import AgentKind, SandboxMode
+from shared.models import AgentKind, NodeName, SandboxMode
 from shared.paths import StatePaths, default_config_file, default_state_dir
 
 ENV_PREFIX = "FLEET_"
@@ -285,6 +285,13 @@ class TrackerConfig(Section):
     github: GitHubTrackerConfig | None = None
 
 
+class NodeConfig(Section):
+    name: _doc(
+        NodeName | None,
+        "this fleetd's name among the nodes sharing a queue (default: the host name)",
+    ) = None
+
+
 class FleetConfig(Section):
     state_dir: _doc(str | None, "state directory (default: $XDG_STATE_HOME/agent-fleet)") = None
     workers: _doc(int, "number of agents run in parallel", ge=1, le=256) = 2
@@ -299,6 +306,7 @@ class FleetConfig(Section):
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     web: WebConfig = msgspec.field(default_factory=WebConfig)
     budget: BudgetConfig = msgspec.field(default_factory=BudgetConfig)
+    node: NodeConfig = msgspec.field(default_factory=NodeConfig)
     tracker: TrackerConfig = msgspec.field(default_factory=TrackerConfig)
     limits: _doc(
         dict[str, Annotated[int, msgspec.Meta(ge=0)]],
@@ -332,6 +340,7 @@ SECTIONS = (
     "supervisor",
     "web",
     "budget",
+    "node",
 )
 
 
@@ -492,7 +501,21 @@ def load_config(
     if config.state_dir is None:
         config = msgspec.structs.replace(config, state_dir=str(default_state_dir(env)))
     state_dir = str(Path(config.state_dir).expanduser().absolute())
-    return msgspec.structs.replace(config, state_dir=state_dir)
+    config = msgspec.structs.replace(config, state_dir=state_dir)
+    if config.node.name is None:
+        node = NodeConfig(name=default_node_name())
+        config = msgspec.structs.replace(config, node=node)
+    return config
+
+
+def default_node_name() -> str:
+    """The host name, made a valid node name (its first label; odd characters become `-`)."""
+    import re
+    import socket
+
+    label = socket.gethostname().split(".")[0]
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", label)[:63].lstrip("._-")
+    return name or "node"
 
 
 def url_without_password(url: str) -> str:

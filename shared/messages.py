@@ -258,6 +258,8 @@ class QueueCounts(Message):
     workers: list[WorkerView]
     dispatching: bool
     schedule: ScheduleView | None = None
+    # The workers of the other nodes sharing the queue, as their last heartbeat said.
+    other_workers: list[WorkerView] = []
 
 
 class TaskDiff(Message):
@@ -299,6 +301,8 @@ class Status(Message):
     # default port was taken.
     web_url: str | None = None
     schedule: ScheduleView | None = None  # limits in use, budgets spent, agents held back
+    # The workers of the other nodes sharing the queue (`workers` are this node's own).
+    other_workers: list[WorkerView] = []
 
 
 class PrioritySet(Message):
@@ -404,6 +408,7 @@ class Heartbeat(Message):
     # Executions whose agents ended and whose streams are being sealed (their Finished not yet
     # acknowledged): their leases are renewed too, and they do not keep the worker busy.
     sealing: list[int] = []
+    lease: Id | None = None  # the execution's lease token (Assign.lease), the fence
 
 
 class Assign(Message):
@@ -417,6 +422,9 @@ class Assign(Message):
     resume: ResumeFrom | None = None  # continue this earlier attempt's Codex thread
     # The worker's last execution, whose Finished this Assign also acknowledges (FinishAck).
     acknowledges: int | None = None
+    # The claim's lease token (the fence): the worker's Heartbeat, AgentStarted and Finished
+    # carry it back, and the queue refuses them once another claim took the task over.
+    lease: Id | None = None
 
 
 class AgentStarted(Message):
@@ -425,6 +433,7 @@ class AgentStarted(Message):
     execution: int
     started_at: int
     pid: int
+    lease: Id | None = None  # Assign.lease
 
 
 class Finished(Message):
@@ -435,6 +444,7 @@ class Finished(Message):
     result: ExecutionResult
     # The worker already said it is free (WorkerFree): claim nothing for it with this result.
     released: bool = False
+    lease: Id | None = None  # Assign.lease: a stale one is refused (and acknowledged)
 
 
 class WorkerFree(Message):
@@ -452,6 +462,14 @@ class FinishAck(Message):
 
 class CancelExecution(Message):
     """End the agent of this execution (broker -> worker)."""
+
+    execution: int
+
+
+class LeaseLost(Message):
+    """This execution's lease is gone (broker -> worker): it was taken over, or this node lost
+    the database for longer than a lease. The task may run elsewhere now: end the agent's
+    group, as a cancel does, and report nothing more for it (the queue would refuse it)."""
 
     execution: int
 
@@ -536,6 +554,7 @@ BrokerReply = (
     | InterruptExecution
     | PrioritySet
     | Usage
+    | LeaseLost
 )
 
 # --- recorder channel ------------------------------------------------------------------------

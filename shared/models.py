@@ -53,6 +53,9 @@ Attempts = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
 Text = Annotated[str, msgspec.Meta(pattern="^[^\\x00]*$")]  # no NUL byte
 PRIORITY_BOUND = 1_000_000
 Priority = Annotated[int, msgspec.Meta(ge=-PRIORITY_BOUND, le=PRIORITY_BOUND)]
+# A fleetd's node name (`node.name`): short and safe in a path, a log line and a table cell.
+NODE_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\\Z"
+NodeName = Annotated[str, msgspec.Meta(pattern=NODE_NAME_PATTERN)]
 
 
 def now_us() -> int:
@@ -198,6 +201,7 @@ class ExecutionView(msgspec.Struct, kw_only=True):
     started_at: int | None = None
     finished_at: int | None = None
     result: ExecutionResult | None = None
+    node: str | None = None  # the fleetd (`node.name`) that claimed it
 
 
 class TaskView(msgspec.Struct, kw_only=True):
@@ -226,6 +230,11 @@ class WorkerView(msgspec.Struct, kw_only=True):
     task: int | None = None
     execution: int | None = None
     since: int
+    node: str | None = None  # the fleetd (`node.name`) it runs in
+    # When its node was last heard of (`nodes` table), for another node's workers; None: this
+    # node's own, as its broker sees them.
+    seen_at: int | None = None
+    lost: bool = False  # its node has not been heard of for longer than a lease
 
 
 class ProcessView(msgspec.Struct, kw_only=True):

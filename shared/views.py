@@ -49,6 +49,7 @@ def task_json(task: TaskView, with_executions: bool) -> dict[str, Any]:
                 "started_at": rfc3339(e.started_at),
                 "finished_at": rfc3339(e.finished_at),
                 "result": result_json(e.result),
+                "node": e.node,
             }
             for e in task.executions
         ]
@@ -83,6 +84,11 @@ def worker_json(worker: WorkerView) -> dict[str, object]:
         "task": worker.task,
         "execution": worker.execution,
         "since": rfc3339(worker.since),
+        "node": worker.node,
+        # Another node's worker: when its node was last heard of, and whether that is longer
+        # ago than a lease (None and False for this node's own).
+        "seen_at": rfc3339(worker.seen_at),
+        "lost": worker.lost,
     }
 
 
@@ -90,7 +96,9 @@ def status_json(status: m.Status) -> dict[str, Any]:
     """`fleetctl status --json`: every state counted (zeros too), workers as `workers --json`."""
     out = msgspec.to_builtins(status)
     out["counts"] = {state: status.counts.get(state, 0) for state in TASK_STATES}
-    out["workers"] = [worker_json(w) for w in status.workers]
+    # Every node's workers: this node's own, then the others' (each with its `node`).
+    out["workers"] = [worker_json(w) for w in status.workers + status.other_workers]
+    del out["other_workers"]
     return out
 
 

@@ -7,6 +7,7 @@ module (`fleetd.broker.process`) owns the ROUTER socket and feeds it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
@@ -17,17 +18,22 @@ from loguru import logger
 from fleetd.broker import steering
 from fleetd.broker.budgets import Schedule
 from fleetd.broker.dependencies import UnknownDependency
+from fleetd.broker.reach import DatabaseWatch, Reach
 from fleetd.broker.rows import Claim, Closed
 from fleetd.broker.schedule_requests import SchedulingRequests, no_such_task
 from fleetd.broker.store import KeyConflict
 from fleetd.broker.tally import RunTally
 from fleetd.runtime.routing import ToPeer
+from fleetd.stores.errors import StoreUnavailable
+from fleetd.stores.nodes import other_workers
 from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
+# What workers send that is resent or repeated: answered nothing while the database is away.
+WORKER_REPORTS = (m.Ready, m.Heartbeat, m.AgentStarted, m.Finished)
 DISK_FULL_RETRY_US = 1_000_000
 
 
@@ -57,6 +63,8 @@ class Broker(SchedulingRequests):
         self.next_lease_check = 0
         self.tally = RunTally()  # /metrics' counters
         self.schedule = Schedule(config.limits, config.budget)
+        self.node = config.node.name
+        self.reach = DatabaseWatch(self.lease_us)
 
     def recover(self, reason: str, now: int) -> None:
         """At start after a crash: every execution still running belonged to the old fleetd."""
@@ -66,13 +74,23 @@ class Broker(SchedulingRequests):
 
     def step(self, now: int) -> list[ToPeer]:
         """Expire leases when due, then hand out what can be handed out."""
+        try:
+            return self._step(now)
+        except StoreUnavailable as exc:
+            return self._unreachable(now, exc)
+
+    def _step(self, now: int) -> list[ToPeer]:
         if now >= self.next_lease_check:
             self.next_lease_check = now + LEASE_CHECK_INTERVAL_US
             try:
                 self._log_closed(self.store.lose_expired(now))
+                self.store.beat_node(self._worker_list(), now)
+                self.reach.reached(now)
             except apsw.FullError:
                 self._disk_full(now)  # tried again at the next lease check
             self._news()  # also wakes tasks whose not_before has passed
+        if self.reach.phase is not Reach.REACHABLE:
+            return []  # no claim until the lease check reaches the database again
         if now >= self.wake_at:
             self._news()
         return self.dispatch(now)
@@ -123,6 +141,7 @@ class Broker(SchedulingRequests):
             task=claim.task,
             execution=claim.execution,
             since=now,
+            node=self.node,
         )
         message = m.Assign(
             task=claim.task,
@@ -132,6 +151,7 @@ class Broker(SchedulingRequests):
             lease_expires_at=claim.lease_expires_at,
             resume=claim.resume,
             acknowledges=acknowledges,
+            lease=claim.lease or None,
         )
         return ToPeer(worker.encode(), b"", message)
 
@@ -161,14 +181,25 @@ class Broker(SchedulingRequests):
         """An Assign could not reach its worker: the task goes back without spending an attempt."""
         if isinstance(outgoing.message, m.Assign):
             execution = outgoing.message.execution
-            self.store.finish(
-                execution, "interrupted", m.ExecutionResult(error="worker unreachable"), now
-            )
+            # Without the database its lease expires instead, and the task goes back then.
+            with contextlib.suppress(StoreUnavailable):
+                self.store.finish(
+                    execution, "interrupted", m.ExecutionResult(error="worker unreachable"), now
+                )
             self.workers.pop(outgoing.peer.decode(), None)
             self._news()
 
+    def _unreachable(self, now: int, exc: StoreUnavailable) -> list[ToPeer]:
+        """The database did not answer: past a lease, this node's agents stop (once)."""
+        if not self.reach.failed(now, str(exc)):
+            return []
+        busy = [w for w in self.workers.values() if w.state == "busy" and w.execution]
+        return [ToPeer(w.id.encode(), b"", m.LeaseLost(execution=w.execution)) for w in busy]
+
     def _set_idle(self, worker: str, pid: int | None, now: int) -> None:
-        self.workers[worker] = WorkerView(id=worker, pid=pid, state="idle", since=now)
+        self.workers[worker] = WorkerView(
+            id=worker, pid=pid, state="idle", since=now, node=self.node
+        )
         self.waiting[worker] = None
 
     def _log_closed(self, closed: list[Closed]) -> None:
@@ -193,7 +224,18 @@ class Broker(SchedulingRequests):
                 code="bad_request", message=f"the broker does not serve {type(request).__name__}"
             )
             return [ToPeer(peer, ref, reply)]
-        return handler(peer, ref, request, now)
+        if self.reach.phase is not Reach.REACHABLE and isinstance(request, WORKER_REPORTS):
+            # Each would wait on the database in turn while the loop holds the LeaseLost it
+            # owes the workers: the lease check alone probes the database until it answers.
+            return []
+        try:
+            return handler(peer, ref, request, now)
+        except StoreUnavailable as exc:
+            out = self._unreachable(now, exc)
+            if isinstance(request, WORKER_REPORTS):
+                return out  # each is resent or repeated: the lease decides meanwhile
+            unavailable = m.ErrorReply(code="unavailable", message=str(exc))
+            return [ToPeer(peer, ref, unavailable), *out]
 
     def _handlers(self) -> dict[type, Callable[..., list[ToPeer]]]:
         return {
@@ -233,13 +275,13 @@ class Broker(SchedulingRequests):
         for execution in msg.sealing:
             self.store.renew(execution, msg.worker, now, self.lease_us)
         if msg.execution is not None:
-            if self.store.renew(msg.execution, msg.worker, now, self.lease_us):
+            if self.store.renew(msg.execution, msg.worker, now, self.lease_us, msg.lease):
                 if view is not None and view.pid != msg.pid:
                     self.workers[msg.worker] = _with_pid(view, msg.pid)
                 return []
-            # The lease was lost (e.g. the broker was down too long): the task may run
-            # elsewhere now, so this copy must stop.
-            return [ToPeer(peer, b"", m.CancelExecution(execution=msg.execution))]
+            # The lease was lost (taken over, the task cancelled, or the broker down too
+            # long): the task may run elsewhere now, so this copy stops and reports nothing.
+            return [ToPeer(peer, b"", m.LeaseLost(execution=msg.execution))]
         held = [row for row in self.store.running_of(msg.worker) if row[0] not in msg.sealing]
         stale = [
             execution
@@ -260,7 +302,7 @@ class Broker(SchedulingRequests):
     def _on_agent_started(
         self, peer: bytes, ref: bytes, msg: m.AgentStarted, now: int
     ) -> list[ToPeer]:
-        self.store.mark_started(msg.execution, msg.started_at, msg.pid)
+        self.store.mark_started(msg.execution, msg.started_at, msg.pid, msg.lease)
         return []
 
     def _on_worker_free(self, peer: bytes, ref: bytes, msg: m.WorkerFree, now: int) -> list[ToPeer]:
@@ -285,7 +327,7 @@ class Broker(SchedulingRequests):
         claim_for = worker if wants_work else None
         gate = self._gate_after(msg, now)
         state, claim = self.store.finish(
-            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate
+            msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate, msg.lease
         )
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
@@ -312,7 +354,7 @@ class Broker(SchedulingRequests):
         """The result of a worker that said it was free (WorkerFree) when its agent ended: it
         is waiting or runs its next task, so nothing is claimed for it here."""
         gate = self._gate_after(msg, now)
-        state, _ = self.store.finish(msg.execution, msg.outcome, msg.result, now)
+        state, _ = self.store.finish(msg.execution, msg.outcome, msg.result, now, lease=msg.lease)
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded
@@ -390,7 +432,12 @@ class Broker(SchedulingRequests):
         return [ToPeer(peer, ref, reply), *self.dispatch(now)]
 
     def _on_workers(self, peer: bytes, ref: bytes, msg: m.ListWorkers, now: int) -> list[ToPeer]:
-        return [ToPeer(peer, ref, m.WorkerList(workers=self._worker_list()))]
+        workers = self._worker_list() + self._other_workers(now)
+        return [ToPeer(peer, ref, m.WorkerList(workers=workers))]
+
+    def _other_workers(self, now: int) -> list[WorkerView]:
+        """The other nodes' workers, from their heartbeats (none on SQLite: one node)."""
+        return other_workers(self.store.other_nodes(now), now, self.lease_us)
 
     def _worker_list(self) -> list[WorkerView]:
         return sorted(self.workers.values(), key=lambda w: (len(w.id), w.id))
@@ -415,6 +462,7 @@ class Broker(SchedulingRequests):
             workers=self._worker_list(),
             dispatching=self.dispatching,
             schedule=self._schedule_view(now),
+            other_workers=self._other_workers(now),
         )
         return [ToPeer(peer, ref, reply)]
 
@@ -433,4 +481,5 @@ def _with_pid(view: WorkerView, pid: int) -> WorkerView:
         task=view.task,
         execution=view.execution,
         since=view.since,
+        node=view.node,
     )

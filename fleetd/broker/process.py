@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from itertools import islice
 
 import zmq
@@ -19,6 +21,7 @@ from shared.errors import FleetError
 from shared.models import now_us
 
 RECV_BATCH = 256
+OUTAGE_HOLD_S = 1.0
 POLL_MS = 200
 
 
@@ -26,15 +29,17 @@ def run(config: FleetConfig, recover: bool) -> None:
     """The broker process's entry point (started by the supervisor)."""
     shutdown = child_start("broker", "fleetd: broker", config.log_level, config.log_json)
     paths = config.paths()
+    patience = OutagePatience(shutdown)
     try:
         # A PostgreSQL outage at start is waited out here (until a stop signal).
-        store = open_queue_store(config, stop=lambda: shutdown.received is not None)
+        store = open_queue_store(config, node=config.node.name, stop=patience)
     except FleetError as exc:  # stopped while waiting, or a schema newer than this fleetd
         logger.error("{}", exc)
         return
     broker = Broker(store, config)
     if recover:
         broker.recover("fleetd stopped without ending this run", now_us())
+    patience.running(lambda: getattr(getattr(store, "db", None), "down_since", None))
     context = zmq.Context()
     sock = new_socket(context, zmq.ROUTER, linger_ms=1000, hwm=100_000)
     sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its identity back
@@ -50,6 +55,29 @@ def run(config: FleetConfig, recover: bool) -> None:
         context.destroy()  # each socket closes with its own linger
         store.close()
     logger.info("broker stopped")
+
+
+class OutagePatience:
+    """How long a store call waits out an unreachable database (`Database.run`'s `stop`).
+
+    At start, as long as it takes (a broker that gave up would crash, be restarted into the
+    same outage and trip the crash-loop limit); once running, OUTAGE_HOLD_S, then the call
+    fails with StoreUnavailable and the loop goes on: the broker counts the outage against
+    its leases (`fleetd.broker.reach`) and workers keep being heard. A shutdown ends any wait.
+    """
+
+    def __init__(self, shutdown: ShutdownSignal) -> None:
+        self.shutdown = shutdown
+        self.down_since: Callable[[], float | None] = lambda: None
+
+    def running(self, down_since: Callable[[], float | None]) -> None:
+        self.down_since = down_since
+
+    def __call__(self) -> bool:
+        if self.shutdown.received is not None:
+            return True
+        since = self.down_since()
+        return since is not None and time.monotonic() - since > OUTAGE_HOLD_S
 
 
 def _loop(broker: Broker, store: QueueStoreAPI, sock: zmq.Socket, shutdown: ShutdownSignal) -> None:

@@ -25,7 +25,7 @@ TASK_COLUMNS = (
     " priority, waiting"
 )
 EXECUTION_COLUMNS = (
-    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id"
+    "id, attempt, worker, outcome, claimed_at, started_at, finished_at, result, task_id, node"
 )
 
 
@@ -99,7 +99,7 @@ def task_view(row: tuple) -> TaskView:
 
 
 def execution_view(row: tuple) -> ExecutionView:
-    execution, attempt, worker, outcome, claimed, started, finished, result, _ = row
+    execution, attempt, worker, outcome, claimed, started, finished, result, _, node = row
     return ExecutionView(
         id=execution,
         attempt=attempt,
@@ -109,6 +109,7 @@ def execution_view(row: tuple) -> ExecutionView:
         started_at=started,
         finished_at=finished,
         result=decode_result(result) if result else None,
+        node=node,
     )
 
 

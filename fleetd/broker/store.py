@@ -35,6 +35,7 @@ from fleetd.broker.scheduling import Gate
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.task_filters import narrowing
 from fleetd.runtime.db import immediate, open_database
+from fleetd.stores.nodes import NodeBeat
 from shared.errors import FleetError
 from shared.models import (
     INT64_MAX,
@@ -45,6 +46,7 @@ from shared.models import (
     TaskSpec,
     TaskState,
     TaskView,
+    WorkerView,
 )
 
 _json_encode = msgspec.json.Encoder().encode
@@ -421,6 +423,14 @@ class QueueStore(ScheduleReads):
             (now,),
         ).fetchone()[0]
         return None if due is None or due >= WAITING else due
+
+    def beat_node(self, workers: list[WorkerView], now: int) -> None:
+        """One host, one node: its broker knows its own workers, and no other node reads a
+        heartbeat here (the PostgreSQL store keeps them in its `nodes` table)."""
+
+    def other_nodes(self, now: int) -> list[NodeBeat]:
+        """No other node shares an SQLite queue."""
+        return []
 
     def counts(self) -> dict[str, int]:
         rows = self.conn.execute("SELECT state, n FROM task_counts WHERE n > 0").fetchall()

@@ -19,10 +19,11 @@ from pathlib import Path
 import apsw
 from loguru import logger
 
-from fleetd.recorder.eventlog import EventLog
 from fleetd.runtime.locks import FileLock
 from fleetd.runtime.routing import ToPeer
 from fleetd.runtime.spool import execution_of, read_records
+from fleetd.stores.errors import StoreUnavailable
+from fleetd.stores.events import EventStore
 from shared import messages as m
 from shared.models import EventRecord
 from shared.paths import StatePaths
@@ -65,7 +66,7 @@ class Pending:
 class Recorder:
     """The recorder's logic without sockets: accept batches, fill gaps, seal, sweep."""
 
-    def __init__(self, log: EventLog, paths: StatePaths, batch_max: int = 20_000) -> None:
+    def __init__(self, log: EventStore, paths: StatePaths, batch_max: int = 20_000) -> None:
         self.log = log
         self.paths = paths
         self.batch_max = batch_max
@@ -83,6 +84,17 @@ class Recorder:
         self, peer: bytes, ref: bytes, request: m.Message, raw: bytes, now: int
     ) -> list[Outgoing]:
         """One request (`raw` is its encoding: a batch is republished as it came)."""
+        try:
+            return self._handle(peer, ref, request, raw)
+        except StoreUnavailable as exc:
+            # The spool holds what a batch or an end carried: it is read again once the
+            # database answers. A query hears why it went unanswered.
+            self._forget_positions()
+            if isinstance(request, m.EventBatch | m.StreamEnd):
+                return []
+            return [ToPeer(peer, ref, m.ErrorReply(code="unavailable", message=str(exc)))]
+
+    def _handle(self, peer: bytes, ref: bytes, request: m.Message, raw: bytes) -> list[Outgoing]:
         match request:
             case m.EventBatch():
                 self.accept(request, raw, self.pending)
@@ -106,13 +118,29 @@ class Recorder:
         """Sweep abandoned spools when due, then store and tell what was collected."""
         if self.phase is Phase.DRAINING and self.pending.empty:
             # Nothing more came in: take in the spools of workers that are gone, and stop.
-            self.sweep(self.pending)
+            self._sweep_if_reachable(self.pending)
             self.phase = Phase.STOPPED
         elif self.phase is Phase.RUNNING and now >= self.next_sweep:
             self.next_sweep = now + SWEEP_INTERVAL_US
-            self.sweep(self.pending)
+            self._sweep_if_reachable(self.pending)
         pending, self.pending = self.pending, Pending()
         return self._flush(pending, now)
+
+    def _sweep_if_reachable(self, pending: Pending) -> None:
+        try:
+            self.sweep(pending)
+        except StoreUnavailable:
+            self._forget_positions()  # swept again at the next sweep
+
+    def _forget_positions(self) -> None:
+        """The database did not answer: how far each stream is stored is asked again later."""
+        self.stored_upto.clear()
+
+    def _postpone(self, pending: Pending) -> None:
+        """Nothing was stored: no follower hears of it and no worker of its seal (a worker
+        stops waiting after a bound and leaves its spool, which the sweep takes in later)."""
+        self._forget_positions()
+        logger.debug("the event store is unreachable: {} events wait in the spools", pending.count)
 
     def stop(self) -> None:
         """The fleet is stopping: store what is still queued, then stop."""
@@ -284,7 +312,12 @@ class Recorder:
         """Commit, then tell: followers and sealing workers hear only of stored events."""
         if pending.empty:
             return []
-        if not self.commit(pending, now):
+        try:
+            stored = self.commit(pending, now)
+        except StoreUnavailable:
+            self._postpone(pending)
+            return []
+        if not stored:
             # A full disk. Followers hear nothing; a worker waiting on its ended stream hears
             # where the stream was cut short.
             pending.published = []

@@ -5,11 +5,11 @@ from __future__ import annotations
 import zmq
 from loguru import logger
 
-from fleetd.recorder.eventlog import EventLog
 from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.routing import Request, ToPeer, read_request
 from fleetd.runtime.sockets import new_socket, waiting
+from fleetd.stores.events import open_event_store
 from shared import messages as m
 from shared.config import FleetConfig
 from shared.models import now_us
@@ -22,7 +22,7 @@ def run(config: FleetConfig) -> None:
     """The recorder process's entry point (started by the supervisor)."""
     shutdown = child_start("recorder", "fleetd: recorder", config.log_level, config.log_json)
     paths = config.paths()
-    log = EventLog.open(paths.events_db)
+    log = open_event_store(config)
     recorder = Recorder(log, paths, config.recorder.batch_max)
     context = zmq.Context()
     inbox = new_socket(context, zmq.ROUTER, linger_ms=1000, hwm=HWM)

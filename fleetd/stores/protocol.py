@@ -17,7 +17,8 @@ from typing import Protocol, runtime_checkable
 from fleetd.broker.budgets import Spend
 from fleetd.broker.rows import Claim, Closed, Retried
 from fleetd.broker.scheduling import Gate
-from shared.errors import FleetError
+from fleetd.stores.errors import StoreUnavailable
+from fleetd.stores.nodes import NodeBeat
 from shared.messages import UsageGroup
 from shared.models import (
     ExecutionResult,
@@ -26,11 +27,12 @@ from shared.models import (
     TaskState,
     TaskView,
     UsageRow,
+    WorkerView,
 )
 
-
-class StoreUnavailable(FleetError):
-    """The queue's database cannot be reached (and the store was told to stop waiting)."""
+# The queue's database cannot be reached (and the store was told to stop waiting): one
+# exception for every store, defined beside the stores' other errors.
+__all__ = ["QueueStoreAPI", "StoreUnavailable"]
 
 
 @runtime_checkable
@@ -98,6 +100,8 @@ class QueueStoreAPI(Protocol):
 
     def running_of(self, worker: str) -> list[tuple[int, int, int]]: ...
 
+    def has_dependents(self, execution: int) -> bool: ...
+
     def get_task(self, task: int) -> TaskView | None: ...
 
     def tasks_by_key(self, keys: list[str]) -> list[TaskView]: ...
@@ -121,6 +125,16 @@ class QueueStoreAPI(Protocol):
     def tally_rows(self, after: int, running: list[int]) -> list[tuple]: ...
 
     def oldest_queued(self) -> int | None: ...
+
+    # --- nodes (fleetd.stores.nodes) ---------------------------------------------------------
+
+    def beat_node(self, workers: list[WorkerView], now: int) -> None:
+        """This node is alive with these workers (for the other nodes' views)."""
+        ...
+
+    def other_nodes(self, now: int) -> list[NodeBeat]:
+        """The other nodes' last heartbeats (none on SQLite: one node)."""
+        ...
 
     # --- wake-ups ----------------------------------------------------------------------------
 

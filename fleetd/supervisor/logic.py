@@ -293,6 +293,7 @@ class Supervisor:
             counts=reply.counts,
             processes=self.children.views(),
             workers=reply.workers,
+            other_workers=reply.other_workers,
             feed=self.paths.feed_endpoint,
             warnings=list(self.warnings),
             socket_activated=self.socket_activated,

@@ -114,6 +114,11 @@ async def live(
                 next_check = time.monotonic() + (
                     SEALED_CHECK_SECONDS if soon else STATE_CHECK_SECONDS
                 )
+                if not soon:
+                    # A task another node runs (a shared PostgreSQL log) is not on this
+                    # node's feed: its stored events come from the store at each check.
+                    async for batch in follower.catch_up():
+                        yield batch
                 if await follower.finished():
                     async for batch in follower.catch_up():
                         yield batch

@@ -35,6 +35,7 @@ class Closing:
     deadline: float
     sealed: bool = False  # False: SEALING; True: REPORTING
     task_lock: FileLock | None = None  # a repository task's, held until the result is acked
+    fenced: bool = False  # its lease was lost (LeaseLost): sealed as usual, never reported
 
     @property
     def id(self) -> int:
@@ -63,10 +64,11 @@ class Closing:
             self.task_lock = None
 
 
-def due_reports(closings: Iterable[Closing], now: float) -> list[m.Finished]:
-    """Results whose timer is due: a seal waited for long enough, or a resend."""
+def due_reports(closings: Iterable[Closing], now: float) -> list[Closing]:
+    """Closings whose timer is due: a seal waited for long enough (still unsealed: to report
+    now), or a result to resend (sealed)."""
     due = []
-    for closing in closings:
+    for closing in list(closings):
         if now < closing.deadline:
             continue
         if not closing.sealed:
@@ -74,9 +76,7 @@ def due_reports(closings: Iterable[Closing], now: float) -> list[m.Finished]:
                 "recorder did not seal execution {} in time; it will ingest the spool later",
                 closing.id,
             )
-            due.append(closing.report(now))
-        else:
-            due.append(closing.resend(now))
+        due.append(closing)
     return due
 
 

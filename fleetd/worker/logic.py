@@ -106,6 +106,7 @@ class Worker:
         self.task_lock: FileLock | None = None
         self.ended: tuple[FinishedOutcome, ExecutionResult] | None = None  # while committing
         self.closings: dict[int, Closing] = {}  # attempts being sealed or reported, by execution
+        self.fenced = False  # the running execution's lease was lost: it reports nothing
 
     # --- in ----------------------------------------------------------------------------------
 
@@ -124,6 +125,8 @@ class Worker:
                     self._cancel(now)
             case m.FinishAck(execution=execution):
                 self._on_finish_ack(execution)
+            case m.LeaseLost(execution=execution):
+                return self._lease_lost(execution, now)
             case m.SteerExecution(execution=execution) | m.InterruptExecution(execution=execution):
                 # Late (the agent ended, its stream sealed): nothing left to tell or record.
                 running = self.execution if self.phase is Phase.RUNNING else None
@@ -142,7 +145,7 @@ class Worker:
         printed = closing.execution.seq
         if message.last_seq < printed:
             closing.finished = cut_short(closing.finished, message.last_seq, printed)
-        return [ToBroker(closing.report(now))]
+        return self._report(closing, now)
 
     def on_agent_fd(self, fd: int, now: float) -> list[Outgoing]:
         """One of the agent's pipes (or its pidfd) is readable."""
@@ -164,7 +167,11 @@ class Worker:
     def step(self, now: float) -> list[Outgoing]:
         """Timers: heartbeats, the agent's limits, seal and resend deadlines; the agent's end."""
         out = self._heartbeat(now)
-        out += [ToBroker(report) for report in due_reports(self.closings.values(), now)]
+        for closing in due_reports(self.closings.values(), now):
+            if closing.sealed:
+                out.append(ToBroker(closing.resend(now)))
+            else:
+                out += self._report(closing, now)
         execution = self.execution
         if execution is not None and self.phase is Phase.RUNNING:
             execution.on_timer(now)
@@ -187,7 +194,7 @@ class Worker:
         closing = self.closings.get(outgoing.seals)
         if closing is None or closing.sealed:
             return []
-        return [ToBroker(closing.report(now))]
+        return self._report(closing, now)
 
     # --- what the loop asks ------------------------------------------------------------------
 
@@ -228,6 +235,7 @@ class Worker:
                 execution=assign.execution,
                 outcome="interrupted",
                 result=ExecutionResult(error="worker was busy"),
+                lease=assign.lease,
             )
             return [ToBroker(refusal)]
         worker = self.config.worker
@@ -298,7 +306,10 @@ class Worker:
             return []
         logger.debug("execution {} started pid {}", assign.execution, execution.proc.pid)
         started = m.AgentStarted(
-            execution=assign.execution, started_at=execution.started_at, pid=execution.proc.pid
+            execution=assign.execution,
+            started_at=execution.started_at,
+            pid=execution.proc.pid,
+            lease=assign.lease,
         )
         return [ToBroker(started), *(ToRecorder(batch) for batch in batches)]
 
@@ -308,7 +319,7 @@ class Worker:
         out: list[Outgoing] = [ToRecorder(batch) for batch in batches]
         assign = execution.assign
         self.adapters.finish(assign, result)
-        if self.prepared is not None and execution.started:
+        if self.prepared is not None and execution.started and not self.fenced:
             message = commit_message(assign.task, assign.spec.prompt, result.final_message)
             self.ended = (outcome, result)
             self.phase = Phase.COMMITTING
@@ -346,7 +357,11 @@ class Worker:
         # Errors may quote the spec (argv, cwd), which may hold a secret: stored masked.
         result = mask_message(result, self.redactor)
         finished = m.Finished(
-            execution=assign.execution, outcome=outcome, result=result, released=released
+            execution=assign.execution,
+            outcome=outcome,
+            result=result,
+            released=released,
+            lease=assign.lease,
         )
         end = m.StreamEnd(
             task=assign.task,
@@ -356,6 +371,7 @@ class Worker:
         )
         self.scratch.release(assign)
         closing = Closing(execution, finished, now + SEAL_WAIT_SECONDS, task_lock=self.task_lock)
+        closing.fenced, self.fenced = self.fenced, False
         self.closings[assign.execution] = closing
         self.task_lock = None
         self.prepared = None
@@ -380,7 +396,10 @@ class Worker:
         self.next_heartbeat = now + self.config.worker.heartbeat_seconds
         running = self.execution.assign.execution if self.execution is not None else None
         execution, sealing = held_executions(running, self.closings.values())
-        beat = m.Heartbeat(worker=self.id, pid=self.pid, execution=execution, sealing=sealing)
+        lease = self._lease_of(execution)
+        beat = m.Heartbeat(
+            worker=self.id, pid=self.pid, execution=execution, sealing=sealing, lease=lease
+        )
         return [ToBroker(beat)]
 
     def _cancel(self, now: float) -> None:
@@ -393,6 +412,42 @@ class Worker:
             logger.info(
                 "execution {} already ended; too late to cancel", self.execution.assign.execution
             )
+
+    def _lease_of(self, execution: int | None) -> int | None:
+        """The lease token of `execution` (running or closing): what the fence checks."""
+        if self.execution is not None and self.execution.assign.execution == execution:
+            return self.execution.assign.lease
+        closing = self.closings.get(execution) if execution is not None else None
+        return closing.execution.assign.lease if closing is not None else None
+
+    def _lease_lost(self, execution: int, now: float) -> list[Outgoing]:
+        """The task may run elsewhere now: end the agent's group as a cancel does, keep the
+        events it printed (its stream is sealed as usual), and report nothing for it."""
+        closing = self.closings.get(execution)
+        if closing is not None:  # its agent ended: its result is not reported
+            closing.fenced = True
+            if closing.sealed:
+                self._drop(closing)
+            return []
+        if self.execution is None or self.execution.assign.execution != execution:
+            return []
+        logger.warning("execution {}: its lease was lost; ending its agent", execution)
+        self.fenced = True
+        if self.phase in (Phase.PREPARING, Phase.RUNNING):
+            self._end("cancelled", now)
+        return []
+
+    def _report(self, closing: Closing, now: float) -> list[Outgoing]:
+        """Sealed (or given up on): the result goes to the broker, unless the lease was lost."""
+        finished = closing.report(now)
+        if closing.fenced:
+            self._drop(closing)  # the queue would refuse it: nothing to report
+            return []
+        return [ToBroker(finished)]
+
+    def _drop(self, closing: Closing) -> None:
+        self.closings.pop(closing.id, None)
+        closing.done()
 
     def _end(self, reason: EndReason, now: float) -> None:
         """End the agent (or the workspace step in progress) for `reason`."""

@@ -196,3 +196,16 @@ def test_a_fleetd_that_does_not_answer_names_the_option_that_waits_longer(fleet:
             assert "--request-timeout" in result.stderr and "Traceback" not in result.stderr
     finally:
         os.kill(fleet.pid, signal.SIGCONT)
+
+
+def test_one_sqlite_node_names_itself_and_filters_by_node(fleet: Fleet) -> None:
+    fleet.env["FLEET_NODE_NAME"] = "solo"  # fleetctl reads no node name: the daemon's is shown
+    task = fleet.enqueue("noop", "--", "true")
+    fleet.wait_state(task, "succeeded")
+    node = fleet.json("workers")[0]["node"]
+    assert node and {w["node"] for w in fleet.json("workers")} == {node}
+    assert fleet.json("workers", "--node", node) == fleet.json("workers")
+    assert fleet.json("workers", "--node", "elsewhere") == []
+    assert [w["node"] for w in fleet.json("status", "--node", node)["workers"]] == [node, node]
+    assert [e["node"] for e in fleet.show(task)["executions"]] == [node]
+    assert "NODE" in fleet.ctl("workers").stdout

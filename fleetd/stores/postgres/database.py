@@ -21,7 +21,9 @@ import psycopg
 from loguru import logger
 from psycopg import errors
 
-from fleetd.stores.protocol import StoreUnavailable
+# PostgreSQL cannot be reached (and we were told to stop waiting, or not to wait): the one
+# exception every store raises for it, which the broker and the recorder wait out.
+from fleetd.stores.errors import StoreUnavailable
 from shared.config import url_without_password
 from shared.errors import FleetError
 

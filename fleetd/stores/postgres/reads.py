@@ -122,6 +122,17 @@ class PgReads:
         )
         return {state: count for state, count in rows}
 
+    def has_dependents(self, execution: int) -> bool:
+        """Whether other tasks wait on this execution's task (its end may release them)."""
+        row = self.db.run(
+            lambda tx: tx.execute(
+                "SELECT t.dependents FROM executions e JOIN tasks t ON t.id = e.task_id"
+                " WHERE e.id = ?",
+                (execution,),
+            ).fetchone()
+        )
+        return bool(row and row[0])
+
     def running_of(self, worker: str) -> list[tuple[int, int, int]]:
         """(execution, task, claimed_at) of the running executions this node's worker holds."""
         return self.db.run(

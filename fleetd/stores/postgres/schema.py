@@ -71,6 +71,32 @@ MIGRATIONS = [
     );
     CREATE SEQUENCE lease_tokens;
     """,
+    # v2 (issue 12): the nodes' heartbeats (fleetd/stores/nodes.py) and the event log
+    # (fleetd/stores/postgres_events.py; events.db's `streams` is `event_streams` here).
+    """
+    CREATE TABLE nodes (
+        name text PRIMARY KEY,
+        seen_at bigint NOT NULL,
+        worker_count integer NOT NULL,
+        workers bytea NOT NULL
+    );
+    CREATE TABLE event_streams (
+        execution_id bigint PRIMARY KEY,
+        task_id bigint NOT NULL,
+        last_seq bigint NOT NULL DEFAULT 0,
+        sealed_at bigint
+    );
+    CREATE INDEX event_streams_task ON event_streams (task_id, execution_id);
+    CREATE TABLE events (
+        execution_id bigint NOT NULL,
+        seq bigint NOT NULL,
+        ts bigint NOT NULL,
+        type text NOT NULL,
+        flags integer NOT NULL,
+        payload bytea NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    );
+    """,
 ]
 
 

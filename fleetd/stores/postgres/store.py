@@ -33,6 +33,7 @@ from fleetd.broker.rows import (
 )
 from fleetd.broker.scheduling import Gate
 from fleetd.broker.store import SCAN_WINDOW, KeyConflict
+from fleetd.stores import nodes
 from fleetd.stores.postgres import schema
 from fleetd.stores.postgres.database import CHANNEL, Database, Listener, Tx, connect
 from fleetd.stores.postgres.reads import PgReads, first_fit
@@ -43,6 +44,7 @@ from shared.models import (
     FinishedOutcome,
     TaskSpec,
     TaskState,
+    WorkerView,
 )
 
 _json_encode = msgspec.json.Encoder().encode
@@ -98,6 +100,14 @@ class PgQueueStore(PgReads):
         if self.listener is not None:
             self.listener.close()
         self.db.close()
+
+    def beat_node(self, workers: list[WorkerView], now: int) -> None:
+        args = nodes.beat_args(self.node, workers, now)
+        self.db.run(lambda tx: tx.execute(nodes.BEAT, args))
+
+    def other_nodes(self, now: int) -> list[nodes.NodeBeat]:
+        sql, args = nodes.others_query(self.node, now)
+        return nodes.beats_of(self.db.run(lambda tx: tx.execute(sql, args).fetchall()))
 
     def wakeup_fd(self) -> int | None:
         return self.listener.fd() if self.listener is not None else None

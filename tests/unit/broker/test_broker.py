@@ -69,6 +69,7 @@ def test_enqueue_to_a_ready_worker_assigns_it(broker: Broker, store: QueueStore)
                 attempt=1,
                 spec=TaskSpec(prompt="a"),
                 lease_expires_at=1 + LEASE_US,
+                lease=1,  # the first lease token, on either store
             ),
         ),
     ]
@@ -186,7 +187,7 @@ def test_heartbeat_renews_the_lease(broker: Broker, store: QueueStore) -> None:
     assert execution_holder(store, 1) == ("running", "w1")
 
 
-def test_heartbeat_for_an_execution_no_longer_held_cancels_it(
+def test_heartbeat_for_an_execution_no_longer_held_says_its_lease_is_lost(
     broker: Broker, store: QueueStore
 ) -> None:
     ready(broker)
@@ -195,15 +196,15 @@ def test_heartbeat_for_an_execution_no_longer_held_cancels_it(
     assert execution_holder(store, 1) == ("lost", "w1")
     heartbeat = m.Heartbeat(worker="w1", pid=100, execution=1)
     out = broker.handle(b"w1", b"", heartbeat, LEASE_US + 2)
-    assert out == [ToPeer(b"w1", b"", m.CancelExecution(execution=1))]
+    assert out == [ToPeer(b"w1", b"", m.LeaseLost(execution=1))]
 
 
-def test_heartbeat_for_another_workers_execution_cancels_it(broker: Broker) -> None:
+def test_heartbeat_for_another_workers_execution_says_its_lease_is_lost(broker: Broker) -> None:
     ready(broker, "w1")
     enqueue(broker, "a")
     heartbeat = m.Heartbeat(worker="w2", pid=200, execution=1)
     out = broker.handle(b"w2", b"", heartbeat, 2)
-    assert out == [ToPeer(b"w2", b"", m.CancelExecution(execution=1))]
+    assert out == [ToPeer(b"w2", b"", m.LeaseLost(execution=1))]
 
 
 def test_idle_heartbeat_reannounces_a_forgotten_worker(broker: Broker) -> None:

@@ -30,7 +30,7 @@ def test_lean_path_knows_every_root_option_and_status_option() -> None:
     assert state_dir.opts == [entry.STATE_DIR] and state_dir.envvar == STATE_DIR_ENV
     assert timeout.opts == [entry.REQUEST_TIMEOUT] and timeout.default == DEFAULT_REQUEST_TIMEOUT
     status = _params(root.commands["status"])  # type: ignore[attr-defined]
-    assert set(status) == {"json_out"}
+    assert set(status) == {"json_out", "node"}  # `--node` is left to the typer app
     assert status["json_out"].opts == ["--json"] and status["json_out"].is_flag
 
 
@@ -53,6 +53,7 @@ def test_lean_path_knows_every_root_option_and_status_option() -> None:
         (["--state-dir=", "status"], None),
         (["--state-dir"], None),
         (["status", "--help"], None),
+        (["status", "--node", "a"], None),
         (["--help"], None),
         (["status", "--json", "--json"], None),
         (["status", "--json=1"], None),

@@ -7,6 +7,7 @@ from pathlib import Path
 from fleetd.recorder.eventlog import EventLog
 from fleetd.recorder.logic import Pending, Recorder
 from fleetd.runtime.spool import SpoolWriter
+from fleetd.stores.events import EventStore
 from shared import messages as m
 from shared.models import EventRecord
 from shared.paths import StatePaths
@@ -45,7 +46,7 @@ def write_spool(paths: StatePaths, batches: list[m.EventBatch], execution: int =
     return paths.spool_file(execution)
 
 
-def stored_seqs(log: EventLog, task: int = TASK) -> list[tuple[int, int]]:
+def stored_seqs(log: EventStore, task: int = TASK) -> list[tuple[int, int]]:
     return [(e.execution, e.seq) for e in log.page(task, 0, 0, 1000)]
 
 
@@ -53,8 +54,12 @@ def accept(recorder: Recorder, item: m.EventBatch, pending: Pending) -> None:
     recorder.accept(item, CODEC.encode(item), pending)
 
 
-def sealed_at(log: EventLog, execution: int = EXECUTION) -> int | None:
-    row = log.conn.execute(
-        "SELECT sealed_at FROM streams WHERE execution_id = ?", (execution,)
-    ).fetchone()
+def sealed_at(log: EventStore, execution: int = EXECUTION) -> int | None:
+    if isinstance(log, EventLog):
+        sql = "SELECT sealed_at FROM streams WHERE execution_id = ?"
+        row = log.conn.execute(sql, (execution,)).fetchone()
+    else:
+        with log.db.cursor() as cur:  # PostgresEventLog
+            sql = "SELECT sealed_at FROM event_streams WHERE execution_id = %s"
+            row = cur.execute(sql, (execution,)).fetchone()
     return row[0] if row else None

@@ -34,7 +34,7 @@ def test_a_resent_overlap_is_stored_once(log: EventLog) -> None:
     overlap = events(7, ROWS_PER_INSERT + 1, 3 * ROWS_PER_INSERT + 5)
     log.store([(TASK, 7, overlap)], [], 2)
     assert log.page(TASK, 0, 0, 10_000) == events(7, 1, 3 * ROWS_PER_INSERT + 5)
-    assert log.conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3 * ROWS_PER_INSERT + 5
+    assert log.total_events() == 3 * ROWS_PER_INSERT + 5
 
 
 def test_runs_of_several_executions_in_one_transaction(log: EventLog) -> None:

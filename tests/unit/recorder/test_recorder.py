@@ -333,6 +333,6 @@ def test_last_seq_never_goes_back(log: EventLog) -> None:
     assert log.last_seq(42) == 0
 
 
-def test_event_log_schema_version_and_wal(paths: StatePaths, log: EventLog) -> None:
-    assert log.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
-    assert log.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_event_log_schema_version_and_wal(paths: StatePaths, sqlite_log: EventLog) -> None:
+    assert sqlite_log.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert sqlite_log.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -266,7 +266,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
     expected = [key for key in expected if key not in TABLES]
     expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 57 + 9  # + queue.url
+    assert len(expected) == 58 + 9  # + queue.url, node.name
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 
@@ -357,6 +357,23 @@ def test_a_bad_tracker_value_is_refused_by_name(home: Path, tmp_path: Path, line
     path = toml(tmp_path, f"[tracker.github]\n{line}\n")
     with pytest.raises(ConfigError, match=line.split(" ")[0]):
         load_config(env_of(home), path)
+
+
+def test_node_name_defaults_to_the_host_name(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "build-7.example.org")
+    assert load_config(env_of(home)).node.name == "build-7"
+    monkeypatch.setattr("socket.gethostname", lambda: "_odd host!")
+    assert load_config(env_of(home)).node.name == "odd-host-"
+
+
+def test_node_name_comes_from_the_environment(home: Path) -> None:
+    assert load_config(env_of(home, FLEET_NODE_NAME="host-b")).node.name == "host-b"
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "../x", "-x", "a b", "x" * 64, "é"])
+def test_an_unsafe_node_name_is_refused_by_key(home: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match=r"node\.name"):
+        load_config(env_of(home, FLEET_NODE_NAME=name))
 
 
 def test_queue_url_defaults_to_sqlite_and_takes_a_postgresql_url() -> None:

@@ -143,6 +143,7 @@ SAMPLES: dict[type, m.Message] = {
     m.FinishAck: m.FinishAck(execution=4),
     m.WorkerFree: m.WorkerFree(worker="w1", pid=42, execution=4),
     m.CancelExecution: m.CancelExecution(execution=4),
+    m.LeaseLost: m.LeaseLost(execution=4),
     m.WorkerGone: m.WorkerGone(worker="w1", reason="exit 1"),
     m.SetDispatch: m.SetDispatch(dispatching=False),
     m.GetCounts: m.GetCounts(),

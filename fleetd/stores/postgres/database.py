@@ -6,9 +6,10 @@ than a pool: psycopg_pool's reconnection doubles its wait without a cap and logs
 where an outage here must cost one log line and be noticed within a few seconds of its end.
 
 Every transaction is a function of its connection (`run`), so that a lost connection or a
-deadlock runs it again from the start on a fresh one. A commit whose reply was lost may thus
-be applied twice: a claim's first execution then expires with its lease (at-least-once, as
-everywhere); an enqueue without an idempotency key may be stored twice (a key makes it once).
+deadlock runs it again from the start on a fresh one. A commit whose reply was lost is not
+run again blindly: the transaction's id, read before the commit, is looked up once the
+database answers again (`pg_xact_status`), and a transaction that did commit returns what it
+computed, so an enqueue is stored once and a claim made once.
 """
 
 from __future__ import annotations
@@ -128,12 +129,21 @@ class Database:
         connection after an outage, until it commits."""
         delay = FIRST_DELAY
         rollbacks = 0
+        # (transaction id, result) of a commit whose outcome is unknown: its reply was lost.
+        unsure: tuple[str, T] | None = None
         while True:
             try:
                 if self.conn is None or self.conn.closed:
                     self.conn = connect(self.url, self.name)
-                with self.conn.transaction():
-                    result = work(Tx(self.conn))
+                if unsure is not None:
+                    committed = self._committed(self.conn, unsure[0])
+                    if committed is None:  # still in progress: its backend has not noticed
+                        raise StoreUnavailable("a lost commit is still in progress")
+                    result, unsure = unsure[1], None
+                    if not committed:
+                        result, unsure = self._transaction(work)
+                else:
+                    result, unsure = self._transaction(work)
             except (errors.SerializationFailure, errors.DeadlockDetected):
                 rollbacks += 1  # a deadlock or serialization failure: PostgreSQL chose us
                 if rollbacks > MAX_ROLLBACK_RETRIES:
@@ -144,6 +154,10 @@ class Database:
                 time.sleep(delay)
                 delay = min(delay * 2, MAX_DELAY)
                 continue
+            if unsure is not None:  # the commit's reply was lost: find out before going on
+                lost = ConnectionError("the connection ended during a commit")
+                self._outage(StoreUnavailable(describe(self.url, lost)))
+                continue
             if self.down_since is not None:
                 logger.info(
                     "the PostgreSQL queue is reachable again (after {:.1f} s)",
@@ -151,6 +165,40 @@ class Database:
                 )
                 self.down_since = None
             return result
+
+    def _transaction(self, work: Callable[[Tx], T]) -> tuple[T, tuple[str, T] | None]:
+        """`work`, committed: (its result, None); or, when the commit's reply is lost, (its
+        result, (the transaction's id, its result)) for `run` to look up."""
+        conn = self.conn
+        assert conn is not None
+        try:
+            result = work(Tx(conn))
+            # NULL for a transaction that wrote nothing: running it again is harmless.
+            xid = conn.execute("SELECT pg_current_xact_id_if_assigned()::text").fetchone()
+        except BaseException:
+            if not conn.broken and not conn.closed:
+                conn.rollback()
+            raise
+        try:
+            self._commit(conn)
+        except psycopg.OperationalError:
+            if xid is None or xid[0] is None:
+                raise
+            self.close()
+            return result, (xid[0], result)
+        return result, None
+
+    @staticmethod
+    def _commit(conn: psycopg.Connection) -> None:
+        conn.commit()
+
+    @staticmethod
+    def _committed(conn: psycopg.Connection, xid: str) -> bool | None:
+        """Whether transaction `xid` committed (None: it is still in progress)."""
+        row = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()
+        conn.rollback()  # the lookup's own (read-only) transaction
+        status = row[0] if row else None
+        return None if status == "in progress" else status == "committed"
 
     def _outage(self, exc: BaseException) -> None:
         """Drop a broken connection; log the outage's first failure only; give up if told."""

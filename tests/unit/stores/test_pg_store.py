@@ -301,3 +301,35 @@ def test_a_dependency_finishing_on_another_node_while_its_dependent_is_enqueued(
         thread.join(30)
     stuck = [t for t in dependents if (view := node_a.get_task(t)) and view.waiting]
     assert stuck == [], "dependents left waiting for a task that had already ended"
+
+
+@pytest.mark.parametrize("reached", [True, False], ids=["commit-applied", "commit-not-applied"])
+def test_a_commit_whose_reply_is_lost_is_applied_exactly_once(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, reached: bool
+) -> None:
+    """The connection dies at the commit: either after the server committed (its reply lost)
+    or before. Either way the enqueue (no idempotency key) is stored once, and its id said."""
+    from fleetd.stores.postgres.database import Database
+
+    store = PgQueueStore.open(pg_url, 3, node="node-a", wait=True, listen=False)
+    real_commit = Database._commit
+    lost: list[bool] = []
+
+    def lossy_commit(conn: psycopg.Connection) -> None:
+        if not lost:
+            lost.append(True)
+            if reached:
+                real_commit(conn)
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        real_commit(conn)
+
+    monkeypatch.setattr(Database, "_commit", staticmethod(lossy_commit))
+    try:
+        [(task, created)] = store.enqueue([TaskSpec(prompt="once")], 1)
+    finally:
+        store.close()
+    assert lost and created
+    with psycopg.connect(pg_url) as conn:
+        stored = conn.execute("SELECT id, spec::json->>'prompt' FROM tasks").fetchall()
+    assert stored == [(task, "once")]

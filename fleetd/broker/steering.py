@@ -28,6 +28,13 @@ def route(
         return m.ErrorReply(code="conflict", message=words), None
     execution = running[-1]
     assert execution.worker is not None
+    if execution.node is not None and execution.node != config.node.name:
+        # Its worker is another fleetd's: this broker reaches only its own node's workers.
+        words = (
+            f"task {task.id} runs on node {execution.node!r}: run `fleetctl say` or "
+            f"`interrupt` on that host"
+        )
+        return m.ErrorReply(code="conflict", message=words), None
     order: m.Message = (
         m.SteerExecution(execution=execution.id, message=request.message)
         if isinstance(request, m.SayToTask)

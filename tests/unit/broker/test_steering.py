@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from fleetd.broker.logic import Broker
@@ -16,7 +17,8 @@ from tests.unit.broker.test_broker import CLIENT, enqueue, finished, ready
 
 @pytest.fixture
 def app_broker(store: QueueStore, tmp_path: Path) -> Broker:
-    env = {"HOME": str(tmp_path), "FLEET_CODEX_MODE": "app-server"}
+    # The broker's node is the store's (fleetd opens its store with node.name).
+    env = {"HOME": str(tmp_path), "FLEET_CODEX_MODE": "app-server", "FLEET_NODE_NAME": store.node}
     return Broker(store, load_config(env))
 
 
@@ -55,3 +57,39 @@ def test_exec_mode_codex_takes_no_messages(broker: Broker) -> None:
     enqueue(broker, "a")
     error = refusal(broker.handle(CLIENT, b"c", m.SayToTask(task=1, message="x"), 3))
     assert error.code == "conflict" and "codex.mode = app-server" in error.message
+
+
+def test_a_task_running_on_another_node_is_refused_naming_that_node(tmp_path: Path) -> None:
+    """Several nodes share a PostgreSQL queue: a broker reaches only its own node's workers,
+    so it must not say Delivered for a worker name that another node's worker holds."""
+    from fleetd.broker import steering
+    from shared.models import ExecutionView, TaskSpec, TaskView
+
+    config = load_config(
+        {"HOME": str(tmp_path), "FLEET_CODEX_MODE": "app-server", "FLEET_NODE_NAME": "node-a"}
+    )
+    elsewhere = ExecutionView(
+        id=4, attempt=1, worker="w1", outcome="running", claimed_at=1, node="node-b"
+    )
+    task = TaskView(
+        id=2,
+        state="running",
+        spec=TaskSpec(prompt="p"),
+        attempts=1,
+        enqueued_at=1,
+        executions=[elsewhere],
+    )
+    reply, order = steering.route(task, m.SayToTask(task=2, message="x"), config)
+    assert order is None and isinstance(reply, m.ErrorReply)
+    assert reply.message == (
+        "task 2 runs on node 'node-b': run `fleetctl say` or `interrupt` on that host"
+    )
+    here = ExecutionView(
+        id=4, attempt=1, worker="w1", outcome="running", claimed_at=1, node="node-a"
+    )
+    _, order = steering.route(
+        TaskView(**{**msgspec.structs.asdict(task), "executions": [here]}),
+        m.InterruptTask(task=2),
+        config,
+    )
+    assert order == ("w1", m.InterruptExecution(execution=4))

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pytest
 
 from tests.support.fleet import Fleet, short_tempdir
 from tests.support.procs import processes_under
+from tests.support.venvs import venv_seeing_ours
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,20 +28,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "example_adapter"
 
 def make_venv_with_example(root: Path) -> Path:
     """A virtualenv holding the example adapter, seeing this one's packages; its python."""
-    venv = root / "venv"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    python = venv / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.strip()
-    ours = sysconfig.get_paths()["purelib"]
-    # addsitedir, not a bare path: this venv's own .pth files (the editable agent-fleet) count.
-    (Path(site) / "agent_fleet_base.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    python, _ = venv_seeing_ours(root)
     source = root / "example_adapter"
     shutil.copytree(EXAMPLE, source)
     pip = [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet"]

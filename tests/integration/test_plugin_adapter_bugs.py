@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
-import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import pytest
 
 from tests.support.fleet import Fleet, short_tempdir
 from tests.support.procs import processes_under
+from tests.support.venvs import venv_seeing_ours
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,21 +58,7 @@ def plugin(context):
 
 
 def make_venv_with_broken_adapter(root: Path) -> Path:
-    venv = root / "venv"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    python = venv / "bin" / "python"
-    site = Path(
-        subprocess.run(
-            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        ).stdout.strip()
-    )
-    ours = sysconfig.get_paths()["purelib"]
-    (site / "agent_fleet_base.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    python, site = venv_seeing_ours(root)
     (site / "fleet_broken_adapter.py").write_text(BROKEN_ADAPTER)
     meta = site / "fleet_broken_adapter-0.1.dist-info"
     meta.mkdir()

@@ -11,7 +11,7 @@ from loguru import logger
 
 from fleetd.broker.logic import Broker
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
-from fleetd.runtime.routing import Request, ToPeer, read_request
+from fleetd.runtime.routing import Request, ToPeer, by_peer, read_requests
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.stores import open_queue_store
 from fleetd.stores.protocol import QueueStoreAPI, StoreUnavailable
@@ -98,8 +98,8 @@ def _loop(broker: Broker, store: QueueStoreAPI, sock: zmq.Socket, shutdown: Shut
         for frames in islice(waiting(sock), RECV_BATCH):
             out.extend(_serve(broker, frames))
         out.extend(broker.step(now_us()))
-        for outgoing in out:
-            _send(broker, sock, outgoing)
+        for group in by_peer(out):
+            _send(broker, sock, group)
 
 
 def _watch_wakeups(poller: zmq.Poller, watched: int | None, current: int | None) -> int | None:
@@ -113,26 +113,31 @@ def _watch_wakeups(poller: zmq.Poller, watched: int | None, current: int | None)
 
 
 def _serve(broker: Broker, frames: list[bytes]) -> list[ToPeer]:
-    request = read_request(frames, m.BROKER_REQUESTS, "broker")
-    if not isinstance(request, Request):
-        return [request] if request is not None else []
-    try:
-        return broker.handle(request.peer, request.ref, request.message, now_us())
-    except Exception:
-        logger.exception("broker failed serving {}", type(request.message).__name__)
-        reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
-        return [ToPeer(request.peer, request.ref, reply)]
+    out: list[ToPeer] = []
+    for request in read_requests(frames, m.BROKER_REQUESTS, "broker"):
+        if not isinstance(request, Request):
+            out.append(request)
+            continue
+        try:
+            out += broker.handle(request.peer, request.ref, request.message, now_us())
+        except Exception:
+            logger.exception("broker failed serving {}", type(request.message).__name__)
+            reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
+            out.append(ToPeer(request.peer, request.ref, reply))
+    return out
 
 
-def _send(broker: Broker, sock: zmq.Socket, outgoing: ToPeer) -> None:
+def _send(broker: Broker, sock: zmq.Socket, group: list[ToPeer]) -> None:
+    """One ZeroMQ message to one peer: its identity, the reference, a frame per message."""
+    first = group[0]
+    frames = [first.peer, first.ref, *(m.BROKER_REPLIES.encode(item.message) for item in group)]
     try:
-        sock.send_multipart(
-            [outgoing.peer, outgoing.ref, m.BROKER_REPLIES.encode(outgoing.message)]
-        )
+        sock.send_multipart(frames)
     except zmq.ZMQError as exc:
         if exc.errno != zmq.EHOSTUNREACH:
             raise
-        # The message's name only: its fields may hold a task's prompt.
-        kind = type(outgoing.message).__name__
-        logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, kind)
-        broker.undeliverable(outgoing, now_us())
+        for outgoing in group:
+            # The message's name only: its fields may hold a task's prompt.
+            kind = type(outgoing.message).__name__
+            logger.warning("peer {} unreachable; {} not delivered", outgoing.peer, kind)
+            broker.undeliverable(outgoing, now_us())

@@ -34,7 +34,7 @@ from fleetd.broker.rows import (
 from fleetd.broker.scheduling import Gate
 from fleetd.broker.schema import MIGRATIONS
 from fleetd.broker.task_filters import narrowing
-from fleetd.runtime.db import immediate, open_database
+from fleetd.runtime.db import WalCheckpointer, immediate, open_database
 from fleetd.stores.nodes import NodeBeat
 from shared.errors import FleetError
 from shared.models import (
@@ -76,6 +76,7 @@ class QueueStore(ScheduleReads):
         self.backoff = backoff or Backoff()
         self.started: dict[int, tuple[int, int]] = {}  # execution: (started_at, agent pid)
         self.scan_window = SCAN_WINDOW  # ids one filtered page may look at
+        self.checkpointer: WalCheckpointer | None = None  # opened from a path: `open`
 
     @classmethod
     def open(
@@ -85,10 +86,14 @@ class QueueStore(ScheduleReads):
         backoff: Backoff | None = None,
         node: str | None = None,
     ) -> QueueStore:
-        return cls(open_database(path, MIGRATIONS), default_max_attempts, backoff, node)
+        store = cls(open_database(path, MIGRATIONS), default_max_attempts, backoff, node)
+        store.checkpointer = WalCheckpointer(store.conn, path)
+        return store
 
     def close(self) -> None:
         self.store_started()
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.conn.close()
 
     # --- writes ------------------------------------------------------------------------------

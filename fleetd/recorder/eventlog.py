@@ -9,7 +9,7 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from fleetd.runtime.db import immediate, open_database
+from fleetd.runtime.db import WalCheckpointer, immediate, open_database
 from shared.models import EventRecord
 
 MIGRATIONS = [
@@ -62,12 +62,17 @@ class EventLog:
 
     def __init__(self, conn: apsw.Connection) -> None:
         self.conn = conn
+        self.checkpointer: WalCheckpointer | None = None  # opened from a path: `open`
 
     @classmethod
     def open(cls, path: Path) -> EventLog:
-        return cls(open_database(path, MIGRATIONS))
+        log = cls(open_database(path, MIGRATIONS))
+        log.checkpointer = WalCheckpointer(log.conn, path)
+        return log
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.conn.close()
 
     def store(

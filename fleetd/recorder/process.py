@@ -7,7 +7,7 @@ from loguru import logger
 
 from fleetd.recorder.logic import Outgoing, Phase, Publish, Recorder
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
-from fleetd.runtime.routing import Request, ToPeer, read_request
+from fleetd.runtime.routing import Request, ToPeer, by_peer, read_requests
 from fleetd.runtime.sockets import new_socket, waiting
 from fleetd.stores.events import open_event_store
 from shared import messages as m
@@ -56,20 +56,29 @@ def _loop(
             if recorder.full:
                 break
         out += recorder.step(now_us())
+        replies: list[ToPeer] = []
         for item in out:
             if isinstance(item, Publish):
                 feed.send_multipart([m.feed_topic(item.task), item.payload])
             else:
-                inbox.send_multipart([item.peer, item.ref, m.RECORDER_REPLIES.encode(item.message)])
+                replies.append(item)
+        for group in by_peer(replies):
+            encoded = [m.RECORDER_REPLIES.encode(item.message) for item in group]
+            inbox.send_multipart([group[0].peer, group[0].ref, *encoded])
 
 
 def _serve(recorder: Recorder, frames: list[bytes]) -> list[Outgoing]:
-    request = read_request(frames, m.RECORDER_REQUESTS, "recorder")
-    if not isinstance(request, Request):
-        return [request] if request is not None else []
-    try:
-        return recorder.handle(request.peer, request.ref, request.message, request.raw, now_us())
-    except Exception:  # one request must not end the recorder: its sender hears of it
-        logger.exception("recorder failed serving {}", type(request.message).__name__)
-        reply = m.ErrorReply(code="internal", message="the recorder failed; see the fleetd log")
-        return [ToPeer(request.peer, request.ref, reply)]
+    out: list[Outgoing] = []
+    for request in read_requests(frames, m.RECORDER_REQUESTS, "recorder"):
+        if not isinstance(request, Request):
+            out.append(request)
+            continue
+        try:
+            out += recorder.handle(
+                request.peer, request.ref, request.message, request.raw, now_us()
+            )
+        except Exception:  # one request must not end the recorder: its sender hears of it
+            logger.exception("recorder failed serving {}", type(request.message).__name__)
+            reply = m.ErrorReply(code="internal", message="the recorder failed; see the fleetd log")
+            out.append(ToPeer(request.peer, request.ref, reply))
+    return out

@@ -25,7 +25,6 @@ import enum
 import os
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,7 @@ from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_works
 from fleetd.worker.budget import run_budget
 from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
+from fleetd.worker.outbox import Outgoing, ToBroker, ToRecorder
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
@@ -57,22 +57,6 @@ class Phase(enum.Enum):
     COMMITTING = "committing"
     SEALING = "sealing"
     REPORTING = "reporting"
-
-
-@dataclass(frozen=True)
-class ToBroker:
-    message: m.Message
-
-
-@dataclass(frozen=True)
-class ToRecorder:
-    """An encoded recorder request; `seals` names the execution whose StreamEnd it is."""
-
-    payload: bytes
-    seals: int | None = None
-
-
-Outgoing = ToBroker | ToRecorder
 
 
 class Worker:
@@ -131,7 +115,7 @@ class Worker:
                 # Late (the agent ended, its stream sealed): nothing left to tell or record.
                 running = self.execution if self.phase is Phase.RUNNING else None
                 if running is not None and running.assign.execution == execution:
-                    return [ToRecorder(batch) for batch in running.tell(message, now)]
+                    return _batches(running.tell(message, now))
             case m.ErrorReply(message=text):
                 logger.warning("broker error: {}", text)
         return []
@@ -151,7 +135,7 @@ class Worker:
         """One of the agent's pipes (or its pidfd) is readable."""
         if self.execution is None or self.phase is not Phase.RUNNING:
             return []
-        return [ToRecorder(batch) for batch in self.execution.on_fd(fd, now)]
+        return _batches(self.execution.on_fd(fd, now))
 
     def on_job_done(self, now: float) -> list[Outgoing]:
         """The helper thread finished preparing or committing a workspace."""
@@ -311,12 +295,13 @@ class Worker:
             pid=execution.proc.pid,
             lease=assign.lease,
         )
-        return [ToBroker(started), *(ToRecorder(batch) for batch in batches)]
+        # Held to go with the next message to the broker: for a short task, its WorkerFree.
+        return [ToBroker(started, wait=True), *_batches(batches)]
 
     def _agent_done(self, execution: Execution, now: float) -> list[Outgoing]:
         """The agent ended: keep what a resume needs, commit its work (off the loop), seal."""
         batches, outcome, result = execution.finish(now)
-        out: list[Outgoing] = [ToRecorder(batch) for batch in batches]
+        out: list[Outgoing] = _batches(batches)
         assign = execution.assign
         self.adapters.finish(assign, result)
         if self.prepared is not None and execution.started and not self.fenced:
@@ -443,7 +428,9 @@ class Worker:
         if closing.fenced:
             self._drop(closing)  # the queue would refuse it: nothing to report
             return []
-        return [ToBroker(finished)]
+        # While the worker runs its next attempt, the result may wait a moment to go with what
+        # that attempt sends next (its WorkerFree, for a short task).
+        return [ToBroker(finished, wait=closing.released and self.execution is not None)]
 
     def _drop(self, closing: Closing) -> None:
         self.closings.pop(closing.id, None)
@@ -460,4 +447,10 @@ class Worker:
         self, execution: Execution, hooks: list[HookResult], now: float
     ) -> list[Outgoing]:
         lines = [(hook.event_line(), 0) for hook in hooks]
-        return [ToRecorder(batch) for batch in execution.emit(lines, now)]
+        return _batches(execution.emit(lines, now))
+
+
+def _batches(batches: list[bytes]) -> list[Outgoing]:
+    """Event batches for the recorder: in the spool already, so they may wait a moment to go
+    with the next message to the recorder (the stream's end, for a short task)."""
+    return [ToRecorder(batch, wait=True) for batch in batches]

@@ -9,7 +9,8 @@ import zmq
 
 from fleetd.runtime.lifecycle import ShutdownSignal, child_start
 from fleetd.runtime.sockets import new_socket, waiting
-from fleetd.worker.logic import Outgoing, ToBroker, Worker
+from fleetd.worker.logic import Worker
+from fleetd.worker.outbox import Outbox, Outgoing, ToBroker, ToRecorder
 from shared import messages as m
 from shared.config import FleetConfig
 
@@ -46,10 +47,12 @@ def _loop(
     for fd in (broker, recorder, shutdown.fd, worker.job.fd):
         poller.register(fd, zmq.POLLIN)
     agent_fds: set[int] = set()
-    _send(worker, broker, recorder, worker.start(time.monotonic()))
+    outbox = Outbox()
+    _send(worker, broker, recorder, outbox.take(worker.start(time.monotonic()), time.monotonic()))
     while not worker.can_exit:
         agent_fds = _sync_fds(poller, set(worker.fds()), agent_fds)
-        timeout_ms = worker.next_timeout(time.monotonic()) * 1000
+        now = time.monotonic()
+        timeout_ms = max(0.0, min(worker.next_timeout(now), outbox.next_due - now)) * 1000
         events = dict(poller.poll(min(timeout_ms, MAX_POLL_MS) + 0.5))
         now = time.monotonic()
         out: list[Outgoing] = []
@@ -58,34 +61,44 @@ def _loop(
             out += worker.stop(now)
         if broker in events:
             for frames in waiting(broker):
-                out += worker.on_broker(_decode(m.BROKER_REPLIES, frames), now)
+                for message in _decode(m.BROKER_REPLIES, frames):
+                    out += worker.on_broker(message, now)
         if recorder in events:
             for frames in waiting(recorder):
-                out += worker.on_recorder(_decode(m.RECORDER_REPLIES, frames), now)
+                for message in _decode(m.RECORDER_REPLIES, frames):
+                    out += worker.on_recorder(message, now)
         if worker.job.fd in events:
             out += worker.on_job_done(now)
         for fd in agent_fds:
             if fd in events:
                 out += worker.on_agent_fd(fd, now)
-        out += worker.step(time.monotonic())
-        _send(worker, broker, recorder, out)
+        now = time.monotonic()
+        out += worker.step(now)
+        _send(worker, broker, recorder, outbox.take(out, now))
+    _send(worker, broker, recorder, outbox.flush())
 
 
-def _send(worker: Worker, broker: zmq.Socket, recorder: zmq.Socket, out: list[Outgoing]) -> None:
-    """Send without blocking; what the recorder cannot take, the worker is told of (the spool
-    holds every event batch already). A full broker queue drops the message: heartbeats and
-    resends repeat what matters."""
-    pending = list(out)
+def _send(
+    worker: Worker, broker: zmq.Socket, recorder: zmq.Socket, groups: list[list[Outgoing]]
+) -> None:
+    """Send each group as one ZeroMQ message, a frame per message, without blocking; what the
+    recorder cannot take, the worker is told of (the spool holds every event batch already).
+    A full broker queue drops the message: heartbeats and resends repeat what matters."""
+    pending = list(groups)
     while pending:
-        item = pending.pop(0)
+        group = pending.pop(0)  # one peer's: all ToBroker, or all ToRecorder
         try:
-            if isinstance(item, ToBroker):
-                broker.send_multipart([b"", m.BROKER_REQUESTS.encode(item.message)], zmq.NOBLOCK)
+            if isinstance(group[0], ToBroker):
+                messages = [i.message for i in group if isinstance(i, ToBroker)]
+                frames = [m.BROKER_REQUESTS.encode(message) for message in messages]
+                broker.send_multipart([b"", *frames], zmq.NOBLOCK)
             else:
-                recorder.send_multipart([b"", item.payload], zmq.NOBLOCK)
+                frames = [i.payload for i in group if isinstance(i, ToRecorder)]
+                recorder.send_multipart([b"", *frames], zmq.NOBLOCK)
         except zmq.Again:
-            if not isinstance(item, ToBroker):
-                pending += worker.undeliverable(item, time.monotonic())
+            if not isinstance(group[0], ToBroker):
+                for item in group:
+                    pending += [[again] for again in worker.undeliverable(item, time.monotonic())]
 
 
 def _sync_fds(poller: zmq.Poller, wanted: set[int], registered: set[int]) -> set[int]:
@@ -96,8 +109,12 @@ def _sync_fds(poller: zmq.Poller, wanted: set[int], registered: set[int]) -> set
     return wanted
 
 
-def _decode(codec: m.Codec, frames: list[bytes]) -> m.Message:
-    try:
-        return codec.decode(frames[-1])
-    except Exception as exc:
-        return m.ErrorReply(code="bad_request", message=f"undecodable message: {exc}")
+def _decode(codec: m.Codec, frames: list[bytes]) -> list[m.Message]:
+    """The messages of one ZeroMQ message: its frames after the empty delimiter."""
+    messages: list[m.Message] = []
+    for frame in frames[1:]:
+        try:
+            messages.append(codec.decode(frame))
+        except Exception as exc:
+            messages.append(m.ErrorReply(code="bad_request", message=f"undecodable message: {exc}"))
+    return messages

@@ -29,7 +29,7 @@ from fleetd.stores.nodes import other_workers
 from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.config import FleetConfig
-from shared.models import WorkerView, spec_problem
+from shared.models import TaskSpec, WorkerView, spec_problem
 
 LEASE_CHECK_INTERVAL_US = 1_000_000
 # What workers send that is resent or repeated: answered nothing while the database is away.
@@ -237,6 +237,100 @@ class Broker(SchedulingRequests):
             unavailable = m.ErrorReply(code="unavailable", message=str(exc))
             return [ToPeer(peer, ref, unavailable), *out]
 
+    def handle_all(
+        self, peer: bytes, ref: bytes, requests: list[m.Message], now: int
+    ) -> list[ToPeer]:
+        """The requests of one ZeroMQ message, in order. A worker's released result followed by
+        its WorkerFree (what a short task's end sends) is one write: the result and the
+        worker's next claim in one transaction, as a result without the overlap is."""
+        out: list[ToPeer] = []
+        index = 0
+        while index < len(requests):
+            request = requests[index]
+            following = requests[index + 1] if index + 1 < len(requests) else None
+            if self._result_then_free(peer, request, following):
+                assert isinstance(request, m.Finished) and isinstance(following, m.WorkerFree)
+                out += self._guarded(peer, ref, request, now, self._on_result_and_free, following)
+                index += 2
+                continue
+            out += self._guarded(peer, ref, request, now, self.handle)
+            index += 1
+        return out
+
+    def _guarded(
+        self,
+        peer: bytes,
+        ref: bytes,
+        request: m.Message,
+        now: int,
+        serve: Callable[..., list[ToPeer]],
+        *more: m.Message,
+    ) -> list[ToPeer]:
+        """One request served; a bug in serving it is logged and its sender told, and the
+        broker goes on with the next."""
+        try:
+            return serve(peer, ref, request, *more, now)
+        except Exception:
+            logger.exception("broker failed serving {}", type(request).__name__)
+            reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
+            return [ToPeer(peer, ref, reply)]
+
+    def _result_then_free(
+        self, peer: bytes, request: m.Message, following: m.Message | None
+    ) -> bool:
+        if not (isinstance(request, m.Finished) and isinstance(following, m.WorkerFree)):
+            return False
+        worker = peer.decode()
+        return (
+            request.released
+            and following.worker == worker
+            and self.reach.phase is Reach.REACHABLE
+            # Another worker waiting gets the next claim first; a result someone waits for
+            # (its dependents) is not this one; each of those goes its own way.
+            and not self.waiting
+            and worker not in self.awaiting_result
+        )
+
+    def _on_result_and_free(
+        self, peer: bytes, ref: bytes, msg: m.Finished, free: m.WorkerFree, now: int
+    ) -> list[ToPeer]:
+        """`msg` (released) and `free` from the same worker: the result stored and the worker's
+        next task claimed in one transaction; the Assign acknowledges the result."""
+        try:
+            if self.store.has_dependents(free.execution):
+                return self._on_released_result(peer, ref, msg, now) + self._on_worker_free(
+                    peer, ref, free, now
+                )
+            worker = peer.decode()
+            wants_work = self.dispatching and self.claims is Claims.TRY
+            gate = self._gate_after(msg, now)
+            state, claim = self.store.finish(
+                msg.execution,
+                msg.outcome,
+                msg.result,
+                now,
+                worker if wants_work else None,
+                self.lease_us,
+                gate,
+                msg.lease,
+            )
+        except StoreUnavailable as exc:
+            return self._unreachable(now, exc)  # both are resent or repeated
+        except apsw.FullError:
+            self._disk_full(now)  # the result is resent; the worker waits for room meanwhile
+            return self._on_worker_free(peer, ref, free, now)
+        if state is None:  # a resent result, already recorded: the worker is free all the same
+            ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
+            return [ack, *self._on_worker_free(peer, ref, free, now)]
+        if not gate.open or self.schedule.has_budgets or state == "queued":
+            self._news()
+        if claim is not None:
+            return [self._assign(worker, claim, now, acknowledges=msg.execution)]
+        if wants_work:
+            self._nothing_claimable(now)
+        self._set_idle(worker, free.pid, now)
+        return [ToPeer(peer, ref, m.FinishAck(execution=msg.execution)), *self.dispatch(now)]
+
     def _handlers(self) -> dict[type, Callable[..., list[ToPeer]]]:
         return {
             m.Ready: self._on_ready,
@@ -370,15 +464,46 @@ class Broker(SchedulingRequests):
                 where = f"task {index + 1}: " if len(msg.tasks) > 1 else ""
                 reply = m.ErrorReply(code="bad_request", message=where + problem)
                 return [ToPeer(peer, ref, reply)]
+        # A worker waiting: its claim is made in the enqueue's transaction (one commit on the
+        # way from an enqueue to an idle worker's agent, not two).
+        first = next(iter(self.waiting), None) if self._may_claim_with_news(now) else None
         try:
-            created = self.store.enqueue(msg.tasks, now)
+            if first is None:
+                created, claim = self.store.enqueue(msg.tasks, now), None
+            else:
+                created, claim = self._enqueue_and_claim(msg.tasks, now, first)
         except KeyConflict as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="conflict", message=str(exc)))]
         except UnknownDependency as exc:
             return [ToPeer(peer, ref, m.ErrorReply(code="bad_request", message=str(exc)))]
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
-        return [ToPeer(peer, ref, reply), *self.dispatch(now)]
+        out = [ToPeer(peer, ref, reply)]
+        if first is not None and claim is None:
+            self._nothing_claimable(now)  # nor for any other waiting worker, through that gate
+        if first is not None and claim is not None:
+            del self.waiting[first]
+            out.append(self._assign(first, claim, now))
+        return out + self.dispatch(now)
+
+    def _enqueue_and_claim(
+        self, tasks: list[TaskSpec], now: int, worker: str
+    ) -> tuple[list[tuple[int, bool]], Claim | None]:
+        try:
+            return self.store.enqueue_and_claim(tasks, now, worker, self.lease_us, self._gate(now))
+        except apsw.FullError:
+            # No room for both: claims wait for room (their own timer); the tasks may fit alone.
+            self._disk_full(now)
+            return self.store.enqueue(tasks, now), None
+
+    def _may_claim_with_news(self, now: int) -> bool:
+        """Whether an enqueue (news: something may be claimable) may claim for a waiting worker."""
+        return (
+            self.dispatching
+            and bool(self.waiting)
+            and self.reach.phase is Reach.REACHABLE
+            and self.claims is not Claims.DISK_FULL  # dispatch tries that again on its timer
+        )
 
     def _on_list(self, peer: bytes, ref: bytes, msg: m.ListTasks, now: int) -> list[ToPeer]:
         tasks, next_before = self.store.list_page(

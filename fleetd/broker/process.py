@@ -114,16 +114,14 @@ def _watch_wakeups(poller: zmq.Poller, watched: int | None, current: int | None)
 
 def _serve(broker: Broker, frames: list[bytes]) -> list[ToPeer]:
     out: list[ToPeer] = []
+    requests: list[m.Message] = []
     for request in read_requests(frames, m.BROKER_REQUESTS, "broker"):
-        if not isinstance(request, Request):
-            out.append(request)
-            continue
-        try:
-            out += broker.handle(request.peer, request.ref, request.message, now_us())
-        except Exception:
-            logger.exception("broker failed serving {}", type(request.message).__name__)
-            reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
-            out.append(ToPeer(request.peer, request.ref, reply))
+        if isinstance(request, Request):
+            requests.append(request.message)
+        else:
+            out.append(request)  # undecodable: its sender hears why
+    if requests:
+        out += broker.handle_all(frames[0], frames[1], requests, now_us())
     return out
 
 

@@ -103,44 +103,58 @@ class QueueStore(ScheduleReads):
 
         A known key with another spec raises KeyConflict, and none of `specs` is stored.
         """
-        out: list[tuple[int, bool]] = []
         with self._write() as conn:
-            for spec in specs:
-                if spec.key is not None:
-                    row = conn.execute(
-                        "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
-                    ).fetchone()
-                    if row is not None and not same_task(decode_spec(row[1]), spec):
-                        raise KeyConflict(
-                            f"key {spec.key!r} is task {row[0]}, enqueued with another spec: "
-                            "give this task another key (`fleetctl show "
-                            f"{row[0]}` shows that one)"
-                        )
-                    if row is not None:
-                        out.append((row[0], False))
-                        continue
-                conn.execute(
-                    "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
-                    " priority, not_before, ready_at, agent, repo)"
-                    " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        _json_encode(spec).decode(),
-                        spec.key,
-                        spec.max_attempts or self.default_max_attempts,
-                        now,
-                        spec.priority,
-                        spec.not_before or 0,
-                        spec.not_before or 0,
-                        spec.agent,
-                        spec.repo.rstrip("/") if spec.repo else None,
-                    ),
-                )
-                task = conn.last_insert_rowid()
-                if spec.after:
-                    link(conn, task, spec, now)
-                if spec.continues is not None:
-                    continue_thread(conn, task, spec)
-                out.append((task, True))
+            return self._enqueue_in(conn, specs, now)
+
+    def enqueue_and_claim(
+        self, specs: list[TaskSpec], now: int, worker: str, lease_us: int, gate: Gate | None
+    ) -> tuple[list[tuple[int, bool]], Claim | None]:
+        """`enqueue`, then `claim` for a waiting worker, in one transaction: the path from an
+        enqueue to an idle worker's agent pays one commit, not two."""
+        with self._write() as conn:
+            created = self._enqueue_in(conn, specs, now)
+            return created, self._claim_in(conn, worker, now, lease_us, gate)
+
+    def _enqueue_in(
+        self, conn: apsw.Connection, specs: list[TaskSpec], now: int
+    ) -> list[tuple[int, bool]]:
+        out: list[tuple[int, bool]] = []
+        for spec in specs:
+            if spec.key is not None:
+                row = conn.execute(
+                    "SELECT id, spec FROM tasks WHERE idempotency_key = ?", (spec.key,)
+                ).fetchone()
+                if row is not None and not same_task(decode_spec(row[1]), spec):
+                    raise KeyConflict(
+                        f"key {spec.key!r} is task {row[0]}, enqueued with another spec: "
+                        "give this task another key (`fleetctl show "
+                        f"{row[0]}` shows that one)"
+                    )
+                if row is not None:
+                    out.append((row[0], False))
+                    continue
+            conn.execute(
+                "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
+                " priority, not_before, ready_at, agent, repo)"
+                " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _json_encode(spec).decode(),
+                    spec.key,
+                    spec.max_attempts or self.default_max_attempts,
+                    now,
+                    spec.priority,
+                    spec.not_before or 0,
+                    spec.not_before or 0,
+                    spec.agent,
+                    spec.repo.rstrip("/") if spec.repo else None,
+                ),
+            )
+            task = conn.last_insert_rowid()
+            if spec.after:
+                link(conn, task, spec, now)
+            if spec.continues is not None:
+                continue_thread(conn, task, spec)
+            out.append((task, True))
         return out
 
     def claim(

@@ -47,6 +47,10 @@ class QueueStoreAPI(Protocol):
 
     def enqueue(self, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]: ...
 
+    def enqueue_and_claim(
+        self, specs: list[TaskSpec], now: int, worker: str, lease_us: int, gate: Gate | None
+    ) -> tuple[list[tuple[int, bool]], Claim | None]: ...
+
     def claim(
         self,
         worker: str,

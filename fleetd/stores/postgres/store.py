@@ -153,6 +153,17 @@ class PgQueueStore(PgReads):
             return []
         return self._write(lambda tx: self._enqueue_in(tx, specs, now), notify=True)  # type: ignore[return-value]
 
+    def enqueue_and_claim(
+        self, specs: list[TaskSpec], now: int, worker: str, lease_us: int, gate: Gate | None
+    ) -> tuple[list[tuple[int, bool]], Claim | None]:
+        """As the SQLite store's: the enqueue and an idle worker's claim in one transaction."""
+
+        def transaction(tx: Tx) -> tuple[list[tuple[int, bool]], Claim | None]:
+            created = self._enqueue_in(tx, specs, now) if specs else []
+            return created, self._claim_in(tx, worker, now, lease_us, gate, None)
+
+        return self._write(transaction, notify=True)  # type: ignore[return-value]
+
     def _enqueue_in(self, tx: Tx, specs: list[TaskSpec], now: int) -> list[tuple[int, bool]]:
         """All the rows in one round trip; then, in order, what a key names already and what
         the new tasks wait for (a task waits only for earlier ones, inserted by then)."""

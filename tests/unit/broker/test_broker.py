@@ -397,6 +397,11 @@ class FullDiskStore(QueueStore):
             raise apsw.FullError("database or disk is full")
         return super().claim(worker, now, lease_us, gate)
 
+    def enqueue_and_claim(self, specs, now, worker, lease_us, gate):  # type: ignore[no-untyped-def]
+        if self.full:
+            raise apsw.FullError("database or disk is full")
+        return super().enqueue_and_claim(specs, now, worker, lease_us, gate)
+
     def lose_expired(self, now: int):  # type: ignore[no-untyped-def]
         if self.full:
             raise apsw.FullError("database or disk is full")

@@ -17,6 +17,8 @@ import os
 import signal
 from pathlib import Path
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # /proc's unit of time (100 on Linux)
+
 
 def _stat_fields(pid: int) -> list[bytes] | None:
     """`/proc/<pid>/stat` from field 3 (the state) on, or None if the process is gone."""
@@ -41,6 +43,12 @@ def start_time(pid: int) -> int | None:
     another process gives another."""
     fields = _stat_fields(pid)
     return int(fields[19]) if fields is not None else None
+
+
+def boottime_ticks(ns: int) -> int:
+    """CLOCK_BOOTTIME nanoseconds in the clock ticks of a start time (field 22): the kernel
+    stamps a process with that clock when it is made and divides it the same way."""
+    return ns * CLOCK_TICKS // 1_000_000_000
 
 
 def still_running(pid: int, started: int) -> bool:

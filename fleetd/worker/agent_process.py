@@ -21,6 +21,7 @@ import os
 import shutil
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from io import FileIO
 
@@ -43,6 +44,7 @@ class AgentProcess:
     stderr: FileIO
     returncode: int | None = None
     stdin: int = -1  # the write end of its stdin, non-blocking, when fleetd speaks to it
+    spawned: tuple[int, int] = (0, 0)  # CLOCK_BOOTTIME ns before and after: its start time
 
     def poll(self) -> int | None:
         """The exit code (negative: the signal that ended it) once the leader exited."""
@@ -78,6 +80,7 @@ def spawn(command: AgentCommand) -> AgentProcess:
     here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.chdir(command.cwd)
+        before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         try:
             pid = os.posix_spawn(
                 program,
@@ -93,6 +96,7 @@ def spawn(command: AgentCommand) -> AgentProcess:
                 setsigmask=(),
             )
         finally:
+            after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
             os.fchdir(here)
     except BaseException:
         for fd in (out_read, err_read, speak):
@@ -102,7 +106,8 @@ def spawn(command: AgentCommand) -> AgentProcess:
     finally:
         for fd in (here, stdin, out_write, err_write):
             os.close(fd)
-    return AgentProcess(pid, FileIO(out_read, "rb"), FileIO(err_read, "rb"), stdin=speak)
+    out, err = FileIO(out_read, "rb"), FileIO(err_read, "rb")
+    return AgentProcess(pid, out, err, stdin=speak, spawned=(before, after))
 
 
 def _program(name: str, env: dict[str, str]) -> str:

@@ -111,7 +111,7 @@ class Execution:
             program = command.argv[0] if command.argv else ""
             self.error = f"cannot start agent {program!r}: {getattr(exc, 'strerror', None) or exc}"
             return []
-        self.agent_record.record(self.proc.pid)
+        self.agent_record.record(self.proc.pid, self.proc.spawned)
         assert self.proc.stdout is not None and self.proc.stderr is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)

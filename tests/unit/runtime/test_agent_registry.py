@@ -10,8 +10,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from fleetd.agents.base import AgentCommand
 from fleetd.runtime.agent_registry import AgentRecord, AgentRegistry
 from fleetd.runtime.processes import start_time
+from fleetd.worker.agent_process import spawn
 from tests.support.fleet import wait_for
 from tests.support.procs import is_alive
 
@@ -119,3 +121,34 @@ def test_a_worker_that_exits_holding_an_agent_leaves_its_record(
     record.record(agent.pid)
     record.close()
     assert [pid for _, pid, _ in registry.leftovers()] == [agent.pid]
+
+
+def test_a_spawned_agents_start_time_lies_between_the_clocks_read_around_its_spawn(
+    registry: AgentRegistry, tmp_path: Path
+) -> None:
+    """What the worker records without reading /proc matches what /proc says later."""
+    proc = spawn(AgentCommand(argv=["sleep", "60"], env={"PATH": os.defpath}, cwd=tmp_path))
+    try:
+        AgentRecord(registry.directory, 4242).record(proc.pid, proc.spawned)
+        [(_, pid, (earliest, latest))] = registry.leftovers()
+        started = start_time(proc.pid)
+        assert pid == proc.pid and started is not None and earliest <= started <= latest
+        assert latest - earliest <= 1  # a spawn takes well under a tick (10 ms)
+        assert registry.end_leftovers() == 1
+        wait_for(lambda: proc.poll() is not None, 5, what="the agent to be killed")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_record_of_one_start_time_from_an_older_fleetd_is_read(
+    registry: AgentRegistry, agent: subprocess.Popen[bytes]
+) -> None:
+    started = start_time(agent.pid)
+    (registry.directory / "9.pid").write_text(f"{agent.pid} {started}\n")
+    assert [(pid, span) for _, pid, span in registry.leftovers()] == [
+        (agent.pid, (started, started))
+    ]
+    assert registry.end_leftovers() == 1

@@ -25,7 +25,8 @@ has the entry point `run()`.
                     filled from the spools, the live feed, sealed streams
     worker/         one attempt at a time: the agent process (execution.py,
                     agent_process.py), its output turned into events (output.py), its
-                    directory or worktree (attempt.py)
+                    directory or worktree (attempt.py), the attempts closing beside the
+                    next (closing.py), what it sends held to share a message (outbox.py)
     web/            the dashboard, the HTTP API and /metrics: uvicorn + Starlette on the
                     socket the supervisor bound, a client of the control socket and the
                     recorder's feed (control.py, streams.py), never of a database; its

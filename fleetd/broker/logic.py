@@ -322,10 +322,12 @@ class Broker(SchedulingRequests):
         if state is None:  # a resent result, already recorded: the worker is free all the same
             ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
             return [ack, *self._on_worker_free(peer, ref, free, now)]
-        if not gate.open or self.schedule.has_budgets or state == "queued":
-            self._news()
+        self._news()  # whatever the result released may go to another waiting worker too
         if claim is not None:
-            return [self._assign(worker, claim, now, acknowledges=msg.execution)]
+            return [
+                self._assign(worker, claim, now, acknowledges=msg.execution),
+                *self.dispatch(now),
+            ]
         if wants_work:
             self._nothing_claimable(now)
         self._set_idle(worker, free.pid, now)
@@ -432,8 +434,13 @@ class Broker(SchedulingRequests):
             self._news()
         pid = self.workers[worker].pid if worker in self.workers else None
         if claim is not None:
-            # One message, not two: the next Assign carries the acknowledgement.
-            return [self._assign(worker, claim, now, acknowledges=msg.execution)]
+            # One message, not two: the next Assign carries the acknowledgement. A worker that
+            # waited may claim what the result released (a dependent, a limit's slot).
+            self._news()
+            return [
+                self._assign(worker, claim, now, acknowledges=msg.execution),
+                *self.dispatch(now),
+            ]
         out = [ack]
         if msg.outcome != "interrupted":
             if claim_for is not None:
@@ -447,14 +454,14 @@ class Broker(SchedulingRequests):
     ) -> list[ToPeer]:
         """The result of a worker that said it was free (WorkerFree) when its agent ended: it
         is waiting or runs its next task, so nothing is claimed for it here."""
-        gate = self._gate_after(msg, now)
+        self._gate_after(msg, now)  # counts the result's spend and rate limit
         state, _ = self.store.finish(msg.execution, msg.outcome, msg.result, now, lease=msg.lease)
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded
-        # The run no longer holds a limit's slot; the task may be queued again.
-        if not gate.open or self.schedule.has_budgets or state == "queued":
-            self._news()
+        # The run no longer holds a limit's slot; the task may be queued again, or a task that
+        # waited on it (`after`) may start: a waiting worker tries to claim.
+        self._news()
         return [ack, *self.dispatch(now)]
 
     def _on_enqueue(self, peer: bytes, ref: bytes, msg: m.Enqueue, now: int) -> list[ToPeer]:

@@ -130,14 +130,12 @@ class WalCheckpointer:
         self.thread.start()
 
     def _run(self) -> None:
-        conn = apsw.Connection(str(self.path))
-        # A connection sees the WAL only once it has read the database: until then its
-        # checkpoints do nothing (SQLite answers -1, "not in WAL mode").
-        conn.execute("PRAGMA journal_mode").fetchall()
+        conn: apsw.Connection | None = None
         failing = False
         try:
             while not self.stopping.wait(self.INTERVAL_S):
                 try:
+                    conn = conn or self._connect()
                     conn.wal_checkpoint(mode=apsw.SQLITE_CHECKPOINT_PASSIVE)
                 except apsw.Error as exc:  # a full disk, say: the writer's backstop remains
                     if not failing:
@@ -146,7 +144,20 @@ class WalCheckpointer:
                 else:
                     failing = False
         finally:
+            if conn is not None:
+                conn.close()
+
+    def _connect(self) -> apsw.Connection:
+        conn = apsw.Connection(str(self.path))
+        try:
+            conn.set_busy_timeout(BUSY_TIMEOUT_MS)
+            # A connection sees the WAL only once it has read the database: until then its
+            # checkpoints do nothing (SQLite answers -1, "not in WAL mode").
+            conn.execute("PRAGMA journal_mode").fetchall()
+        except apsw.Error:
             conn.close()
+            raise
+        return conn
 
     def close(self) -> None:
         self.stopping.set()

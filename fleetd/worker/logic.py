@@ -336,9 +336,14 @@ class Worker:
         """The agent's part is over: the attempt closes (sealed, then reported) beside the
         worker's next one; the broker hears the worker is free if nothing else is closing."""
         assign = execution.assign
-        # Not while stopping (no next task comes), nor with another attempt still closing (at
-        # most one result is pending behind a running agent).
-        released = not self.stopping and not self.closings
+        # Not while stopping (no next task comes), nor with another attempt still being sealed
+        # (at most one stream is sealed behind a running agent). A released result reported
+        # and not yet acknowledged does not count: it waits only for the broker's next answer,
+        # and goes in the same message as this WorkerFree when the outbox held it (so the
+        # broker stores it with this worker's next claim).
+        released = not self.stopping and all(
+            closing.sealed and closing.released for closing in self.closings.values()
+        )
         # Errors may quote the spec (argv, cwd), which may hold a secret: stored masked.
         result = mask_message(result, self.redactor)
         finished = m.Finished(

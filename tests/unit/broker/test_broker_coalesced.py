@@ -74,16 +74,17 @@ def test_a_resent_result_with_the_free_still_frees_the_worker(broker: Broker) ->
 
 
 def test_another_waiting_worker_is_served_first(broker: Broker) -> None:
+    """The pair is served one by one when another worker waits: a task the result releases
+    goes to the worker that waited longest, as without the pairing."""
     ready(broker, now=0)
-    enqueue(broker, "a", now=0)
-    ready(broker, worker="w2", now=0)  # waits: nothing else queued
-    broker.handle_all(W1, b"", [m.WorkerFree(worker="w1", pid=100, execution=1)], 1)
-    enqueue(broker, "b", now=1)  # w2 takes it
-    enqueue(broker, "c", now=1)  # w1 takes it
-    out = broker.handle_all(W1, b"", result_and_free(1, 3, outcome="failed"), 2)
-    # Served one by one: the result (task 1 back in the queue after its backoff), then w1 free.
-    assert m.FinishAck(execution=1) in [o.message for o in out]
-    assert ("w1", "idle") in workers(broker)
+    enqueue(broker, "a", "b", now=0)  # w1 runs task 1
+    broker.handle_all(W1, b"", [m.WorkerFree(worker="w1", pid=100, execution=1)], 1)  # then 2
+    ready(broker, worker="w2", now=1)  # nothing claimable: it waits
+    after_1 = m.Enqueue(tasks=[TaskSpec(prompt="c", after=[1])])
+    assert assigns(broker.handle(b"client", b"ref", after_1, 1)) == []  # task 3 waits on 1
+    out = broker.handle_all(W1, b"", result_and_free(1, 2), 2)
+    assert assigns(out) == [(b"w2", 3, 3)]
+    assert sorted(workers(broker)) == [("w1", "idle"), ("w2", "busy")]
 
 
 @pytest.mark.sqlite_only

@@ -83,6 +83,30 @@ def test_an_agent_ending_while_another_closes_keeps_the_worker_busy(worker: Work
     finished(seal(worker, run_agent(worker)))
 
 
+def test_a_reported_result_not_yet_acknowledged_leaves_the_next_end_released(
+    worker: Worker,
+) -> None:
+    """What a short task's end sends: the last result (reported, held for this message) and the
+    WorkerFree; the broker's Assign then acknowledges that result."""
+    worker.on_broker(assign(shell("true"), execution=1), NOW)
+    first = run_agent(worker)
+    worker.on_broker(assign(shell("true"), task=2, execution=2), NOW)
+    assert finished(seal(worker, first)).released  # reported while 2 runs: not acknowledged yet
+    second = run_agent(worker)
+    assert to_broker(second, m.WorkerFree) == [m.WorkerFree(worker="w1", pid=4242, execution=2)]
+    assert worker.closing_phase(1) is Phase.REPORTING
+    assert worker.closing_phase(2) is Phase.SEALING
+    worker.next_heartbeat = NOW  # due now: both closing leases are renewed
+    beat = to_broker(worker.step(NOW), m.Heartbeat)
+    assert beat == [m.Heartbeat(worker="w1", pid=4242, execution=None, sealing=[1, 2])]
+    worker.on_broker(assign(shell("true"), task=3, execution=3, acknowledges=1), NOW)
+    assert worker.closing_phase(1) is None
+    report = finished(seal(worker, second))
+    assert (report.execution, report.released) == (2, True)
+    worker.on_broker(m.FinishAck(execution=2), NOW)
+    finished(seal(worker, run_agent(worker)))
+
+
 def test_heartbeats_renew_what_is_closing_beside_what_runs(
     worker: Worker, config: FleetConfig
 ) -> None:

@@ -40,7 +40,7 @@ from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_works
 from fleetd.worker.budget import run_budget
 from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
-from fleetd.worker.outbox import Outgoing, ToBroker, ToRecorder
+from fleetd.worker.outbox import NEXT_ASSIGN_SECONDS, Outgoing, ToBroker, ToRecorder
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
@@ -434,8 +434,13 @@ class Worker:
             self._drop(closing)  # the queue would refuse it: nothing to report
             return []
         # While the worker runs its next attempt, the result may wait a moment to go with what
-        # that attempt sends next (its WorkerFree, for a short task).
-        return [ToBroker(finished, wait=closing.released and self.execution is not None)]
+        # that attempt sends next (its WorkerFree, for a short task); while it waits for that
+        # attempt's Assign, as long as an Assign takes to come.
+        if not closing.released or self.stopping:
+            return [ToBroker(finished)]
+        if self.execution is not None:
+            return [ToBroker(finished, wait=True)]
+        return [ToBroker(finished, wait=True, hold=NEXT_ASSIGN_SECONDS)]
 
     def _drop(self, closing: Closing) -> None:
         self.closings.pop(closing.id, None)

@@ -19,6 +19,10 @@ from dataclasses import dataclass
 from shared import messages as m
 
 HOLD_SECONDS = 0.02  # how late a live follower may see events, or a result be stored
+# A result whose worker waits for its next Assign: held only as long as that Assign takes
+# to come (then it goes with what the next agent's end sends), so that a fleet's last result
+# is not stored later than this.
+NEXT_ASSIGN_SECONDS = 0.002
 HOLD_BYTES = 1 << 20  # a chatty agent's held batches go once they add up to this
 
 
@@ -26,6 +30,7 @@ HOLD_BYTES = 1 << 20  # a chatty agent's held batches go once they add up to thi
 class ToBroker:
     message: m.Message
     wait: bool = False  # may be held to go with the next message to the broker
+    hold: float = HOLD_SECONDS  # at most this long (seconds), when it may wait
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class ToRecorder:
     payload: bytes
     seals: int | None = None
     wait: bool = False  # may be held to go with the next message to the recorder
+    hold: float = HOLD_SECONDS  # at most this long (seconds), when it may wait
 
 
 Outgoing = ToBroker | ToRecorder
@@ -47,15 +53,18 @@ class _Held:
         self.items: list[Outgoing] = []
         self.size = 0
         self.due = float("inf")
+        self.since = float("inf")  # when the first of them was held
 
     def add(self, item: Outgoing, now: float) -> None:
         if not self.items:
-            self.due = now + HOLD_SECONDS
+            self.since = now
+        self.due = min(self.due, now + item.hold)
         self.items.append(item)
         self.size += len(item.payload) if isinstance(item, ToRecorder) else 0
 
     def take(self) -> list[Outgoing]:
-        items, self.items, self.size, self.due = self.items, [], 0, float("inf")
+        items, self.items, self.size = self.items, [], 0
+        self.due = self.since = float("inf")
         return items
 
 
@@ -66,14 +75,20 @@ class Outbox:
         self.broker = _Held()
         self.recorder = _Held()
 
-    def take(self, items: list[Outgoing], now: float) -> list[list[Outgoing]]:
+    def take(
+        self, items: list[Outgoing], now: float, agent_running: bool = False
+    ) -> list[list[Outgoing]]:
         """`items` in the order made, then the messages to send now, grouped by peer. A peer's
-        held messages go with its first urgent one, or once due (held HOLD_SECONDS) or large."""
+        held messages go with its first urgent one, or once due (the shortest hold among them
+        has passed) or large. With `agent_running`, a result held for the next Assign (which
+        came: its agent runs) waits for that agent's end, as long as anything else may."""
         urgent = {id(self.broker): False, id(self.recorder): False}
         for item in items:
             held = self.broker if isinstance(item, ToBroker) else self.recorder
             held.add(item, now)
             urgent[id(held)] = urgent[id(held)] or not item.wait
+        if agent_running and self.broker.items:
+            self.broker.due = max(self.broker.due, self.broker.since + HOLD_SECONDS)
         return [
             held.take()
             for held in (self.broker, self.recorder)

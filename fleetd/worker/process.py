@@ -74,7 +74,8 @@ def _loop(
                 out += worker.on_agent_fd(fd, now)
         now = time.monotonic()
         out += worker.step(now)
-        _send(worker, broker, recorder, outbox.take(out, now))
+        running = worker.execution is not None
+        _send(worker, broker, recorder, outbox.take(out, now, agent_running=running))
     _send(worker, broker, recorder, outbox.flush())
 
 

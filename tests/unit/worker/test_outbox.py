@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from fleetd.worker.logic import Worker
-from fleetd.worker.outbox import HOLD_BYTES, HOLD_SECONDS, Outbox, ToBroker, ToRecorder
+from fleetd.worker.outbox import (
+    HOLD_BYTES,
+    HOLD_SECONDS,
+    NEXT_ASSIGN_SECONDS,
+    Outbox,
+    ToBroker,
+    ToRecorder,
+)
 from shared import messages as m
 from shared.models import ExecutionResult
 from tests.unit.worker.drive import NOW, assign, run_agent, seal, shell
@@ -76,6 +83,34 @@ def test_the_worker_marks_what_may_wait(worker: Worker) -> None:
     assert isinstance(report.message, m.Finished) and report.wait
     worker.on_broker(m.CancelExecution(execution=2), NOW)
     second = run_agent(worker)
-    # With no agent running, a result has nothing to wait for.
+    # With no agent running, a result waits only as long as the next Assign takes.
     [report] = [o for o in seal(worker, second) if isinstance(o, ToBroker)]
+    assert isinstance(report.message, m.Finished) and report.message.released
+    assert report.wait and report.hold == NEXT_ASSIGN_SECONDS
+    worker.on_broker(m.FinishAck(execution=1), NOW)
+    worker.on_broker(m.FinishAck(execution=2), NOW)
+    # A stopping worker's result (unreleased) goes at once.
+    worker.on_broker(assign(shell("sleep 30"), task=3, execution=3), NOW)
+    worker.stop(NOW)
+    [report] = [o for o in seal(worker, run_agent(worker)) if isinstance(o, ToBroker)]
     assert isinstance(report.message, m.Finished) and not report.wait
+
+
+def test_the_shortest_hold_among_held_messages_decides_when_they_go() -> None:
+    outbox = Outbox()
+    outbox.take([STARTED], NOW)
+    short = ToBroker(RESULT.message, wait=True, hold=NEXT_ASSIGN_SECONDS)
+    assert outbox.take([short], NOW + 0.001) == []
+    assert outbox.next_due == pytest.approx(NOW + 0.001 + NEXT_ASSIGN_SECONDS)
+    assert outbox.take([], NOW + 0.001 + NEXT_ASSIGN_SECONDS) == [[STARTED, short]]
+
+
+def test_a_result_held_for_the_next_assign_waits_for_that_agents_end_once_it_runs() -> None:
+    outbox = Outbox()
+    short = ToBroker(RESULT.message, wait=True, hold=NEXT_ASSIGN_SECONDS)
+    assert outbox.take([short], NOW) == []  # idle: the Assign is awaited
+    assert outbox.take([STARTED], NOW + 0.001, agent_running=True) == []  # it came
+    assert outbox.take([], NOW + 0.005, agent_running=True) == []  # past the short hold
+    assert outbox.take([FREE], NOW + 0.006, agent_running=False) == [[short, STARTED, FREE]]
+    outbox.take([short], NOW)
+    assert outbox.take([], NOW + NEXT_ASSIGN_SECONDS) == [[short]]  # no Assign: it goes

@@ -33,6 +33,31 @@ _decode_spec = msgspec.json.Decoder(TaskSpec).decode
 UNREADABLE_SPEC = "the stored spec of this task is no longer valid"
 
 
+_json_encode = msgspec.json.Encoder().encode
+
+# A new task's row, the same on every store (the PostgreSQL store adds its ON CONFLICT).
+INSERT_TASK = (
+    "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
+    " priority, not_before, ready_at, agent, repo)"
+    " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def task_values(spec: TaskSpec, default_max_attempts: int, now: int) -> tuple:
+    """INSERT_TASK's values for `spec` enqueued at `now`."""
+    return (
+        _json_encode(spec).decode(),
+        spec.key,
+        spec.max_attempts or default_max_attempts,
+        now,
+        spec.priority,
+        spec.not_before or 0,
+        spec.not_before or 0,
+        spec.agent,
+        spec.repo.rstrip("/") if spec.repo else None,
+    )
+
+
 def decode_spec(spec_json: str | bytes) -> TaskSpec:
     """A stored spec; one stored before its values were bounded (a NUL byte in its argv, say)
     reads as a command task that cannot run, so that listing or claiming it never fails."""

@@ -20,6 +20,7 @@ from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
 from fleetd.broker.reads import ScheduleReads, first_fit, same_task
 from fleetd.broker.rows import (
     EXECUTION_COLUMNS,
+    INSERT_TASK,
     TASK_COLUMNS,
     Claim,
     Closed,
@@ -29,6 +30,7 @@ from fleetd.broker.rows import (
     execution_view,
     resume_of,
     resume_source,
+    task_values,
     task_view,
 )
 from fleetd.broker.scheduling import Gate
@@ -133,22 +135,7 @@ class QueueStore(ScheduleReads):
                 if row is not None:
                     out.append((row[0], False))
                     continue
-            conn.execute(
-                "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
-                " priority, not_before, ready_at, agent, repo)"
-                " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _json_encode(spec).decode(),
-                    spec.key,
-                    spec.max_attempts or self.default_max_attempts,
-                    now,
-                    spec.priority,
-                    spec.not_before or 0,
-                    spec.not_before or 0,
-                    spec.agent,
-                    spec.repo.rstrip("/") if spec.repo else None,
-                ),
-            )
+            conn.execute(INSERT_TASK, task_values(spec, self.default_max_attempts, now))
             task = conn.last_insert_rowid()
             if spec.after:
                 link(conn, task, spec, now)

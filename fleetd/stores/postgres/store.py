@@ -23,6 +23,7 @@ from fleetd.broker.dependencies import link, settle
 from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
 from fleetd.broker.reads import same_task
 from fleetd.broker.rows import (
+    INSERT_TASK,
     Claim,
     Closed,
     Retried,
@@ -30,6 +31,7 @@ from fleetd.broker.rows import (
     decode_spec,
     resume_of,
     resume_source,
+    task_values,
 )
 from fleetd.broker.scheduling import Gate
 from fleetd.broker.store import SCAN_WINDOW, KeyConflict
@@ -168,24 +170,8 @@ class PgQueueStore(PgReads):
         """All the rows in one round trip; then, in order, what a key names already and what
         the new tasks wait for (a task waits only for earlier ones, inserted by then)."""
         inserted = tx.returning_many(
-            "INSERT INTO tasks (state, spec, idempotency_key, max_attempts, enqueued_at,"
-            " priority, not_before, ready_at, agent, repo)"
-            " VALUES ('queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-            [
-                (
-                    _json_encode(spec).decode(),
-                    spec.key,
-                    spec.max_attempts or self.default_max_attempts,
-                    now,
-                    spec.priority,
-                    spec.not_before or 0,
-                    spec.not_before or 0,
-                    spec.agent,
-                    spec.repo.rstrip("/") if spec.repo else None,
-                )
-                for spec in specs
-            ],
+            INSERT_TASK + " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            [task_values(spec, self.default_max_attempts, now) for spec in specs],
         )
         out: list[tuple[int, bool]] = []
         for spec, row in zip(specs, inserted, strict=True):

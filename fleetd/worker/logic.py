@@ -9,10 +9,11 @@ One agent at a time, through these phases:
              wait, bounded, for the recorder's StreamSealed), then REPORTING (Finished sent,
              resent until the broker's FinishAck, or the next Assign that acknowledges it)
 
-While an attempt closes, the worker can run the next: when nothing else is closing, it tells
-the broker it is free (`WorkerFree`) as it sends the StreamEnd, and reports the result after
-the seal; otherwise the broker hands it the next task with the result's acknowledgement, as
-before. So at most two attempts close at once, and one runs.
+While an attempt closes, the worker can run the next: when no other stream is still being
+sealed, it tells the broker it is free (`WorkerFree`) as it sends the StreamEnd, and reports
+the result after the seal; otherwise the broker hands it the next task with the result's
+acknowledgement, as before. So at most two streams are sealed at once (beside results that
+wait only for the broker's acknowledgement), and one agent runs.
 
 PREPARING and COMMITTING happen only for tasks with a repository. An attempt that cannot
 start (no such directory, no agent binary, a failed hook) goes through RUNNING with no agent
@@ -334,7 +335,8 @@ class Worker:
         self, execution: Execution, outcome: FinishedOutcome, result: ExecutionResult, now: float
     ) -> list[Outgoing]:
         """The agent's part is over: the attempt closes (sealed, then reported) beside the
-        worker's next one; the broker hears the worker is free if nothing else is closing."""
+        worker's next one; the broker hears the worker is free if no other stream is being
+        sealed."""
         assign = execution.assign
         # Not while stopping (no next task comes), nor with another attempt still being sealed
         # (at most one stream is sealed behind a running agent). A released result reported

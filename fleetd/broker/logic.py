@@ -486,7 +486,7 @@ class Broker(SchedulingRequests):
         self._news()
         reply = m.Enqueued(ids=[i for i, _ in created], created=[c for _, c in created])
         out = [ToPeer(peer, ref, reply)]
-        if first is not None and claim is None:
+        if first is not None and claim is None and self.claims is not Claims.DISK_FULL:
             self._nothing_claimable(now)  # nor for any other waiting worker, through that gate
         if first is not None and claim is not None:
             del self.waiting[first]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import apsw
 
-from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker
+from fleetd.broker.logic import LEASE_CHECK_INTERVAL_US, Broker, Claims
 from fleetd.broker.store import QueueStore
 from fleetd.runtime.routing import ToPeer
 from shared import messages as m
@@ -417,6 +417,7 @@ def test_a_full_disk_postpones_claims_instead_of_crashing(tmp_path: Path) -> Non
     out = enqueue(broker, "waits for room", now=1)
     assert assigns(out) == [], "nothing claimed, and no exception"
     assert isinstance(out[0].message, m.Enqueued)
+    assert broker.claims is Claims.DISK_FULL  # retried on its own timer
     store.full = False
     assert broker.step(500_000) == [], "no claim before the retry is due"
     assert assigns(broker.step(1_000_001)) == [(b"w1", 1, 1)]

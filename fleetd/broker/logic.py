@@ -11,6 +11,7 @@ import contextlib
 import enum
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import partial
 
 import apsw
 from loguru import logger
@@ -250,30 +251,13 @@ class Broker(SchedulingRequests):
             following = requests[index + 1] if index + 1 < len(requests) else None
             if self._result_then_free(peer, request, following):
                 assert isinstance(request, m.Finished) and isinstance(following, m.WorkerFree)
-                out += self._guarded(peer, ref, request, now, self._on_result_and_free, following)
+                serve = partial(self._on_result_and_free, peer, ref, request, following, now)
+                out += _guarded(peer, ref, request, serve)
                 index += 2
                 continue
-            out += self._guarded(peer, ref, request, now, self.handle)
+            out += _guarded(peer, ref, request, partial(self.handle, peer, ref, request, now))
             index += 1
         return out
-
-    def _guarded(
-        self,
-        peer: bytes,
-        ref: bytes,
-        request: m.Message,
-        now: int,
-        serve: Callable[..., list[ToPeer]],
-        *more: m.Message,
-    ) -> list[ToPeer]:
-        """One request served; a bug in serving it is logged and its sender told, and the
-        broker goes on with the next."""
-        try:
-            return serve(peer, ref, request, *more, now)
-        except Exception:
-            logger.exception("broker failed serving {}", type(request).__name__)
-            reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
-            return [ToPeer(peer, ref, reply)]
 
     def _result_then_free(
         self, peer: bytes, request: m.Message, following: m.Message | None
@@ -615,3 +599,16 @@ def _with_pid(view: WorkerView, pid: int) -> WorkerView:
         since=view.since,
         node=view.node,
     )
+
+
+def _guarded(
+    peer: bytes, ref: bytes, request: m.Message, serve: Callable[[], list[ToPeer]]
+) -> list[ToPeer]:
+    """`serve` one request; a bug in serving it is logged and its sender told, and the broker
+    goes on with the next."""
+    try:
+        return serve()
+    except Exception:
+        logger.exception("broker failed serving {}", type(request).__name__)
+        reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
+        return [ToPeer(peer, ref, reply)]

@@ -54,16 +54,21 @@ class _Held:
         self.size = 0
         self.due = float("inf")
         self.since = float("inf")  # when the first of them was held
+        self.urgent = False  # one of them may not wait
 
     def add(self, item: Outgoing, now: float) -> None:
         if not self.items:
             self.since = now
         self.due = min(self.due, now + item.hold)
+        self.urgent = self.urgent or not item.wait
         self.items.append(item)
         self.size += len(item.payload) if isinstance(item, ToRecorder) else 0
 
+    def ready(self, now: float) -> bool:
+        return bool(self.items) and (self.urgent or now >= self.due or self.size >= HOLD_BYTES)
+
     def take(self) -> list[Outgoing]:
-        items, self.items, self.size = self.items, [], 0
+        items, self.items, self.size, self.urgent = self.items, [], 0, False
         self.due = self.since = float("inf")
         return items
 
@@ -82,18 +87,11 @@ class Outbox:
         held messages go with its first urgent one, or once due (the shortest hold among them
         has passed) or large. With `agent_running`, a result held for the next Assign (which
         came: its agent runs) waits for that agent's end, as long as anything else may."""
-        urgent = {id(self.broker): False, id(self.recorder): False}
         for item in items:
-            held = self.broker if isinstance(item, ToBroker) else self.recorder
-            held.add(item, now)
-            urgent[id(held)] = urgent[id(held)] or not item.wait
+            (self.broker if isinstance(item, ToBroker) else self.recorder).add(item, now)
         if agent_running and self.broker.items:
             self.broker.due = max(self.broker.due, self.broker.since + HOLD_SECONDS)
-        return [
-            held.take()
-            for held in (self.broker, self.recorder)
-            if held.items and (urgent[id(held)] or now >= held.due or held.size >= HOLD_BYTES)
-        ]
+        return [held.take() for held in (self.broker, self.recorder) if held.ready(now)]
 
     def flush(self) -> list[list[Outgoing]]:
         """Everything held, now (the worker is exiting)."""

@@ -12,9 +12,10 @@ has the entry point `run()`.
                     drain (shutdown.py), orphan reaping, systemd notify and socket activation
     broker/         the queue: tasks and executions in queue.db (store.py, schema.py,
                     rows.py; where a task goes when an attempt ends in policy.py), claims,
-                    leases, dispatch to idle workers; scheduling: the claim's gate of limits
-                    and holds (scheduling.py, reads.py), dependencies (dependencies.py),
-                    fleet budgets and rate-limit holds (budgets.py)
+                    leases, dispatch to idle workers (logic.py), what workers report, a result
+                    with its worker's next claim (worker_reports.py); scheduling: the claim's
+                    gate of limits and holds (scheduling.py, reads.py), dependencies
+                    (dependencies.py), fleet budgets and rate-limit holds (budgets.py)
     stores/         the queue's seam (protocol.py: QueueStoreAPI) and open_queue_store,
                     which opens queue.url's store: broker/store.py (SQLite) or postgres/
                     (several hosts: SKIP LOCKED claims, lease tokens, nodes, NOTIFY,

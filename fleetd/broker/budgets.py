@@ -10,7 +10,7 @@ out of the window (running tasks finish). Time is passed in, never read here.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fleetd.broker.scheduling import Gate, Hold, limits_of
@@ -140,10 +140,12 @@ class Schedule:
         self.rate_holds[agent] = hold
         return hold
 
-    def view(self, running: Iterable[TaskSpec], now: int) -> ScheduleView:
-        """Each limit's use and the holds in force, for `status`."""
+    def view(self, running: Callable[[], Iterable[TaskSpec]], now: int) -> ScheduleView:
+        """Each limit's use and the holds in force, for `status`. `running` (the running tasks'
+        specs, one decode each) is called only when there is a limit to count them against:
+        a status of a fleet without limits costs nothing per running task."""
         gate = self.gate(now)
-        counts = gate.counts(running)
+        counts = gate.counts(running()) if self.limits else {}
         return ScheduleView(
             limits=[
                 LimitUse(selector=sel.text, running=counts[sel], limit=cap)

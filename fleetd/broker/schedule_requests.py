@@ -55,7 +55,7 @@ class SchedulingRequests:
 
     def _schedule_view(self, now: int) -> ScheduleView:
         self._gate(now)  # the holds as of now
-        return self.schedule.view(self.store.running_specs(), now)
+        return self.schedule.view(self.store.running_specs, now)
 
     def _on_set_priority(
         self, peer: bytes, ref: bytes, msg: m.SetPriority, now: int

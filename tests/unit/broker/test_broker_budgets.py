@@ -132,6 +132,22 @@ def test_status_shows_each_limits_use(store: QueueStore, tmp_path: Path) -> None
     assert [task for _, task, _ in assigns(out)] == [2]  # room again: it starts
 
 
+def test_a_status_reads_the_running_specs_only_when_a_limit_counts_them() -> None:
+    # Decoding every running task's spec made a 64-worker status 4x an idle fleet's.
+    running = [TaskSpec(prompt="p", agent="command", argv=["true"])] * 3
+    reads: list[int] = []
+
+    def running_specs() -> list[TaskSpec]:
+        reads.append(1)
+        return running
+
+    unlimited = Schedule({}, BudgetConfig())
+    assert unlimited.view(running_specs, 1).limits == [] and reads == []
+    limited = Schedule({"agent:command": 2}, BudgetConfig())
+    [use] = limited.view(running_specs, 1).limits
+    assert (use.running, use.limit, len(reads)) == (3, 2, 1)
+
+
 def test_set_schedule_changes_the_limits(store: QueueStore, tmp_path: Path) -> None:
     broker = broker_with(store, tmp_path, '[limits]\n"agent:command" = 0\n')
     ready(broker, now=1)

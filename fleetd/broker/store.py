@@ -15,39 +15,31 @@ from pathlib import Path
 import apsw
 import msgspec
 
-from fleetd.broker.dependencies import WAITING, link, settle
-from fleetd.broker.policy import Backoff, retry_refusal, task_state_after
+from fleetd.broker.dependencies import link, settle
+from fleetd.broker.operator_changes import OperatorChanges
+from fleetd.broker.policy import Backoff, task_state_after
 from fleetd.broker.reads import ScheduleReads, first_fit, same_task
 from fleetd.broker.rows import (
-    EXECUTION_COLUMNS,
     INSERT_TASK,
-    TASK_COLUMNS,
     Claim,
     Closed,
-    Retried,
     continue_thread,
     decode_spec,
-    execution_view,
     resume_of,
-    resume_source,
     task_values,
-    task_view,
 )
 from fleetd.broker.scheduling import Gate
 from fleetd.broker.schema import MIGRATIONS
-from fleetd.broker.task_filters import narrowing
+from fleetd.broker.task_reads import SCAN_WINDOW, TaskReads
 from fleetd.runtime.db import WalCheckpointer, immediate, open_database
 from fleetd.stores.nodes import NodeBeat
 from shared.errors import FleetError
 from shared.models import (
-    INT64_MAX,
-    TERMINAL_STATES,
     ExecutionOutcome,
     ExecutionResult,
     FinishedOutcome,
     TaskSpec,
     TaskState,
-    TaskView,
     WorkerView,
 )
 
@@ -58,11 +50,7 @@ class KeyConflict(FleetError):
     """An idempotency key already names a task with another spec."""
 
 
-# A filtered listing's page reads at most this many tasks' specs (~15 ms of the broker's loop).
-SCAN_WINDOW = 10_000
-
-
-class QueueStore(ScheduleReads):
+class QueueStore(ScheduleReads, TaskReads, OperatorChanges):
     """Tasks and their executions; the only writer of `queue.db`."""
 
     def __init__(
@@ -347,88 +335,11 @@ class QueueStore(ScheduleReads):
                 closed.append(Closed(task_id, execution, worker, state))
         return closed
 
-    def cancel(self, task: int, now: int) -> tuple[TaskState, int | None, str | None] | None:
-        """Cancel a task: a queued one at once; a running one is marked, its execution returned.
-
-        Returns (state, running execution, its worker), or None for an unknown task.
-        """
-        with self._write() as conn:
-            row = conn.execute(
-                "SELECT state, dependents FROM tasks WHERE id = ?", (task,)
-            ).fetchone()
-            if row is None:
-                return None
-            state, dependents = row
-            if state == "queued":
-                conn.execute(
-                    "UPDATE tasks SET state = 'cancelled', finished_at = ? WHERE id = ?",
-                    (now, task),
-                )
-                if dependents:
-                    settle(conn, task, "cancelled", now)
-                return "cancelled", None, None
-            if state != "running":
-                return state, None, None
-            conn.execute("UPDATE tasks SET cancel_requested = 1 WHERE id = ?", (task,))
-            running = conn.execute(
-                "SELECT id, worker FROM executions WHERE task_id = ? AND outcome = 'running'",
-                (task,),
-            ).fetchone()
-            return "running", running[0] if running else None, running[1] if running else None
-
-    def retry(self, task: int, resume: bool, now: int) -> Retried | None:
-        """Queue a finished task again with one more attempt; None for an unknown task.
-
-        With `resume`, its next attempts continue the Codex thread of its latest execution
-        that started one; without, they start afresh.
-        """
-        with self._write() as conn:
-            row = conn.execute("SELECT state, spec FROM tasks WHERE id = ?", (task,)).fetchone()
-            if row is None:
-                return None
-            state, spec_json = row
-            if state not in TERMINAL_STATES:
-                return Retried(refused=retry_refusal(task, state))
-            source = None
-            if resume:
-                source, problem = resume_source(conn, task, decode_spec(spec_json))
-                if problem is not None:
-                    return Retried(refused=problem)
-            conn.execute(
-                "UPDATE tasks SET state = 'queued', not_before = 0, cancel_requested = 0,"
-                " finished_at = NULL, result = NULL, resume_from = ?,"
-                " max_attempts = CASE WHEN max_attempts > attempts"
-                " THEN max_attempts ELSE attempts + 1 END WHERE id = ?",
-                (source.execution if source else None, task),
-            )
-        return Retried(state="queued", resume=source)
-
     def wakeup_fd(self) -> int | None:
         return None  # this broker is the queue's only writer: nothing else makes news
 
     def drain_wakeups(self) -> bool:
         return False
-
-    # --- reads -------------------------------------------------------------------------------
-
-    def set_priority(self, task: int, priority: int) -> TaskState | None:
-        """Change a task's priority (it matters while it is queued); None for an unknown task."""
-        with self._write() as conn:
-            row = conn.execute("SELECT state FROM tasks WHERE id = ?", (task,)).fetchone()
-            if row is None:
-                return None
-            if row[0] == "queued":
-                conn.execute("UPDATE tasks SET priority = ? WHERE id = ?", (priority, task))
-            return row[0]
-
-    def next_claimable_at(self, now: int = -1) -> int | None:
-        """When the next queued task comes due after `now` (a retry's backoff, a `--not-before`);
-        None if none will by itself (tasks waiting for others come due when those end)."""
-        due = self.conn.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE state = 'queued' AND not_before > ?",
-            (now,),
-        ).fetchone()[0]
-        return None if due is None or due >= WAITING else due
 
     def beat_node(self, workers: list[WorkerView], now: int) -> None:
         """One host, one node: its broker knows its own workers, and no other node reads a
@@ -437,92 +348,3 @@ class QueueStore(ScheduleReads):
     def other_nodes(self, now: int) -> list[NodeBeat]:
         """No other node shares an SQLite queue."""
         return []
-
-    def counts(self) -> dict[str, int]:
-        rows = self.conn.execute("SELECT state, n FROM task_counts WHERE n > 0").fetchall()
-        return {state: count for state, count in rows}
-
-    def has_dependents(self, execution: int) -> bool:
-        """Whether other tasks wait on this execution's task (its end may release them)."""
-        row = self.conn.execute(
-            "SELECT t.dependents FROM executions e JOIN tasks t ON t.id = e.task_id WHERE e.id = ?",
-            (execution,),
-        ).fetchone()
-        return bool(row and row[0])
-
-    def running_of(self, worker: str) -> list[tuple[int, int, int]]:
-        """(execution, task, claimed_at) of the running executions a worker holds."""
-        return self.conn.execute(
-            "SELECT id, task_id, claimed_at FROM executions"
-            " WHERE worker = ? AND outcome = 'running'",
-            (worker,),
-        ).fetchall()
-
-    def get_task(self, task: int) -> TaskView | None:
-        self.store_started()
-        row = self.conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task,)
-        ).fetchone()
-        if row is None:
-            return None
-        rows = self.conn.execute(
-            f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE task_id = ? ORDER BY id", (task,)
-        ).fetchall()
-        return msgspec.structs.replace(task_view(row), executions=[execution_view(r) for r in rows])
-
-    def tasks_by_key(self, keys: list[str]) -> list[TaskView]:
-        """The tasks enqueued with these idempotency keys, in id order."""
-        self.store_started()
-        found: list[TaskView] = []
-        for start in range(0, len(keys), 500):  # under SQLite's limit on parameters
-            chunk = keys[start : start + 500]
-            marks = ", ".join("?" * len(chunk))
-            found += [
-                task_view(row)
-                for row in self.conn.execute(
-                    f"SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key IN ({marks})", chunk
-                ).fetchall()
-            ]
-        return sorted(found, key=lambda task: task.id)
-
-    def list_tasks(
-        self, state: TaskState | None, limit: int, before: int | None = None, **narrow: str | None
-    ) -> list[TaskView]:
-        """Newest first; `narrow` by agent, repo, label (`key=value`) or search (prompt words)."""
-        return self.list_page(state, limit, before, **narrow)[0]
-
-    def list_page(
-        self, state: TaskState | None, limit: int, before: int | None = None, **narrow: str | None
-    ) -> tuple[list[TaskView], int | None]:
-        """A page of list_tasks and the `before` of the next one (None: nothing older).
-
-        A filter over the spec reads every task's JSON it passes, so one page looks at most
-        `scan_window` ids below `before` (a rare word over 100,000 tasks took the broker 150 ms);
-        fewer matches than `limit` then come with the id to go on from.
-        """
-        self.store_started()
-        # Keyset paging (ids below `before`): page 2,000 costs what page 1 does.
-        top = before if before is not None else INT64_MAX
-        where, args = ["id < ?"], [top]
-        floor = 0
-        if any(narrow.values()):
-            if top == INT64_MAX:
-                top = (self.conn.execute("SELECT MAX(id) FROM tasks").fetchone()[0] or 0) + 1
-            floor = max(0, top - self.scan_window)
-            where.append("id >= ?")
-            args.append(floor)
-        if state is not None:
-            where.append("state = ?")
-            args.append(state)
-        for clause, values in narrowing(narrow):
-            where.append(clause)
-            args.extend(values)
-        rows = self.conn.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {' AND '.join(where)} "
-            "ORDER BY id DESC LIMIT ?",
-            (*args, limit),
-        ).fetchall()
-        tasks = [task_view(row) for row in rows]
-        if len(tasks) == limit:
-            return tasks, tasks[-1].id
-        return tasks, floor if floor > 1 else None

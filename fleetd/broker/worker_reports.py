@@ -75,16 +75,36 @@ class WorkerReports(SchedulingRequests):
         index = 0
         while index < len(requests):
             request = requests[index]
-            following = requests[index + 1] if index + 1 < len(requests) else None
-            if self._result_then_free(peer, request, following):
+            free_at = self._free_after(peer, requests, index)
+            if free_at is not None:
+                following = requests[free_at]
                 assert isinstance(request, m.Finished) and isinstance(following, m.WorkerFree)
+                # The starts between them (the next run's AgentStarted) are served first: they
+                # are other executions', so the order does not matter to either.
+                for started in requests[index + 1 : free_at]:
+                    serve_start = partial(self.handle, peer, ref, started, now)
+                    out += _guarded(peer, ref, started, serve_start)
                 serve = partial(self._on_result_and_free, peer, ref, request, following, now)
                 out += _guarded(peer, ref, request, serve)
-                index += 2
+                index = free_at + 1
                 continue
             out += _guarded(peer, ref, request, partial(self.handle, peer, ref, request, now))
             index += 1
         return out
+
+    def _free_after(self, peer: bytes, requests: list[m.Message], index: int) -> int | None:
+        """Where the WorkerFree is that the released result at `index` is stored with, if any:
+        the next request but AgentStarted of other executions. The worker's outbox sends a
+        result waiting for the next Assign before that run's AgentStarted: in the throughput
+        benchmark 60% of short tasks' ends came so, and each cost two commits, not one."""
+        request = requests[index]
+        if not isinstance(request, m.Finished):
+            return None
+        after = index + 1
+        while after < len(requests) and _another_start(requests[after], request.execution):
+            after += 1
+        following = requests[after] if after < len(requests) else None
+        return after if self._result_then_free(peer, request, following) else None
 
     def _result_then_free(
         self, peer: bytes, request: m.Message, following: m.Message | None
@@ -274,3 +294,7 @@ def _guarded(
         logger.exception("broker failed serving {}", type(request).__name__)
         reply = m.ErrorReply(code="internal", message="the broker failed; see the fleetd log")
         return [ToPeer(peer, ref, reply)]
+
+
+def _another_start(message: m.Message, execution: int) -> bool:
+    return isinstance(message, m.AgentStarted) and message.execution != execution

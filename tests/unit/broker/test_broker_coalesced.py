@@ -10,7 +10,7 @@ from fleetd.broker.logic import Broker
 from fleetd.stores.protocol import QueueStoreAPI
 from shared import messages as m
 from shared.models import ExecutionResult, TaskSpec
-from tests.unit.broker.queries import execution_holder
+from tests.unit.broker.queries import execution_holder, sql
 from tests.unit.broker.test_broker import assigns, enqueue, ready, workers
 
 W1 = b"w1"
@@ -49,6 +49,38 @@ def test_they_take_one_commit(broker: Broker, store: QueueStoreAPI) -> None:
     commits: list[int] = []
     store.conn.set_commit_hook(lambda: bool(commits.append(1)))  # type: ignore[attr-defined]
     broker.handle_all(W1, b"", result_and_free(1, 2), 2)
+    assert len(commits) == 1
+
+
+def started_between(done: int, ended: int) -> list[m.Message]:
+    """What a worker sends most often (its outbox's order): the last result, held for the
+    next Assign, then that run's AgentStarted, then its WorkerFree."""
+    result, free = result_and_free(done, ended)
+    return [result, m.AgentStarted(execution=ended, started_at=1_500, pid=4321), free]
+
+
+def test_the_next_runs_start_between_them_keeps_them_together(
+    broker: Broker, store: QueueStoreAPI
+) -> None:
+    _two_running(broker)
+    out = broker.handle_all(W1, b"", started_between(1, 2), 2)
+    [assign] = [o.message for o in out]
+    assert isinstance(assign, m.Assign) and (assign.task, assign.acknowledges) == (3, 1)
+    assert execution_holder(store, 1) == ("succeeded", "w1")
+    started = (
+        sql(store)
+        .execute("SELECT started_at, agent_pid FROM executions WHERE id = ?", (2,))
+        .fetchone()
+    )
+    assert started == (1_500, 4321)
+
+
+@pytest.mark.sqlite_only
+def test_with_the_start_between_they_take_one_commit(broker: Broker, store: QueueStoreAPI) -> None:
+    _two_running(broker)
+    commits: list[int] = []
+    store.conn.set_commit_hook(lambda: bool(commits.append(1)))  # type: ignore[attr-defined]
+    broker.handle_all(W1, b"", started_between(1, 2), 2)
     assert len(commits) == 1
 
 

@@ -67,6 +67,13 @@ class WorkerConfig(Section):
     max_line_bytes: _doc(
         int, "longest agent output line kept as one event; longer lines are split", ge=1024
     ) = 64 * 1024 * 1024
+    output_batch_ms: _doc(
+        float,
+        "how long an agent's output may gather before the worker reads it (fewer, larger "
+        "event batches); its end is read at once; 0 reads every write as it comes",
+        ge=0,
+        le=1000,
+    ) = 10.0
     env_allow: _doc(list[str], "host environment variables passed to agents (nothing else is)") = (
         msgspec.field(
             default_factory=lambda: [

@@ -183,17 +183,17 @@ class Worker:
 
     # --- what the loop asks ------------------------------------------------------------------
 
-    def fds(self) -> list[int]:
+    def fds(self, now: float) -> list[int]:
         """The agent's fds to poll: only while it runs."""
         if self.execution is None or self.phase is not Phase.RUNNING:
             return []
-        return self.execution.fds()
+        return self.execution.fds(now)
 
     def next_timeout(self, now: float) -> float:
         """Seconds until the next timer is due."""
         due = [self.next_heartbeat, *(closing.deadline for closing in self.closings.values())]
         if self.execution is not None and self.phase is Phase.RUNNING:
-            due.append(self.execution.next_deadline())
+            due.append(self.execution.next_deadline(now))
         return max(0.0, min(due) - now)
 
     @property
@@ -234,6 +234,7 @@ class Worker:
             agent_record=self.agent_record,
             summary=self.adapters.summary(assign),
             budget=run_budget(self.config, assign.spec),
+            rest=worker.output_batch_ms / 1000,
         )
         self.execution = execution
         self.phase = Phase.RUNNING

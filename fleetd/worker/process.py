@@ -50,8 +50,8 @@ def _loop(
     outbox = Outbox()
     _send(worker, broker, recorder, outbox.take(worker.start(time.monotonic()), time.monotonic()))
     while not worker.can_exit:
-        agent_fds = _sync_fds(poller, set(worker.fds()), agent_fds)
         now = time.monotonic()
+        agent_fds = _sync_fds(poller, set(worker.fds(now)), agent_fds)
         timeout_ms = max(0.0, min(worker.next_timeout(now), outbox.next_due - now)) * 1000
         events = dict(poller.poll(min(timeout_ms, MAX_POLL_MS) + 0.5))
         now = time.monotonic()
@@ -70,7 +70,7 @@ def _loop(
         if worker.job.fd in events:
             out += worker.on_job_done(now)
         for fd in agent_fds:
-            if fd in events:
+            if fd in events:  # a pipe the pidfd's drain closed is ignored by the execution
                 out += worker.on_agent_fd(fd, now)
         now = time.monotonic()
         out += worker.step(now)

@@ -266,7 +266,7 @@ def test_iter_settings_lists_every_field_with_a_description() -> None:
     expected = [key for key in expected if key not in TABLES]
     expected += [f"tracker.github.{field}" for field in GitHubTrackerConfig.__struct_fields__]
     assert [key for key, _, _, _ in settings] == expected
-    assert len(expected) == 58 + 9  # + queue.url, node.name
+    assert len(expected) == 58 + 10  # + queue.url, node.name, worker.output_batch_ms
     assert [key for key, _, text, _ in settings if not text.strip()] == []
 
 

@@ -19,6 +19,9 @@ from shared.models import TaskSpec
 
 NOW = 1000.0  # the tests' monotonic clock; they move it by hand
 WAIT_SECONDS = 20.0  # the most any test waits for an agent's output
+# The clock the agent's fds are asked for at: past any output rest (`worker.output_batch_ms`),
+# which the frozen test clock would never reach; test_output_rest.py drives the rest itself.
+PAST_REST = float("inf")
 
 
 # --- building messages ------------------------------------------------------------------------
@@ -77,7 +80,7 @@ def run_agent(worker: Worker, now: float = NOW) -> list[Outgoing]:
     deadline = time.monotonic() + WAIT_SECONDS
     while worker.phase is Phase.RUNNING:
         assert time.monotonic() < deadline, "the agent did not end in time"
-        fds = worker.fds()
+        fds = worker.fds(PAST_REST)
         if fds:
             ready, _, _ = select.select(fds, [], [], 0.2)
             for fd in ready:
@@ -92,7 +95,7 @@ def read_events(worker: Worker, count: int, now: float = NOW) -> list[Outgoing]:
     deadline = time.monotonic() + WAIT_SECONDS
     while len(events_of(out)) < count:
         assert time.monotonic() < deadline, f"the agent did not print {count} events in time"
-        ready, _, _ = select.select(worker.fds(), [], [], 0.2)
+        ready, _, _ = select.select(worker.fds(PAST_REST), [], [], 0.2)
         for fd in ready:
             out += worker.on_agent_fd(fd, now)
     return out

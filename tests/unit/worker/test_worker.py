@@ -30,7 +30,7 @@ TWO_EVENTS = 'echo \'{"type":"one"}\'; echo \'{"type":"two"}\''
 def test_start_announces_the_worker_and_it_idles(worker: Worker) -> None:
     assert to_broker(worker.start(NOW)) == [m.Ready(worker="w1", pid=4242)]
     assert worker.phase is Phase.IDLE
-    assert worker.fds() == []
+    assert worker.fds(NOW) == []
 
 
 def test_assign_starts_the_agent_and_reports_it_started(worker: Worker) -> None:
@@ -39,7 +39,7 @@ def test_assign_starts_the_agent_and_reports_it_started(worker: Worker) -> None:
     [started] = to_broker(out, m.AgentStarted)
     assert isinstance(started, m.AgentStarted)
     assert started.execution == 1 and started.pid > 0
-    assert worker.fds()  # its stdout, stderr and pidfd
+    assert worker.fds(NOW)  # its stdout, stderr and pidfd
     run_agent(worker)
 
 

@@ -285,12 +285,31 @@ def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def load() -> str:
-    """The machine's load right now: load averages and CPU pressure (the host is shared)."""
+    """The machine's load right now: load averages, CPU pressure, and the share of CPU time
+    the hypervisor took since the last reading (the host is shared: on 2026-12-03 it took
+    2-33% of both CPUs during single benchmarks, and the ratios moved with it)."""
     text = "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     with contextlib.suppress(OSError):
         some = Path("/proc/pressure/cpu").read_text().splitlines()[0].split()
         text += f", CPU pressure {some[1]} {some[2]}"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        text += ", " + _steal()
     return text
+
+
+_last_cpu_ticks: list[tuple[int, int]] = []  # (all, stolen) at the last `load()`
+
+
+def _steal() -> str:
+    """CPU time stolen by the host (`steal` in /proc/stat), as a share of all CPU time."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    now = (sum(fields), fields[7])  # user nice system idle iowait irq softirq steal
+    since = "since the last reading" if _last_cpu_ticks else "since boot"
+    before = _last_cpu_ticks[-1] if _last_cpu_ticks else (0, 0)
+    _last_cpu_ticks[:] = [now]
+    spent = now[0] - before[0]
+    share = 100 * (now[1] - before[1]) / spent if spent > 0 else 0.0
+    return f"steal {share:.1f}% {since}"
 
 
 def fleet_pids(status: m.Status) -> list[tuple[str, int]]:

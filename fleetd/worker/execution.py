@@ -91,6 +91,7 @@ class Execution:
     # cut a worker's loop turns per task from ~4 to ~3 and its CPU per task by ~10%.
     rest: float = 0.0
     rest_until: float = 0.0
+    full_read_at: float = -1.0  # the turn (its `now`) of the last read of a full pipe
     heard_bytes: int = 0  # of stdout and stderr
 
     def __post_init__(self) -> None:
@@ -116,7 +117,7 @@ class Execution:
         self.limits.timeout_at = self.started_mono + timeout
         self.limits.idle_seconds = idle_timeout
         self.limits.last_output = self.started_mono
-        self.rest_until = now + self.rest
+        self._rest_from(now)
         try:
             self.proc = spawn(command)
         except (OSError, ValueError) as exc:
@@ -253,11 +254,20 @@ class Execution:
         return self.emit(self.out_lines.feed(data), now)
 
     def _heard(self, size: int, now: float) -> None:
-        """Output came: the agent is not hung; after a little, the pipes rest a moment."""
+        """Output came: the agent is not hung; after a little, the pipes rest a moment,
+        unless a read in this same turn found a pipe full (the agent writes fast)."""
         self.limits.last_output = now  # stderr too counts
         self.heard_bytes += size
-        if size < REST_BELOW_BYTES:
-            self.rest_until = now + self.rest
+        if size >= REST_BELOW_BYTES:
+            self.full_read_at = now
+            self.rest_until = now
+        elif self.full_read_at != now:
+            self._rest_from(now)
+
+    def _rest_from(self, now: float) -> None:
+        """Rest the pipes from `now`: at most half the idle limit, so that output waiting in
+        a pipe is read before that limit could take it for silence."""
+        self.rest_until = now + min(self.rest, self.limits.idle_seconds / 2)
 
     def _drain(self, now: float) -> list[bytes]:
         """The leader exited: read what its pipes hold now (to their end, unless a stray

@@ -4,20 +4,23 @@ output and all, in the same turn. The clock is passed in, as the loop passes it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from fleetd.worker.execution import REST_BELOW_BYTES
+from fleetd.worker.execution import DRAIN_SECONDS, REST_BELOW_BYTES
 from fleetd.worker.logic import Phase, Worker
 from shared.config import FleetConfig, load_config
 from shared.models import TaskSpec
 from tests.support.inline_job import InlineJob
-from tests.unit.worker.drive import NOW, assign, events_of, run_agent, shell
+from tests.unit.worker.drive import NOW, Outgoing, assign, events_of, run_agent, shell
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -125,3 +128,78 @@ def test_with_no_batching_the_pipes_are_polled_from_the_start(tmp_path: Path) ->
         run_agent(worker)
     finally:
         worker.close()
+
+
+def test_the_rest_is_at_most_half_the_idle_limit(resting: Worker) -> None:
+    """Output waiting in a resting pipe is read before the idle limit could take it for
+    silence."""
+    resting.on_broker(assign(shell("sleep 0.2", idle_timeout=0.004)), NOW)
+    pidfd = _pidfd(resting)
+    assert resting.fds(NOW + 0.0019) == [pidfd]
+    assert sorted(resting.fds(NOW + 0.002)) == sorted([*_pipes(resting), pidfd])
+    run_agent(resting)
+
+
+def test_a_full_read_is_not_undone_by_a_small_one_in_the_same_turn(resting: Worker) -> None:
+    size = REST_BELOW_BYTES + 1000
+    program = (
+        f"import os, time; os.write(1, b'x' * {size} + b'\\n'); os.write(2, b'written\\n');"
+        " time.sleep(5)"
+    )
+    spec = TaskSpec(prompt="p", agent="command", argv=[sys.executable, "-c", program])
+    resting.on_broker(assign(spec), NOW)
+    stdout, stderr = _pipes(resting)
+    _wait_readable(stderr)
+    later = NOW + REST
+    resting.on_agent_fd(stdout, later)  # full: no rest
+    resting.on_agent_fd(stderr, later)  # a little, in the same turn
+    assert stdout in resting.fds(later)
+    resting.stop(later)
+    run_agent(resting)
+
+
+def _run_on_the_clock(worker: Worker) -> list[Outgoing]:
+    """The process loop's way, on the real monotonic clock: poll what `fds(now)` says, as
+    long as `next_timeout(now)` says, until the agent is done."""
+    out: list[Outgoing] = []
+    deadline = time.monotonic() + WAIT
+    while worker.phase is Phase.RUNNING:
+        assert time.monotonic() < deadline, "the agent did not end in time"
+        now = time.monotonic()
+        out += worker.step(now)
+        fds, timeout = worker.fds(now), min(worker.next_timeout(now), 0.2)
+        ready = select.select(fds, [], [], timeout)[0] if fds else []
+        if not fds:
+            time.sleep(timeout)
+        for fd in ready:
+            out += worker.on_agent_fd(fd, time.monotonic())
+    return out
+
+
+def test_a_stray_writer_still_holding_the_pipe_after_the_leader_exits_is_read(
+    resting: Worker,
+) -> None:
+    """The exit's drain reads what is there; what a stray writer prints after it (within the
+    drain period) is read by the loop as before."""
+    script = "setsid sh -c 'sleep 0.3; echo late' & sleep 0.1; echo '{\"type\":\"first\"}'"
+    resting.on_broker(assign(shell(script)), time.monotonic())  # the loop's clock, as below
+    out = _run_on_the_clock(resting)
+    assert events_of(out) == [b'{"type":"first"}', b"late"]
+
+
+def test_a_stray_writer_past_the_drain_period_is_cut_off(resting: Worker, tmp_path: Path) -> None:
+    pidfile = tmp_path / "stray.pid"
+    script = (
+        f"setsid sh -c 'echo $$ > {pidfile}; exec sleep 30' & sleep 0.1;"
+        ' echo \'{"type":"first"}\''
+    )
+    began = time.monotonic()
+    resting.on_broker(assign(shell(script)), began)  # the loop's clock, as below
+    try:
+        out = _run_on_the_clock(resting)
+        took = time.monotonic() - began
+        assert events_of(out) == [b'{"type":"first"}']
+        assert DRAIN_SECONDS <= took < DRAIN_SECONDS + 5  # the pipes closed after the drain
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)  # the stray this test started

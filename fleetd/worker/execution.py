@@ -21,9 +21,9 @@ from fleetd.runtime.processes import signal_group
 from fleetd.runtime.redaction import Redactor
 from fleetd.runtime.spool import SpoolWriter
 from fleetd.worker.agent_input import AgentInput
-from fleetd.worker.agent_process import PIPE_CAPACITY, AgentProcess, spawn
+from fleetd.worker.agent_process import AgentProcess, spawn
 from fleetd.worker.budget import RunBudget
-from fleetd.worker.output import LineSplitter, classify
+from fleetd.worker.output import LineSplitter, OutputRest, classify
 from shared import messages as m
 from shared.models import (
     FLAG_REDACTED,
@@ -38,9 +38,6 @@ READ_CHUNK = 1 << 20
 STDERR_TAIL_LINES = 20
 # After the agent's leader exits, how long stray writers may keep its pipes open.
 DRAIN_SECONDS = 1.0
-# A read this full or fuller is not followed by a rest: the agent is writing fast, and a
-# resting worker would leave it blocked on a full pipe.
-REST_BELOW_BYTES = PIPE_CAPACITY // 4
 # Reads of the pipes left when the leader exits, before the loop polls them again.
 DRAIN_READS = 16
 
@@ -85,13 +82,7 @@ class Execution:
     summary: AgentSummary = field(default_factory=AgentSummary)
     budget: RunBudget | None = None
     over_budget: str | None = None  # why the run was ended for its spend
-    # Output rest: after the spawn, and after a read that found little, the pipes are not
-    # polled for `rest` seconds (only the pidfd is): an agent that prints a line and exits
-    # is read once, at its end, instead of at each write. In the throughput benchmark it
-    # cut a worker's loop turns per task from ~4 to ~3 and its CPU per task by ~10%.
-    rest: float = 0.0
-    rest_until: float = 0.0
-    full_read_at: float = -1.0  # the turn (its `now`) of the last read of a full pipe
+    rest: OutputRest = field(default_factory=lambda: OutputRest(0.0))  # between reads
     heard_bytes: int = 0  # of stdout and stderr
 
     def __post_init__(self) -> None:
@@ -117,7 +108,7 @@ class Execution:
         self.limits.timeout_at = self.started_mono + timeout
         self.limits.idle_seconds = idle_timeout
         self.limits.last_output = self.started_mono
-        self._rest_from(now)
+        self.rest.begin(now, idle_timeout)
         try:
             self.proc = spawn(command)
         except (OSError, ValueError) as exc:
@@ -173,7 +164,7 @@ class Execution:
         its pidfd."""
         if self.proc is None:
             return []
-        if self.pidfd >= 0 and now < self.rest_until:
+        if self.pidfd >= 0 and self.rest.resting(now):
             return [self.pidfd]
         fds = [p.fileno() for p in (self.proc.stdout, self.proc.stderr) if p and not p.closed]
         if self.pidfd >= 0:
@@ -225,8 +216,8 @@ class Execution:
             limits.timeout_at if running else float("inf"),
             limits.last_output + limits.idle_seconds if running else float("inf"),
         ]
-        if self.pidfd >= 0 and now < self.rest_until:
-            candidates.append(self.rest_until)
+        if self.pidfd >= 0 and self.rest.resting(now):
+            candidates.append(self.rest.until)
         retry = self.agent_input.retry_at if self.agent_input is not None else None
         candidates += [t for t in (limits.kill_at, limits.drain_until, retry) if t is not None]
         return min(candidates)
@@ -254,20 +245,10 @@ class Execution:
         return self.emit(self.out_lines.feed(data), now)
 
     def _heard(self, size: int, now: float) -> None:
-        """Output came: the agent is not hung; after a little, the pipes rest a moment,
-        unless a read in this same turn found a pipe full (the agent writes fast)."""
-        self.limits.last_output = now  # stderr too counts
+        """Output came: the agent is not hung (stderr counts too); the pipes may rest."""
+        self.limits.last_output = now
         self.heard_bytes += size
-        if size >= REST_BELOW_BYTES:
-            self.full_read_at = now
-            self.rest_until = now
-        elif self.full_read_at != now:
-            self._rest_from(now)
-
-    def _rest_from(self, now: float) -> None:
-        """Rest the pipes from `now`: at most half the idle limit, so that output waiting in
-        a pipe is read before that limit could take it for silence."""
-        self.rest_until = now + min(self.rest, self.limits.idle_seconds / 2)
+        self.rest.heard(size, now, self.limits.idle_seconds)
 
     def _drain(self, now: float) -> list[bytes]:
         """The leader exited: read what its pipes hold now (to their end, unless a stray

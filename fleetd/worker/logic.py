@@ -42,6 +42,7 @@ from fleetd.worker.budget import run_budget
 from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
 from fleetd.worker.outbox import NEXT_ASSIGN_SECONDS, Outgoing, ToBroker, ToRecorder
+from fleetd.worker.output import OutputRest
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
 from fleetd.workspace.worktrees import Prepared, Workspaces, commit_message
@@ -234,7 +235,7 @@ class Worker:
             agent_record=self.agent_record,
             summary=self.adapters.summary(assign),
             budget=run_budget(self.config, assign.spec),
-            rest=worker.output_batch_ms / 1000,
+            rest=OutputRest(worker.output_batch_ms / 1000),
         )
         self.execution = execution
         self.phase = Phase.RUNNING

@@ -44,11 +44,13 @@ def test_the_result_and_the_next_claim_are_one_assign(broker: Broker, store: Que
 
 
 @pytest.mark.sqlite_only
-def test_they_take_one_commit(broker: Broker, store: QueueStoreAPI) -> None:
+@pytest.mark.parametrize("shape", ["adjacent", "the next start between"])
+def test_they_take_one_commit(broker: Broker, store: QueueStoreAPI, shape: str) -> None:
     _two_running(broker)
     commits: list[int] = []
     store.conn.set_commit_hook(lambda: bool(commits.append(1)))  # type: ignore[attr-defined]
-    broker.handle_all(W1, b"", result_and_free(1, 2), 2)
+    requests = result_and_free(1, 2) if shape == "adjacent" else started_between(1, 2)
+    broker.handle_all(W1, b"", requests, 2)
     assert len(commits) == 1
 
 
@@ -73,15 +75,6 @@ def test_the_next_runs_start_between_them_keeps_them_together(
         .fetchone()
     )
     assert started == (1_500, 4321)
-
-
-@pytest.mark.sqlite_only
-def test_with_the_start_between_they_take_one_commit(broker: Broker, store: QueueStoreAPI) -> None:
-    _two_running(broker)
-    commits: list[int] = []
-    store.conn.set_commit_hook(lambda: bool(commits.append(1)))  # type: ignore[attr-defined]
-    broker.handle_all(W1, b"", started_between(1, 2), 2)
-    assert len(commits) == 1
 
 
 def test_with_nothing_queued_the_result_is_acknowledged_and_the_worker_waits(

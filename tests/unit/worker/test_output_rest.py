@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fleetd.worker.execution import DRAIN_SECONDS, REST_BELOW_BYTES
+from fleetd.worker.execution import DRAIN_SECONDS
 from fleetd.worker.logic import Phase, Worker
+from fleetd.worker.output import REST_BELOW_BYTES
 from shared.config import FleetConfig, load_config
 from shared.models import TaskSpec
 from tests.support.inline_job import InlineJob
@@ -100,21 +101,30 @@ def test_a_read_of_little_output_rests_the_pipes_again(resting: Worker) -> None:
     run_agent(resting)
 
 
-def test_a_full_read_is_not_followed_by_a_rest(resting: Worker) -> None:
-    """An agent writing fast is read again at once: a rest would leave it on a full pipe."""
-    size = REST_BELOW_BYTES + 1000
+FULL_READ = REST_BELOW_BYTES + 1000
+
+
+def _start_a_fast_writer(worker: Worker) -> tuple[int, int]:
+    """An agent that writes more than a rest allows to stdout at once, then a line to
+    stderr, then waits; returns its pipes once both writes are in them."""
     program = (
-        f"import os, time; os.write(1, b'x' * {size} + b'\\n'); os.write(2, b'written\\n');"
-        " time.sleep(5)"
+        f"import os, time; os.write(1, b'x' * {FULL_READ} + b'\\n');"
+        " os.write(2, b'written\\n'); time.sleep(5)"
     )
     spec = TaskSpec(prompt="p", agent="command", argv=[sys.executable, "-c", program])
-    resting.on_broker(assign(spec), NOW)
-    stdout, stderr = _pipes(resting)
+    worker.on_broker(assign(spec), NOW)
+    stdout, stderr = _pipes(worker)
     _wait_readable(stderr)  # so the whole write is in the stdout pipe
+    return stdout, stderr
+
+
+def test_a_full_read_is_not_followed_by_a_rest(resting: Worker) -> None:
+    """An agent writing fast is read again at once: a rest would leave it on a full pipe."""
+    stdout, _ = _start_a_fast_writer(resting)
     later = NOW + REST
     resting.on_agent_fd(stdout, later)
     execution = resting.execution
-    assert execution is not None and execution.heard_bytes >= size
+    assert execution is not None and execution.heard_bytes >= FULL_READ
     assert stdout in resting.fds(later)
     resting.stop(later)
     run_agent(resting)
@@ -141,15 +151,7 @@ def test_the_rest_is_at_most_half_the_idle_limit(resting: Worker) -> None:
 
 
 def test_a_full_read_is_not_undone_by_a_small_one_in_the_same_turn(resting: Worker) -> None:
-    size = REST_BELOW_BYTES + 1000
-    program = (
-        f"import os, time; os.write(1, b'x' * {size} + b'\\n'); os.write(2, b'written\\n');"
-        " time.sleep(5)"
-    )
-    spec = TaskSpec(prompt="p", agent="command", argv=[sys.executable, "-c", program])
-    resting.on_broker(assign(spec), NOW)
-    stdout, stderr = _pipes(resting)
-    _wait_readable(stderr)
+    stdout, stderr = _start_a_fast_writer(resting)
     later = NOW + REST
     resting.on_agent_fd(stdout, later)  # full: no rest
     resting.on_agent_fd(stderr, later)  # a little, in the same turn

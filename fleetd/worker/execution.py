@@ -11,6 +11,7 @@ import json
 import os
 import signal
 from dataclasses import dataclass, field
+from io import FileIO
 from pathlib import Path
 from typing import Literal
 
@@ -166,7 +167,7 @@ class Execution:
             return []
         if self.pidfd >= 0 and self.rest.resting(now):
             return [self.pidfd]
-        fds = [p.fileno() for p in (self.proc.stdout, self.proc.stderr) if p and not p.closed]
+        fds = [pipe.fileno() for pipe in self._open_pipes()]
         if self.pidfd >= 0:
             fds.append(self.pidfd)
         return fds
@@ -227,8 +228,7 @@ class Execution:
         """The leader was reaped and both pipes are closed (or were never opened)."""
         if self.proc is None:
             return True
-        pipes_closed = all(p is None or p.closed for p in (self.proc.stdout, self.proc.stderr))
-        return self.pidfd < 0 and pipes_closed
+        return self.pidfd < 0 and not self._open_pipes()
 
     # --- output ----------------------------------------------------------------------------
 
@@ -256,18 +256,20 @@ class Execution:
         assert self.proc is not None
         batches: list[bytes] = []
         for _ in range(DRAIN_READS):
-            stdout, stderr = self.proc.stdout, self.proc.stderr
-            open_before = [p for p in (stdout, stderr) if p is not None and not p.closed]
-            if not open_before:
-                break
-            heard = self.heard_bytes
-            if stdout is not None and not stdout.closed:
-                batches += self._read_stdout(now)
-            if stderr is not None and not stderr.closed:
-                self._read_stderr(now)
-            if self.heard_bytes == heard and all(not p.closed for p in open_before):
-                break  # nothing more for now
+            pipes, heard = self._open_pipes(), self.heard_bytes
+            for pipe in pipes:
+                if pipe is self.proc.stdout:
+                    batches += self._read_stdout(now)
+                else:
+                    self._read_stderr(now)
+            if not pipes or (self.heard_bytes == heard and not any(p.closed for p in pipes)):
+                break  # all read, or nothing more for now
         return batches
+
+    def _open_pipes(self) -> list[FileIO]:
+        """The agent's output pipes not yet closed: stdout first."""
+        assert self.proc is not None
+        return [p for p in (self.proc.stdout, self.proc.stderr) if p is not None and not p.closed]
 
     def emit(self, lines: list[tuple[bytes, int]], now: float) -> list[bytes]:
         """Turn lines into one encoded batch: redacted, classified, numbered, spooled."""
@@ -357,10 +359,8 @@ class Execution:
         return self._drain(now)
 
     def _close_pipes(self) -> None:
-        assert self.proc is not None
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None and not pipe.closed:
-                pipe.close()
+        for pipe in self._open_pipes():
+            pipe.close()
         self.limits.drain_until = None
 
     # --- result ----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import zmq
 
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enums cost per use
+
 
 def new_socket(
     context: zmq.Context,
@@ -35,7 +37,9 @@ def waiting(sock: zmq.Socket) -> Iterator[list[bytes]]:
     A caller stops taking (breaks, or `islice`s) to leave the rest for its next turn, so one
     busy peer cannot starve the rest of its loop.
     """
-    while True:
+    # Asking first spares the zmq.Again raised on an empty socket (4 us against 1 us here),
+    # which every loop turn of every process paid once per socket it read.
+    while sock.get(_EVENTS) & _POLLIN:
         try:
             frames = sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:

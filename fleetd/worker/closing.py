@@ -24,6 +24,9 @@ from shared import messages as m
 
 SEAL_WAIT_SECONDS = 10.0
 RESEND_SECONDS = 2.0
+# How long a released stream's seal may wait to be read while the worker runs its next agent:
+# the result it releases waits for that agent's end anyway (it goes with that end's message).
+SEAL_LOOK_SECONDS = 0.01
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Closing:
     execution: Execution
     finished: m.Finished
     deadline: float
+    ended_at: float = 0.0  # when its StreamEnd was made
     sealed: bool = False  # False: SEALING; True: REPORTING
     task_lock: FileLock | None = None  # a repository task's, held until the result is acked
     fenced: bool = False  # its lease was lost (LeaseLost): sealed as usual, never reported
@@ -44,6 +48,17 @@ class Closing:
     @property
     def released(self) -> bool:
         return self.finished.released
+
+    def look_at(self, running: bool, idle_wait: float) -> float:
+        """From when the worker wakes for this stream's seal: at once if the worker waits for
+        it (its WorkerFree was withheld); else after `idle_wait` (the worker waits for its
+        next Assign, which comes with the seal for a short task), or SEAL_LOOK_SECONDS while
+        the next agent runs."""
+        if self.sealed:
+            return float("inf")
+        if not self.released:
+            return self.ended_at
+        return self.ended_at + (SEAL_LOOK_SECONDS if running else idle_wait)
 
     def report(self, now: float) -> m.Finished:
         """Sealed (or given up on): close the spool and report; resent until acknowledged."""

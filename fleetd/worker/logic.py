@@ -195,7 +195,22 @@ class Worker:
         due = [self.next_heartbeat, *(closing.deadline for closing in self.closings.values())]
         if self.execution is not None and self.phase is Phase.RUNNING:
             due.append(self.execution.next_deadline(now))
+        due += [t for t in self._seal_looks() if t > now]  # when it starts waking for a seal
         return max(0.0, min(due) - now)
+
+    def wakes_for_recorder(self, now: float) -> bool:
+        """Whether the loop should wake for the recorder's replies; it reads them at every
+        turn either way. A short task's seal came as a loop turn of its own (0.8 of ~2.8 turns
+        per task), though the result it releases waits for the next Assign or the next
+        agent's end, which wake the loop anyway: so a seal wakes it only when it is waited
+        for (see `Closing.look_at`), or has waited past its time."""
+        if self.stopping or self.phase not in (Phase.IDLE, Phase.RUNNING):
+            return True
+        return any(now >= look for look in self._seal_looks())
+
+    def _seal_looks(self) -> list[float]:
+        running = self.phase is Phase.RUNNING
+        return [c.look_at(running, NEXT_ASSIGN_SECONDS) for c in self.closings.values()]
 
     @property
     def can_exit(self) -> bool:
@@ -364,7 +379,8 @@ class Worker:
             spool=str(execution.spool_path),
         )
         self.scratch.release(assign)
-        closing = Closing(execution, finished, now + SEAL_WAIT_SECONDS, task_lock=self.task_lock)
+        deadline = now + SEAL_WAIT_SECONDS
+        closing = Closing(execution, finished, deadline, ended_at=now, task_lock=self.task_lock)
         closing.fenced, self.fenced = self.fenced, False
         self.closings[assign.execution] = closing
         self.task_lock = None
@@ -444,7 +460,9 @@ class Worker:
             return [ToBroker(finished)]
         if self.execution is not None:
             return [ToBroker(finished, wait=True)]
-        return [ToBroker(finished, wait=True, hold=NEXT_ASSIGN_SECONDS)]
+        # As long as an Assign takes to come after the WorkerFree (sent at the agent's end).
+        hold = max(0.0, closing.ended_at + NEXT_ASSIGN_SECONDS - now)
+        return [ToBroker(finished, wait=True, hold=hold)]
 
     def _drop(self, closing: Closing) -> None:
         self.closings.pop(closing.id, None)

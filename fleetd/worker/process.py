@@ -44,14 +44,17 @@ def _loop(
     worker: Worker, broker: zmq.Socket, recorder: zmq.Socket, shutdown: ShutdownSignal
 ) -> None:
     poller = zmq.Poller()
-    for fd in (broker, recorder, shutdown.fd, worker.job.fd):
+    for fd in (broker, shutdown.fd, worker.job.fd):
         poller.register(fd, zmq.POLLIN)
     agent_fds: set[int] = set()
+    watching_recorder = False
     outbox = Outbox()
     _send(worker, broker, recorder, outbox.take(worker.start(time.monotonic()), time.monotonic()))
     while not worker.can_exit:
         now = time.monotonic()
         agent_fds = _sync_fds(poller, set(worker.fds(now)), agent_fds)
+        wanted = worker.wakes_for_recorder(now)
+        watching_recorder = _watch(poller, recorder, wanted, watching_recorder)
         timeout_ms = max(0.0, min(worker.next_timeout(now), outbox.next_due - now)) * 1000
         events = dict(poller.poll(min(timeout_ms, MAX_POLL_MS) + 0.5))
         now = time.monotonic()
@@ -63,10 +66,10 @@ def _loop(
             for frames in waiting(broker):
                 for message in _decode(m.BROKER_REPLIES, frames):
                     out += worker.on_broker(message, now)
-        if recorder in events:
-            for frames in waiting(recorder):
-                for message in _decode(m.RECORDER_REPLIES, frames):
-                    out += worker.on_recorder(message, now)
+        # Read at every turn, woken for or not (see Worker.wakes_for_recorder).
+        for frames in waiting(recorder):
+            for message in _decode(m.RECORDER_REPLIES, frames):
+                out += worker.on_recorder(message, now)
         if worker.job.fd in events:
             out += worker.on_job_done(now)
         for fd in agent_fds:
@@ -100,6 +103,15 @@ def _send(
             if not isinstance(group[0], ToBroker):
                 for item in group:
                     pending += [[again] for again in worker.undeliverable(item, time.monotonic())]
+
+
+def _watch(poller: zmq.Poller, sock: zmq.Socket, wanted: bool, watched: bool) -> bool:
+    """Poll `sock` or not, as `wanted`; whether it is polled now."""
+    if wanted and not watched:
+        poller.register(sock, zmq.POLLIN)
+    elif watched and not wanted:
+        poller.unregister(sock)
+    return wanted
 
 
 def _sync_fds(poller: zmq.Poller, wanted: set[int], registered: set[int]) -> set[int]:

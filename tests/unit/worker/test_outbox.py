@@ -86,7 +86,7 @@ def test_the_worker_marks_what_may_wait(worker: Worker) -> None:
     # With no agent running, a result waits only as long as the next Assign takes.
     [report] = [o for o in seal(worker, second) if isinstance(o, ToBroker)]
     assert isinstance(report.message, m.Finished) and report.message.released
-    assert report.wait and report.hold == NEXT_ASSIGN_SECONDS
+    assert report.wait and report.hold == pytest.approx(NEXT_ASSIGN_SECONDS)
     worker.on_broker(m.FinishAck(execution=1), NOW)
     worker.on_broker(m.FinishAck(execution=2), NOW)
     # A stopping worker's result (unreleased) goes at once.

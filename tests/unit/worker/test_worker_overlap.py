@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fleetd.worker.closing import RESEND_SECONDS, SEAL_WAIT_SECONDS
+from fleetd.worker.closing import RESEND_SECONDS, SEAL_LOOK_SECONDS, SEAL_WAIT_SECONDS
 from fleetd.worker.logic import Phase, ToBroker, ToRecorder, Worker
+from fleetd.worker.outbox import NEXT_ASSIGN_SECONDS
 from shared import messages as m
 from shared.config import FleetConfig
 from tests.unit.worker.drive import (
@@ -184,3 +185,46 @@ def test_a_cancel_of_a_closing_run_is_too_late(worker: Worker) -> None:
     out = run_agent(worker)
     assert worker.on_broker(m.CancelExecution(execution=1), NOW) == []
     assert finished(seal(worker, out)).outcome == "succeeded"
+
+
+
+def test_a_seal_wakes_the_worker_only_when_waited_for_or_late(worker: Worker) -> None:
+    worker.on_broker(assign(shell("echo '{}'"), execution=1), NOW)
+    first = run_agent(worker)
+    # Free (its WorkerFree went with the StreamEnd): the seal can wait for the next Assign,
+    # which wakes the worker anyway, as long as an Assign takes to come.
+    assert to_broker(first, m.WorkerFree)
+    assert not worker.wakes_for_recorder(NOW)
+    assert worker.next_timeout(NOW) == pytest.approx(NEXT_ASSIGN_SECONDS)
+    assert worker.wakes_for_recorder(NOW + NEXT_ASSIGN_SECONDS)
+    # The next agent runs: the result waits for its end, so the seal may wait longer.
+    worker.on_broker(assign(shell(SLEEPER), task=2, execution=2), NOW)
+    look = NOW + SEAL_LOOK_SECONDS
+    assert worker.next_timeout(NOW) == pytest.approx(SEAL_LOOK_SECONDS)
+    assert not worker.wakes_for_recorder(look - 0.001)
+    assert worker.wakes_for_recorder(look)
+    # Read late, the seal reports the result as before; nothing more to wake for.
+    assert finished(seal(worker, first, look)).execution == 1
+    assert not worker.wakes_for_recorder(look)
+    assert worker.next_timeout(look) > SEAL_LOOK_SECONDS
+    worker.on_broker(m.CancelExecution(execution=2), look)
+    second = run_agent(worker, look)
+    assert not worker.wakes_for_recorder(look)  # free again, the seal may wait a moment
+    # Its result read after the Assign should have come goes at once.
+    [report] = [o for o in seal(worker, second, look + 1) if isinstance(o, ToBroker)]
+    assert report.wait and report.hold == 0.0
+
+
+def test_a_seal_the_worker_waits_for_wakes_it_at_once(worker: Worker) -> None:
+    worker.on_broker(assign(shell("echo '{}'"), execution=1), NOW)
+    first = run_agent(worker)
+    worker.on_broker(assign(shell("echo '{}'"), task=2, execution=2), NOW)
+    second = run_agent(worker)
+    # The first stream is not sealed yet: the second run's end does not free the worker,
+    # whose next task waits for that seal.
+    assert to_broker(second, m.WorkerFree) == []
+    assert worker.wakes_for_recorder(NOW)
+    seal(worker, first)
+    assert finished(seal(worker, second)).released is False
+    worker.stop(NOW)
+    assert worker.wakes_for_recorder(NOW)  # stopping: every seal is waited for

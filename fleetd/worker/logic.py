@@ -41,7 +41,13 @@ from fleetd.worker.attempt import Scratch, commit_work, cut_short, prepare_works
 from fleetd.worker.budget import run_budget
 from fleetd.worker.closing import SEAL_WAIT_SECONDS, Closing, due_reports, held_executions
 from fleetd.worker.execution import EndReason, Execution
-from fleetd.worker.outbox import NEXT_ASSIGN_SECONDS, Outgoing, ToBroker, ToRecorder
+from fleetd.worker.outbox import (
+    HOLD_SECONDS,
+    NEXT_ASSIGN_SECONDS,
+    Outgoing,
+    ToBroker,
+    ToRecorder,
+)
 from fleetd.worker.output import OutputRest
 from fleetd.workspace.errors import WorkspaceError
 from fleetd.workspace.hooks import HookResult
@@ -209,6 +215,9 @@ class Worker:
         return any(now >= look for look in self._seal_looks())
 
     def _seal_looks(self) -> list[float]:
+        """When each closing's seal starts waking the loop; none when every seal does now."""
+        if self.stopping or self.phase not in (Phase.IDLE, Phase.RUNNING):
+            return []
         running = self.phase is Phase.RUNNING
         return [c.look_at(running, NEXT_ASSIGN_SECONDS) for c in self.closings.values()]
 
@@ -459,7 +468,9 @@ class Worker:
         if not closing.released or self.stopping:
             return [ToBroker(finished)]
         if self.execution is not None:
-            return [ToBroker(finished, wait=True)]
+            # Read late (the loop did not wake for the seal), it still goes by when it would
+            # have gone had it been read on arrival, which cannot precede the agent's end.
+            return [ToBroker(finished, wait=True, not_after=closing.ended_at + HOLD_SECONDS)]
         # As long as an Assign takes to come after the WorkerFree (sent at the agent's end).
         hold = max(0.0, closing.ended_at + NEXT_ASSIGN_SECONDS - now)
         return [ToBroker(finished, wait=True, hold=hold)]

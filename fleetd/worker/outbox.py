@@ -31,6 +31,7 @@ class ToBroker:
     message: m.Message
     wait: bool = False  # may be held to go with the next message to the broker
     hold: float = HOLD_SECONDS  # at most this long (seconds), when it may wait
+    not_after: float = float("inf")  # and never past this time (monotonic seconds)
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,14 @@ class _Held:
         self.due = float("inf")
         self.since = float("inf")  # when the first of them was held
         self.urgent = False  # one of them may not wait
+        self.latest = float("inf")  # the earliest `not_after` among them
 
     def add(self, item: Outgoing, now: float) -> None:
         if not self.items:
             self.since = now
-        self.due = min(self.due, now + item.hold)
+        if isinstance(item, ToBroker):
+            self.latest = min(self.latest, item.not_after)
+        self.due = min(self.due, now + item.hold, self.latest)
         self.urgent = self.urgent or not item.wait
         self.items.append(item)
         self.size += len(item.payload) if isinstance(item, ToRecorder) else 0
@@ -69,7 +73,7 @@ class _Held:
 
     def take(self) -> list[Outgoing]:
         items, self.items, self.size, self.urgent = self.items, [], 0, False
-        self.due = self.since = float("inf")
+        self.due = self.since = self.latest = float("inf")
         return items
 
 
@@ -90,7 +94,8 @@ class Outbox:
         for item in items:
             (self.broker if isinstance(item, ToBroker) else self.recorder).add(item, now)
         if agent_running and self.broker.items:
-            self.broker.due = max(self.broker.due, self.broker.since + HOLD_SECONDS)
+            held = self.broker
+            held.due = min(max(held.due, held.since + HOLD_SECONDS), held.latest)
         return [held.take() for held in (self.broker, self.recorder) if held.ready(now)]
 
     def flush(self) -> list[list[Outgoing]]:

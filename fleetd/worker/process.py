@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -55,8 +56,8 @@ def _loop(
         agent_fds = _sync_fds(poller, set(worker.fds(now)), agent_fds)
         wanted = worker.wakes_for_recorder(now)
         watching_recorder = _watch(poller, recorder, wanted, watching_recorder)
-        timeout_ms = max(0.0, min(worker.next_timeout(now), outbox.next_due - now)) * 1000
-        events = dict(poller.poll(min(timeout_ms, MAX_POLL_MS) + 0.5))
+        timeout = min(worker.next_timeout(now), outbox.next_due - now)
+        events = dict(poller.poll(_poll_ms(timeout)))
         now = time.monotonic()
         out: list[Outgoing] = []
         if shutdown.fd in events:
@@ -103,6 +104,12 @@ def _send(
             if not isinstance(group[0], ToBroker):
                 for item in group:
                     pending += [[again] for again in worker.undeliverable(item, time.monotonic())]
+
+
+def _poll_ms(seconds: float) -> int:
+    """A poll timeout in whole milliseconds, rounded up: pyzmq truncates, and a timer due in
+    less than a millisecond made poll(0) turns until it passed."""
+    return min(MAX_POLL_MS, math.ceil(max(0.0, seconds) * 1000))
 
 
 def _watch(poller: zmq.Poller, sock: zmq.Socket, wanted: bool, watched: bool) -> bool:

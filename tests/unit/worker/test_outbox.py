@@ -114,3 +114,13 @@ def test_a_result_held_for_the_next_assign_waits_for_that_agents_end_once_it_run
     assert outbox.take([FREE], NOW + 0.006, agent_running=False) == [[short, STARTED, FREE]]
     outbox.take([short], NOW)
     assert outbox.take([], NOW + NEXT_ASSIGN_SECONDS) == [[short]]  # no Assign: it goes
+
+
+def test_a_result_goes_by_its_not_after_while_the_next_agent_runs() -> None:
+    late = ToBroker(RESULT.message, wait=True, not_after=NOW + 0.005)
+    outbox = Outbox()
+    assert outbox.take([late], NOW, agent_running=True) == []
+    # The running agent's extension (since + HOLD_SECONDS) stops at `not_after`.
+    assert outbox.next_due == pytest.approx(NOW + 0.005)
+    assert outbox.take([], NOW + 0.004, agent_running=True) == []
+    assert outbox.take([], NOW + 0.005, agent_running=True) == [[late]]

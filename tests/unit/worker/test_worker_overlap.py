@@ -187,7 +187,6 @@ def test_a_cancel_of_a_closing_run_is_too_late(worker: Worker) -> None:
     assert finished(seal(worker, out)).outcome == "succeeded"
 
 
-
 def test_a_seal_wakes_the_worker_only_when_waited_for_or_late(worker: Worker) -> None:
     worker.on_broker(assign(shell("echo '{}'"), execution=1), NOW)
     first = run_agent(worker)

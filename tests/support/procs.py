@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -25,6 +27,17 @@ def is_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def kill_and_wait(pid: int, timeout: float = 5.0) -> None:
+    """SIGKILL a process the test started (not a child of ours: a stray it made) and wait
+    until it is gone or a zombie: a kill's delivery is not its end, and a check for leftovers
+    right after it saw the process still running."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def title(pid: int) -> str | None:

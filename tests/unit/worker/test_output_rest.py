@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from fleetd.worker.output import REST_BELOW_BYTES
 from shared.config import FleetConfig, load_config
 from shared.models import TaskSpec
 from tests.support.inline_job import InlineJob
+from tests.support.procs import kill_and_wait
 from tests.unit.worker.drive import NOW, Outgoing, assign, events_of, run_agent, shell
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
@@ -204,4 +204,4 @@ def test_a_stray_writer_past_the_drain_period_is_cut_off(resting: Worker, tmp_pa
         assert DRAIN_SECONDS <= took < DRAIN_SECONDS + 5  # the pipes closed after the drain
     finally:
         with contextlib.suppress(OSError, ValueError):
-            os.kill(int(pidfile.read_text()), signal.SIGKILL)  # the stray this test started
+            kill_and_wait(int(pidfile.read_text()))  # the stray this test started

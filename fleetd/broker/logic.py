@@ -55,6 +55,7 @@ class Broker(WorkerReports):
         self.next_lease_check = 0
         self.tally = RunTally()  # /metrics' counters
         self.schedule = Schedule(config.limits, config.budget)
+        self.counted_unstored: OrderedDict[int, None] = OrderedDict()  # see _gate_after
         self.node = config.node.name
         self.reach = DatabaseWatch(self.lease_us)
 

@@ -3,6 +3,8 @@ gate of each claim, a result's spend and rate limit, priorities, usage and reloa
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import msgspec
 from loguru import logger
 
@@ -14,12 +16,19 @@ from shared import messages as m
 from shared.config import BudgetConfig
 from shared.models import ScheduleView
 
+# Results counted but not stored kept in mind at most: one whose execution was lost instead
+# (never resent) leaves its entry behind until this many newer ones push it out.
+MAX_COUNTED_UNSTORED = 10_000
+
 
 class SchedulingRequests:
     """A part of `Broker`: what it does for scheduling (its store and schedule are the Broker's)."""
 
     store: QueueStoreAPI
     schedule: Schedule
+    # Executions whose result's spend and rate limit were counted, but whose result the store
+    # did not take (its database out of reach, its disk full): the worker resends it.
+    counted_unstored: OrderedDict[int, None]
 
     def dispatch(self, now: int) -> list[ToPeer]:
         raise NotImplementedError  # the Broker's
@@ -42,9 +51,15 @@ class SchedulingRequests:
         budgets, and a rate-limited run holding its agent kind (a resent result, whose
         execution is closed already, counts nothing again)."""
         result, schedule = msg.result, self.schedule
+        if msg.execution in self.counted_unstored:
+            return self._gate(now)  # resent after its store failed: counted the first time
         tokens, cost = result.usage.total_tokens, result.cost_usd or 0.0
         spends = schedule.has_budgets and bool(tokens or cost)
         spec = self.store.running_spec(msg.execution) if spends or result.rate_limited else None
+        if spec is not None:
+            self.counted_unstored[msg.execution] = None
+            while len(self.counted_unstored) > MAX_COUNTED_UNSTORED:
+                self.counted_unstored.popitem(last=False)
         held = spec is not None and result.rate_limited and schedule.rate_limited(spec.agent, now)
         if spec is not None and held:
             logger.warning("{} rate-limited: holding its tasks", spec.agent)
@@ -52,6 +67,10 @@ class SchedulingRequests:
             self._gate(now)  # loads the window's spend first, if not yet
             schedule.add(Spend(now, tokens, cost, spec), now)
         return self._gate(now)
+
+    def _result_stored(self, execution: int) -> None:
+        """The store took (or had) the result `_gate_after` counted: a resend is not one now."""
+        self.counted_unstored.pop(execution, None)
 
     def _schedule_view(self, now: int) -> ScheduleView:
         self._gate(now)  # the holds as of now

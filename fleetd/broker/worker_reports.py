@@ -150,6 +150,7 @@ class WorkerReports(SchedulingRequests):
         except apsw.FullError:
             self._disk_full(now)  # the result is resent; the worker waits for room meanwhile
             return self._on_worker_free(peer, ref, free, now)
+        self._result_stored(msg.execution)
         if state is None:  # a resent result, already recorded: the worker is free all the same
             ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
             return [ack, *self._on_worker_free(peer, ref, free, now)]
@@ -231,6 +232,7 @@ class WorkerReports(SchedulingRequests):
         state, claim = self.store.finish(
             msg.execution, msg.outcome, msg.result, now, claim_for, self.lease_us, gate, msg.lease
         )
+        self._result_stored(msg.execution)
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded
@@ -262,6 +264,7 @@ class WorkerReports(SchedulingRequests):
         is waiting or runs its next task, so nothing is claimed for it here."""
         self._gate_after(msg, now)  # counts the result's spend and rate limit
         state, _ = self.store.finish(msg.execution, msg.outcome, msg.result, now, lease=msg.lease)
+        self._result_stored(msg.execution)
         ack = ToPeer(peer, ref, m.FinishAck(execution=msg.execution))
         if state is None:
             return [ack]  # a resent result, already recorded

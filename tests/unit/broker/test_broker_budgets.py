@@ -9,6 +9,7 @@ from pathlib import Path
 from fleetd.broker.budgets import Schedule, Spend
 from fleetd.broker.logic import Broker
 from fleetd.broker.store import QueueStore
+from fleetd.stores.errors import StoreUnavailable
 from shared import messages as m
 from shared.config import BudgetConfig, ScopeBudget, load_config
 from shared.models import ExecutionResult, TaskSpec, TokenUsage
@@ -199,3 +200,35 @@ def test_a_rate_limit_hold_doubles_while_the_refusals_go_on() -> None:
     calm = schedule.rate_limited("codex", now + 3600 * s)  # long after: back to the start
     assert calm is not None and calm.until - (now + 3600 * s) == 10 * s
     assert Schedule({}, BudgetConfig(rate_limit_hold_seconds=0)).rate_limited("codex", 0) is None
+
+
+class OutageStore(QueueStore):
+    """A queue whose next `finish` fails as a database out of reach would."""
+
+    fail_next_finish = False
+
+    def finish(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.fail_next_finish:
+            self.fail_next_finish = False
+            raise StoreUnavailable("the database went away")
+        return super().finish(*args, **kwargs)
+
+
+def test_a_result_resent_after_an_outage_counts_its_spend_and_rate_limit_once(
+    tmp_path: Path,
+) -> None:
+    store = OutageStore(QueueStore.open(tmp_path / "outage.db", 3).conn, 3)
+    toml = "[budget]\ntokens_per_day = 100\nrate_limit_hold_seconds = 60\n"
+    broker = broker_with(store, tmp_path, toml)
+    t0 = 10 * DAY
+    ready(broker, now=t0)
+    [(_, _, first)] = assigns(enqueue(broker, spec("claude"), now=t0))
+    result = spend(60, rate_limited=True)
+    store.fail_next_finish = True
+    assert finish(broker, first, result, now=t0 + 1) == []  # not stored: the worker resends
+    broker.step(t0 + 2)  # the lease check reaches the database again
+    finish(broker, first, result, now=t0 + 3)
+    # 60 tokens of 100, not 120; the rate-limit hold once (60 s), not doubled to 120 s.
+    assert holds(broker, t0 + 3) == [("agent:claude", t0 + 1 + 60_000_000)]
+    [(_, task, _)] = assigns(enqueue(broker, spec(), now=t0 + 4))
+    assert task == 2

@@ -39,6 +39,7 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check fleetd fleetctl shared tests bench
+	$(BIN)/ruff format --check fleetd fleetctl shared tests bench
 	$(BIN)/pytest
 
 test-fast: setup
@@ -81,6 +82,7 @@ systemd-test: setup
 
 lint: setup
 	$(BIN)/ruff check fleetd fleetctl shared tests bench
+	$(BIN)/ruff format --check fleetd fleetctl shared tests bench
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache

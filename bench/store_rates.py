@@ -98,9 +98,9 @@ def main() -> None:
             pg.close()
             name = cluster.create_database()
             value = many_brokers(cluster.url(name), args.tasks, 4)
-            results.setdefault("claim, 4 brokers at once", {}).setdefault(
-                "postgresql", []
-            ).append(value)
+            results.setdefault("claim, 4 brokers at once", {}).setdefault("postgresql", []).append(
+                value
+            )
     finally:
         cluster.destroy()
     print(f"| per second ({args.tasks} tasks, median of {args.runs}) | SQLite | PostgreSQL |")

@@ -95,9 +95,16 @@ def test_a_node_killed_mid_work_loses_nothing(nodes: Nodes) -> None:
     )
     shown = nodes.fleets["c"].events(task)
     assert [e["seq"] for e in shown if e["execution"] == execution][:3] == [1, 2, 3]
-    # Any node shows every node's workers, and fleetctl never prints the URL's password.
+    # Any node shows every node's workers, as of each node's last beat (a node beats at every
+    # lease check, once a second: the restarted a's first beat may predate its workers' Ready),
+    # and fleetctl never prints the URL's password.
+    wait_for(
+        lambda: {"a", "b", "c"} <= {w["node"] for w in nodes.fleets["c"].json("workers")},
+        10,
+        0.2,
+        "node c to show the workers of a, b and c",
+    )
     shown = nodes.fleets["c"].ctl("workers")
-    assert {"a", "b", "c"} <= {w["node"] for w in nodes.fleets["c"].json("workers")}
     assert PASSWORD not in shown.stdout + shown.stderr
     for fleet in nodes.fleets.values():
         assert PASSWORD not in fleet.log()

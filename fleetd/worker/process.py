@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from typing import TypeVar
 
 import zmq
 
@@ -18,6 +19,8 @@ from shared.config import FleetConfig
 LINGER_MS = 2000  # a Finished or the last events still get out when the worker exits
 HWM = 100_000
 MAX_POLL_MS = 1000
+
+P = TypeVar("P", int, zmq.Socket)  # what a poller polls: an fd, or a ZeroMQ socket
 
 
 def run(config: FleetConfig, role: str, worker_id: str) -> None:
@@ -48,14 +51,14 @@ def _loop(
     for fd in (broker, shutdown.fd, worker.job.fd):
         poller.register(fd, zmq.POLLIN)
     agent_fds: set[int] = set()
-    watching_recorder = False
+    recorder_polled: set[zmq.Socket] = set()
     outbox = Outbox()
     _send(worker, broker, recorder, outbox.take(worker.start(time.monotonic()), time.monotonic()))
     while not worker.can_exit:
         now = time.monotonic()
-        agent_fds = _sync_fds(poller, set(worker.fds(now)), agent_fds)
-        wanted = worker.wakes_for_recorder(now)
-        watching_recorder = _watch(poller, recorder, wanted, watching_recorder)
+        agent_fds = _sync_polled(poller, set(worker.fds(now)), agent_fds)
+        wanted = {recorder} if worker.wakes_for_recorder(now) else set()
+        recorder_polled = _sync_polled(poller, wanted, recorder_polled)
         timeout = min(worker.next_timeout(now), outbox.next_due - now)
         events = dict(poller.poll(_poll_ms(timeout)))
         now = time.monotonic()
@@ -112,20 +115,12 @@ def _poll_ms(seconds: float) -> int:
     return min(MAX_POLL_MS, math.ceil(max(0.0, seconds) * 1000))
 
 
-def _watch(poller: zmq.Poller, sock: zmq.Socket, wanted: bool, watched: bool) -> bool:
-    """Poll `sock` or not, as `wanted`; whether it is polled now."""
-    if wanted and not watched:
-        poller.register(sock, zmq.POLLIN)
-    elif watched and not wanted:
-        poller.unregister(sock)
-    return wanted
-
-
-def _sync_fds(poller: zmq.Poller, wanted: set[int], registered: set[int]) -> set[int]:
-    for fd in registered - wanted:
-        poller.unregister(fd)
-    for fd in wanted - registered:
-        poller.register(fd, zmq.POLLIN)
+def _sync_polled(poller: zmq.Poller, wanted: set[P], registered: set[P]) -> set[P]:
+    """Poll what is `wanted` (fds or sockets) of what `registered` held; what is polled now."""
+    for gone in registered - wanted:
+        poller.unregister(gone)
+    for new in wanted - registered:
+        poller.register(new, zmq.POLLIN)
     return wanted
 
 
